@@ -1,0 +1,9 @@
+//! flagpost: keeps flag state and an outbox of flag events in one redb file, and posts signed
+//! Flagsmith-format web hooks to every subscribed endpoint until each has taken each event.
+//!
+//! The wire format ([`wire`]), signing ([`signing`]) and directory watching ([`watch`]) are shared
+//! with `flagpost-receiver`.
+
+pub mod signing;
+pub mod watch;
+pub mod wire;

@@ -1,0 +1,428 @@
+//! The webhook wire format: Flagsmith's environment and audit-log web hooks.
+//!
+//! Two directions live here. [`FlagEventBody`] and [`AuditLogBody`] are what flagpost *writes*: exactly
+//! the seed document's shape (integer `environment` and `project`, every key present, keys in sorted
+//! order as Flagsmith's serializer emits them). [`IncomingEvent`] is what a receiver *reads*: every
+//! shape a real Flagsmith sends today as well as the seed's, with unknown fields ignored.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+/// The `event_type` of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventType {
+    FlagUpdated,
+    FlagDeleted,
+    AuditLogCreated,
+    /// A type this version does not know; receivers acknowledge and ignore it.
+    Other(String),
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::FlagUpdated => "FLAG_UPDATED",
+            EventType::FlagDeleted => "FLAG_DELETED",
+            EventType::AuditLogCreated => "AUDIT_LOG_CREATED",
+            EventType::Other(other) => other,
+        }
+    }
+
+    pub fn parse(s: &str) -> EventType {
+        match s {
+            "FLAG_UPDATED" => EventType::FlagUpdated,
+            "FLAG_DELETED" => EventType::FlagDeleted,
+            "AUDIT_LOG_CREATED" => EventType::AuditLogCreated,
+            other => EventType::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(EventType::parse(&s))
+    }
+}
+
+/// A flag value as Flagsmith stores it: a string, an integer, a float or a boolean. `None` (in an
+/// `Option<FlagValue>`) is JSON null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagValue {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    String(String),
+}
+
+impl fmt::Display for FlagValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlagValue::Bool(b) => write!(f, "{b}"),
+            FlagValue::Integer(i) => write!(f, "{i}"),
+            FlagValue::Float(x) => write!(f, "{x}"),
+            FlagValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Formats a time the way Flagsmith does: `%Y-%m-%dT%H:%M:%S.%fZ` in UTC (microseconds).
+pub fn format_timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+    .expect("a UTC date always formats")
+}
+
+/// Parses a webhook `timestamp`. Flagsmith's have 3 or 6 fractional digits and a `Z`; anything RFC
+/// 3339 is accepted. An empty or unparseable string gives `None` (the sender told no time).
+pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// What flagpost writes.
+// ---------------------------------------------------------------------------------------------
+
+/// `{"data": ..., "event_type": ...}`, the envelope of every web hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope<'a, D: Serialize> {
+    pub data: &'a D,
+    pub event_type: &'a EventType,
+}
+
+/// Serialises an envelope to the bytes that are stored, signed and sent.
+pub fn envelope_bytes<D: Serialize>(event_type: &EventType, data: &D) -> Vec<u8> {
+    serde_json::to_vec(&Envelope { data, event_type }).expect("wire types always serialise")
+}
+
+/// `data` of `FLAG_UPDATED` and `FLAG_DELETED`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlagEventBody {
+    pub changed_by: String,
+    pub new_state: Option<FeatureStateBody>,
+    pub previous_state: Option<FeatureStateBody>,
+    pub timestamp: String,
+}
+
+/// A feature state in the seed's shape: the environment default when `feature_segment` and
+/// `identity` are both null, else an override.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureStateBody {
+    pub enabled: bool,
+    pub environment: u64,
+    pub feature: FeatureBody,
+    pub feature_segment: Option<FeatureSegmentBody>,
+    pub feature_state_value: Option<FlagValue>,
+    pub id: u64,
+    pub identity: Option<u64>,
+    pub identity_identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureBody {
+    pub created_date: String,
+    pub default_enabled: bool,
+    pub description: Option<String>,
+    pub id: u64,
+    pub initial_value: Option<FlagValue>,
+    pub name: String,
+    pub project: u64,
+    #[serde(rename = "type")]
+    pub feature_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureSegmentBody {
+    pub priority: i64,
+    pub segment: SegmentBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentBody {
+    pub description: Option<String>,
+    pub id: u64,
+    pub name: String,
+}
+
+/// `data` of `AUDIT_LOG_CREATED`, the seed's audit-log object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditLogBody {
+    pub author: AuthorBody,
+    pub created_date: String,
+    pub environment: Option<u64>,
+    pub log: String,
+    pub project: ProjectBody,
+    pub related_object_id: u64,
+    pub related_object_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuthorBody {
+    pub email: String,
+    pub first_name: String,
+    pub id: Option<u64>,
+    pub last_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectBody {
+    pub id: u64,
+    pub name: String,
+    pub organisation: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// What receivers read.
+// ---------------------------------------------------------------------------------------------
+
+/// Why a body could not be read as a web hook.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("body is not valid JSON for a web hook: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{event_type} needs {field}")]
+    Missing {
+        event_type: &'static str,
+        field: &'static str,
+    },
+}
+
+/// A web hook as a receiver reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncomingEvent {
+    Flag(Box<IncomingFlagEvent>),
+    /// `AUDIT_LOG_CREATED` or a type this version does not know: acknowledged, never applied.
+    NotApplied(EventType),
+}
+
+/// `FLAG_UPDATED` or `FLAG_DELETED`, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingFlagEvent {
+    pub deleted: bool,
+    pub changed_by: String,
+    /// `None` when the sender sent an empty or unparseable timestamp.
+    pub timestamp: Option<OffsetDateTime>,
+    /// The state the event is about: `new_state` of an update, `previous_state` of a deletion.
+    pub state: IncomingState,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IncomingState {
+    pub enabled: bool,
+    pub environment: IdRef,
+    pub feature: IncomingFeature,
+    #[serde(default)]
+    pub feature_segment: Option<IncomingFeatureSegment>,
+    #[serde(default, deserialize_with = "flag_value_or_null")]
+    pub feature_state_value: Option<FlagValue>,
+    #[serde(default)]
+    pub identity: Option<IdentityRef>,
+    #[serde(default)]
+    pub identity_identifier: Option<String>,
+    #[serde(default)]
+    pub multivariate_feature_state_values: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IncomingFeature {
+    pub id: u64,
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub feature_type: Option<String>,
+    #[serde(default)]
+    pub project: Option<IdRef>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub default_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "flag_value_or_null")]
+    pub initial_value: Option<FlagValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IncomingFeatureSegment {
+    pub segment: IncomingSegment,
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IncomingSegment {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `environment` and `project`: an integer (the seed) or an object `{id, name}` (Flagsmith today).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum IdRef {
+    Id(u64),
+    Object {
+        id: u64,
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+impl IdRef {
+    pub fn id(&self) -> u64 {
+        match self {
+            IdRef::Id(id) | IdRef::Object { id, .. } => *id,
+        }
+    }
+}
+
+/// `identity`: an integer id (Flagsmith's core identities) or a UUID string (edge identities).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum IdentityRef {
+    Id(u64),
+    Uuid(String),
+}
+
+fn flag_value_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FlagValue>, D::Error> {
+    Option::<FlagValue>::deserialize(d)
+        .map_err(|_| de::Error::custom("a flag value must be a string, number, boolean or null"))
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    event_type: EventType,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawFlagData {
+    #[serde(default)]
+    changed_by: Option<String>,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    new_state: Option<IncomingState>,
+    #[serde(default)]
+    previous_state: Option<IncomingState>,
+}
+
+/// Reads a web hook body. Flag events must carry the state they are about; other event types are
+/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON.
+pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
+    let envelope: RawEnvelope = serde_json::from_slice(body)?;
+    let deleted = match envelope.event_type {
+        EventType::FlagUpdated => false,
+        EventType::FlagDeleted => true,
+        other => return Ok(IncomingEvent::NotApplied(other)),
+    };
+    let event_name = if deleted {
+        "FLAG_DELETED"
+    } else {
+        "FLAG_UPDATED"
+    };
+    let data = envelope.data.ok_or(WireError::Missing {
+        event_type: event_name,
+        field: "data",
+    })?;
+    let data: RawFlagData = serde_json::from_value(data)?;
+    let state = if deleted {
+        data.previous_state.or(data.new_state)
+    } else {
+        data.new_state
+    };
+    let state = state.ok_or(WireError::Missing {
+        event_type: event_name,
+        field: if deleted {
+            "data.previous_state"
+        } else {
+            "data.new_state"
+        },
+    })?;
+    Ok(IncomingEvent::Flag(Box::new(IncomingFlagEvent {
+        deleted,
+        changed_by: data.changed_by.unwrap_or_default(),
+        timestamp: data.timestamp.as_deref().and_then(parse_timestamp),
+        state,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_use_six_fractional_digits_in_utc() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_583_589_547_040_123_456).unwrap();
+        assert_eq!(format_timestamp(at), "2020-03-07T13:59:07.040123Z");
+        assert_eq!(
+            parse_timestamp("2020-03-07T13:59:07.040Z")
+                .unwrap()
+                .unix_timestamp(),
+            1_583_589_547
+        );
+        assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn flag_values_keep_their_json_type() {
+        let values: Vec<Option<FlagValue>> =
+            serde_json::from_str(r#"["a", 42, 1.5, true, null]"#).unwrap();
+        assert_eq!(
+            values,
+            vec![
+                Some(FlagValue::String("a".into())),
+                Some(FlagValue::Integer(42)),
+                Some(FlagValue::Float(1.5)),
+                Some(FlagValue::Bool(true)),
+                None
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&values).unwrap(),
+            r#"["a",42,1.5,true,null]"#
+        );
+    }
+
+    #[test]
+    fn a_flag_value_of_the_wrong_type_is_refused() {
+        let body = br#"{"event_type":"FLAG_UPDATED","data":{"new_state":{"enabled":true,"environment":1,"feature":{"id":1,"name":"f"},"feature_state_value":{"nested":1}}}}"#;
+        let err = parse_incoming(body).unwrap_err().to_string();
+        assert!(err.contains("flag value"), "{err}");
+    }
+
+    #[test]
+    fn unknown_event_types_are_read_but_not_applied() {
+        let event = parse_incoming(br#"{"event_type":"SOMETHING_NEW","data":{"x":1}}"#).unwrap();
+        assert_eq!(
+            event,
+            IncomingEvent::NotApplied(EventType::Other("SOMETHING_NEW".into()))
+        );
+    }
+
+    #[test]
+    fn an_update_without_new_state_is_refused() {
+        let err = parse_incoming(br#"{"event_type":"FLAG_UPDATED","data":{"timestamp":""}}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "FLAG_UPDATED needs data.new_state");
+    }
+}
