@@ -4,6 +4,8 @@
 //! The wire format ([`wire`]), signing ([`signing`]) and directory watching ([`watch`]) are shared
 //! with `flagpost-receiver`.
 
+pub mod config;
 pub mod signing;
+pub mod store;
 pub mod watch;
 pub mod wire;

@@ -1,0 +1,134 @@
+//! The records kept in the tables, and the keys of feature states.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::FlagValue;
+
+/// Who made a change: an API token's name, a flag file's path, a relay source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub name: String,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    pub id: u64,
+    pub name: String,
+    pub project: u64,
+    pub project_name: String,
+}
+
+/// Who may change a feature: the change API, or the flag files (which own what they declare).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    Api,
+    Files,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRecord {
+    pub id: u64,
+    pub project: u64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub feature_type: String,
+    pub description: Option<String>,
+    pub initial_value: Option<FlagValue>,
+    pub default_enabled: bool,
+    pub created_date: String,
+    pub owner: Owner,
+    /// Set when deleted: the record stays as a tombstone.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// One feature state: an environment default or an override.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// The feature state id sent as `id`, assigned once per key.
+    pub id: u64,
+    pub enabled: bool,
+    pub value: Option<FlagValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// Which state of a feature in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StateKey {
+    Default,
+    Identity(String),
+    Segment(u64),
+}
+
+impl StateKey {
+    /// The key's text in `STATES`: sorts the default first, then identities, then segments.
+    pub fn encode(&self) -> String {
+        match self {
+            StateKey::Default => String::new(),
+            StateKey::Identity(identifier) => format!("identity:{identifier}"),
+            StateKey::Segment(id) => format!("segment:{id:020}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<StateKey> {
+        if text.is_empty() {
+            Some(StateKey::Default)
+        } else if let Some(identifier) = text.strip_prefix("identity:") {
+            Some(StateKey::Identity(identifier.to_owned()))
+        } else {
+            text.strip_prefix("segment:")?
+                .parse()
+                .ok()
+                .map(StateKey::Segment)
+        }
+    }
+}
+
+/// An event's metadata; its body is in `EVENT_BODIES` under the same sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The `webhook-id`: stable across every retry and replay.
+    pub id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub environment: Option<u64>,
+    pub committed_at_ms: u64,
+    pub changed_by: String,
+}
+
+/// An event as reported to whoever made the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedEvent {
+    pub id: String,
+    pub sequence: u64,
+    pub event_type: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_keys_round_trip_and_sort_default_first() {
+        let keys = [
+            StateKey::Default,
+            StateKey::Identity("user-42".into()),
+            StateKey::Segment(9),
+            StateKey::Segment(10),
+        ];
+        let mut encoded: Vec<String> = keys.iter().map(StateKey::encode).collect();
+        encoded.sort();
+        let decoded: Vec<StateKey> = encoded
+            .iter()
+            .map(|k| StateKey::decode(k).unwrap())
+            .collect();
+        assert_eq!(decoded, keys);
+    }
+}
