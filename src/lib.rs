@@ -5,6 +5,7 @@
 //! with `flagpost-receiver`.
 
 pub mod config;
+pub mod delivery;
 pub mod signing;
 pub mod store;
 pub mod watch;
