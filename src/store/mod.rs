@@ -3,6 +3,7 @@
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
 
+pub mod deliveries;
 mod records;
 pub mod tables;
 mod writer;

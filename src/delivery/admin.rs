@@ -1,0 +1,287 @@
+//! Admin HTTP handlers for delivery: list pending deliveries, attempts and dead letters, and
+//! replay dead letters. A `Router` that the HTTP layer nests (e.g. under `/api/v1/admin`) behind
+//! its authentication. Answers carry endpoint names, sequences, event ids, statuses and errors:
+//! never a URL or a secret.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::client::now_millis;
+use super::dispatcher::Dispatcher;
+use super::metrics::DeliveryMetrics;
+use crate::store::StoreError;
+use crate::store::deliveries::{
+    AttemptRecord, DeadLetter, PendingRow, ReplayFilter, attempts_for_endpoint, attempts_for_event,
+    count_pending, list_dead_letters, list_pending, outbox_endpoints, replay_dead_letters,
+};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// What an admin request can go wrong with; the status for each is decided here only.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("storage is unavailable: {0}")]
+    Storage(#[from] StoreError),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+type AdminResult<T> = Result<Json<T>, AdminError>;
+
+/// The delivery admin routes, relative to wherever they are nested:
+///
+/// - `GET /deliveries/pending` — pending counts per endpoint;
+///   `?endpoint=NAME[&after=SEQ][&limit=N]` — that endpoint's pending rows.
+/// - `GET /attempts?sequence=SEQ` — every attempt of one event;
+///   `?endpoint=NAME[&limit=N]` — an endpoint's latest attempts.
+/// - `GET /dead-letters[?endpoint=NAME][&after_endpoint=NAME&after=SEQ][&limit=N]`.
+/// - `POST /dead-letters/replay` with `{}` (all), `{"endpoint": NAME}`, or
+///   `{"endpoint": NAME, "sequence": SEQ}` (one).
+pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+    Router::new()
+        .route("/deliveries/pending", get(pending))
+        .route("/attempts", get(attempts))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/replay", post(replay))
+        .with_state(dispatcher)
+}
+
+fn limit(asked: Option<usize>) -> Result<usize, AdminError> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(AdminError::BadRequest(format!(
+            "limit {n} is out of range: give 1 to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingQuery {
+    endpoint: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum PendingAnswer {
+    Counts { endpoints: Vec<EndpointCount> },
+    Rows { deliveries: Vec<PendingRow> },
+}
+
+#[derive(Debug, Serialize)]
+struct EndpointCount {
+    endpoint: String,
+    pending: u64,
+}
+
+async fn pending(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Query(query): Query<PendingQuery>,
+) -> AdminResult<PendingAnswer> {
+    let limit = limit(query.limit)?;
+    let store = dispatcher.store().clone();
+    match query.endpoint {
+        Some(endpoint) => {
+            let after = query.after.unwrap_or(0);
+            let deliveries = store
+                .read(move |txn| list_pending(txn, &endpoint, after, limit))
+                .await?;
+            Ok(Json(PendingAnswer::Rows { deliveries }))
+        }
+        None => {
+            if query.after.is_some() {
+                return Err(AdminError::BadRequest(
+                    "after needs an endpoint: counts are per endpoint".to_owned(),
+                ));
+            }
+            let endpoints = store
+                .read(|txn| {
+                    outbox_endpoints(txn)?
+                        .into_iter()
+                        .map(|endpoint| {
+                            let pending = count_pending(txn, &endpoint)?;
+                            Ok(EndpointCount { endpoint, pending })
+                        })
+                        .collect()
+                })
+                .await?;
+            Ok(Json(PendingAnswer::Counts { endpoints }))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttemptsQuery {
+    sequence: Option<u64>,
+    endpoint: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct AttemptsAnswer {
+    attempts: Vec<AttemptRecord>,
+}
+
+async fn attempts(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Query(query): Query<AttemptsQuery>,
+) -> AdminResult<AttemptsAnswer> {
+    let limit = limit(query.limit)?;
+    let store = dispatcher.store().clone();
+    let attempts = match (query.sequence, query.endpoint) {
+        (Some(sequence), None) => {
+            store
+                .read(move |txn| attempts_for_event(txn, sequence))
+                .await?
+        }
+        (None, Some(endpoint)) => {
+            store
+                .read(move |txn| attempts_for_endpoint(txn, &endpoint, limit))
+                .await?
+        }
+        (Some(sequence), Some(endpoint)) => {
+            let mut attempts = store
+                .read(move |txn| attempts_for_event(txn, sequence))
+                .await?;
+            attempts.retain(|a| a.endpoint == endpoint);
+            attempts
+        }
+        (None, None) => {
+            return Err(AdminError::BadRequest(
+                "give sequence (an event) or endpoint".to_owned(),
+            ));
+        }
+    };
+    Ok(Json(AttemptsAnswer { attempts }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLettersQuery {
+    endpoint: Option<String>,
+    after_endpoint: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadLettersAnswer {
+    dead_letters: Vec<DeadLetter>,
+}
+
+async fn dead_letters(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Query(query): Query<DeadLettersQuery>,
+) -> AdminResult<DeadLettersAnswer> {
+    let limit = limit(query.limit)?;
+    let after_endpoint = match (query.after_endpoint, query.after, &query.endpoint) {
+        (Some(name), Some(seq), _) => Some((name, seq)),
+        (None, Some(seq), Some(endpoint)) => Some((endpoint.clone(), seq)),
+        (None, None, _) => None,
+        _ => {
+            return Err(AdminError::BadRequest(
+                "after needs an endpoint (endpoint or after_endpoint)".to_owned(),
+            ));
+        }
+    };
+    let dead_letters = dispatcher
+        .store()
+        .read(move |txn| {
+            list_dead_letters(
+                txn,
+                query.endpoint.as_deref(),
+                after_endpoint.as_ref().map(|(n, s)| (n.as_str(), *s)),
+                limit,
+            )
+        })
+        .await?;
+    Ok(Json(DeadLettersAnswer { dead_letters }))
+}
+
+#[derive(Debug, Serialize)]
+struct ReplayAnswer {
+    replayed: u64,
+    by_endpoint: std::collections::BTreeMap<String, u64>,
+    /// Dead letters of endpoints no longer configured, left where they are.
+    skipped_unconfigured: u64,
+}
+
+async fn replay(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Json(filter): Json<ReplayFilter>,
+) -> AdminResult<ReplayAnswer> {
+    let config = dispatcher.config();
+    let configured: std::collections::BTreeSet<String> =
+        config.webhooks().map(|w| w.name.clone()).collect();
+    if let Some(endpoint) = &filter.endpoint
+        && !configured.contains(endpoint)
+    {
+        return Err(AdminError::NotFound(format!(
+            "endpoint {endpoint:?} is not configured: its dead letters cannot be replayed"
+        )));
+    }
+    if filter.sequence.is_some() && filter.endpoint.is_none() {
+        return Err(AdminError::BadRequest(
+            "sequence needs an endpoint: a dead letter is one event to one endpoint".to_owned(),
+        ));
+    }
+    let job_filter = filter.clone();
+    let (by_endpoint, skipped_unconfigured) = dispatcher
+        .store()
+        .write(move |txn| {
+            let is_endpoint = |name: &str| configured.contains(name);
+            let result = replay_dead_letters(txn, &job_filter, &is_endpoint, now_millis())?;
+            Ok(Ok::<_, std::convert::Infallible>(result))
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::WriteError::Storage(e) => AdminError::Storage(e),
+            crate::store::WriteError::Refused(never) => match never {},
+        })?;
+    let replayed = by_endpoint.values().sum();
+    if replayed == 0 && filter.sequence.is_some() {
+        return Err(AdminError::NotFound(format!(
+            "no dead letter for event {} to {:?}",
+            filter.sequence.unwrap_or_default(),
+            filter.endpoint.unwrap_or_default()
+        )));
+    }
+    for (endpoint, count) in &by_endpoint {
+        dispatcher
+            .metrics()
+            .pending
+            .get_or_create(&DeliveryMetrics::endpoint(endpoint))
+            .inc_by(*count as i64);
+    }
+    dispatcher.rescan(by_endpoint.keys().cloned().collect());
+    Ok(Json(ReplayAnswer {
+        replayed,
+        by_endpoint,
+        skipped_unconfigured,
+    }))
+}

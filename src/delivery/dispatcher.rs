@@ -1,0 +1,304 @@
+//! The dispatcher: one lane per configured endpoint, started, retuned and stopped as the
+//! configuration changes, and woken when new rows commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::DeliveryConfig;
+use super::client::{ClientError, DeliveryClient};
+use super::lane::{Lane, LaneCommand, LaneShared};
+use super::metrics::DeliveryMetrics;
+use super::recorder::{Recorder, RecorderCommand};
+use super::retry::DeadLetterReason;
+use crate::config::{Config, Webhook};
+use crate::store::deliveries::{committed_sequence, outbox_endpoints};
+use crate::store::{Store, StoreError};
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("invalid delivery configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum SupervisorCommand {
+    Rescan(Vec<String>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Delivery as a whole: a handle to the dispatcher task. Dropping it does not stop delivery; call
+/// [`Dispatcher::shutdown`].
+pub struct Dispatcher {
+    store: Store,
+    config: watch::Receiver<Arc<Config>>,
+    metrics: Arc<DeliveryMetrics>,
+    commands: mpsc::UnboundedSender<SupervisorCommand>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct LaneEntry {
+    webhook: watch::Sender<Arc<Webhook>>,
+    commands: mpsc::UnboundedSender<LaneCommand>,
+    task: JoinHandle<()>,
+}
+
+impl Dispatcher {
+    /// Starts a lane for every endpoint in `config` and follows its changes. Endpoints that have
+    /// rows in the outbox but are no longer configured get them dead-lettered as "endpoint removed".
+    pub async fn start(
+        store: Store,
+        config: watch::Receiver<Arc<Config>>,
+        settings: DeliveryConfig,
+        metrics: Arc<DeliveryMetrics>,
+    ) -> Result<Dispatcher, DeliveryError> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(DeliveryError::Invalid(problems));
+        }
+        let client = DeliveryClient::new(settings.request_timeout)?;
+        let (last, known) = store
+            .read(|txn| Ok((committed_sequence(txn)?, outbox_endpoints(txn)?)))
+            .await?;
+        let (committed_tx, committed_rx) = watch::channel(last);
+        tokio::spawn(follow_commits(store.clone(), committed_tx));
+
+        let (recorder_tx, recorder_rx) = mpsc::channel(settings.record_batch.max(1) * 8);
+        let recorder = Recorder {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_batch: settings.record_batch,
+            attempt_retention: settings.attempt_retention,
+        };
+        let recorder_task = tokio::spawn(recorder.run(recorder_rx));
+        let shared = Arc::new(LaneShared {
+            store: store.clone(),
+            client,
+            schedule: settings.schedule(),
+            config: settings,
+            metrics: metrics.clone(),
+            recorder: recorder_tx,
+            committed: committed_rx,
+        });
+
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let mut supervisor = Supervisor {
+            shared,
+            lanes: HashMap::new(),
+            config: config.clone(),
+        };
+        let configured: Vec<String> = config.borrow().webhooks().map(|w| w.name.clone()).collect();
+        for name in known.into_iter().filter(|n| !configured.contains(n)) {
+            supervisor.dead_letter_removed(name);
+        }
+        supervisor.reconcile();
+        let task = tokio::spawn(supervisor.run(commands_rx, recorder_task));
+        Ok(Dispatcher {
+            store,
+            config,
+            metrics,
+            commands: commands_tx,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<DeliveryMetrics> {
+        &self.metrics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Tells the lanes of `endpoints` that rows were put back behind their cursor (a replay).
+    pub fn rescan(&self, endpoints: Vec<String>) {
+        let _ = self.commands.send(SupervisorCommand::Rescan(endpoints));
+    }
+
+    /// Stops every lane (in-flight requests get the configured deadline), records their outcomes
+    /// and returns. The store stays open; its owner shuts it down after this.
+    pub async fn shutdown(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self
+            .commands
+            .send(SupervisorCommand::Shutdown(done_tx))
+            .is_ok()
+        {
+            let _ = done_rx.await;
+        }
+        let task = self.task.lock().expect("dispatcher task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Publishes the last committed sequence after every commit, so that lanes at the end of their
+/// outbox read again only when there may be something new.
+async fn follow_commits(store: Store, committed: watch::Sender<u64>) {
+    let mut commits = store.commits();
+    while commits.changed().await.is_ok() {
+        match store.read(committed_sequence).await {
+            Ok(last) => {
+                committed.send_if_modified(|seen| {
+                    let newer = last > *seen;
+                    *seen = (*seen).max(last);
+                    newer
+                });
+            }
+            Err(error) => tracing::error!(%error, "cannot read the committed sequence"),
+        }
+        if committed.is_closed() {
+            return;
+        }
+    }
+}
+
+struct Supervisor {
+    shared: Arc<LaneShared>,
+    lanes: HashMap<String, LaneEntry>,
+    config: watch::Receiver<Arc<Config>>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<SupervisorCommand>,
+        recorder: JoinHandle<()>,
+    ) {
+        let mut config_open = true;
+        let done = loop {
+            tokio::select! {
+                changed = self.config.changed(), if config_open => match changed {
+                    Ok(()) => self.reconcile(),
+                    Err(_) => config_open = false,
+                },
+                command = commands.recv() => match command {
+                    Some(SupervisorCommand::Rescan(endpoints)) => {
+                        for name in endpoints {
+                            if let Some(lane) = self.lanes.get(&name) {
+                                let _ = lane.commands.send(LaneCommand::Rescan);
+                            }
+                        }
+                    }
+                    Some(SupervisorCommand::Shutdown(done)) => break Some(done),
+                    None => break None,
+                },
+            }
+        };
+        let deadline = Instant::now() + self.shared.config.shutdown_deadline;
+        let lanes: Vec<LaneEntry> = self.lanes.drain().map(|(_, lane)| lane).collect();
+        for lane in &lanes {
+            let _ = lane.commands.send(LaneCommand::Stop { deadline });
+        }
+        for lane in lanes {
+            let _ = lane.task.await;
+        }
+        // The recorder stops once the last sender is gone: every lane's and this one.
+        drop(self.shared);
+        let _ = recorder.await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    /// Brings the lanes in line with the configuration in force.
+    fn reconcile(&mut self) {
+        let config = self.config.borrow_and_update().clone();
+        let desired: BTreeMap<&str, &Webhook> =
+            config.webhooks().map(|w| (w.name.as_str(), w)).collect();
+        let removed: Vec<String> = self
+            .lanes
+            .keys()
+            .filter(|name| !desired.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        for name in removed {
+            let lane = self.lanes.remove(&name).expect("listed above");
+            let deadline = Instant::now() + self.shared.config.shutdown_deadline;
+            let _ = lane.commands.send(LaneCommand::Stop { deadline });
+            let (store, recorder) = (self.shared.store.clone(), self.shared.recorder.clone());
+            tokio::spawn(async move {
+                let up_to = store.read(committed_sequence).await;
+                let _ = lane.task.await;
+                dead_letter_all(&recorder, name, up_to).await;
+            });
+        }
+        for (name, webhook) in desired {
+            match self.lanes.get(name) {
+                Some(lane) => {
+                    // URL, secrets, enabled, ordering: the lane takes the new settings for its
+                    // next request and keeps every pending delivery.
+                    lane.webhook.send_if_modified(|current| {
+                        let changed = **current != *webhook;
+                        if changed {
+                            *current = Arc::new(webhook.clone());
+                        }
+                        changed
+                    });
+                }
+                None => {
+                    let (webhook_tx, webhook_rx) = watch::channel(Arc::new(webhook.clone()));
+                    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+                    let lane = Lane::new(self.shared.clone(), webhook_rx, commands_rx);
+                    self.lanes.insert(
+                        name.to_owned(),
+                        LaneEntry {
+                            webhook: webhook_tx,
+                            commands: commands_tx,
+                            task: tokio::spawn(lane.run()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn dead_letter_removed(&self, name: String) {
+        let (store, recorder) = (self.shared.store.clone(), self.shared.recorder.clone());
+        tokio::spawn(async move {
+            let up_to = store.read(committed_sequence).await;
+            dead_letter_all(&recorder, name, up_to).await;
+        });
+    }
+}
+
+/// Dead-letters the rows of a removed endpoint up to `up_to`: the last sequence committed when it
+/// was removed, read at once so that a commit racing the removal is not missed. (A change that
+/// read the configuration just before the removal may still add a row after; such a row waits for
+/// the next start, which dead-letters rows of unconfigured endpoints.)
+async fn dead_letter_all(
+    recorder: &mpsc::Sender<RecorderCommand>,
+    endpoint: String,
+    up_to: Result<u64, StoreError>,
+) {
+    let up_to = match up_to {
+        Ok(up_to) => up_to,
+        Err(error) => {
+            tracing::error!(%error, endpoint, "cannot dead-letter a removed endpoint's deliveries; they stay pending");
+            return;
+        }
+    };
+    let (done, moved) = oneshot::channel();
+    let command = RecorderCommand::DeadLetterEndpoint {
+        endpoint,
+        up_to,
+        reason: DeadLetterReason::EndpointRemoved.to_string(),
+        done,
+    };
+    if recorder.send(command).await.is_ok() {
+        let _ = moved.await;
+    }
+}

@@ -1,0 +1,410 @@
+//! One lane per endpoint: reads the endpoint's outbox rows in sequence order, a page at a time,
+//! and keeps up to the endpoint's bound of requests in flight, so that a slow or dead endpoint
+//! only ever holds up its own lane.
+//!
+//! The lane holds at most a page or so of rows in memory (plus the few that failed and wait for
+//! their retry): a backlog of a million rows is streamed from redb, never loaded whole. A cursor
+//! remembers how far the outbox was read; a row behind the cursor is either in memory or settled.
+//! New rows always get a higher sequence than any committed before them, so once a scan reaches the
+//! end of the outbox the lane only scans again when a later sequence has been committed.
+//!
+//! Ordering: deliveries start in sequence order. An `ordered` endpoint has one request in flight
+//! and head-of-line retry: nothing after a failed delivery starts until it is delivered or
+//! dead-lettered.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::DeliveryConfig;
+use super::client::{AttemptOutcome, DeliveryClient, SignedDelivery, now_millis};
+use super::endpoint_health::{EndpointHealth, HealthPolicy};
+use super::metrics::DeliveryMetrics;
+use super::recorder::RecorderCommand;
+use super::retry::{RetryDecision, RetrySchedule};
+use crate::config::Webhook;
+use crate::store::Store;
+use crate::store::deliveries::{
+    AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, count_pending,
+    outbox_page,
+};
+
+/// What every lane shares.
+pub(crate) struct LaneShared {
+    pub store: Store,
+    pub client: DeliveryClient,
+    pub schedule: RetrySchedule,
+    pub config: DeliveryConfig,
+    pub metrics: Arc<DeliveryMetrics>,
+    pub recorder: mpsc::Sender<RecorderCommand>,
+    /// The last committed sequence, published after every commit.
+    pub committed: watch::Receiver<u64>,
+}
+
+pub(crate) enum LaneCommand {
+    /// Rows were put back behind the cursor (a replay): read the outbox from the start again.
+    Rescan,
+    /// Start nothing new; let what is in flight finish until the deadline, then return.
+    Stop { deadline: Instant },
+}
+
+/// A delivery the lane holds: not yet sent, in flight, or waiting for its retry.
+#[derive(Debug, Clone)]
+struct Pending {
+    sequence: u64,
+    attempts: u32,
+    next_attempt_at_ms: u64,
+    event_id: Arc<str>,
+    committed_at_ms: u64,
+    body: Bytes,
+}
+
+pub(crate) struct Lane {
+    name: Arc<str>,
+    shared: Arc<LaneShared>,
+    webhook: watch::Receiver<Arc<Webhook>>,
+    commands: mpsc::UnboundedReceiver<LaneCommand>,
+    /// Every row of the outbox up to here has been read (or the lane knows it settled).
+    cursor: u64,
+    /// The last scan reached the end of the outbox as it was at `cursor`.
+    exhausted: bool,
+    /// Rows read and due, in sequence order.
+    fresh: VecDeque<Pending>,
+    /// Rows waiting for a retry, by sequence.
+    waiting: BTreeMap<u64, Pending>,
+    /// Every sequence the lane holds or has handed to the recorder and not yet heard back about:
+    /// a rescan skips these.
+    unsettled: HashSet<u64>,
+    in_flight: JoinSet<(Pending, AttemptOutcome)>,
+    settled_tx: mpsc::UnboundedSender<u64>,
+    settled_rx: mpsc::UnboundedReceiver<u64>,
+    health: EndpointHealth,
+    /// Rows up to this sequence are in the pending gauge already.
+    counted_through: Option<u64>,
+}
+
+impl Lane {
+    pub(crate) fn new(
+        shared: Arc<LaneShared>,
+        webhook: watch::Receiver<Arc<Webhook>>,
+        commands: mpsc::UnboundedReceiver<LaneCommand>,
+    ) -> Lane {
+        let name: Arc<str> = webhook.borrow().name.as_str().into();
+        let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+        let health = EndpointHealth::new(HealthPolicy {
+            failures_before_backoff: shared.config.lane_failures_before_backoff,
+            initial_pause: shared.config.lane_backoff_initial,
+            max_pause: shared.config.lane_backoff_max,
+        });
+        Lane {
+            name,
+            shared,
+            webhook,
+            commands,
+            cursor: 0,
+            exhausted: false,
+            fresh: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            unsettled: HashSet::new(),
+            in_flight: JoinSet::new(),
+            settled_tx,
+            settled_rx,
+            health,
+            counted_through: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut stop_at: Option<Instant> = None;
+        let mut config_open = true;
+        let mut committed = self.shared.committed.clone();
+        loop {
+            let webhook = self.webhook.borrow().clone();
+            let active = webhook.enabled && stop_at.is_none();
+            if stop_at.is_some() && self.in_flight.is_empty() {
+                break;
+            }
+            let last_committed = *committed.borrow();
+            if active
+                && self.wants_rows(last_committed)
+                && let Err(error) = self.scan().await
+            {
+                tracing::error!(endpoint = %self.name, %error, "cannot read the outbox; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            let now = now_millis();
+            let wake = if active {
+                let room = self.dispatch(&webhook, now);
+                self.next_wake(webhook.ordered, room, now)
+            } else {
+                None
+            };
+            let sleep_until = wake.map(|at_ms| {
+                Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_millis()))
+            });
+            let may_scan = active && self.exhausted;
+            tokio::select! {
+                joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Some(Ok((pending, outcome))) = joined {
+                        self.attempted(pending, outcome).await;
+                    }
+                }
+                Some(sequence) = self.settled_rx.recv() => {
+                    self.unsettled.remove(&sequence);
+                }
+                changed = self.webhook.changed(), if config_open => {
+                    if changed.is_err() {
+                        config_open = false;
+                        stop_at.get_or_insert(Instant::now() + self.shared.config.shutdown_deadline);
+                    }
+                }
+                _ = committed.changed(), if may_scan => {}
+                command = self.commands.recv(), if stop_at.is_none() => match command {
+                    Some(LaneCommand::Rescan) => {
+                        self.cursor = 0;
+                        self.exhausted = false;
+                    }
+                    Some(LaneCommand::Stop { deadline }) => stop_at = Some(deadline),
+                    None => stop_at = Some(Instant::now() + self.shared.config.shutdown_deadline),
+                },
+                _ = tokio::time::sleep_until(sleep_until.unwrap_or_else(Instant::now)), if sleep_until.is_some() => {}
+                _ = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => {
+                    // Past the deadline: what is still in flight is abandoned. Its rows stay in
+                    // the outbox, so they are delivered again after the restart.
+                    let abandoned = self.in_flight.len();
+                    self.in_flight.shutdown().await;
+                    if abandoned > 0 {
+                        tracing::warn!(endpoint = %self.name, abandoned, "shutdown deadline passed with requests in flight");
+                    }
+                    break;
+                }
+            }
+            // Settle notices are cheap: take every one that is ready before the next scan.
+            while let Ok(sequence) = self.settled_rx.try_recv() {
+                self.unsettled.remove(&sequence);
+            }
+        }
+    }
+
+    /// Whether to read more rows: the queue is running low, and there are rows beyond the cursor
+    /// or a later sequence was committed since the last scan reached the end.
+    fn wants_rows(&self, committed: u64) -> bool {
+        self.fresh.len() < self.shared.config.scan_batch.div_ceil(2)
+            && (!self.exhausted || committed > self.cursor)
+    }
+
+    async fn scan(&mut self) -> Result<(), crate::store::StoreError> {
+        let endpoint = self.name.to_string();
+        let after = self.cursor;
+        let limit = self.shared.config.scan_batch;
+        let first = self.counted_through.is_none();
+        let (page, count): (OutboxPage, Option<u64>) = self
+            .shared
+            .store
+            .read(move |txn| {
+                let page = outbox_page(txn, &endpoint, after, limit)?;
+                // The pending gauge starts from a count in the same snapshot as the first page.
+                let count = if first {
+                    Some(count_pending(txn, &endpoint)?)
+                } else {
+                    None
+                };
+                Ok((page, count))
+            })
+            .await?;
+        let label = DeliveryMetrics::endpoint(&self.name);
+        if let Some(count) = count {
+            self.shared
+                .metrics
+                .pending
+                .get_or_create(&label)
+                .inc_by(count as i64);
+            self.counted_through = Some(page.last_sequence);
+        }
+        let now = now_millis();
+        for row in page.rows {
+            self.cursor = self.cursor.max(row.sequence);
+            if let Some(counted) = self.counted_through
+                && row.sequence > counted
+            {
+                self.shared.metrics.pending.get_or_create(&label).inc();
+                self.counted_through = Some(row.sequence);
+            }
+            if !self.unsettled.insert(row.sequence) {
+                continue;
+            }
+            let pending = Pending {
+                sequence: row.sequence,
+                attempts: row.attempts,
+                next_attempt_at_ms: row.next_attempt_at_ms,
+                event_id: row.event_id.into(),
+                committed_at_ms: row.committed_at_ms,
+                body: Bytes::from(row.body),
+            };
+            if pending.next_attempt_at_ms > now {
+                self.waiting.insert(pending.sequence, pending);
+            } else {
+                self.fresh.push_back(pending);
+            }
+        }
+        self.exhausted = page.exhausted;
+        if page.exhausted {
+            self.cursor = self.cursor.max(page.last_sequence);
+        }
+        Ok(())
+    }
+
+    /// Starts every due delivery the lane has room for; true when room is left.
+    fn dispatch(&mut self, webhook: &Arc<Webhook>, now: u64) -> bool {
+        let max = if webhook.ordered {
+            1
+        } else {
+            webhook
+                .max_in_flight
+                .unwrap_or(self.shared.config.max_in_flight)
+        };
+        while self.in_flight.len() < self.health.capacity(now, max) {
+            let Some(pending) = self.next_due(webhook.ordered, now) else {
+                return true;
+            };
+            let client = self.shared.client.clone();
+            let webhook = webhook.clone();
+            self.in_flight.spawn(async move {
+                let outcome = client
+                    .attempt(SignedDelivery {
+                        url: &webhook.url,
+                        secrets: &webhook.secrets,
+                        event_id: &pending.event_id,
+                        sequence: pending.sequence,
+                        body: pending.body.clone(),
+                    })
+                    .await;
+                (pending, outcome)
+            });
+        }
+        false
+    }
+
+    /// The next delivery to start: the lowest sequence that is due. For an ordered endpoint, the
+    /// lowest sequence held, and only once it is due (head-of-line).
+    fn next_due(&mut self, ordered: bool, now: u64) -> Option<Pending> {
+        let fresh = self.fresh.front().map(|p| p.sequence);
+        let retry = if ordered {
+            self.waiting
+                .first_key_value()
+                .map(|(s, p)| (*s, p.next_attempt_at_ms))
+        } else {
+            self.waiting
+                .iter()
+                .find(|(_, p)| p.next_attempt_at_ms <= now)
+                .map(|(s, p)| (*s, p.next_attempt_at_ms))
+        };
+        match (fresh, retry) {
+            (Some(f), Some((r, _))) if f < r => self.fresh.pop_front(),
+            (_, Some((r, due))) if due <= now => self.waiting.remove(&r),
+            (_, Some(_)) if ordered => None,
+            (Some(_), _) => self.fresh.pop_front(),
+            (None, _) => None,
+        }
+    }
+
+    /// When the lane has something to do without being woken: its pause ends, or (when it has
+    /// room for another request) a retry comes due. Without room, a finished request wakes it.
+    fn next_wake(&self, ordered: bool, room: bool, now: u64) -> Option<u64> {
+        if let Some(until) = self.health.paused_until() {
+            return Some(until);
+        }
+        if !room {
+            return None;
+        }
+        let due = if ordered {
+            // Only the head of the line counts.
+            self.waiting.values().next().map(|p| p.next_attempt_at_ms)
+        } else {
+            self.waiting.values().map(|p| p.next_attempt_at_ms).min()
+        };
+        due.map(|at| at.max(now))
+    }
+
+    async fn attempted(&mut self, mut pending: Pending, outcome: AttemptOutcome) {
+        let now = now_millis();
+        pending.attempts = pending.attempts.saturating_add(1);
+        self.shared.metrics.observe_attempt(&self.name, &outcome);
+        let mut attempt = AttemptRecord {
+            endpoint: self.name.to_string(),
+            sequence: pending.sequence,
+            attempt: pending.attempts,
+            at_ms: outcome.started_at_ms,
+            latency_ms: outcome.latency.as_secs_f64() * 1000.0,
+            status: outcome.status,
+            error: outcome.error.clone(),
+            result: AttemptResult::Delivered,
+            next_attempt_at_ms: None,
+        };
+        let recorded = if outcome.delivered() {
+            self.health.on_success();
+            self.shared
+                .metrics
+                .delivery_latency
+                .get_or_create(&DeliveryMetrics::endpoint(&self.name))
+                .observe(now.saturating_sub(pending.committed_at_ms) as f64 / 1000.0);
+            DeliveryOutcome::Delivered(attempt)
+        } else {
+            let asked = outcome
+                .retry_after
+                .filter(|_| matches!(outcome.status, Some(429 | 503)))
+                .map(|d| d.min(self.shared.config.retry_after_cap));
+            self.health.on_failure(now, asked, fastrand::f64());
+            let decision = self.shared.schedule.decide(
+                pending.attempts,
+                outcome.status,
+                outcome.retry_after,
+                now,
+                fastrand::f64(),
+            );
+            match decision {
+                RetryDecision::RetryAt { at_ms, .. } => {
+                    tracing::debug!(endpoint = %self.name, sequence = pending.sequence, attempts = pending.attempts, failure = %outcome.describe(), "delivery failed; will retry");
+                    attempt.result = AttemptResult::WillRetry;
+                    attempt.next_attempt_at_ms = Some(at_ms);
+                    pending.next_attempt_at_ms = at_ms;
+                    let attempts = pending.attempts;
+                    self.waiting.insert(pending.sequence, pending);
+                    DeliveryOutcome::WillRetry {
+                        attempt,
+                        attempts,
+                        next_attempt_at_ms: at_ms,
+                    }
+                }
+                RetryDecision::DeadLetter(reason) => {
+                    tracing::warn!(endpoint = %self.name, sequence = pending.sequence, %reason, failure = %outcome.describe(), "delivery dead-lettered");
+                    attempt.result = AttemptResult::DeadLettered;
+                    let letter = DeadLetter {
+                        endpoint: self.name.to_string(),
+                        sequence: pending.sequence,
+                        event_id: pending.event_id.to_string(),
+                        reason: reason.to_string(),
+                        attempts: pending.attempts,
+                        last_status: outcome.status,
+                        last_error: outcome.error.clone(),
+                        dead_lettered_at_ms: now,
+                    };
+                    DeliveryOutcome::DeadLettered { attempt, letter }
+                }
+            }
+        };
+        let command = RecorderCommand::Outcome {
+            outcome: recorded,
+            settled: self.settled_tx.clone(),
+        };
+        if self.shared.recorder.send(command).await.is_err() {
+            tracing::error!(endpoint = %self.name, "the recorder has stopped; outcome not recorded");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Delivery metrics, registered in a prometheus-client registry that the HTTP layer serves at
+//! `/metrics`. Labels are endpoint names and fixed words only: never a URL (it may carry
+//! credentials) and never anything derived from a secret.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::client::AttemptOutcome;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AttemptKind {
+    /// 2xx.
+    Delivered,
+    /// Any other status.
+    HttpError,
+    /// No response: connection refused or reset, TLS, timeout.
+    TransportError,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub endpoint: String,
+    pub outcome: AttemptKind,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ReloadResult {
+    Applied,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+type HistogramFamily = Family<EndpointLabel, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms to about 16 s: a loopback delivery and a slow endpoint's timeout both fit.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct DeliveryMetrics {
+    pub pending: Family<EndpointLabel, Gauge>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub attempt_duration: HistogramFamily,
+    pub delivery_latency: HistogramFamily,
+    pub dead_letters: Family<EndpointLabel, Counter>,
+    pub record_failures: Counter,
+    pub config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for DeliveryMetrics {
+    fn default() -> Self {
+        DeliveryMetrics {
+            pending: Family::default(),
+            attempts: Family::default(),
+            attempt_duration: Family::new_with_constructor(seconds_histogram),
+            delivery_latency: Family::new_with_constructor(seconds_histogram),
+            dead_letters: Family::default(),
+            record_failures: Counter::default(),
+            config_reloads: Family::default(),
+        }
+    }
+}
+
+impl DeliveryMetrics {
+    /// Makes the metrics and registers them (prefixed `flagpost_`) in `registry`.
+    pub fn register(registry: &mut Registry) -> DeliveryMetrics {
+        let metrics = DeliveryMetrics::default();
+        let r = registry.sub_registry_with_prefix("flagpost");
+        r.register(
+            "deliveries_pending",
+            "Deliveries waiting in the outbox, per endpoint",
+            metrics.pending.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Delivery attempts by endpoint and outcome",
+            metrics.attempts.clone(),
+        );
+        r.register(
+            "delivery_attempt_duration_seconds",
+            "Time of one delivery attempt, connect to last response byte",
+            metrics.attempt_duration.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "Time from an event's commit to its successful delivery",
+            metrics.delivery_latency.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Deliveries given up, per endpoint",
+            metrics.dead_letters.clone(),
+        );
+        r.register(
+            "delivery_record_failures",
+            "Batches of delivery outcomes that could not be written",
+            metrics.record_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads, applied or rejected",
+            metrics.config_reloads.clone(),
+        );
+        metrics
+    }
+
+    pub fn endpoint(name: &str) -> EndpointLabel {
+        EndpointLabel {
+            endpoint: name.to_owned(),
+        }
+    }
+
+    pub fn observe_attempt(&self, endpoint: &str, outcome: &AttemptOutcome) {
+        let kind = if outcome.delivered() {
+            AttemptKind::Delivered
+        } else if outcome.status.is_some() && outcome.error.is_none() {
+            AttemptKind::HttpError
+        } else {
+            AttemptKind::TransportError
+        };
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                endpoint: endpoint.to_owned(),
+                outcome: kind,
+            })
+            .inc();
+        self.attempt_duration
+            .get_or_create(&Self::endpoint(endpoint))
+            .observe(outcome.latency.as_secs_f64());
+    }
+
+    /// Counts a configuration reload; the configuration watcher calls it.
+    pub fn config_reloaded(&self, applied: bool) {
+        let result = if applied {
+            ReloadResult::Applied
+        } else {
+            ReloadResult::Rejected
+        };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+}

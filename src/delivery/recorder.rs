@@ -1,0 +1,213 @@
+//! Writes delivery outcomes to the store in batches.
+//!
+//! A durable commit costs an fsync; one per delivery would cap a lane near the disk's commit rate.
+//! Every lane sends its outcomes here instead, and the recorder writes whatever has queued up in
+//! one transaction: under load, batches grow by themselves. A lane hears back (through its
+//! `settled` channel) once a finished delivery's row is gone from the outbox, and only then
+//! forgets the delivery, so that a rescan can never pick up a row that is about to be deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::client::now_millis;
+use super::metrics::DeliveryMetrics;
+use crate::store::Store;
+use crate::store::deliveries::{
+    DeliveryOutcome, dead_letter_pending, prune_attempts, record_outcomes,
+};
+
+/// Rows moved to dead letters per transaction when an endpoint is removed.
+const DEAD_LETTER_CHUNK: usize = 10_000;
+/// Attempt records looked at per pruning transaction.
+const PRUNE_BUDGET: usize = 10_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub(crate) enum RecorderCommand {
+    Outcome {
+        outcome: DeliveryOutcome,
+        /// Told the sequence once a delivered or dead-lettered row is gone from the outbox.
+        settled: mpsc::UnboundedSender<u64>,
+    },
+    /// Dead-letters every pending row of a removed endpoint; queued behind that endpoint's last
+    /// outcomes, so none of them lands after it.
+    DeadLetterEndpoint {
+        endpoint: String,
+        /// The last sequence committed when the endpoint was removed.
+        up_to: u64,
+        reason: String,
+        done: oneshot::Sender<usize>,
+    },
+}
+
+pub(crate) struct Recorder {
+    pub store: Store,
+    pub metrics: Arc<DeliveryMetrics>,
+    pub max_batch: usize,
+    pub attempt_retention: Duration,
+}
+
+impl Recorder {
+    /// Runs until every sender is dropped, writing what is still queued before it returns.
+    pub async fn run(self, mut commands: mpsc::Receiver<RecorderCommand>) {
+        let mut prune_from = 0;
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => command,
+                    None => return,
+                },
+                _ = prune.tick() => {
+                    prune_from = self.prune(prune_from).await;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut outcomes = Vec::new();
+            for command in batch {
+                match command {
+                    RecorderCommand::Outcome { outcome, settled } => {
+                        outcomes.push((outcome, settled));
+                    }
+                    RecorderCommand::DeadLetterEndpoint {
+                        endpoint,
+                        up_to,
+                        reason,
+                        done,
+                    } => {
+                        self.write_outcomes(std::mem::take(&mut outcomes)).await;
+                        let moved = self.dead_letter_endpoint(&endpoint, up_to, &reason).await;
+                        let _ = done.send(moved);
+                    }
+                }
+            }
+            self.write_outcomes(outcomes).await;
+        }
+    }
+
+    async fn write_outcomes(&self, outcomes: Vec<(DeliveryOutcome, mpsc::UnboundedSender<u64>)>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let records: Arc<Vec<DeliveryOutcome>> =
+            Arc::new(outcomes.iter().map(|(o, _)| o.clone()).collect());
+        let job = records.clone();
+        let written = self
+            .store
+            .write(move |txn| {
+                record_outcomes(txn, &job)?;
+                Ok(Ok::<_, std::convert::Infallible>(()))
+            })
+            .await;
+        if let Err(error) = &written {
+            // The rows stay in the outbox, so these deliveries are made again after a restart:
+            // at-least-once still holds; only the record of this attempt is lost.
+            self.metrics.record_failures.inc();
+            tracing::error!(%error, outcomes = records.len(), "cannot record delivery outcomes");
+        }
+        for (outcome, settled) in outcomes {
+            let (endpoint, sequence, dead) = match &outcome {
+                DeliveryOutcome::Delivered(a) => (&a.endpoint, a.sequence, false),
+                DeliveryOutcome::DeadLettered { attempt, .. } => {
+                    (&attempt.endpoint, attempt.sequence, true)
+                }
+                DeliveryOutcome::WillRetry { .. } => continue,
+            };
+            if written.is_ok() {
+                let label = DeliveryMetrics::endpoint(endpoint);
+                self.metrics.pending.get_or_create(&label).dec();
+                if dead {
+                    self.metrics.dead_letters.get_or_create(&label).inc();
+                }
+            }
+            let _ = settled.send(sequence);
+        }
+    }
+
+    async fn dead_letter_endpoint(&self, endpoint: &str, up_to: u64, reason: &str) -> usize {
+        let mut total = 0;
+        loop {
+            let (name, why) = (endpoint.to_owned(), reason.to_owned());
+            let moved = self
+                .store
+                .write(move |txn| {
+                    let moved = dead_letter_pending(
+                        txn,
+                        &name,
+                        up_to,
+                        &why,
+                        now_millis(),
+                        DEAD_LETTER_CHUNK,
+                    )?;
+                    Ok(Ok::<_, std::convert::Infallible>(moved))
+                })
+                .await;
+            match moved {
+                Ok(0) => break,
+                Ok(moved) => {
+                    total += moved;
+                    let label = DeliveryMetrics::endpoint(endpoint);
+                    self.metrics
+                        .dead_letters
+                        .get_or_create(&label)
+                        .inc_by(moved as u64);
+                }
+                Err(error) => {
+                    self.metrics.record_failures.inc();
+                    tracing::error!(%error, endpoint, "cannot dead-letter a removed endpoint's deliveries; they stay pending");
+                    break;
+                }
+            }
+        }
+        self.metrics
+            .pending
+            .remove(&DeliveryMetrics::endpoint(endpoint));
+        if total > 0 {
+            tracing::warn!(
+                endpoint,
+                deliveries = total,
+                reason,
+                "pending deliveries dead-lettered"
+            );
+        }
+        total
+    }
+
+    /// One pruning step; returns where the next one starts.
+    async fn prune(&self, from: u64) -> u64 {
+        let cutoff = now_millis()
+            .saturating_sub(u64::try_from(self.attempt_retention.as_millis()).unwrap_or(u64::MAX));
+        let pruned = self
+            .store
+            .write(move |txn| {
+                Ok(Ok::<_, std::convert::Infallible>(prune_attempts(
+                    txn,
+                    cutoff,
+                    from,
+                    PRUNE_BUDGET,
+                )?))
+            })
+            .await;
+        match pruned {
+            Ok((next, removed)) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "attempt records past retention pruned");
+                }
+                next
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune attempt records");
+                from
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The delivery side of the store: reading a lane's next outbox rows, recording outcomes,
+//! dead letters and their replay, attempt history, and pruning. Every function here runs inside a
+//! transaction the caller got from [`Store::read`] or [`Store::write`], so none touches redb on a
+//! tokio worker.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::tables::{ATTEMPTS, DEAD_LETTERS, EVENT_BODIES, EVENTS, META, OUTBOX};
+use super::{CommittedEvent, EventRecord, StoreError, last_sequence, meta_value, next_id};
+
+/// One outbox row with what it takes to send it.
+#[derive(Debug, Clone)]
+pub struct OutboxDelivery {
+    pub sequence: u64,
+    /// Attempts made since the row was (re)queued: the position in the retry schedule.
+    pub attempts: u32,
+    pub next_attempt_at_ms: u64,
+    pub event_id: String,
+    pub committed_at_ms: u64,
+    pub body: Vec<u8>,
+}
+
+/// A page of a lane's outbox, read by one range scan.
+#[derive(Debug)]
+pub struct OutboxPage {
+    pub rows: Vec<OutboxDelivery>,
+    /// No more rows after the last one in this snapshot.
+    pub exhausted: bool,
+    /// The last sequence committed in the snapshot: every row of this endpoint up to it was seen
+    /// once `exhausted`, so later rows can only have a higher sequence.
+    pub last_sequence: u64,
+}
+
+/// One delivery attempt as kept in `ATTEMPTS` and listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub endpoint: String,
+    pub sequence: u64,
+    /// Counts every attempt of this event to this endpoint, replays included.
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub latency_ms: f64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub result: AttemptResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    Delivered,
+    WillRetry,
+    DeadLettered,
+}
+
+/// A delivery that was given up, as kept in `DEAD_LETTERS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub endpoint: String,
+    pub sequence: u64,
+    pub event_id: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub dead_lettered_at_ms: u64,
+}
+
+/// The outcome of one attempt, to be written with others in one transaction.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered(AttemptRecord),
+    WillRetry {
+        attempt: AttemptRecord,
+        attempts: u32,
+        next_attempt_at_ms: u64,
+    },
+    DeadLettered {
+        attempt: AttemptRecord,
+        letter: DeadLetter,
+    },
+}
+
+/// A pending row as listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRow {
+    pub endpoint: String,
+    pub sequence: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempts: u32,
+    pub next_attempt_at_ms: u64,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayFilter {
+    pub endpoint: Option<String>,
+    pub sequence: Option<u64>,
+}
+
+fn event_record(
+    events: &impl ReadableTable<u64, &'static str>,
+    sequence: u64,
+) -> Result<EventRecord, StoreError> {
+    let record = events
+        .get(sequence)?
+        .ok_or_else(|| StoreError::new(format!("event {sequence} is missing")))?;
+    Ok(serde_json::from_str(record.value())?)
+}
+
+/// Reads up to `limit` of `endpoint`'s rows after sequence `after`, with their events.
+pub fn outbox_page(
+    txn: &ReadTransaction,
+    endpoint: &str,
+    after: u64,
+    limit: usize,
+) -> Result<OutboxPage, StoreError> {
+    let last_sequence = last_sequence(&txn.open_table(META)?)?;
+    let outbox = txn.open_table(OUTBOX)?;
+    let events = txn.open_table(EVENTS)?;
+    let bodies = txn.open_table(EVENT_BODIES)?;
+    let mut rows = Vec::new();
+    let mut exhausted = true;
+    let Some(start) = after.checked_add(1) else {
+        return Ok(OutboxPage {
+            rows,
+            exhausted,
+            last_sequence,
+        });
+    };
+    for entry in outbox.range((endpoint, start)..=(endpoint, u64::MAX))? {
+        if rows.len() == limit {
+            exhausted = false;
+            break;
+        }
+        let (key, value) = entry?;
+        let (_, sequence) = key.value();
+        let (attempts, next_attempt_at_ms) = value.value();
+        let event = event_record(&events, sequence)?;
+        let body = bodies
+            .get(sequence)?
+            .ok_or_else(|| StoreError::new(format!("event {sequence} has no body")))?
+            .value()
+            .to_vec();
+        rows.push(OutboxDelivery {
+            sequence,
+            attempts,
+            next_attempt_at_ms,
+            event_id: event.id,
+            committed_at_ms: event.committed_at_ms,
+            body,
+        });
+    }
+    Ok(OutboxPage {
+        rows,
+        exhausted,
+        last_sequence,
+    })
+}
+
+/// The last sequence committed, for lanes waiting on new rows.
+pub fn committed_sequence(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    last_sequence(&txn.open_table(META)?)
+}
+
+/// How many rows `endpoint` has pending.
+pub fn count_pending(txn: &ReadTransaction, endpoint: &str) -> Result<u64, StoreError> {
+    let outbox = txn.open_table(OUTBOX)?;
+    let mut count = 0;
+    for entry in outbox.range((endpoint, 0)..=(endpoint, u64::MAX))? {
+        entry?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Every endpoint name that has rows in `OUTBOX`, found by skipping from one name to the next
+/// rather than reading every row.
+pub fn outbox_endpoints(txn: &ReadTransaction) -> Result<Vec<String>, StoreError> {
+    let outbox = txn.open_table(OUTBOX)?;
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let next = match names.last() {
+            None => outbox.first()?,
+            Some(last) => {
+                let from = (last.as_str(), u64::MAX);
+                let mut range =
+                    outbox.range::<(&str, u64)>((Bound::Excluded(from), Bound::Unbounded))?;
+                range.next().transpose()?
+            }
+        };
+        match next {
+            Some((key, _)) => names.push(key.value().0.to_owned()),
+            None => return Ok(names),
+        }
+    }
+}
+
+/// The next attempt number of `sequence` to `endpoint`: one past the last recorded, so that a
+/// replayed delivery's attempts do not overwrite the history of the ones before.
+fn next_attempt_number(
+    attempts: &impl ReadableTable<(u64, &'static str, u32), &'static str>,
+    sequence: u64,
+    endpoint: &str,
+) -> Result<u32, StoreError> {
+    let last = attempts
+        .range((sequence, endpoint, 0)..=(sequence, endpoint, u32::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(key, _)| key.value().2);
+    Ok(last.map_or(1, |n| n.saturating_add(1)))
+}
+
+/// Writes a batch of outcomes. A row that is gone (its endpoint was removed and its deliveries
+/// dead-lettered meanwhile) is not brought back by a late retry.
+pub fn record_outcomes(
+    txn: &WriteTransaction,
+    outcomes: &[DeliveryOutcome],
+) -> Result<(), StoreError> {
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let mut attempts = txn.open_table(ATTEMPTS)?;
+    let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+    for outcome in outcomes {
+        let attempt = match outcome {
+            DeliveryOutcome::Delivered(attempt) => {
+                outbox.remove((attempt.endpoint.as_str(), attempt.sequence))?;
+                attempt
+            }
+            DeliveryOutcome::WillRetry {
+                attempt,
+                attempts: made,
+                next_attempt_at_ms,
+            } => {
+                let key = (attempt.endpoint.as_str(), attempt.sequence);
+                if outbox.get(key)?.is_some() {
+                    outbox.insert(key, (*made, *next_attempt_at_ms))?;
+                }
+                attempt
+            }
+            DeliveryOutcome::DeadLettered { attempt, letter } => {
+                let key = (attempt.endpoint.as_str(), attempt.sequence);
+                if outbox.remove(key)?.is_some() {
+                    dead_letters.insert(key, serde_json::to_string(letter)?.as_str())?;
+                }
+                attempt
+            }
+        };
+        let mut attempt = attempt.clone();
+        attempt.attempt = next_attempt_number(&attempts, attempt.sequence, &attempt.endpoint)?;
+        attempts.insert(
+            (attempt.sequence, attempt.endpoint.as_str(), attempt.attempt),
+            serde_json::to_string(&attempt)?.as_str(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves up to `limit` of `endpoint`'s pending rows with a sequence up to `up_to` to dead letters
+/// with `reason`; returns how many moved (0 when none are left). Called repeatedly, so that a
+/// large backlog is moved in several commits rather than one huge transaction. `up_to` (the last
+/// sequence when the endpoint was removed) spares the rows of an endpoint added back meanwhile.
+pub fn dead_letter_pending(
+    txn: &WriteTransaction,
+    endpoint: &str,
+    up_to: u64,
+    reason: &str,
+    now_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+    let events = txn.open_table(EVENTS)?;
+    let mut rows = Vec::new();
+    for entry in outbox.range((endpoint, 0)..=(endpoint, up_to))?.take(limit) {
+        let (key, value) = entry?;
+        rows.push((key.value().1, value.value().0));
+    }
+    for (sequence, attempts) in &rows {
+        outbox.remove((endpoint, *sequence))?;
+        let letter = DeadLetter {
+            endpoint: endpoint.to_owned(),
+            sequence: *sequence,
+            event_id: event_record(&events, *sequence)?.id,
+            reason: reason.to_owned(),
+            attempts: *attempts,
+            last_status: None,
+            last_error: None,
+            dead_lettered_at_ms: now_ms,
+        };
+        dead_letters.insert(
+            (endpoint, *sequence),
+            serde_json::to_string(&letter)?.as_str(),
+        )?;
+    }
+    Ok(rows.len())
+}
+
+/// Puts dead letters matching `filter` back in the outbox, due now and with a fresh schedule, if
+/// `is_endpoint` says their endpoint is configured. Returns how many were requeued per endpoint,
+/// and how many matched an endpoint that is no longer configured (left where they are).
+pub fn replay_dead_letters(
+    txn: &WriteTransaction,
+    filter: &ReplayFilter,
+    is_endpoint: &dyn Fn(&str) -> bool,
+    now_ms: u64,
+) -> Result<(BTreeMap<String, u64>, u64), StoreError> {
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+    let mut matching = Vec::new();
+    {
+        let range = match &filter.endpoint {
+            Some(endpoint) => {
+                dead_letters.range((endpoint.as_str(), 0)..=(endpoint.as_str(), u64::MAX))?
+            }
+            None => dead_letters.range::<(&str, u64)>(..)?,
+        };
+        for entry in range {
+            let (key, _) = entry?;
+            let (endpoint, sequence) = key.value();
+            if filter.sequence.is_none_or(|s| s == sequence) {
+                matching.push((endpoint.to_owned(), sequence));
+            }
+        }
+    }
+    let mut replayed = BTreeMap::new();
+    let mut unknown = 0;
+    for (endpoint, sequence) in matching {
+        if !is_endpoint(&endpoint) {
+            unknown += 1;
+            continue;
+        }
+        dead_letters.remove((endpoint.as_str(), sequence))?;
+        outbox.insert((endpoint.as_str(), sequence), (0, now_ms))?;
+        *replayed.entry(endpoint).or_insert(0) += 1;
+    }
+    Ok((replayed, unknown))
+}
+
+/// Up to `limit` of `endpoint`'s pending rows after `after`.
+pub fn list_pending(
+    txn: &ReadTransaction,
+    endpoint: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<PendingRow>, StoreError> {
+    let outbox = txn.open_table(OUTBOX)?;
+    let events = txn.open_table(EVENTS)?;
+    let mut rows = Vec::new();
+    let Some(start) = after.checked_add(1) else {
+        return Ok(rows);
+    };
+    for entry in outbox
+        .range((endpoint, start)..=(endpoint, u64::MAX))?
+        .take(limit)
+    {
+        let (key, value) = entry?;
+        let sequence = key.value().1;
+        let (attempts, next_attempt_at_ms) = value.value();
+        let event = event_record(&events, sequence)?;
+        rows.push(PendingRow {
+            endpoint: endpoint.to_owned(),
+            sequence,
+            event_id: event.id,
+            event_type: event.event_type,
+            attempts,
+            next_attempt_at_ms,
+        });
+    }
+    Ok(rows)
+}
+
+/// Every attempt at delivering event `sequence`, to every endpoint.
+pub fn attempts_for_event(
+    txn: &ReadTransaction,
+    sequence: u64,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let attempts = txn.open_table(ATTEMPTS)?;
+    let mut records = Vec::new();
+    for entry in attempts.range::<(u64, &str, u32)>((
+        Bound::Included((sequence, "", 0)),
+        Bound::Excluded((sequence.saturating_add(1), "", 0)),
+    ))? {
+        let (_, value) = entry?;
+        records.push(serde_json::from_str(value.value())?);
+    }
+    Ok(records)
+}
+
+/// The latest `limit` attempts to `endpoint`, newest event first. Attempts are keyed by event, so
+/// this reads the table backwards; retention keeps the table, and so this walk, bounded.
+pub fn attempts_for_endpoint(
+    txn: &ReadTransaction,
+    endpoint: &str,
+    limit: usize,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let attempts = txn.open_table(ATTEMPTS)?;
+    let mut records = Vec::new();
+    for entry in attempts.range::<(u64, &str, u32)>(..)?.rev() {
+        if records.len() == limit {
+            break;
+        }
+        let (key, value) = entry?;
+        if key.value().1 == endpoint {
+            records.push(serde_json::from_str(value.value())?);
+        }
+    }
+    Ok(records)
+}
+
+/// Up to `limit` dead letters, of one endpoint or all, in (endpoint, sequence) order after
+/// `after` (an endpoint and a sequence).
+pub fn list_dead_letters(
+    txn: &ReadTransaction,
+    endpoint: Option<&str>,
+    after: Option<(&str, u64)>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let dead_letters = txn.open_table(DEAD_LETTERS)?;
+    let lower = match after {
+        Some(after) => Bound::Excluded(after),
+        None => match endpoint {
+            Some(endpoint) => Bound::Included((endpoint, 0)),
+            None => Bound::Unbounded,
+        },
+    };
+    let upper = match endpoint {
+        Some(endpoint) => Bound::Included((endpoint, u64::MAX)),
+        None => Bound::Unbounded,
+    };
+    let mut letters = Vec::new();
+    for entry in dead_letters
+        .range::<(&str, u64)>((lower, upper))?
+        .take(limit)
+    {
+        let (_, value) = entry?;
+        letters.push(serde_json::from_str(value.value())?);
+    }
+    Ok(letters)
+}
+
+/// Deletes attempt records older than `cutoff_ms`, looking at no more than `budget` records from
+/// event `from` on. Returns where to continue next time (back to 0 at the end of the table), so
+/// that pruning walks the whole table over several short transactions.
+pub fn prune_attempts(
+    txn: &WriteTransaction,
+    cutoff_ms: u64,
+    from: u64,
+    budget: usize,
+) -> Result<(u64, usize), StoreError> {
+    let mut attempts = txn.open_table(ATTEMPTS)?;
+    let mut old = Vec::new();
+    let mut next = 0;
+    for (seen, entry) in attempts
+        .range::<(u64, &str, u32)>((from, "", 0)..)?
+        .enumerate()
+    {
+        let (key, value) = entry?;
+        let (sequence, endpoint, number) = key.value();
+        if seen == budget {
+            next = sequence;
+            break;
+        }
+        let record: AttemptRecord = serde_json::from_str(value.value())?;
+        if record.at_ms < cutoff_ms {
+            old.push((sequence, endpoint.to_owned(), number));
+        }
+    }
+    for (sequence, endpoint, number) in &old {
+        attempts.remove((*sequence, endpoint.as_str(), *number))?;
+    }
+    Ok((next, old.len()))
+}
+
+/// Appends an event and one outbox row per endpoint, in the caller's transaction: the primitive
+/// under every way an event is made (the change path adds its state change to the same
+/// transaction). The event id is the instance id and the sequence, so ids from two databases
+/// never collide.
+pub fn append_event(
+    txn: &WriteTransaction,
+    event_type: &str,
+    environment: Option<u64>,
+    changed_by: &str,
+    body: &[u8],
+    endpoints: &[String],
+    now_ms: u64,
+) -> Result<CommittedEvent, StoreError> {
+    let sequence = next_id(txn, "next_sequence")?;
+    let instance = meta_value(&txn.open_table(META)?, "instance_id")?;
+    let record = EventRecord {
+        id: format!("evt_{instance:016x}_{sequence:012}"),
+        sequence,
+        event_type: event_type.to_owned(),
+        environment,
+        committed_at_ms: now_ms,
+        changed_by: changed_by.to_owned(),
+    };
+    txn.open_table(EVENTS)?
+        .insert(sequence, serde_json::to_string(&record)?.as_str())?;
+    txn.open_table(EVENT_BODIES)?.insert(sequence, body)?;
+    let mut outbox = txn.open_table(OUTBOX)?;
+    for endpoint in endpoints {
+        outbox.insert((endpoint.as_str(), sequence), (0, now_ms))?;
+    }
+    Ok(CommittedEvent {
+        id: record.id,
+        sequence,
+        event_type: record.event_type,
+    })
+}
