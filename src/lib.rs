@@ -4,7 +4,14 @@
 //! The wire format ([`wire`]), signing ([`signing`]) and directory watching ([`watch`]) are shared
 //! with `flagpost-receiver`.
 
+pub mod api;
+pub mod changes;
 pub mod config;
+pub mod document;
+pub mod events;
+pub mod flagfiles;
+pub mod metrics;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod watch;
