@@ -148,7 +148,7 @@ impl<'a> Outbox<'a> {
             author: AuthorBody {
                 email: self.author.email.clone().unwrap_or_default(),
                 first_name: self.author.name.clone(),
-                id: None,
+                id: self.author.id,
                 last_name: String::new(),
             },
             created_date: self.timestamp(),

@@ -17,6 +17,7 @@ pub struct Metrics {
     events: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
+    flag_files: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +44,12 @@ impl Metrics {
             "Configuration reloads, by result (applied, invalid, needs_restart)",
             config_reloads.clone(),
         );
+        let flag_files = Family::<Labels, Counter>::default();
+        registry.register(
+            "flag_files",
+            "Flag file reads, by outcome (applied, unchanged, invalid, ignored, not_applied)",
+            flag_files.clone(),
+        );
         extend(&mut registry);
         Metrics {
             registry: Arc::new(registry),
@@ -50,6 +57,7 @@ impl Metrics {
             events,
             refused,
             config_reloads,
+            flag_files,
         }
     }
 
@@ -76,6 +84,12 @@ impl Metrics {
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads
             .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    pub fn flag_file(&self, outcome: &'static str) {
+        self.flag_files
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
     }
 

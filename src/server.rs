@@ -95,10 +95,7 @@ pub async fn run(
 /// default state, with its events).
 async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), String> {
     let config = config.clone();
-    let author = Author {
-        name: "configuration".to_owned(),
-        email: None,
-    };
+    let author = Author::system("configuration");
     store
         .write(move |txn| -> crate::store::JobResult<(), ChangeError> {
             into_job((|| {

@@ -180,7 +180,7 @@ pub struct AuditLogBody {
 pub struct AuthorBody {
     pub email: String,
     pub first_name: String,
-    pub id: Option<u64>,
+    pub id: u64,
     pub last_name: String,
 }
 

@@ -3,6 +3,7 @@
 
 mod environments;
 pub mod error;
+mod events;
 mod features;
 mod relay;
 pub mod request;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(features::update)
                 .delete(features::delete),
         )
+        .route("/api/v1/events", get(events::list))
         .route("/api/v1/environments", get(environments::list))
         .route(
             "/api/v1/environments/{env}/document",

@@ -67,10 +67,7 @@ async fn accept(
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Flagsmith web hook: {e}")))?;
 
-    let author = Author {
-        name: format!("relay:{}", source.name),
-        email: None,
-    };
+    let author = Author::system(format!("relay:{}", source.name));
     let environment = source.environment;
     let events = state
         .store

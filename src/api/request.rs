@@ -48,6 +48,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| refuse("token not recognised"))?;
         Ok(Caller {
             author: Author {
+                id: token.id,
                 name: token.name.clone(),
                 email: token.email.clone(),
             },

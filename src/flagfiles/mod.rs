@@ -53,6 +53,19 @@ pub enum FileOutcome {
     },
 }
 
+impl FileOutcome {
+    /// A short name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileOutcome::Applied { .. } => "applied",
+            FileOutcome::Unchanged { .. } => "unchanged",
+            FileOutcome::Invalid(_) => "invalid",
+            FileOutcome::Ignored { .. } => "ignored",
+            FileOutcome::NotApplied { .. } => "not_applied",
+        }
+    }
+}
+
 /// Reads every flag file in `dir` and checks each against `config`, without touching the store.
 pub fn check_dir(dir: &Path, config: &Config) -> Vec<FlagFileError> {
     let mut errors = Vec::new();
@@ -153,6 +166,7 @@ impl FlagFiles {
         for path in gone {
             self.seen.remove(&path);
             tracing::warn!(file = %path.display(), "flag file removed; deleting nothing");
+            self.metrics.flag_file("ignored");
             outcomes.push(FileOutcome::Ignored {
                 path,
                 why: "removed",
@@ -160,6 +174,7 @@ impl FlagFiles {
         }
         for path in paths {
             let outcome = self.apply_file(&path).await;
+            self.metrics.flag_file(outcome.name());
             match &outcome {
                 FileOutcome::Applied { path, events } => tracing::info!(
                     file = %path.display(), events = events.len(), "flag file applied"),
@@ -218,10 +233,7 @@ impl FlagFiles {
                 why: "empty",
             };
         }
-        let author = Author {
-            name: path.display().to_string(),
-            email: None,
-        };
+        let author = Author::system(path.display().to_string());
         let result = self
             .store
             .write(move |txn| {
