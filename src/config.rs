@@ -157,6 +157,9 @@ impl Default for RawApi {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawToken {
+    /// Sent as `author.id` in audit-log events; defaults to the token's position (from 1).
+    #[serde(default)]
+    pub id: Option<u64>,
     pub name: String,
     #[serde(default)]
     pub email: Option<String>,
@@ -268,14 +271,16 @@ pub struct Environment {
 /// SHA-256 is kept, and a presented token is compared with it in constant time.
 #[derive(Clone)]
 pub struct ApiToken {
+    pub id: u64,
     pub name: String,
     pub email: Option<String>,
     digest: [u8; 32],
 }
 
 impl ApiToken {
-    pub fn new(name: impl Into<String>, email: Option<String>, token: &str) -> ApiToken {
+    pub fn new(id: u64, name: impl Into<String>, email: Option<String>, token: &str) -> ApiToken {
         ApiToken {
+            id,
             name: name.into(),
             email,
             digest: Sha256::digest(token.as_bytes()).into(),
@@ -378,7 +383,12 @@ impl Config {
                     "api.tokens[{i}] ({}): a token must be at least 16 characters",
                     t.name
                 )),
-                Ok(text) => tokens.push(ApiToken::new(&t.name, t.email.clone(), &text)),
+                Ok(text) => tokens.push(ApiToken::new(
+                    t.id.unwrap_or(i as u64 + 1),
+                    &t.name,
+                    t.email.clone(),
+                    &text,
+                )),
                 Err(e) => problems.push(format!("api.tokens[{i}] ({}): {e}", t.name)),
             }
         }

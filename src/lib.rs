@@ -4,8 +4,15 @@
 //! The wire format ([`wire`]), signing ([`signing`]) and directory watching ([`watch`]) are shared
 //! with `flagpost-receiver`.
 
+pub mod api;
+pub mod changes;
 pub mod config;
 pub mod delivery;
+pub mod document;
+pub mod events;
+pub mod flagfiles;
+pub mod metrics;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod watch;

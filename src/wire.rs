@@ -64,13 +64,46 @@ impl<'de> Deserialize<'de> for EventType {
 
 /// A flag value as Flagsmith stores it: a string, an integer, a float or a boolean. `None` (in an
 /// `Option<FlagValue>`) is JSON null.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FlagValue {
     Bool(bool),
     Integer(i64),
     Float(f64),
     String(String),
+}
+
+// Written by hand rather than `#[serde(untagged)]`: one pass with a clear message, instead of
+// trying each variant in turn (which builds and drops an error per miss on every read).
+impl<'de> Deserialize<'de> for FlagValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = FlagValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a flag value: a string, number, boolean or null")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<FlagValue, E> {
+                Ok(FlagValue::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FlagValue, E> {
+                Ok(FlagValue::Integer(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FlagValue, E> {
+                Ok(i64::try_from(v).map_or(FlagValue::Float(v as f64), FlagValue::Integer))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<FlagValue, E> {
+                Ok(FlagValue::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FlagValue, E> {
+                Ok(FlagValue::String(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<FlagValue, E> {
+                Ok(FlagValue::String(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl fmt::Display for FlagValue {
@@ -180,7 +213,7 @@ pub struct AuditLogBody {
 pub struct AuthorBody {
     pub email: String,
     pub first_name: String,
-    pub id: Option<u64>,
+    pub id: u64,
     pub last_name: String,
 }
 
@@ -233,7 +266,7 @@ pub struct IncomingState {
     pub feature: IncomingFeature,
     #[serde(default)]
     pub feature_segment: Option<IncomingFeatureSegment>,
-    #[serde(default, deserialize_with = "flag_value_or_null")]
+    #[serde(default)]
     pub feature_state_value: Option<FlagValue>,
     #[serde(default)]
     pub identity: Option<IdentityRef>,
@@ -255,7 +288,7 @@ pub struct IncomingFeature {
     pub description: Option<String>,
     #[serde(default)]
     pub default_enabled: Option<bool>,
-    #[serde(default, deserialize_with = "flag_value_or_null")]
+    #[serde(default)]
     pub initial_value: Option<FlagValue>,
 }
 
@@ -299,11 +332,6 @@ impl IdRef {
 pub enum IdentityRef {
     Id(u64),
     Uuid(String),
-}
-
-fn flag_value_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FlagValue>, D::Error> {
-    Option::<FlagValue>::deserialize(d)
-        .map_err(|_| de::Error::custom("a flag value must be a string, number, boolean or null"))
 }
 
 #[derive(Deserialize)]

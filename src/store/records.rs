@@ -4,11 +4,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::FlagValue;
 
-/// Who made a change: an API token's name, a flag file's path, a relay source.
+/// Who made a change: an API token, a flag file, a relay source or the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Author {
+    /// `author.id` of audit-log events: the token's configured id, 0 for everything else.
+    pub id: u64,
+    /// `changed_by`: the token's name, the flag file's path, `relay:<source>`, `configuration`.
     pub name: String,
     pub email: Option<String>,
+}
+
+impl Author {
+    /// An author that is not an API token.
+    pub fn system(name: impl Into<String>) -> Author {
+        Author {
+            id: 0,
+            name: name.into(),
+            email: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,427 @@
+//! The change path, measured: durable changes through the HTTP API against this machine's HTTP
+//! ceiling, acknowledgement latency at a fixed rate, flag-file apply rate, memory, and file size.
+//!
+//! Run with `cargo bench --bench change_path` (needs `wrk`: `apt-get install wrk`). Every figure is
+//! printed as a Markdown table row for the README. `FLAGPOST_BENCH_SECONDS` sets each wrk run's
+//! length (default 10).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const TOKEN: &str = "bench-token-0123456789";
+
+fn main() {
+    let seconds: u64 = std::env::var("FLAGPOST_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is needed: apt-get install wrk");
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    println!("| measurement | result |\n| --- | --- |");
+
+    // The ceiling: a minimal hyper server that answers 200, under the same wrk script.
+    let ceiling_addr = runtime.block_on(start_minimal_server());
+    let script = write_script(work.path());
+    let ceiling = wrk(ceiling_addr, 64, seconds, &script);
+    row(
+        "HTTP ceiling: minimal hyper server, wrk, 64 connections",
+        format!("{ceiling:.0} req/s"),
+    );
+
+    // flagpost, the real binary, on its own port and file.
+    let mut daemon = Daemon::start(work.path());
+    runtime.block_on(daemon.prepare());
+    let durable = wrk(daemon.addr, 64, seconds, &script);
+    row(
+        "flagpost durable changes, wrk, 64 connections",
+        format!(
+            "{durable:.0} changes/s ({:.0}% of the ceiling)",
+            100.0 * durable / ceiling
+        ),
+    );
+    row(
+        "flagpost peak RSS after the 64-connection run",
+        format!("{} MiB", daemon.peak_rss_mib()),
+    );
+    let single = wrk(daemon.addr, 1, seconds, &script);
+    row(
+        "flagpost durable changes, 1 connection",
+        format!("{single:.0} changes/s"),
+    );
+    let (p50, p99) = runtime.block_on(latency_at_rate(daemon.addr, 1000, seconds));
+    row(
+        "acknowledgement latency at 1,000 changes/s (p50 / p99)",
+        format!(
+            "{:.2} ms / {:.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        ),
+    );
+    let (changes, elapsed) = runtime.block_on(daemon.apply_big_flag_file(100, 1000));
+    row(
+        "flag file of 100,000 changes (100 features x 1,000 identity overrides), applied in one transaction",
+        format!(
+            "{:.1} s, {:.0} changes/s",
+            elapsed.as_secs_f64(),
+            changes as f64 / elapsed.as_secs_f64()
+        ),
+    );
+    row(
+        "flagpost peak RSS at the end",
+        format!("{} MiB", daemon.peak_rss_mib()),
+    );
+    daemon.stop();
+
+    let (events, bytes) = runtime.block_on(file_size_after_events(work.path(), 1_000_000));
+    row(
+        "redb file after 1,000,000 events (500,000 changes, 1 endpoint's outbox rows pending)",
+        format!("{} MiB ({events} events)", bytes >> 20),
+    );
+}
+
+fn row(what: &str, result: String) {
+    println!("| {what} | {result} |");
+    std::io::stdout().flush().unwrap();
+}
+
+/// Each request a new change: a fresh identity override per request, per connection.
+fn write_script(dir: &Path) -> PathBuf {
+    let path = dir.join("changes.lua");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+local counter = 0
+local thread_id = 0
+setup = function(thread)
+  thread:set("thread_id", math.random(1, 1000000000))
+end
+wrk.method = "PUT"
+wrk.body = '{{"enabled": true, "value": "bench"}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/api/v1/environments/1/features/1/identities/u" .. thread_id .. "-" .. counter)
+end
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs wrk and returns requests per second; panics if any request failed.
+fn wrk(addr: SocketAddr, connections: usize, seconds: u64, script: &Path) -> f64 {
+    let threads = connections.min(2).to_string();
+    let output = Command::new("wrk")
+        .args(["-t", &threads, "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "-s"])
+        .arg(script)
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed requests:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk output:\n{text}"))
+}
+
+async fn start_minimal_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(work: &Path) -> Daemon {
+        let dir = work.join("daemon");
+        std::fs::create_dir_all(dir.join("flags")).unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = dir.join("flagpost.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+listen = "{addr}"
+[storage]
+path = "{db}"
+[flag_files]
+dir = "{flags}"
+poll_every = "3600s"
+[api]
+tokens = [{{ name = "bench", token = {{ value = "{TOKEN}" }} }}]
+[[environments]]
+id = 1
+name = "Development"
+api_key = "k"
+project = 1
+[[environments.webhooks]]
+name = "parked"
+url = "http://127.0.0.1:9/"
+enabled = false
+"#,
+                db = dir.join("flagpost.redb").display(),
+                flags = dir.join("flags").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_flagpost"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, addr, dir }
+    }
+
+    /// Waits for the daemon and creates feature 1, which the wrk script overrides.
+    async fn prepare(&self) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        for _ in 0..200 {
+            let request = Request::post(format!("http://{}/api/v1/features", self.addr))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"project":1,"name":"bench"}"#,
+                )))
+                .unwrap();
+            if let Ok(response) = client.request(request).await {
+                assert!(response.status().is_success(), "{}", response.status());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("flagpost did not start");
+    }
+
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
+    /// Writes a flag file with `features` x `identities` overrides and times it until applied.
+    async fn apply_big_flag_file(&self, features: usize, identities: usize) -> (usize, Duration) {
+        let mut text = String::new();
+        for f in 0..features {
+            text.push_str(&format!(
+                "[features.file_feature_{f}]\nenabled = true\nvalue = {f}\n"
+            ));
+            for i in 0..identities {
+                text.push_str(&format!(
+                    "[features.file_feature_{f}.identities.user-{i}]\nenabled = true\nvalue = {i}\n"
+                ));
+            }
+        }
+        let last_before = self.last_sequence().await;
+        let started = Instant::now();
+        let tmp = self.dir.join("flags/.Development.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.join("flags/Development.toml")).unwrap();
+        // The whole file commits in one transaction, so the sequence jumps once.
+        let expected = last_before + 2 * (features * identities + features) as u64;
+        while self.last_sequence().await < expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (features * identities, started.elapsed())
+    }
+
+    async fn last_sequence(&self) -> u64 {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://{}/api/v1/events?limit=1", self.addr))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let body = client
+            .request(request)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        let page: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        page["last_sequence"].as_u64().unwrap()
+    }
+
+    fn stop(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Sends `rate` changes per second for `seconds`, open loop (a request is sent on schedule
+/// whether or not earlier ones were answered), and returns p50 and p99 of the time to the answer.
+async fn latency_at_rate(addr: SocketAddr, rate: u64, seconds: u64) -> (Duration, Duration) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..rate * seconds {
+        ticker.tick().await;
+        let client = client.clone();
+        let latencies = latencies.clone();
+        tasks.spawn(async move {
+            let request = Request::put(format!(
+                "http://{addr}/api/v1/environments/1/features/1/identities/latency-{n}"
+            ))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"enabled":true,"value":"x"}"#,
+            )))
+            .unwrap();
+            let started = Instant::now();
+            let response = client.request(request).await.unwrap();
+            assert!(response.status().is_success());
+            let _ = response.into_body().collect().await;
+            latencies.lock().unwrap().push(started.elapsed());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Drives the store directly (no HTTP) until it holds `events` events, and returns the file size.
+async fn file_size_after_events(work: &Path, events: u64) -> (u64, u64) {
+    use flagpost::changes::{Changes, NewFeature, StateUpdate, into_job};
+    use flagpost::config::Config;
+    use flagpost::events::Outbox;
+    use flagpost::store::{Author, Owner, StateKey, Store, StoreOptions};
+
+    let path = work.join("size.redb");
+    let config = Arc::new(
+        Config::parse(
+            r#"
+[[environments]]
+id = 1
+name = "Development"
+api_key = "k"
+project = 1
+[[environments.webhooks]]
+name = "parked"
+url = "http://127.0.0.1:9/"
+enabled = false
+"#,
+        )
+        .unwrap(),
+    );
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    let author = Author::system("bench");
+    let setup = (config.clone(), author.clone());
+    store
+        .write(move |txn| {
+            let (config, author) = &setup;
+            into_job((|| {
+                let mut outbox = Outbox::new(txn, config, author, time::OffsetDateTime::now_utc())?;
+                let new = NewFeature {
+                    project: 1,
+                    name: "sized".into(),
+                    feature_type: "STANDARD".into(),
+                    description: None,
+                    initial_value: None,
+                    default_enabled: false,
+                };
+                Changes::new(txn, config, &mut outbox).create_feature(&new, Owner::Api)
+            })())
+        })
+        .await
+        .unwrap();
+    let per_job = 5_000u64;
+    let mut written = 2;
+    let mut batch = 0u64;
+    while written < events {
+        let (config, author) = (config.clone(), author.clone());
+        let n = per_job.min((events - written) / 2);
+        let first = batch * per_job;
+        written += store
+            .write(move |txn| {
+                into_job((|| {
+                    let mut outbox =
+                        Outbox::new(txn, &config, &author, time::OffsetDateTime::now_utc())?;
+                    let mut changes = Changes::new(txn, &config, &mut outbox);
+                    for i in first..first + n {
+                        let update = StateUpdate {
+                            enabled: Some(true),
+                            value: Some(Some(flagpost::wire::FlagValue::Integer(i as i64))),
+                            ..StateUpdate::default()
+                        };
+                        changes.set_state(
+                            1,
+                            1,
+                            &StateKey::Identity(format!("user-{i}")),
+                            &update,
+                            Owner::Api,
+                        )?;
+                    }
+                    Ok(outbox.into_written().len() as u64)
+                })())
+            })
+            .await
+            .unwrap();
+        batch += 1;
+    }
+    store.shutdown().await;
+    drop(store);
+    (written, std::fs::metadata(&path).unwrap().len())
+}

@@ -1,0 +1,195 @@
+//! `/api/v1/environments`: listing environments, reading an environment's document, and setting
+//! its feature states and overrides.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{BodilessRequest, Caller, JsonBody, PathParams, commit};
+use crate::changes::{ChangeError, ChangeResult, Changes, StateUpdate};
+use crate::config::{Config, Environment};
+use crate::document::read_document;
+use crate::store::{Owner, StateKey};
+
+/// An environment named in a path: its id or its name.
+fn environment<'c>(config: &'c Config, reference: &str) -> Result<&'c Environment, ApiError> {
+    reference
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| config.environments.get(&id))
+        .or_else(|| config.environment_by_name(reference))
+        .ok_or_else(|| ChangeError::UnknownEnvironment(reference.to_owned()).into())
+}
+
+/// A feature named in a path: its id, or its name in the environment's project.
+fn feature_id(changes: &Changes, project: u64, reference: &str) -> ChangeResult<u64> {
+    if let Ok(id) = reference.parse::<u64>() {
+        return Ok(id);
+    }
+    changes
+        .feature_by_name(project, reference)?
+        .map(|f| f.id)
+        .ok_or_else(|| ChangeError::UnknownFeature(reference.to_owned()).into())
+}
+
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+    let config = state.config.load();
+    let environments: Vec<Value> = config
+        .environments
+        .values()
+        .map(|e| json!({"id": e.id, "name": e.name, "project": e.project}))
+        .collect();
+    Json(json!({ "environments": environments }))
+}
+
+pub async fn document(
+    State(state): State<AppState>,
+    _caller: Caller,
+    PathParams(env): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let config = state.config.load_full();
+    let env = environment(&config, &env)?;
+    let record = crate::store::EnvironmentRecord {
+        id: env.id,
+        name: env.name.clone(),
+        project: env.project,
+        project_name: config
+            .projects
+            .get(&env.project)
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+    };
+    let document = state
+        .store
+        .read(move |txn| read_document(txn, &record))
+        .await?;
+    Ok(Json(json!(document)))
+}
+
+/// Sets the state at `key` of a feature in an environment.
+async fn set(
+    state: AppState,
+    caller: Caller,
+    (env, feature): (String, String),
+    key: StateKey,
+    JsonBody { value, request }: JsonBody<StateUpdate>,
+) -> Result<Response, ApiError> {
+    let config = state.config.load_full();
+    let env = environment(&config, &env)?;
+    let (env_id, project) = (env.id, env.project);
+    if key == StateKey::Default && (value.segment_name.is_some() || value.priority.is_some()) {
+        return Err(ChangeError::Invalid(
+            "segment_name and priority apply to segment overrides only".into(),
+        )
+        .into());
+    }
+    commit(&state, caller, request, StatusCode::OK, move |changes| {
+        let feature = feature_id(changes, project, &feature)?;
+        let changed = changes.set_state(env_id, feature, &key, &value, Owner::Api)?;
+        let mut body = Map::new();
+        body.insert("changed".into(), json!(changed));
+        Ok(body)
+    })
+    .await
+}
+
+async fn remove(
+    state: AppState,
+    caller: Caller,
+    (env, feature): (String, String),
+    key: StateKey,
+    request: BodilessRequest,
+) -> Result<Response, ApiError> {
+    let config = state.config.load_full();
+    let env = environment(&config, &env)?;
+    let (env_id, project) = (env.id, env.project);
+    commit(&state, caller, request.0, StatusCode::OK, move |changes| {
+        let feature = feature_id(changes, project, &feature)?;
+        changes.remove_override(env_id, feature, &key, Owner::Api)?;
+        Ok(Map::new())
+    })
+    .await
+}
+
+pub async fn set_default(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(path): PathParams<(String, String)>,
+    body: JsonBody<StateUpdate>,
+) -> Result<Response, ApiError> {
+    set(state, caller, path, StateKey::Default, body).await
+}
+
+pub async fn set_identity(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((env, feature, identifier)): PathParams<(String, String, String)>,
+    body: JsonBody<StateUpdate>,
+) -> Result<Response, ApiError> {
+    if body.value.segment_name.is_some() || body.value.priority.is_some() {
+        return Err(ChangeError::Invalid(
+            "segment_name and priority apply to segment overrides only".into(),
+        )
+        .into());
+    }
+    set(
+        state,
+        caller,
+        (env, feature),
+        StateKey::Identity(identifier),
+        body,
+    )
+    .await
+}
+
+pub async fn remove_identity(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((env, feature, identifier)): PathParams<(String, String, String)>,
+    request: BodilessRequest,
+) -> Result<Response, ApiError> {
+    remove(
+        state,
+        caller,
+        (env, feature),
+        StateKey::Identity(identifier),
+        request,
+    )
+    .await
+}
+
+pub async fn set_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((env, feature, segment)): PathParams<(String, String, u64)>,
+    body: JsonBody<StateUpdate>,
+) -> Result<Response, ApiError> {
+    set(
+        state,
+        caller,
+        (env, feature),
+        StateKey::Segment(segment),
+        body,
+    )
+    .await
+}
+
+pub async fn remove_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((env, feature, segment)): PathParams<(String, String, u64)>,
+    request: BodilessRequest,
+) -> Result<Response, ApiError> {
+    remove(
+        state,
+        caller,
+        (env, feature),
+        StateKey::Segment(segment),
+        request,
+    )
+    .await
+}

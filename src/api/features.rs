@@ -1,0 +1,121 @@
+//! `/api/v1/features`: create, read, update and delete features.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
+use crate::changes::{FeatureUpdate, NewFeature};
+use crate::document::{FeatureInfo, project_features};
+use crate::store::{FeatureRecord, Owner};
+
+fn feature_json(feature: &FeatureRecord) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("feature".into(), json!(FeatureInfo::from(feature)));
+    body
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody { value, request }: JsonBody<NewFeature>,
+) -> Result<Response, ApiError> {
+    commit(
+        &state,
+        caller,
+        request,
+        StatusCode::CREATED,
+        move |changes| {
+            changes
+                .create_feature(&value, Owner::Api)
+                .map(|f| feature_json(&f))
+        },
+    )
+    .await
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<u64>,
+    JsonBody { value, request }: JsonBody<FeatureUpdate>,
+) -> Result<Response, ApiError> {
+    commit(&state, caller, request, StatusCode::OK, move |changes| {
+        changes
+            .update_feature(id, &value, Owner::Api)
+            .map(|f| feature_json(&f))
+    })
+    .await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<u64>,
+    BodilessRequest(request): BodilessRequest,
+) -> Result<Response, ApiError> {
+    commit(&state, caller, request, StatusCode::OK, move |changes| {
+        changes
+            .delete_feature(id, Owner::Api)
+            .map(|f| feature_json(&f))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    project: Option<u64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let projects: Vec<u64> = match query.project {
+        Some(project) => vec![project],
+        None => state.config.load().projects.keys().copied().collect(),
+    };
+    let features = state
+        .store
+        .read(move |txn| {
+            let mut live = Vec::new();
+            for project in projects {
+                live.extend(
+                    project_features(txn, project)?
+                        .into_iter()
+                        .filter(|f| !f.deleted)
+                        .map(|f| json!({"project": f.project, "owner": f.owner, "feature": FeatureInfo::from(&f)})),
+                );
+            }
+            Ok(live)
+        })
+        .await?;
+    Ok(Json(json!({ "features": features })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    PathParams(id): PathParams<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let feature = state
+        .store
+        .read(move |txn| {
+            let table = txn.open_table(crate::store::tables::FEATURES)?;
+            let feature = redb::ReadableTable::get(&table, id)?
+                .map(|v| serde_json::from_str::<FeatureRecord>(v.value()))
+                .transpose()?;
+            Ok(feature.filter(|f| !f.deleted))
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("feature {id} does not exist")))?;
+    Ok(Json(
+        json!({"project": feature.project, "owner": feature.owner, "feature": FeatureInfo::from(&feature)}),
+    ))
+}

@@ -1,0 +1,81 @@
+//! The HTTP change API: thin handlers that authenticate, parse, and hand a change to the store.
+//! Domain rules live in [`crate::changes`]; how each error maps to a status, in [`error`].
+
+mod environments;
+pub mod error;
+mod events;
+mod features;
+mod relay;
+pub mod request;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ArcSwap<Config>>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.load().max_body_bytes;
+    Router::new()
+        .route(
+            "/api/v1/features",
+            get(features::list).post(features::create),
+        )
+        .route(
+            "/api/v1/features/{id}",
+            get(features::get)
+                .patch(features::update)
+                .delete(features::delete),
+        )
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/environments", get(environments::list))
+        .route(
+            "/api/v1/environments/{env}/document",
+            get(environments::document),
+        )
+        .route(
+            "/api/v1/environments/{env}/features/{feature}/state",
+            put(environments::set_default),
+        )
+        .route(
+            "/api/v1/environments/{env}/features/{feature}/identities/{identifier}",
+            put(environments::set_identity).delete(environments::remove_identity),
+        )
+        .route(
+            "/api/v1/environments/{env}/features/{feature}/segments/{segment}",
+            put(environments::set_segment).delete(environments::remove_segment),
+        )
+        .route("/api/v1/relay/{source}", post(relay::relay))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        // Bodies are read with this limit; a larger one is refused with 413 before it is buffered.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

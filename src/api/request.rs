@@ -1,0 +1,277 @@
+//! What every write request goes through: the caller's token, a JSON body within the size limit,
+//! and the commit with its `Idempotency-Key`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::changes::{ChangeError, ChangeResult, Changes, Failure, into_job};
+use crate::events::Outbox;
+use crate::store::Author;
+use crate::store::tables::IDEMPOTENCY;
+
+/// The caller, authenticated by `Authorization: Bearer <token>`; its token's name is the author.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub author: Author,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let refuse = |message| {
+            state.metrics.refused("api", "unauthorized");
+            ApiError::Unauthorized(message)
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| refuse("missing Authorization: Bearer <token>"))?;
+        let config = state.config.load();
+        let token = config
+            .tokens
+            .iter()
+            .find(|t| t.matches(presented.trim()))
+            .ok_or_else(|| refuse("token not recognised"))?;
+        Ok(Caller {
+            author: Author {
+                id: token.id,
+                name: token.name.clone(),
+                email: token.email.clone(),
+            },
+        })
+    }
+}
+
+/// A JSON body, parsed strictly (unknown fields refused), with the request's fingerprint for
+/// `Idempotency-Key` and the key itself.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub request: RequestIdentity,
+}
+
+/// What makes two requests "the same" for `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct RequestIdentity {
+    pub idempotency_key: Option<String>,
+    pub fingerprint: String,
+}
+
+impl RequestIdentity {
+    fn of(parts: &Parts, body: &[u8]) -> Result<RequestIdentity, ApiError> {
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255);
+                Some(
+                    key.ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                        )
+                    })?
+                    .to_owned(),
+                )
+            }
+        };
+        let mut hash = Sha256::new();
+        hash.update(parts.method.as_str());
+        hash.update(b" ");
+        hash.update(parts.uri.path());
+        hash.update(b"\n");
+        hash.update(body);
+        Ok(RequestIdentity {
+            idempotency_key,
+            fingerprint: hex::encode(hash.finalize()),
+        })
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let result = parse_body(parts, body, state).await;
+        if let Err(error) = &result {
+            state.metrics.refused("api", error.reason());
+        }
+        result
+    }
+}
+
+async fn parse_body<T: DeserializeOwned>(
+    parts: Parts,
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<JsonBody<T>, ApiError> {
+    let limit = state.config.load().max_body_bytes;
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if is_json != Some(true) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let request = RequestIdentity::of(&parts, &bytes)?;
+    Ok(JsonBody { value, request })
+}
+
+/// The identity of a request that has no body (DELETE).
+pub struct BodilessRequest(pub RequestIdentity);
+
+impl FromRequestParts<AppState> for BodilessRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        RequestIdentity::of(parts, b"").map(BodilessRequest)
+    }
+}
+
+/// An answer kept for an `Idempotency-Key`.
+#[derive(Serialize, Deserialize)]
+struct StoredAnswer {
+    fingerprint: String,
+    status: u16,
+    body: Value,
+    at_ms: u64,
+}
+
+/// Applies a change in the writer's next batch and answers once it is durable: `status` and the
+/// object `change` returns, plus `events`, the events committed. With an `Idempotency-Key` the
+/// answer is stored in the same transaction, and a retry of the same request gets it again without
+/// a second change.
+pub async fn commit<F>(
+    state: &AppState,
+    caller: Caller,
+    request: RequestIdentity,
+    status: StatusCode,
+    mut change: F,
+) -> Result<Response, ApiError>
+where
+    F: FnMut(&mut Changes) -> ChangeResult<Map<String, Value>> + Send + 'static,
+{
+    let config = state.config.load_full();
+    let author = caller.author;
+    let result = state
+        .store
+        .write(move |txn| {
+            into_job((|| {
+                let idempotency = request
+                    .idempotency_key
+                    .as_deref()
+                    .map(|key| (author.name.as_str(), key));
+                if let Some(id) = idempotency
+                    && let Some(stored) = txn.open_table(IDEMPOTENCY)?.get(id)?
+                {
+                    let stored: StoredAnswer = serde_json::from_str(stored.value())?;
+                    if stored.fingerprint != request.fingerprint {
+                        return Err(Failure::Refused(ChangeError::IdempotencyConflict));
+                    }
+                    return Ok((stored.status, stored.body, Vec::new()));
+                }
+                let now = OffsetDateTime::now_utc();
+                let mut outbox = Outbox::new(txn, &config, &author, now)?;
+                let mut body = change(&mut Changes::new(txn, &config, &mut outbox))?;
+                let events = outbox.into_written();
+                body.insert("events".into(), json!(events));
+                let body = Value::Object(body);
+                if let Some(id) = idempotency {
+                    let answer = StoredAnswer {
+                        fingerprint: request.fingerprint.clone(),
+                        status: status.as_u16(),
+                        body: body.clone(),
+                        at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
+                    };
+                    txn.open_table(IDEMPOTENCY)?
+                        .insert(id, serde_json::to_string(&answer)?.as_str())?;
+                }
+                Ok((status.as_u16(), body, events))
+            })())
+        })
+        .await;
+    match result {
+        Ok((status, body, events)) => {
+            if !events.is_empty() {
+                state.metrics.change_committed("api", &events);
+            }
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok((status, axum::Json(body)).into_response())
+        }
+        Err(error) => {
+            let error = ApiError::from(error);
+            state.metrics.refused("api", error.reason());
+            Err(error)
+        }
+    }
+}
+
+/// Removes stored idempotency answers older than `retention_ms`.
+pub async fn prune_idempotency(state: &AppState, retention_ms: u64) -> Result<usize, ApiError> {
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+    let cutoff = now_ms.saturating_sub(retention_ms);
+    let pruned = state
+        .store
+        .write(move |txn| -> crate::store::JobResult<usize, ChangeError> {
+            let mut table = txn.open_table(IDEMPOTENCY)?;
+            let before = table.len()?;
+            table.retain(|_, answer| {
+                serde_json::from_str::<StoredAnswer>(answer).is_ok_and(|a| a.at_ms >= cutoff)
+            })?;
+            Ok(Ok((before - table.len()?) as usize))
+        })
+        .await?;
+    Ok(pruned)
+}
+
+/// `axum::extract::Path` with its rejections as JSON [`ApiError`]s.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParams(p.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `axum::extract::Query` with its rejections as JSON [`ApiError`]s.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

@@ -1,0 +1,240 @@
+//! The flag file format: `<environment name>.toml` declares the desired state of the features it
+//! names in that environment, overrides included.
+//!
+//! ```toml
+//! [features.dark_mode]
+//! enabled = true
+//! value = "v2"                 # string, integer, float or boolean; leave out for null
+//! description = "Dark theme"   # optional
+//! type = "STANDARD"            # optional
+//!
+//! [features.dark_mode.identities.user-42]
+//! enabled = false
+//! value = "identity-value"
+//!
+//! [[features.dark_mode.segments]]
+//! id = 9
+//! name = "beta_users"
+//! priority = 0
+//! enabled = true
+//! value = "segment-value"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::changes::{validate_feature_name, validate_identifier};
+use crate::wire::FlagValue;
+
+/// A flag file that parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagFile {
+    pub path: PathBuf,
+    /// The environment it is for: the file's name without `.toml`.
+    pub environment: String,
+    pub features: BTreeMap<String, DesiredFeature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredFeature {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub value: Option<FlagValue>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "type")]
+    pub feature_type: Option<String>,
+    #[serde(default)]
+    pub identities: BTreeMap<String, DesiredState>,
+    #[serde(default)]
+    pub segments: Vec<DesiredSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub value: Option<FlagValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredSegment {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub value: Option<FlagValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    features: BTreeMap<String, Spanned<DesiredFeature>>,
+}
+
+/// Why a flag file was not applied: the file, the line when known, and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct FlagFileError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for FlagFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The environment a flag file is for, from its name; `None` for files that are not flag files
+/// (other extensions, hidden files, editor leftovers).
+pub fn environment_of(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name.starts_with('.') {
+        return None;
+    }
+    name.strip_suffix(".toml").map(str::to_owned)
+}
+
+/// Parses and validates a flag file's text. Every check that does not need the store is made here,
+/// so a file that fails applies nothing.
+pub fn parse(path: &Path, text: &str) -> Result<FlagFile, FlagFileError> {
+    let error = |line, message: String| FlagFileError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let environment = environment_of(path)
+        .ok_or_else(|| error(None, "a flag file's name must end in .toml".into()))?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| line_of(text, span.start));
+        error(line, e.message().to_owned())
+    })?;
+    let mut features = BTreeMap::new();
+    for (name, spanned) in raw.features {
+        let line = Some(line_of(text, spanned.span().start));
+        let feature = spanned.into_inner();
+        validate_feature_name(&name).map_err(|e| error(line, e.to_string()))?;
+        for value in std::iter::once(&feature.value)
+            .chain(feature.identities.values().map(|s| &s.value))
+            .chain(feature.segments.iter().map(|s| &s.value))
+        {
+            if let Some(FlagValue::Float(x)) = value
+                && !x.is_finite()
+            {
+                return Err(error(
+                    line,
+                    format!("feature {name}: values must be finite"),
+                ));
+            }
+        }
+        for identifier in feature.identities.keys() {
+            validate_identifier(identifier)
+                .map_err(|e| error(line, format!("feature {name}: {e}")))?;
+        }
+        let mut segment_ids = std::collections::BTreeSet::new();
+        for segment in &feature.segments {
+            if !segment_ids.insert(segment.id) {
+                return Err(error(
+                    line,
+                    format!("feature {name}: segment {} is declared twice", segment.id),
+                ));
+            }
+            if segment.name.is_empty() {
+                return Err(error(
+                    line,
+                    format!("feature {name}: segment {} has an empty name", segment.id),
+                ));
+            }
+        }
+        features.insert(name, feature);
+    }
+    Ok(FlagFile {
+        path: path.to_path_buf(),
+        environment,
+        features,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path() -> PathBuf {
+        PathBuf::from("flags/Development.toml")
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let file = parse(
+            &path(),
+            r#"
+[features.dark_mode]
+enabled = true
+value = "v2"
+
+[features.dark_mode.identities.user-42]
+value = 7
+
+[[features.dark_mode.segments]]
+id = 9
+name = "beta"
+enabled = true
+value = 1.5
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.environment, "Development");
+        let feature = &file.features["dark_mode"];
+        assert_eq!(feature.value, Some(FlagValue::String("v2".into())));
+        assert_eq!(
+            feature.identities["user-42"].value,
+            Some(FlagValue::Integer(7))
+        );
+        assert_eq!(feature.segments[0].value, Some(FlagValue::Float(1.5)));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let err = parse(
+            &path(),
+            "[features.ok]\nenabled = true\n\n[features.x]\nenabld = true\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert!(
+            err.to_string().starts_with("flags/Development.toml:5: "),
+            "{err}"
+        );
+
+        let err = parse(&path(), "\n\n[features.\"bad name\"]\nenabled = true\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("bad name"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_another_type_is_refused() {
+        let err = parse(&path(), "[features.f]\nvalue = 1979-05-27\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+}

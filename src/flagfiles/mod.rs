@@ -1,0 +1,273 @@
+//! Flag files: `<flag_files.dir>/<environment>.toml`, watched and applied to the store.
+//!
+//! On every wake-up of the directory watch (a notification, debounced, or the periodic check)
+//! each file is read; a file whose bytes are what was last seen is skipped, any other is parsed,
+//! validated and applied in one transaction whose events name the file as `changed_by`. An invalid
+//! file applies nothing and is reported with its line and reason once per content. A file that is
+//! deleted or declares no features deletes nothing: losing a file is more often an accident (a bad
+//! deploy, a half-synced volume) than an intent to delete every flag in an environment.
+
+mod apply;
+pub mod file;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+pub use apply::apply_flag_file;
+pub use file::{FlagFile, FlagFileError, environment_of, parse};
+
+use crate::changes::{Changes, into_job};
+use crate::config::Config;
+use crate::events::Outbox;
+use crate::metrics::Metrics;
+use crate::store::{Author, CommittedEvent, Store, WriteError};
+use crate::watch::DirWatch;
+
+/// What became of one file on one pass.
+#[derive(Debug)]
+pub enum FileOutcome {
+    Applied {
+        path: PathBuf,
+        events: Vec<CommittedEvent>,
+    },
+    Unchanged {
+        path: PathBuf,
+    },
+    Invalid(FlagFileError),
+    /// Deleted or empty: nothing was deleted.
+    Ignored {
+        path: PathBuf,
+        why: &'static str,
+    },
+    /// The file is valid but the store refused it (a feature owned by the API), or could not
+    /// commit; it is tried again on the next pass.
+    NotApplied {
+        path: PathBuf,
+        error: String,
+    },
+}
+
+impl FileOutcome {
+    /// A short name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileOutcome::Applied { .. } => "applied",
+            FileOutcome::Unchanged { .. } => "unchanged",
+            FileOutcome::Invalid(_) => "invalid",
+            FileOutcome::Ignored { .. } => "ignored",
+            FileOutcome::NotApplied { .. } => "not_applied",
+        }
+    }
+}
+
+/// Reads every flag file in `dir` and checks each against `config`, without touching the store.
+pub fn check_dir(dir: &Path, config: &Config) -> Vec<FlagFileError> {
+    let mut errors = Vec::new();
+    for path in flag_file_paths(dir) {
+        let checked = std::fs::read_to_string(&path)
+            .map_err(|e| FlagFileError {
+                path: path.clone(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            })
+            .and_then(|text| parse(&path, &text))
+            .and_then(|file| environment_for(&file, config).map(|_| ()));
+        if let Err(error) = checked {
+            errors.push(error);
+        }
+    }
+    errors
+}
+
+fn flag_file_paths(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| environment_of(p).is_some() && p.is_file())
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn environment_for(file: &FlagFile, config: &Config) -> Result<u64, FlagFileError> {
+    config
+        .environment_by_name(&file.environment)
+        .map(|e| e.id)
+        .ok_or_else(|| FlagFileError {
+            path: file.path.clone(),
+            line: None,
+            message: format!(
+                "no environment named {:?} in the configuration",
+                file.environment
+            ),
+        })
+}
+
+/// Applies the flag files of one directory, remembering what it last saw of each.
+pub struct FlagFiles {
+    dir: PathBuf,
+    store: Store,
+    config: Arc<ArcSwap<Config>>,
+    metrics: Metrics,
+    seen: HashMap<PathBuf, [u8; 32]>,
+}
+
+impl FlagFiles {
+    pub fn new(
+        dir: PathBuf,
+        store: Store,
+        config: Arc<ArcSwap<Config>>,
+        metrics: Metrics,
+    ) -> FlagFiles {
+        FlagFiles {
+            dir,
+            store,
+            config,
+            metrics,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Watches the directory and applies changes until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (debounce, poll_every) = {
+            let config = self.config.load();
+            (config.flag_files.debounce, config.flag_files.poll_every)
+        };
+        let mut dir_watch = DirWatch::new(&self.dir, debounce, poll_every);
+        loop {
+            self.apply_changed().await;
+            tokio::select! {
+                _ = dir_watch.changed() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One pass over the directory.
+    pub async fn apply_changed(&mut self) -> Vec<FileOutcome> {
+        let paths = flag_file_paths(&self.dir);
+        let mut outcomes = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .seen
+            .keys()
+            .filter(|p| !paths.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.seen.remove(&path);
+            tracing::warn!(file = %path.display(), "flag file removed; deleting nothing");
+            self.metrics.flag_file("ignored");
+            outcomes.push(FileOutcome::Ignored {
+                path,
+                why: "removed",
+            });
+        }
+        for path in paths {
+            let outcome = self.apply_file(&path).await;
+            self.metrics.flag_file(outcome.name());
+            match &outcome {
+                FileOutcome::Applied { path, events } => tracing::info!(
+                    file = %path.display(), events = events.len(), "flag file applied"),
+                FileOutcome::Invalid(error) => {
+                    self.metrics.refused("file", "invalid");
+                    tracing::error!(%error, "flag file not applied")
+                }
+                FileOutcome::NotApplied { path, error } => {
+                    self.metrics.refused("file", "refused");
+                    tracing::error!(file = %path.display(), %error, "flag file not applied")
+                }
+                FileOutcome::Ignored { path, why } => tracing::warn!(
+                    file = %path.display(), why, "flag file declares no features; deleting nothing"),
+                FileOutcome::Unchanged { .. } => {}
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    async fn apply_file(&mut self, path: &Path) -> FileOutcome {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return FileOutcome::Invalid(FlagFileError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                });
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if self.seen.get(path) == Some(&digest) {
+            return FileOutcome::Unchanged {
+                path: path.to_path_buf(),
+            };
+        }
+        // Remembered before applying: an invalid file is reported once, not on every pass.
+        self.seen.insert(path.to_path_buf(), digest);
+        let config = self.config.load_full();
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| FlagFileError {
+                path: path.to_path_buf(),
+                line: None,
+                message: "not UTF-8".into(),
+            })
+            .and_then(|text| parse(path, text))
+            .and_then(|file| environment_for(&file, &config).map(|env| (file, env)));
+        let (file, env) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => return FileOutcome::Invalid(error),
+        };
+        if file.features.is_empty() {
+            return FileOutcome::Ignored {
+                path: path.to_path_buf(),
+                why: "empty",
+            };
+        }
+        let author = Author::system(path.display().to_string());
+        let result = self
+            .store
+            .write(move |txn| {
+                into_job((|| {
+                    let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
+                    apply_flag_file(&mut Changes::new(txn, &config, &mut outbox), env, &file)?;
+                    Ok(outbox.into_written())
+                })())
+            })
+            .await;
+        match result {
+            Ok(events) => {
+                if !events.is_empty() {
+                    self.metrics.change_committed("file", &events);
+                }
+                FileOutcome::Applied {
+                    path: path.to_path_buf(),
+                    events,
+                }
+            }
+            Err(error) => {
+                let error = match error {
+                    WriteError::Refused(refusal) => refusal.to_string(),
+                    WriteError::Storage(storage) => {
+                        // The store, not the file, failed: the next pass tries again.
+                        self.seen.remove(path);
+                        storage.to_string()
+                    }
+                };
+                FileOutcome::NotApplied {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            }
+        }
+    }
+}

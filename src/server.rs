@@ -1,0 +1,176 @@
+//! The sidecar assembled: store, change API, flag files and configuration reload, started on a
+//! listener the caller binds (so that tests run the real server on port 0) and stopped by a future.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::changes::{ChangeError, Changes, into_job};
+use crate::config::Config;
+use crate::events::Outbox;
+use crate::flagfiles::FlagFiles;
+use crate::metrics::Metrics;
+use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
+use crate::watch::DirWatch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot sync environments from configuration: {0}")]
+    Sync(String),
+    #[error("serving HTTP failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Opens the store named by the configuration (blocking work, off the runtime's workers).
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let path = config.storage.path.clone();
+    let options = StoreOptions {
+        cache_size_bytes: config.storage.cache_size_mib << 20,
+        max_batch: config.storage.max_batch,
+    };
+    tokio::task::spawn_blocking(move || Store::open(&path, options))
+        .await
+        .map_err(|e| StoreError::new(format!("open task failed: {e}")))?
+}
+
+/// Runs the sidecar until `shutdown` completes, then stops taking changes, finishes what is in
+/// flight and closes the database.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = open_store(&config).await?;
+    let config = Arc::new(ArcSwap::from_pointee(config));
+    sync_environments(&store, &config.load_full())
+        .await
+        .map_err(ServeError::Sync)?;
+    let metrics = Metrics::new(|_| {});
+    let state = AppState {
+        store: store.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    let initial = config.load_full();
+    if initial.flag_files.enabled {
+        let files = FlagFiles::new(
+            initial.flag_files.dir.clone(),
+            store.clone(),
+            config.clone(),
+            metrics.clone(),
+        );
+        background.spawn(files.run(stop_rx.clone()));
+    }
+    if let Some(path) = config_path.filter(|_| initial.reload.enabled) {
+        background.spawn(reload_config(path, state.clone(), stop_rx.clone()));
+    }
+    background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
+
+    tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    while background.join_next().await.is_some() {}
+    store.shutdown().await;
+    tracing::info!("flagpost stopped; database closed");
+    served.map_err(ServeError::Http)
+}
+
+/// Brings environment records in line with configuration (a new environment gets each feature's
+/// default state, with its events).
+async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), String> {
+    let config = config.clone();
+    let author = Author::system("configuration");
+    store
+        .write(move |txn| -> crate::store::JobResult<(), ChangeError> {
+            into_job((|| {
+                let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
+                Changes::new(txn, &config, &mut outbox).sync_environments()
+            })())
+        })
+        .await
+        .map_err(|e: WriteError<ChangeError>| e.to_string())
+}
+
+/// Watches the configuration file's directory and swaps in each valid new configuration.
+async fn reload_config(path: PathBuf, state: AppState, mut stop: watch::Receiver<bool>) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (debounce, poll_every) = {
+        let config = state.config.load();
+        (config.reload.debounce, config.reload.poll_every)
+    };
+    let mut dir_watch = DirWatch::new(&dir, debounce, poll_every);
+    let mut last_text = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = dir_watch.changed() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let text = std::fs::read(&path).ok();
+        if text == last_text {
+            continue;
+        }
+        last_text = text;
+        match Config::load(Some(&path)) {
+            Err(error) => {
+                state.metrics.config_reload("invalid");
+                tracing::error!(%error, "configuration not reloaded; the last good one stays in force");
+            }
+            Ok(mut next) => {
+                let current = state.config.load_full();
+                let fixed = current.needs_restart(&next);
+                if !fixed.is_empty() {
+                    state.metrics.config_reload("needs_restart");
+                    tracing::warn!(fields = ?fixed,
+                        "these settings change only on restart; the running values stay");
+                    next.listen = current.listen;
+                    next.storage = current.storage.clone();
+                    next.flag_files.dir = current.flag_files.dir.clone();
+                    next.flag_files.enabled = current.flag_files.enabled;
+                }
+                let next = Arc::new(next);
+                state.config.store(next.clone());
+                match sync_environments(&state.store, &next).await {
+                    Ok(()) => {
+                        state.metrics.config_reload("applied");
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(error) => tracing::error!(%error, "environments not synced after reload"),
+                }
+            }
+        }
+    }
+}
+
+/// Drops stored `Idempotency-Key` answers past their retention, hourly.
+async fn prune_idempotency(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let retention = state.config.load().storage.idempotency_retention;
+        match api::request::prune_idempotency(&state, retention.as_millis() as u64).await {
+            Ok(pruned) => tracing::debug!(pruned, "idempotency answers pruned"),
+            Err(error) => tracing::warn!(%error, "idempotency answers not pruned"),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Shared by the sidecar's integration tests: the real server on a real port, in-process or as the
+//! real binary, and a small HTTP client.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flagpost::config::Config;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// The sidecar's `run` on a port of its own, in this process.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sidecar {
+    pub async fn start() -> Sidecar {
+        Sidecar::start_with("").await
+    }
+
+    /// Starts with the test configuration plus `extra` TOML appended.
+    pub async fn start_with(extra: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_toml(dir.path(), "127.0.0.1:0".parse().unwrap(), extra);
+        let config = Config::parse(&text).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            flagpost::server::run(listener, config, None, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Sidecar {
+            addr,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until the database is closed; returns the temp dir.
+    pub async fn stop(mut self) -> TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap();
+        self.dir
+    }
+}
+
+/// The real `flagpost` binary, started with a configuration file.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn start(config_path: &Path, addr: SocketAddr) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_flagpost"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start flagpost");
+        Process { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = self.url("/healthz");
+        wait_until("flagpost answers /healthz", || async {
+            matches!(
+                send(Method::GET, &url, None, None, &[]).await,
+                Ok((StatusCode::OK, _))
+            )
+        })
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on unix
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "flagpost exited with {status}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 for a process that binds its own.
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The test configuration: storage and flag files in `dir`, one token, and a disabled webhook on
+/// the one environment (its outbox rows stay pending, so tests can count them). `extra` is
+/// appended as it is.
+pub fn config_toml(dir: &Path, addr: SocketAddr, extra: &str) -> String {
+    std::fs::create_dir_all(dir.join("flags")).unwrap();
+    format!(
+        r#"
+listen = "{addr}"
+[storage]
+path = "{db}"
+[flag_files]
+dir = "{flags}"
+debounce = "20ms"
+poll_every = "250ms"
+[api]
+tokens = [{{ name = "tests", email = "tests@example.com", token = {{ value = "{TOKEN}" }} }}]
+[[projects]]
+id = 1
+name = "Default"
+[[environments]]
+id = 1
+name = "Development"
+api_key = "dev-key"
+project = 1
+[[environments.webhooks]]
+name = "parked"
+url = "http://127.0.0.1:9/never"
+enabled = false
+{extra}
+"#,
+        db = dir.join("flagpost.redb").display(),
+        flags = dir.join("flags").display(),
+    )
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request; `Err` only when no HTTP answer came at all.
+pub async fn send(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, Value), String> {
+    let mut request = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let has_content_type = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if body.is_some() && !has_content_type {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let response = client().request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, value))
+}
+
+/// A request with the test token and an optional JSON body; panics when no answer comes.
+pub async fn call(method: Method, url: &str, body: Option<Value>) -> (StatusCode, Value) {
+    send(
+        method,
+        url,
+        Some(TOKEN),
+        body.map(|b| serde_json::to_vec(&b).unwrap()),
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls `check` until it holds. Never a timing assertion: the deadline only turns a hang into
+/// a failure with a message.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every committed event after `after`, with parsed bodies.
+pub async fn events_after(base: &str, after: u64) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    loop {
+        let (status, page) = call(
+            Method::GET,
+            &format!("{base}/api/v1/events?after={cursor}&limit=1000"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            return out;
+        }
+        for e in events {
+            cursor = e["event"]["sequence"].as_u64().unwrap();
+            let body: Value = serde_json::from_str(e["body"].as_str().unwrap()).unwrap();
+            out.push((e["event"].clone(), body));
+        }
+    }
+}
+
+pub async fn last_sequence(base: &str) -> u64 {
+    let (_, page) = call(Method::GET, &format!("{base}/api/v1/events?limit=1"), None).await;
+    page["last_sequence"].as_u64().unwrap()
+}
+
+/// The value of a metric line (`name{labels} value`) from `/metrics`, 0 when absent.
+pub async fn metric(base: &str, line_prefix: &str) -> u64 {
+    let (_, text) = send(Method::GET, &format!("{base}/metrics"), None, None, &[])
+        .await
+        .unwrap();
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the sidecar: the real server on 127.0.0.1 with a real redb file, one
+//! module per area.
+
+mod api;
+mod check;
+mod common;
+mod crash;
+mod event_format;
+mod flag_files;
+mod relay;
