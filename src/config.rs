@@ -55,6 +55,7 @@ pub struct RawConfig {
     pub audit_webhooks: Vec<RawWebhook>,
     pub relay: Vec<RawRelaySource>,
     pub reload: RawReload,
+    pub delivery: crate::delivery::DeliveryConfig,
 }
 
 impl Default for RawConfig {
@@ -79,6 +80,7 @@ impl Default for RawConfig {
             audit_webhooks: Vec::new(),
             relay: Vec::new(),
             reload: RawReload::default(),
+            delivery: Default::default(),
         }
     }
 }
@@ -250,6 +252,7 @@ pub struct Config {
     pub audit_webhooks: Vec<Webhook>,
     pub relay_sources: BTreeMap<String, RelaySource>,
     pub reload: RawReload,
+    pub delivery: crate::delivery::DeliveryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -498,6 +501,7 @@ impl Config {
             }
         }
 
+        problems.extend(raw.delivery.problems());
         if !problems.is_empty() {
             return Err(ConfigError {
                 source_name: None,
@@ -516,6 +520,7 @@ impl Config {
             audit_webhooks,
             relay_sources,
             reload: raw.reload,
+            delivery: raw.delivery,
         })
     }
 

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::changes::{ChangeError, Changes, into_job};
 use crate::config::Config;
+use crate::delivery::{DeliveryMetrics, Dispatcher, admin, follow_swapped_config};
 use crate::events::Outbox;
 use crate::flagfiles::FlagFiles;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot sync environments from configuration: {0}")]
     Sync(String),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
     #[error("serving HTTP failed: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -56,7 +59,8 @@ pub async fn run(
     sync_environments(&store, &config.load_full())
         .await
         .map_err(ServeError::Sync)?;
-    let metrics = Metrics::new(|_| {});
+    let mut delivery_metrics = None;
+    let metrics = Metrics::new(|r| delivery_metrics = Some(DeliveryMetrics::register(r)));
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
@@ -66,6 +70,21 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
     let initial = config.load_full();
+    let (delivery_config, delivery_config_rx) = watch::channel(initial.clone());
+    let dispatcher = Arc::new(
+        Dispatcher::start(
+            store.clone(),
+            delivery_config_rx,
+            initial.delivery.clone(),
+            Arc::new(delivery_metrics.expect("registered by Metrics::new")),
+        )
+        .await?,
+    );
+    background.spawn(follow_swapped_config(
+        config.clone(),
+        delivery_config,
+        stop_rx.clone(),
+    ));
     if initial.flag_files.enabled {
         let files = FlagFiles::new(
             initial.flag_files.dir.clone(),
@@ -81,11 +100,13 @@ pub async fn run(
     background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
 
     tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
-    let served = axum::serve(listener, api::router(state))
+    let app = api::router(state).nest("/api/v1/admin", admin::router(dispatcher.clone()));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
+    dispatcher.shutdown().await;
     store.shutdown().await;
     tracing::info!("flagpost stopped; database closed");
     served.map_err(ServeError::Http)

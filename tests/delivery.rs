@@ -257,6 +257,8 @@ use flagpost::store::{Store, StoreOptions};
 use flagpost::wire::EventType;
 use tokio::sync::watch;
 
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
 struct Hook {
     name: &'static str,
     url: String,
@@ -280,8 +282,9 @@ impl Hook {
 }
 
 fn config(hooks: &[Hook]) -> Arc<Config> {
-    let mut text = String::from(
-        "[[environments]]\nid = 1\nname = \"Development\"\napi_key = \"k\"\nproject = 1\n",
+    let mut text = format!(
+        "[api]\ntokens = [{{ name = \"ops\", token = {{ value = {ADMIN_TOKEN:?} }} }}]\n\
+         [[environments]]\nid = 1\nname = \"Development\"\napi_key = \"k\"\nproject = 1\n",
     );
     for h in hooks {
         text.push_str(&format!(
@@ -736,6 +739,7 @@ async fn admin_request(
         .method(method)
         .uri(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     let response = client.request(request).await.unwrap();

@@ -1,12 +1,13 @@
 //! Admin HTTP handlers for delivery: list pending deliveries, attempts and dead letters, and
-//! replay dead letters. A `Router` that the HTTP layer nests (e.g. under `/api/v1/admin`) behind
-//! its authentication. Answers carry endpoint names, sequences, event ids, statuses and errors:
-//! never a URL or a secret.
+//! replay dead letters. A `Router` that the HTTP layer nests (under `/api/v1/admin`). Every route
+//! takes the change API's bearer tokens (from the configuration in force). Answers carry endpoint
+//! names, sequences, event ids, statuses and errors: never a URL or a secret.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +30,8 @@ const MAX_LIMIT: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
@@ -39,6 +42,7 @@ pub enum AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = match &self {
+            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,7 +68,36 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/attempts", get(attempts))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/replay", post(replay))
+        .route_layer(middleware::from_fn_with_state(
+            dispatcher.clone(),
+            require_token,
+        ))
         .with_state(dispatcher)
+}
+
+/// Admits a request bearing one of the configured API tokens.
+async fn require_token(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AdminError::Unauthorized(
+            "missing Authorization: Bearer <token>",
+        ))?;
+    if !dispatcher
+        .config()
+        .tokens
+        .iter()
+        .any(|token| token.matches(presented))
+    {
+        return Err(AdminError::Unauthorized("unknown token"));
+    }
+    Ok(next.run(request).await)
 }
 
 fn limit(asked: Option<usize>) -> Result<usize, AdminError> {

@@ -32,17 +32,6 @@ pub struct AttemptLabels {
     pub outcome: AttemptKind,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ReloadResult {
-    Applied,
-    Rejected,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    pub result: ReloadResult,
-}
-
 type HistogramFamily = Family<EndpointLabel, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -58,7 +47,6 @@ pub struct DeliveryMetrics {
     pub delivery_latency: HistogramFamily,
     pub dead_letters: Family<EndpointLabel, Counter>,
     pub record_failures: Counter,
-    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for DeliveryMetrics {
@@ -70,16 +58,16 @@ impl Default for DeliveryMetrics {
             delivery_latency: Family::new_with_constructor(seconds_histogram),
             dead_letters: Family::default(),
             record_failures: Counter::default(),
-            config_reloads: Family::default(),
         }
     }
 }
 
 impl DeliveryMetrics {
-    /// Makes the metrics and registers them (prefixed `flagpost_`) in `registry`.
+    /// Makes the metrics and registers them in `registry` (the sidecar's, which adds the
+    /// `flagpost_` prefix). Configuration reloads are counted by the sidecar's own metrics.
     pub fn register(registry: &mut Registry) -> DeliveryMetrics {
         let metrics = DeliveryMetrics::default();
-        let r = registry.sub_registry_with_prefix("flagpost");
+        let r = registry;
         r.register(
             "deliveries_pending",
             "Deliveries waiting in the outbox, per endpoint",
@@ -110,11 +98,6 @@ impl DeliveryMetrics {
             "Batches of delivery outcomes that could not be written",
             metrics.record_failures.clone(),
         );
-        r.register(
-            "config_reloads",
-            "Configuration reloads, applied or rejected",
-            metrics.config_reloads.clone(),
-        );
         metrics
     }
 
@@ -141,17 +124,5 @@ impl DeliveryMetrics {
         self.attempt_duration
             .get_or_create(&Self::endpoint(endpoint))
             .observe(outcome.latency.as_secs_f64());
-    }
-
-    /// Counts a configuration reload; the configuration watcher calls it.
-    pub fn config_reloaded(&self, applied: bool) {
-        let result = if applied {
-            ReloadResult::Applied
-        } else {
-            ReloadResult::Rejected
-        };
-        self.config_reloads
-            .get_or_create(&ReloadLabels { result })
-            .inc();
     }
 }
