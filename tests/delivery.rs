@@ -747,3 +747,234 @@ async fn admin_request(
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary, killed with SIGKILL while changes stream in and deliveries go out.
+// ---------------------------------------------------------------------------------------------
+
+#[path = "sidecar/common.rs"]
+#[allow(dead_code)]
+mod sidecar;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_a_stream_of_changes_delivers_every_acknowledged_event_with_stable_ids() {
+    use hyper::{Method, StatusCode};
+    use serde_json::json;
+    use sidecar::{Process, call, config_toml, free_addr, wait_until};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    const CLIENTS: usize = 8;
+    const ACKS_PER_ROUND: usize = 120;
+
+    let sink = Sink::start(Vec::new(), Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let config_path = dir.path().join("flagpost.toml");
+    let extra = format!(
+        r#"
+[[environments.webhooks]]
+name = "sink"
+url = "{}"
+secrets = [{{ value = "kill-test-secret" }}]
+[delivery]
+retry_schedule = ["50ms", "50ms", "50ms", "50ms", "50ms"]
+jitter = "none"
+"#,
+        sink.url("/hook")
+    );
+    std::fs::write(&config_path, config_toml(dir.path(), addr, &extra)).unwrap();
+
+    let mut process = Process::start(&config_path, addr);
+    process.wait_ready().await;
+    let (status, body) = call(
+        Method::POST,
+        &process.url("/api/v1/features"),
+        Some(json!({"project": 1, "name": "stream"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let feature = body["feature"]["id"].as_u64().unwrap();
+
+    // Every acknowledged event that the sink subscribes to: sequence -> event id.
+    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let record = |acked: &Mutex<BTreeMap<u64, String>>, answer: &Value| {
+        for event in answer["events"].as_array().unwrap() {
+            if event["event_type"] != "AUDIT_LOG_CREATED" {
+                acked.lock().unwrap().insert(
+                    event["sequence"].as_u64().unwrap(),
+                    event["id"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    };
+    record(&acked, &body);
+
+    for round in 0..3 {
+        if round > 0 {
+            process = Process::start(&config_path, addr);
+            process.wait_ready().await;
+        }
+        let mut clients = Vec::new();
+        for client in 0..CLIENTS {
+            let acked = acked.clone();
+            let base = process.url("");
+            clients.push(tokio::spawn(async move {
+                for i in 0u64.. {
+                    let url = format!(
+                        "{base}/api/v1/environments/1/features/{feature}/identities/r{round}-c{client}-{i}"
+                    );
+                    let body = serde_json::to_vec(&json!({"value": i, "enabled": true})).unwrap();
+                    match sidecar::send(Method::PUT, &url, Some(sidecar::TOKEN), Some(body), &[])
+                        .await
+                    {
+                        Ok((StatusCode::OK, answer)) => record(&acked, &answer),
+                        // Killed mid-request: never acknowledged, so nothing is owed.
+                        Err(_) => return,
+                        Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
+                    }
+                }
+            }));
+        }
+        let target = (round + 1) * ACKS_PER_ROUND;
+        wait_until("enough changes are acknowledged", || async {
+            acked.lock().unwrap().len() >= target
+        })
+        .await;
+        process.kill9();
+        for client in clients {
+            client.await.unwrap();
+        }
+    }
+
+    // Restarted once more: delivery resumes from the outbox.
+    let mut process = Process::start(&config_path, addr);
+    process.wait_ready().await;
+    let acked = acked.lock().unwrap().clone();
+    let received = sink
+        .wait_until("every acknowledged event at the sink", |received| {
+            let seen: BTreeSet<u64> = sequences(received).into_iter().collect();
+            acked.keys().all(|s| seen.contains(s))
+        })
+        .await;
+    let mut ids: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for r in &received {
+        let sequence: u64 = r.header("x-flagpost-sequence").unwrap().parse().unwrap();
+        ids.entry(sequence)
+            .or_default()
+            .insert(r.header("webhook-id").unwrap().to_owned());
+    }
+    for (sequence, id) in &acked {
+        let seen = &ids[sequence];
+        assert_eq!(seen.len(), 1, "event {sequence} arrived with ids {seen:?}");
+        assert!(
+            seen.contains(id),
+            "event {sequence}: {seen:?}, acknowledged as {id}"
+        );
+    }
+    // Duplicates are allowed (at-least-once) and carry the same id, checked above for all.
+    process.terminate();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets leave the process only as signatures.
+// ---------------------------------------------------------------------------------------------
+
+/// Everything logged by this test binary, at every level.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_appear_in_no_log_line_error_metric_or_api_response() {
+    const CANARY: &str = "canary-secret-must-not-leak";
+    let logs = captured_logs();
+    let failing = Sink::start(Vec::new(), Answer::Status(500)).await;
+    let mut hook = Hook::new("failing", failing.url("/"));
+    hook.secrets = vec![CANARY];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagpost.redb");
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, StoreOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("flagpost");
+    let metrics = Arc::new(DeliveryMetrics::register(&mut registry));
+    let (config_tx, config_rx) = watch::channel(config(&[hook]));
+    let dispatcher = Arc::new(
+        Dispatcher::start(store.clone(), config_rx, fast_settings(2), metrics)
+            .await
+            .unwrap(),
+    );
+    let h = Harness {
+        _dir: dir,
+        store,
+        config: config_tx,
+        dispatcher,
+    };
+    let sequence = h.commit_event("{}").await;
+    h.eventually("the dead letter", || async {
+        !h.dead_letters("failing").await.is_empty()
+    })
+    .await;
+
+    let admin = serve_admin(&h).await;
+    let mut exposed = Vec::new();
+    for path in [
+        "/deliveries/pending".to_owned(),
+        "/deliveries/pending?endpoint=failing".to_owned(),
+        format!("/attempts?sequence={sequence}"),
+        "/attempts?endpoint=failing".to_owned(),
+        "/dead-letters".to_owned(),
+    ] {
+        let (status, body) = admin_request(admin, "GET", &path, "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        exposed.push(body);
+    }
+    let (status, body) = admin_request(admin, "POST", "/dead-letters/replay", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    exposed.push(body);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("flagpost_dead_letters_total{endpoint=\"failing\"} 1"),
+        "{text}"
+    );
+    exposed.push(text);
+    exposed.push(format!("{:?}", h.dead_letters("failing").await));
+    exposed.push(format!("{:?}", h.attempts(sequence).await));
+    exposed.push(format!("{:?}", h.config.borrow()));
+    exposed.push(String::from_utf8_lossy(&logs.lock().unwrap()).into_owned());
+
+    assert!(
+        exposed[exposed.len() - 1].contains("dead-lettered"),
+        "the dead letter was logged"
+    );
+    for text in &exposed {
+        assert!(!text.contains(CANARY), "secret leaked in: {text}");
+    }
+    h.stop().await;
+}
