@@ -1,0 +1,525 @@
+//! Delivery, measured against a minimal local HTTP sink that answers 200, whose own ceiling is
+//! measured in the same run by `wrk` POSTing the same body over the same number of connections.
+//!
+//! Run with `cargo bench --bench delivery` (needs `wrk`: `apt-get install wrk`). Figures print as
+//! Markdown table rows. `FLAGPOST_BENCH_SECONDS` sets the length of each timed phase (default 10),
+//! `FLAGPOST_BENCH_BACKLOG` the pending deliveries of the recovery phase (default 1,000,000).
+//!
+//! Everything but the recovery phase runs the real dispatcher and store in this process (the
+//! acknowledgement is the store's durable commit, which is what the change API waits for); the
+//! sink runs on a runtime and thread of its own. Recovery runs in a child process, so that its
+//! peak memory is its own.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flagpost::config::Config;
+use flagpost::delivery::client::now_millis;
+use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher};
+use flagpost::store::deliveries::{append_event, count_pending};
+use flagpost::store::{Store, StoreOptions};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+const RECOVERY_MODE: &str = "FLAGPOST_BENCH_RECOVERY_DB";
+
+fn main() {
+    if let Ok(db) = std::env::var(RECOVERY_MODE) {
+        recovery_child(PathBuf::from(db));
+        return;
+    }
+    let seconds: u64 = env_number("FLAGPOST_BENCH_SECONDS", 10);
+    let backlog: u64 = env_number("FLAGPOST_BENCH_BACKLOG", 1_000_000);
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is needed: apt-get install wrk");
+        std::process::exit(2);
+    }
+    let body = Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/conformance/flag_updated_seed.json"
+        ))
+        .unwrap_or_else(|_| vec![b'x'; 1000]),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::start();
+    println!("| measurement | result |\n| --- | --- |");
+
+    let ceiling = wrk(sink.addr, 8, seconds, &body, work.path());
+    row(
+        "sink ceiling: minimal hyper server, wrk POSTing the same body, 8 connections",
+        format!("{ceiling:.0} req/s"),
+    );
+
+    runtime.block_on(async {
+        // One endpoint, 8 in flight, a backlog big enough to last the phase.
+        let count = (ceiling as u64 * seconds).max(10_000);
+        let bench = Bench::open(work.path(), "throughput", &sink, 1).await;
+        bench.fill(count, &body).await;
+        let started = Instant::now();
+        let dispatcher = bench.start(DeliveryConfig::default()).await;
+        bench.wait_until_recorded().await;
+        let elapsed = started.elapsed();
+        let rate = count as f64 / elapsed.as_secs_f64();
+        row(
+            "flagpost signed deliveries, 1 endpoint, 8 in flight, every outcome durably recorded",
+            format!(
+                "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling)",
+                elapsed.as_secs_f64(),
+                100.0 * rate / ceiling
+            ),
+        );
+        dispatcher.shutdown().await;
+        bench.store.shutdown().await;
+
+        // Latency from acknowledgement (durable commit) to the sink's receipt at 1,000 changes/s.
+        let bench = Bench::open(work.path(), "latency", &sink, 1).await;
+        let dispatcher = bench.start(DeliveryConfig::default()).await;
+        let (p50, p99, n) = bench.latency_at_rate(1000, seconds, &body).await;
+        row(
+            "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)",
+            format!("{} / {} ({n} deliveries)", ms(p50), ms(p99)),
+        );
+        dispatcher.shutdown().await;
+        bench.store.shutdown().await;
+
+        // Fan-out to 100 endpoints.
+        let bench = Bench::open(work.path(), "fanout", &sink, 100).await;
+        let dispatcher = bench.start(DeliveryConfig::default()).await;
+        let sequence = bench.commit(&body).await;
+        let acked = Instant::now();
+        sink.wait_for(sequence, 100).await;
+        row(
+            "fan-out: one change to 100 endpoints, acknowledgement to the 100th receipt",
+            ms(acked.elapsed()),
+        );
+        let (p50, p99, n) = bench.latency_at_rate(100, seconds, &body).await;
+        row(
+            "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)",
+            format!("{} / {} ({n} deliveries)", ms(p50), ms(p99)),
+        );
+        dispatcher.shutdown().await;
+        bench.store.shutdown().await;
+
+        // Recovery: a backlog written here, delivered by a fresh process.
+        let bench = Bench::open(work.path(), "recovery", &sink, 1).await;
+        bench.fill(backlog, &body).await;
+        bench.store.shutdown().await;
+        let db = bench.path.clone();
+        drop(bench);
+        let output = Command::new(std::env::current_exe().unwrap())
+            .env(RECOVERY_MODE, &db)
+            .env("FLAGPOST_BENCH_SINK", sink.addr.to_string())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "recovery child failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+        for line in text.lines() {
+            let (what, value) = line.split_once('=').unwrap();
+            row(
+                &format!("recovery with {backlog} deliveries pending: {what}"),
+                value.to_owned(),
+            );
+        }
+    });
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn row(what: &str, result: String) {
+    println!("| {what} | {result} |");
+    std::io::stdout().flush().unwrap();
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// wrk POSTing `body` with the same content type; returns requests per second.
+fn wrk(addr: SocketAddr, connections: usize, seconds: u64, body: &[u8], dir: &Path) -> f64 {
+    let script = dir.join("post.lua");
+    let escaped = String::from_utf8_lossy(body)
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = \"{escaped}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}/ceiling"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("Non-2xx"), "wrk saw failures:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk output:\n{text}"))
+}
+
+/// The minimal sink: answers 200 to everything, notes when each sequence arrived. Runs on a
+/// single-threaded runtime of its own thread, for the ceiling and for flagpost alike.
+struct Sink {
+    addr: SocketAddr,
+    arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        Sink::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    fn start_on(addr: SocketAddr) -> Sink {
+        let arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
+
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = arrivals.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let a = a.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(
+                            move |request: Request<hyper::body::Incoming>| {
+                                let a = a.clone();
+                                async move {
+                                    let sequence = request
+                                        .headers()
+                                        .get("x-flagpost-sequence")
+                                        .and_then(|v| v.to_str().ok())
+                                        .and_then(|v| v.parse::<u64>().ok());
+                                    let _ = request.into_body().collect().await;
+                                    if let Some(sequence) = sequence {
+                                        a.lock()
+                                            .unwrap()
+                                            .entry(sequence)
+                                            .or_default()
+                                            .push(Instant::now());
+                                    }
+                                    Ok::<_, Infallible>(Response::new(Full::new(
+                                        Bytes::from_static(b"ok"),
+                                    )))
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Sink { addr, arrivals }
+    }
+
+    async fn wait_for(&self, sequence: u64, copies: usize) {
+        loop {
+            if self
+                .arrivals
+                .lock()
+                .unwrap()
+                .get(&sequence)
+                .map_or(0, Vec::len)
+                >= copies
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+}
+
+struct Bench {
+    path: PathBuf,
+    store: Store,
+    config: watch::Sender<Arc<Config>>,
+    endpoints: Vec<String>,
+    sink_arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>>,
+}
+
+impl Bench {
+    async fn open(work: &Path, name: &str, sink: &Sink, endpoints: usize) -> Bench {
+        let path = work.join(format!("{name}.redb"));
+        let open = path.clone();
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&open, StoreOptions::default()))
+                .await
+                .unwrap()
+                .unwrap();
+        let config = Arc::new(Config::parse(&endpoint_config(sink.addr, endpoints)).unwrap());
+        let endpoints = config.webhooks().map(|w| w.name.clone()).collect();
+        sink.arrivals.lock().unwrap().clear();
+        Bench {
+            path,
+            store,
+            config: watch::channel(config).0,
+            endpoints,
+            sink_arrivals: sink.arrivals.clone(),
+        }
+    }
+
+    async fn start(&self, settings: DeliveryConfig) -> Dispatcher {
+        Dispatcher::start(
+            self.store.clone(),
+            self.config.subscribe(),
+            settings,
+            Arc::new(DeliveryMetrics::default()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Commits `count` events in batches, as the change path would over time.
+    async fn fill(&self, count: u64, body: &Bytes) {
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(10_000);
+            let (body, endpoints) = (body.clone(), self.endpoints.clone());
+            self.store
+                .write(move |txn| {
+                    for _ in 0..n {
+                        append_event(
+                            txn,
+                            "FLAG_UPDATED",
+                            Some(1),
+                            "bench",
+                            &body,
+                            &endpoints,
+                            now_millis(),
+                        )?;
+                    }
+                    Ok(Ok::<_, Infallible>(()))
+                })
+                .await
+                .unwrap();
+            left -= n;
+        }
+    }
+
+    async fn commit(&self, body: &Bytes) -> u64 {
+        let (body, endpoints) = (body.clone(), self.endpoints.clone());
+        self.store
+            .write(move |txn| {
+                let event = append_event(
+                    txn,
+                    "FLAG_UPDATED",
+                    Some(1),
+                    "bench",
+                    &body,
+                    &endpoints,
+                    now_millis(),
+                )?;
+                Ok(Ok::<_, Infallible>(event.sequence))
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the outbox is empty: every delivery made and its outcome committed.
+    async fn wait_until_recorded(&self) {
+        let endpoint = self.endpoints[0].clone();
+        loop {
+            let endpoint = endpoint.clone();
+            let pending = self
+                .store
+                .read(move |txn| count_pending(txn, &endpoint))
+                .await
+                .unwrap();
+            if pending == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Commits `rate` changes a second for `seconds` (open loop, one write each, concurrently as
+    /// API clients would) and returns p50 and p99 of acknowledgement to receipt, over every copy.
+    async fn latency_at_rate(
+        &self,
+        rate: u64,
+        seconds: u64,
+        body: &Bytes,
+    ) -> (Duration, Duration, usize) {
+        let acks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+        let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..rate * seconds {
+            ticker.tick().await;
+            let (store, body, endpoints, acks) = (
+                self.store.clone(),
+                body.clone(),
+                self.endpoints.clone(),
+                acks.clone(),
+            );
+            tasks.spawn(async move {
+                let sequence = store
+                    .write(move |txn| {
+                        let event = append_event(
+                            txn,
+                            "FLAG_UPDATED",
+                            Some(1),
+                            "bench",
+                            &body,
+                            &endpoints,
+                            now_millis(),
+                        )?;
+                        Ok(Ok::<_, Infallible>(event.sequence))
+                    })
+                    .await
+                    .unwrap();
+                acks.lock().unwrap().push((sequence, Instant::now()));
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let acks = acks.lock().unwrap().clone();
+        let copies = self.endpoints.len();
+        // Let the last deliveries land.
+        loop {
+            let landed = {
+                let arrivals = self.sink_arrivals.lock().unwrap();
+                acks.iter()
+                    .all(|(s, _)| arrivals.get(s).map_or(0, Vec::len) >= copies)
+            };
+            if landed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let arrivals = self.sink_arrivals.lock().unwrap();
+        let mut latencies: Vec<Duration> = acks
+            .iter()
+            .flat_map(|(s, acked)| {
+                arrivals[s]
+                    .iter()
+                    .map(move |at| at.saturating_duration_since(*acked))
+            })
+            .collect();
+        latencies.sort();
+        (
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len(),
+        )
+    }
+}
+
+fn endpoint_config(sink: SocketAddr, endpoints: usize) -> String {
+    let mut text = String::from(
+        "[[environments]]\nid = 1\nname = \"Development\"\napi_key = \"k\"\nproject = 1\n",
+    );
+    for n in 0..endpoints {
+        text.push_str(&format!(
+            "[[environments.webhooks]]\nname = \"endpoint-{n}\"\nurl = \"http://{sink}/e{n}\"\nsecrets = [{{ value = \"bench-secret\" }}]\n"
+        ));
+    }
+    text
+}
+
+/// The recovery phase, in a process of its own: opens a store with a backlog, starts delivery,
+/// and reports the time to the first delivery and the peak memory while the backlog drains.
+fn recovery_child(db: PathBuf) {
+    let started = Instant::now();
+    let sink_addr: SocketAddr = std::env::var("FLAGPOST_BENCH_SINK")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let store = tokio::task::spawn_blocking(move || Store::open(&db, StoreOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let config = Arc::new(Config::parse(&endpoint_config(sink_addr, 1)).unwrap());
+        let (_keep, config_rx) = watch::channel(config);
+        let metrics = Arc::new(DeliveryMetrics::default());
+        let dispatcher = Dispatcher::start(
+            store.clone(),
+            config_rx,
+            DeliveryConfig::default(),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let label = DeliveryMetrics::endpoint("endpoint-0");
+        let first = loop {
+            let done = metrics
+                .attempts
+                .get(&flagpost::delivery::metrics::AttemptLabels {
+                    endpoint: "endpoint-0".into(),
+                    outcome: flagpost::delivery::metrics::AttemptKind::Delivered,
+                })
+                .map_or(0, |c| c.get());
+            if done > 0 {
+                break started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        // Drain for a while, then read the peak.
+        let before = metrics.pending.get_or_create(&label).get();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = metrics.pending.get_or_create(&label).get();
+        println!(
+            "start (process start, store open, dispatcher) to first delivery={}",
+            ms(first)
+        );
+        println!(
+            "deliveries in the 10 s after the first={} ({} pending left)",
+            before - after,
+            after
+        );
+        println!("peak RSS={} MiB", peak_rss_mib());
+        dispatcher.shutdown().await;
+        store.shutdown().await;
+    });
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
