@@ -97,7 +97,10 @@ impl DeliveryClient {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            // Many endpoints may share one host (receivers behind one address, told apart by
+            // path): every lane's connections must stay pooled, or requests pay a new
+            // connection each. Idle ones are closed after the timeout above.
+            .pool_max_idle_per_host(4096)
             .build(https);
         Ok(DeliveryClient {
             http: client,
