@@ -978,3 +978,112 @@ async fn secrets_appear_in_no_log_line_error_metric_or_api_response() {
     }
     h.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Retention: attempt records and delivered events are pruned; pending and dead-lettered stay.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn retention_prunes_delivered_events_and_old_attempts_only() {
+    use flagpost::store::deliveries::{
+        AttemptResult, DeliveryOutcome, prune_attempts, prune_delivered_events, record_outcomes,
+    };
+    use flagpost::store::tables::{ATTEMPTS, EVENTS};
+    use redb::ReadableTableMetadata;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagpost.redb");
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, StoreOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let attempt = |sequence: u64, result: AttemptResult| AttemptRecord {
+        endpoint: "a".into(),
+        sequence,
+        attempt: 1,
+        at_ms: 1_000,
+        latency_ms: 1.0,
+        status: Some(200),
+        error: None,
+        result,
+        next_attempt_at_ms: None,
+    };
+    let outcomes = vec![
+        DeliveryOutcome::Delivered(attempt(1, AttemptResult::Delivered)),
+        DeliveryOutcome::DeadLettered {
+            attempt: attempt(2, AttemptResult::DeadLettered),
+            letter: DeadLetter {
+                endpoint: "a".into(),
+                sequence: 2,
+                event_id: "evt".into(),
+                reason: "retry schedule spent after 1 attempts".into(),
+                attempts: 1,
+                last_status: Some(500),
+                last_error: None,
+                dead_lettered_at_ms: 1_000,
+            },
+        },
+    ];
+    store
+        .write(move |txn| {
+            // 1 delivered, 2 dead-lettered, 3 pending, 4 for no endpoint but after a pending one.
+            for endpoints in [
+                vec!["a".to_owned()],
+                vec!["a".into()],
+                vec!["a".into()],
+                vec![],
+            ] {
+                append_event(txn, "FLAG_UPDATED", Some(1), "t", b"{}", &endpoints, 1_000)?;
+            }
+            record_outcomes(txn, &outcomes)?;
+            Ok(Ok::<_, Infallible>(()))
+        })
+        .await
+        .unwrap();
+    let count = |table: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read(move |txn| {
+                    Ok(match table {
+                        "events" => txn.open_table(EVENTS)?.len()?,
+                        _ => txn.open_table(ATTEMPTS)?.len()?,
+                    })
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let prune = |cutoff: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |txn| {
+                    let attempts = prune_attempts(txn, cutoff, 0, 100)?.1;
+                    let events = prune_delivered_events(txn, cutoff, 0, 100)?.1;
+                    Ok(Ok::<_, Infallible>((attempts, events)))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Nothing is past a retention that ends before the records were made.
+    assert_eq!(prune(500).await, (0, 0));
+    assert_eq!((count("events").await, count("attempts").await), (4, 2));
+    // Past it: both attempts go, but of the events only the delivered one.
+    assert_eq!(prune(2_000).await, (2, 1));
+    assert_eq!((count("events").await, count("attempts").await), (3, 0));
+    let remaining: Vec<u64> = store
+        .read(|txn| {
+            let events = txn.open_table(EVENTS)?;
+            let mut sequences = Vec::new();
+            for entry in redb::ReadableTable::range::<u64>(&events, ..)? {
+                sequences.push(entry?.0.value());
+            }
+            Ok(sequences)
+        })
+        .await
+        .unwrap();
+    assert_eq!(remaining, [2, 3, 4]);
+    store.shutdown().await;
+}

@@ -76,6 +76,7 @@ impl Dispatcher {
             metrics: metrics.clone(),
             max_batch: settings.record_batch,
             attempt_retention: settings.attempt_retention,
+            delivered_retention: settings.delivered_retention,
         };
         let recorder_task = tokio::spawn(recorder.run(recorder_rx));
         let shared = Arc::new(LaneShared {

@@ -15,7 +15,7 @@ use super::client::now_millis;
 use super::metrics::DeliveryMetrics;
 use crate::store::Store;
 use crate::store::deliveries::{
-    DeliveryOutcome, dead_letter_pending, prune_attempts, record_outcomes,
+    DeliveryOutcome, dead_letter_pending, prune_attempts, prune_delivered_events, record_outcomes,
 };
 
 /// Rows moved to dead letters per transaction when an endpoint is removed.
@@ -46,12 +46,13 @@ pub(crate) struct Recorder {
     pub metrics: Arc<DeliveryMetrics>,
     pub max_batch: usize,
     pub attempt_retention: Duration,
+    pub delivered_retention: Duration,
 }
 
 impl Recorder {
     /// Runs until every sender is dropped, writing what is still queued before it returns.
     pub async fn run(self, mut commands: mpsc::Receiver<RecorderCommand>) {
-        let mut prune_from = 0;
+        let mut prune_from = (0, 0);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -182,31 +183,34 @@ impl Recorder {
         total
     }
 
-    /// One pruning step; returns where the next one starts.
-    async fn prune(&self, from: u64) -> u64 {
-        let cutoff = now_millis()
-            .saturating_sub(u64::try_from(self.attempt_retention.as_millis()).unwrap_or(u64::MAX));
+    /// One pruning step of attempt records and of delivered events; returns where the next
+    /// one starts in each.
+    async fn prune(&self, (attempts_from, events_from): (u64, u64)) -> (u64, u64) {
+        let cutoff = |retention: Duration| {
+            now_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
+        };
+        let (attempts_cutoff, events_cutoff) = (
+            cutoff(self.attempt_retention),
+            cutoff(self.delivered_retention),
+        );
         let pruned = self
             .store
             .write(move |txn| {
-                Ok(Ok::<_, std::convert::Infallible>(prune_attempts(
-                    txn,
-                    cutoff,
-                    from,
-                    PRUNE_BUDGET,
-                )?))
+                let attempts = prune_attempts(txn, attempts_cutoff, attempts_from, PRUNE_BUDGET)?;
+                let events = prune_delivered_events(txn, events_cutoff, events_from, PRUNE_BUDGET)?;
+                Ok(Ok::<_, std::convert::Infallible>((attempts, events)))
             })
             .await;
         match pruned {
-            Ok((next, removed)) => {
-                if removed > 0 {
-                    tracing::debug!(removed, "attempt records past retention pruned");
+            Ok(((attempts_next, attempts), (events_next, events))) => {
+                if attempts + events > 0 {
+                    tracing::debug!(attempts, events, "records past retention pruned");
                 }
-                next
+                (attempts_next, events_next)
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot prune attempt records");
-                from
+                tracing::warn!(%error, "cannot prune records past retention");
+                (attempts_from, events_from)
             }
         }
     }

@@ -182,24 +182,37 @@ pub fn count_pending(txn: &ReadTransaction, endpoint: &str) -> Result<u64, Store
     Ok(count)
 }
 
-/// Every endpoint name that has rows in `OUTBOX`, found by skipping from one name to the next
-/// rather than reading every row.
+/// Every endpoint name that has rows in `OUTBOX`.
 pub fn outbox_endpoints(txn: &ReadTransaction) -> Result<Vec<String>, StoreError> {
     let outbox = txn.open_table(OUTBOX)?;
-    let mut names: Vec<String> = Vec::new();
+    Ok(first_row_per_endpoint(&outbox)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The first (lowest) sequence of each endpoint in a table keyed by (endpoint, sequence), found
+/// by skipping from one endpoint to the next rather than reading every row.
+fn first_row_per_endpoint<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, u64), V>,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut firsts: Vec<(String, u64)> = Vec::new();
     loop {
-        let next = match names.last() {
-            None => outbox.first()?,
-            Some(last) => {
+        let next = match firsts.last() {
+            None => table.first()?,
+            Some((last, _)) => {
                 let from = (last.as_str(), u64::MAX);
                 let mut range =
-                    outbox.range::<(&str, u64)>((Bound::Excluded(from), Bound::Unbounded))?;
+                    table.range::<(&str, u64)>((Bound::Excluded(from), Bound::Unbounded))?;
                 range.next().transpose()?
             }
         };
         match next {
-            Some((key, _)) => names.push(key.value().0.to_owned()),
-            None => return Ok(names),
+            Some((key, _)) => {
+                let (name, sequence) = key.value();
+                firsts.push((name.to_owned(), sequence));
+            }
+            None => return Ok(firsts),
         }
     }
 }
@@ -514,4 +527,60 @@ pub fn append_event(
         sequence,
         event_type: record.event_type,
     })
+}
+
+/// Deletes events (record and body) committed before `cutoff_ms` that no endpoint has pending
+/// and none has dead-lettered (a replay needs the body), looking at no more than `budget` events
+/// from sequence `from`. Events are in commit order, so the walk stops at the first one that is
+/// too recent or still pending somewhere. Returns where to continue (0: start over next time) and
+/// how many were deleted.
+pub fn prune_delivered_events(
+    txn: &WriteTransaction,
+    cutoff_ms: u64,
+    from: u64,
+    budget: usize,
+) -> Result<(u64, usize), StoreError> {
+    let oldest_pending = first_row_per_endpoint(&txn.open_table(OUTBOX)?)?
+        .into_iter()
+        .map(|(_, sequence)| sequence)
+        .min();
+    let dead_letters = txn.open_table(DEAD_LETTERS)?;
+    let dead_letter_endpoints: Vec<String> = first_row_per_endpoint(&dead_letters)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut events = txn.open_table(EVENTS)?;
+    let mut bodies = txn.open_table(EVENT_BODIES)?;
+    let mut prunable = Vec::new();
+    let mut next = 0;
+    for (seen, entry) in events.range(from..)?.enumerate() {
+        let (key, value) = entry?;
+        let sequence = key.value();
+        if seen == budget {
+            next = sequence;
+            break;
+        }
+        if oldest_pending.is_some_and(|pending| sequence >= pending) {
+            break;
+        }
+        let record: EventRecord = serde_json::from_str(value.value())?;
+        if record.committed_at_ms >= cutoff_ms {
+            break;
+        }
+        let mut dead = false;
+        for endpoint in &dead_letter_endpoints {
+            if dead_letters.get((endpoint.as_str(), sequence))?.is_some() {
+                dead = true;
+                break;
+            }
+        }
+        if !dead {
+            prunable.push(sequence);
+        }
+    }
+    for sequence in &prunable {
+        events.remove(*sequence)?;
+        bodies.remove(*sequence)?;
+    }
+    Ok((next, prunable.len()))
 }
