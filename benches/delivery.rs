@@ -376,7 +376,7 @@ impl Bench {
             let endpoint = endpoint.clone();
             let pending = self
                 .store
-                .read(move |txn| count_pending(txn, &endpoint))
+                .read(move |txn| count_pending(txn, &endpoint, 0))
                 .await
                 .unwrap();
             if pending == 0 {

@@ -376,7 +376,7 @@ impl Harness {
 
     async fn pending(&self, endpoint: &'static str) -> u64 {
         self.store
-            .read(move |txn| count_pending(txn, endpoint))
+            .read(move |txn| count_pending(txn, endpoint, 0))
             .await
             .unwrap()
     }
@@ -634,6 +634,14 @@ async fn a_disabled_endpoint_waits_and_resumes_when_enabled() {
     healthy.wait_until("five events", |r| r.len() == 5).await;
     assert!(paused.received().is_empty());
     assert_eq!(h.pending("paused").await, 5);
+    let gauge = |endpoint: &str| {
+        h.dispatcher
+            .metrics()
+            .pending
+            .get_or_create(&DeliveryMetrics::endpoint(endpoint))
+            .get()
+    };
+    assert_eq!(gauge("paused"), 5);
 
     let mut hook = Hook::new("paused", paused.url("/"));
     hook.enabled = true;
@@ -643,6 +651,10 @@ async fn a_disabled_endpoint_waits_and_resumes_when_enabled() {
     let mut seen = sequences(&received);
     seen.sort();
     assert_eq!(seen, [1, 2, 3, 4, 5]);
+    h.eventually("the pending gauge at zero", || async {
+        gauge("paused") == 0 && gauge("healthy") == 0
+    })
+    .await;
     h.stop().await;
 }
 
@@ -1088,4 +1100,91 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
         .unwrap();
     assert_eq!(remaining, [2, 3, 4]);
     store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_bad_requests_with_a_clear_error_and_changes_nothing() {
+    let sink = Sink::start(Vec::new(), Answer::Status(200)).await;
+    let mut hook = Hook::new("held", sink.url("/"));
+    hook.enabled = false;
+    let h = Harness::start(&[hook], fast_settings(3)).await;
+    h.commit_event("{}").await;
+    let admin = serve_admin(&h).await;
+    for (method, path, body, status, says) in [
+        ("GET", "/attempts", "", 400, "give sequence"),
+        (
+            "GET",
+            "/deliveries/pending?endpoint=held&limit=0",
+            "",
+            400,
+            "limit 0",
+        ),
+        (
+            "GET",
+            "/deliveries/pending?after=3",
+            "",
+            400,
+            "after needs an endpoint",
+        ),
+        (
+            "GET",
+            "/dead-letters?after=3",
+            "",
+            400,
+            "after needs an endpoint",
+        ),
+        (
+            "POST",
+            "/dead-letters/replay",
+            r#"{"endpoint":"nowhere"}"#,
+            404,
+            "not configured",
+        ),
+        (
+            "POST",
+            "/dead-letters/replay",
+            r#"{"sequence":1}"#,
+            400,
+            "sequence needs an endpoint",
+        ),
+        (
+            "POST",
+            "/dead-letters/replay",
+            r#"{"endpoint":"held","sequence":1}"#,
+            404,
+            "no dead letter",
+        ),
+        (
+            "POST",
+            "/dead-letters/replay",
+            r#"{"endpont":"held"}"#,
+            422,
+            "endpont",
+        ),
+    ] {
+        let (got, answer) = admin_request(admin, method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(answer.contains(says), "{method} {path}: {answer}");
+    }
+    // Without the token nothing is listed.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let response = client
+        .get(
+            format!("http://{admin}/deliveries/pending")
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // The pending row is untouched.
+    assert_eq!(h.pending("held").await, 1);
+    let (status, listed) =
+        admin_request(admin, "GET", "/deliveries/pending?endpoint=held", "").await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["deliveries"][0]["sequence"], 1);
+    assert_eq!(listed["deliveries"][0]["attempts"], 0);
+    h.stop().await;
 }

@@ -156,7 +156,7 @@ async fn pending(
                     outbox_endpoints(txn)?
                         .into_iter()
                         .map(|endpoint| {
-                            let pending = count_pending(txn, &endpoint)?;
+                            let pending = count_pending(txn, &endpoint, 0)?;
                             Ok(EndpointCount { endpoint, pending })
                         })
                         .collect()

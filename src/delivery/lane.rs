@@ -30,8 +30,8 @@ use super::retry::{RetryDecision, RetrySchedule};
 use crate::config::Webhook;
 use crate::store::Store;
 use crate::store::deliveries::{
-    AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, count_pending,
-    outbox_page,
+    AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, committed_sequence,
+    count_pending, outbox_page,
 };
 
 /// What every lane shares.
@@ -85,7 +85,7 @@ pub(crate) struct Lane {
     settled_rx: mpsc::UnboundedReceiver<u64>,
     health: EndpointHealth,
     /// Rows up to this sequence are in the pending gauge already.
-    counted_through: Option<u64>,
+    counted_through: u64,
 }
 
 impl Lane {
@@ -115,11 +115,12 @@ impl Lane {
             settled_tx,
             settled_rx,
             health,
-            counted_through: None,
+            counted_through: 0,
         }
     }
 
     pub(crate) async fn run(mut self) {
+        self.count_new_rows().await;
         let mut stop_at: Option<Instant> = None;
         let mut config_open = true;
         let mut committed = self.shared.committed.clone();
@@ -130,6 +131,9 @@ impl Lane {
                 break;
             }
             let last_committed = *committed.borrow();
+            if !webhook.enabled && stop_at.is_none() && last_committed > self.counted_through {
+                self.count_new_rows().await;
+            }
             if active
                 && self.wants_rows(last_committed)
                 && let Err(error) = self.scan().await
@@ -148,7 +152,9 @@ impl Lane {
             let sleep_until = wake.map(|at_ms| {
                 Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_millis()))
             });
-            let may_scan = active && self.exhausted;
+            // New commits matter to an enabled lane at the end of its outbox (rows to read) and to
+            // a disabled one (rows to count).
+            let may_scan = (active && self.exhausted) || (!webhook.enabled && stop_at.is_none());
             tokio::select! {
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     if let Some(Ok((pending, outcome))) = joined {
@@ -192,6 +198,39 @@ impl Lane {
         }
     }
 
+    /// Adds the rows committed since the last count to the pending gauge. At start this counts
+    /// the whole backlog, before the lane sends anything (so that no delivery settles before it
+    /// is counted); a disabled lane, which reads no rows, keeps counting this way. An enabled
+    /// lane counts the rows it reads instead. The recorder takes settled rows off.
+    async fn count_new_rows(&mut self) {
+        let endpoint = self.name.to_string();
+        let after = self.counted_through;
+        let counted = self
+            .shared
+            .store
+            .read(move |txn| {
+                Ok((
+                    count_pending(txn, &endpoint, after)?,
+                    committed_sequence(txn)?,
+                ))
+            })
+            .await;
+        match counted {
+            Ok((count, through)) => {
+                self.shared
+                    .metrics
+                    .pending
+                    .get_or_create(&DeliveryMetrics::endpoint(&self.name))
+                    .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
+                self.counted_through = self.counted_through.max(through);
+            }
+            // Only the gauge suffers; delivery itself is unaffected.
+            Err(error) => {
+                tracing::warn!(endpoint = %self.name, %error, "cannot count pending deliveries");
+            }
+        }
+    }
+
     /// Whether to read more rows: the queue is running low, and there are rows beyond the cursor
     /// or a later sequence was committed since the last scan reached the end.
     fn wants_rows(&self, committed: u64) -> bool {
@@ -203,38 +242,18 @@ impl Lane {
         let endpoint = self.name.to_string();
         let after = self.cursor;
         let limit = self.shared.config.scan_batch;
-        let first = self.counted_through.is_none();
-        let (page, count): (OutboxPage, Option<u64>) = self
+        let page: OutboxPage = self
             .shared
             .store
-            .read(move |txn| {
-                let page = outbox_page(txn, &endpoint, after, limit)?;
-                // The pending gauge starts from a count in the same snapshot as the first page.
-                let count = if first {
-                    Some(count_pending(txn, &endpoint)?)
-                } else {
-                    None
-                };
-                Ok((page, count))
-            })
+            .read(move |txn| outbox_page(txn, &endpoint, after, limit))
             .await?;
         let label = DeliveryMetrics::endpoint(&self.name);
-        if let Some(count) = count {
-            self.shared
-                .metrics
-                .pending
-                .get_or_create(&label)
-                .inc_by(count as i64);
-            self.counted_through = Some(page.last_sequence);
-        }
         let now = now_millis();
         for row in page.rows {
             self.cursor = self.cursor.max(row.sequence);
-            if let Some(counted) = self.counted_through
-                && row.sequence > counted
-            {
+            if row.sequence > self.counted_through {
                 self.shared.metrics.pending.get_or_create(&label).inc();
-                self.counted_through = Some(row.sequence);
+                self.counted_through = row.sequence;
             }
             if !self.unsettled.insert(row.sequence) {
                 continue;
@@ -256,6 +275,8 @@ impl Lane {
         self.exhausted = page.exhausted;
         if page.exhausted {
             self.cursor = self.cursor.max(page.last_sequence);
+            // Every row up to there was read (and so counted) by now.
+            self.counted_through = self.counted_through.max(page.last_sequence);
         }
         Ok(())
     }

@@ -171,11 +171,14 @@ pub fn committed_sequence(txn: &ReadTransaction) -> Result<u64, StoreError> {
     last_sequence(&txn.open_table(META)?)
 }
 
-/// How many rows `endpoint` has pending.
-pub fn count_pending(txn: &ReadTransaction, endpoint: &str) -> Result<u64, StoreError> {
+/// How many rows `endpoint` has pending after sequence `after` (0: all of them).
+pub fn count_pending(txn: &ReadTransaction, endpoint: &str, after: u64) -> Result<u64, StoreError> {
     let outbox = txn.open_table(OUTBOX)?;
     let mut count = 0;
-    for entry in outbox.range((endpoint, 0)..=(endpoint, u64::MAX))? {
+    let Some(start) = after.checked_add(1) else {
+        return Ok(0);
+    };
+    for entry in outbox.range((endpoint, start)..=(endpoint, u64::MAX))? {
         entry?;
         count += 1;
     }
