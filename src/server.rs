@@ -15,7 +15,6 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::changes::{ChangeError, Changes, into_job};
 use crate::config::Config;
-use crate::events::Outbox;
 use crate::flagfiles::FlagFiles;
 use crate::metrics::Metrics;
 use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
@@ -97,11 +96,9 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
     let config = config.clone();
     let author = Author::system("configuration");
     store
-        .write(move |txn| -> crate::store::JobResult<(), ChangeError> {
-            into_job((|| {
-                let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
-                Changes::new(txn, &config, &mut outbox).sync_environments()
-            })())
+        .write(move |tables| -> crate::store::JobResult<(), ChangeError> {
+            let now = OffsetDateTime::now_utc();
+            into_job(Changes::new(tables, &config, &author, now).sync_environments())
         })
         .await
         .map_err(|e: WriteError<ChangeError>| e.to_string())

@@ -26,7 +26,7 @@ fn environment<'c>(config: &'c Config, reference: &str) -> Result<&'c Environmen
 }
 
 /// A feature named in a path: its id, or its name in the environment's project.
-fn feature_id(changes: &Changes, project: u64, reference: &str) -> ChangeResult<u64> {
+fn feature_id(changes: &mut Changes, project: u64, reference: &str) -> ChangeResult<u64> {
     if let Ok(id) = reference.parse::<u64>() {
         return Ok(id);
     }
