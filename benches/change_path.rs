@@ -346,7 +346,6 @@ async fn latency_at_rate(addr: SocketAddr, rate: u64, seconds: u64) -> (Duration
 async fn file_size_after_events(work: &Path, events: u64) -> (u64, u64) {
     use flagpost::changes::{Changes, NewFeature, StateUpdate, into_job};
     use flagpost::config::Config;
-    use flagpost::events::Outbox;
     use flagpost::store::{Author, Owner, StateKey, Store, StoreOptions};
 
     let path = work.join("size.redb");
@@ -370,20 +369,18 @@ enabled = false
     let author = Author::system("bench");
     let setup = (config.clone(), author.clone());
     store
-        .write(move |txn| {
+        .write(move |tables| {
             let (config, author) = &setup;
-            into_job((|| {
-                let mut outbox = Outbox::new(txn, config, author, time::OffsetDateTime::now_utc())?;
-                let new = NewFeature {
-                    project: 1,
-                    name: "sized".into(),
-                    feature_type: "STANDARD".into(),
-                    description: None,
-                    initial_value: None,
-                    default_enabled: false,
-                };
-                Changes::new(txn, config, &mut outbox).create_feature(&new, Owner::Api)
-            })())
+            let now = time::OffsetDateTime::now_utc();
+            let new = NewFeature {
+                project: 1,
+                name: "sized".into(),
+                feature_type: "STANDARD".into(),
+                description: None,
+                initial_value: None,
+                default_enabled: false,
+            };
+            into_job(Changes::new(tables, config, author, now).create_feature(&new, Owner::Api))
         })
         .await
         .unwrap();
@@ -395,11 +392,10 @@ enabled = false
         let n = per_job.min((events - written) / 2);
         let first = batch * per_job;
         written += store
-            .write(move |txn| {
+            .write(move |tables| {
                 into_job((|| {
-                    let mut outbox =
-                        Outbox::new(txn, &config, &author, time::OffsetDateTime::now_utc())?;
-                    let mut changes = Changes::new(txn, &config, &mut outbox);
+                    let now = time::OffsetDateTime::now_utc();
+                    let mut changes = Changes::new(tables, &config, &author, now);
                     for i in first..first + n {
                         let update = StateUpdate {
                             enabled: Some(true),
@@ -414,7 +410,7 @@ enabled = false
                             Owner::Api,
                         )?;
                     }
-                    Ok(outbox.into_written().len() as u64)
+                    Ok(changes.into_events().len() as u64)
                 })())
             })
             .await

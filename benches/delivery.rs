@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flagpost::config::Config;
-use flagpost::delivery::client::now_millis;
 use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher};
-use flagpost::store::deliveries::{append_event, count_pending};
-use flagpost::store::{Store, StoreOptions};
+use flagpost::events::Outbox;
+use flagpost::store::deliveries::count_pending;
+use flagpost::store::{Author, Store, StoreOptions, Tables};
+use flagpost::wire::EventType;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -328,19 +329,11 @@ impl Bench {
         let mut left = count;
         while left > 0 {
             let n = left.min(10_000);
-            let (body, endpoints) = (body.clone(), self.endpoints.clone());
+            let (body, config) = (body.clone(), self.config.borrow().clone());
             self.store
-                .write(move |txn| {
+                .write(move |tables| {
                     for _ in 0..n {
-                        append_event(
-                            txn,
-                            "FLAG_UPDATED",
-                            Some(1),
-                            "bench",
-                            &body,
-                            &endpoints,
-                            now_millis(),
-                        )?;
+                        push_event(tables, &config, &body)?;
                     }
                     Ok(Ok::<_, Infallible>(()))
                 })
@@ -351,20 +344,9 @@ impl Bench {
     }
 
     async fn commit(&self, body: &Bytes) -> u64 {
-        let (body, endpoints) = (body.clone(), self.endpoints.clone());
+        let (body, config) = (body.clone(), self.config.borrow().clone());
         self.store
-            .write(move |txn| {
-                let event = append_event(
-                    txn,
-                    "FLAG_UPDATED",
-                    Some(1),
-                    "bench",
-                    &body,
-                    &endpoints,
-                    now_millis(),
-                )?;
-                Ok(Ok::<_, Infallible>(event.sequence))
-            })
+            .write(move |tables| Ok(Ok::<_, Infallible>(push_event(tables, &config, &body)?)))
             .await
             .unwrap()
     }
@@ -400,25 +382,16 @@ impl Bench {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..rate * seconds {
             ticker.tick().await;
-            let (store, body, endpoints, acks) = (
+            let (store, body, config, acks) = (
                 self.store.clone(),
                 body.clone(),
-                self.endpoints.clone(),
+                self.config.borrow().clone(),
                 acks.clone(),
             );
             tasks.spawn(async move {
                 let sequence = store
-                    .write(move |txn| {
-                        let event = append_event(
-                            txn,
-                            "FLAG_UPDATED",
-                            Some(1),
-                            "bench",
-                            &body,
-                            &endpoints,
-                            now_millis(),
-                        )?;
-                        Ok(Ok::<_, Infallible>(event.sequence))
+                    .write(move |tables| {
+                        Ok(Ok::<_, Infallible>(push_event(tables, &config, &body)?))
                     })
                     .await
                     .unwrap();
@@ -456,6 +429,18 @@ impl Bench {
             latencies.len(),
         )
     }
+}
+
+/// One `FLAG_UPDATED` event through the change path's outbox: a row per subscribed endpoint.
+fn push_event(
+    tables: &mut Tables<'_>,
+    config: &Config,
+    body: &[u8],
+) -> Result<u64, flagpost::store::StoreError> {
+    let author = Author::system("bench");
+    let mut outbox = Outbox::new(config, &author, time::OffsetDateTime::now_utc());
+    outbox.push(tables, EventType::FlagUpdated, Some(1), body)?;
+    Ok(outbox.into_written()[0].sequence)
 }
 
 fn endpoint_config(sink: SocketAddr, endpoints: usize) -> String {

@@ -8,16 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::events::Outbox;
-use crate::store::tables::{
-    ENVIRONMENTS, FEATURE_NAMES, FEATURES, FILE_FEATURES, IDENTITIES, STATES,
-};
 use crate::store::{
-    EnvironmentRecord, FeatureRecord, Owner, StateKey, StateRecord, StoreError, next_id,
+    Author, CommittedEvent, EnvironmentRecord, FeatureRecord, Owner, StateKey, StateRecord,
+    StoreError, Tables,
 };
 use crate::wire::FlagValue;
 
@@ -199,30 +198,37 @@ fn validate_value(value: &Option<FlagValue>) -> Result<(), ChangeError> {
     Ok(())
 }
 
-/// The store's view of a change in progress.
-pub struct Changes<'a, 'o> {
-    pub txn: &'a WriteTransaction,
+/// A change in progress: the batch's tables, the configuration it is made under, and the events
+/// it has written so far.
+pub struct Changes<'a, 't> {
+    pub tables: &'a mut Tables<'t>,
     pub config: &'a Config,
-    pub outbox: &'o mut Outbox<'a>,
+    pub outbox: Outbox<'a>,
 }
 
-impl<'a, 'o> Changes<'a, 'o> {
+impl<'a, 't> Changes<'a, 't> {
     pub fn new(
-        txn: &'a WriteTransaction,
+        tables: &'a mut Tables<'t>,
         config: &'a Config,
-        outbox: &'o mut Outbox<'a>,
-    ) -> Changes<'a, 'o> {
+        author: &'a Author,
+        now: OffsetDateTime,
+    ) -> Changes<'a, 't> {
         Changes {
-            txn,
+            tables,
             config,
-            outbox,
+            outbox: Outbox::new(config, author, now),
         }
+    }
+
+    /// The events written, in order.
+    pub fn into_events(self) -> Vec<CommittedEvent> {
+        self.outbox.into_written()
     }
 
     // -- reads ------------------------------------------------------------------------------
 
-    pub fn feature(&self, id: u64) -> ChangeResult<FeatureRecord> {
-        let features = self.txn.open_table(FEATURES)?;
+    pub fn feature(&mut self, id: u64) -> ChangeResult<FeatureRecord> {
+        let features = self.tables.features()?;
         let feature = features
             .get(id)?
             .map(|v| serde_json::from_str::<FeatureRecord>(v.value()))
@@ -232,10 +238,14 @@ impl<'a, 'o> Changes<'a, 'o> {
         Ok(feature)
     }
 
-    pub fn feature_by_name(&self, project: u64, name: &str) -> ChangeResult<Option<FeatureRecord>> {
+    pub fn feature_by_name(
+        &mut self,
+        project: u64,
+        name: &str,
+    ) -> ChangeResult<Option<FeatureRecord>> {
         let id = self
-            .txn
-            .open_table(FEATURE_NAMES)?
+            .tables
+            .feature_names()?
             .get((project, name))?
             .map(|v| v.value());
         id.map(|id| self.feature(id)).transpose()
@@ -260,8 +270,13 @@ impl<'a, 'o> Changes<'a, 'o> {
         })
     }
 
-    fn state(&self, env: u64, feature: u64, key: &StateKey) -> ChangeResult<Option<StateRecord>> {
-        let states = self.txn.open_table(STATES)?;
+    fn state(
+        &mut self,
+        env: u64,
+        feature: u64,
+        key: &StateKey,
+    ) -> ChangeResult<Option<StateRecord>> {
+        let states = self.tables.states()?;
         let state = states
             .get((env, feature, key.encode().as_str()))?
             .map(|v| serde_json::from_str(v.value()))
@@ -270,8 +285,12 @@ impl<'a, 'o> Changes<'a, 'o> {
     }
 
     /// Every state of a feature in an environment, the default first.
-    pub fn states(&self, env: u64, feature: u64) -> ChangeResult<BTreeMap<StateKey, StateRecord>> {
-        let states = self.txn.open_table(STATES)?;
+    pub fn states(
+        &mut self,
+        env: u64,
+        feature: u64,
+    ) -> ChangeResult<BTreeMap<StateKey, StateRecord>> {
+        let states = self.tables.states()?;
         let mut found = BTreeMap::new();
         for entry in states.range((env, feature, "")..(env, feature + 1, ""))? {
             let (key, value) = entry?;
@@ -283,22 +302,22 @@ impl<'a, 'o> Changes<'a, 'o> {
     }
 
     fn put_state(
-        &self,
+        &mut self,
         env: u64,
         feature: u64,
         key: &StateKey,
         state: &StateRecord,
     ) -> ChangeResult<()> {
-        self.txn.open_table(STATES)?.insert(
+        self.tables.states()?.insert(
             (env, feature, key.encode().as_str()),
             serde_json::to_string(state)?.as_str(),
         )?;
         Ok(())
     }
 
-    fn put_feature(&self, feature: &FeatureRecord) -> ChangeResult<()> {
-        self.txn
-            .open_table(FEATURES)?
+    fn put_feature(&mut self, feature: &FeatureRecord) -> ChangeResult<()> {
+        self.tables
+            .features()?
             .insert(feature.id, serde_json::to_string(feature)?.as_str())?;
         Ok(())
     }
@@ -332,22 +351,22 @@ impl<'a, 'o> Changes<'a, 'o> {
         for env in self.config.environments.values() {
             let record = self.environment(env.id)?;
             let stored: Option<EnvironmentRecord> = self
-                .txn
-                .open_table(ENVIRONMENTS)?
+                .tables
+                .environments()?
                 .get(env.id)?
                 .map(|v| serde_json::from_str(v.value()))
                 .transpose()?;
             if stored.as_ref() == Some(&record) {
                 continue;
             }
-            self.txn
-                .open_table(ENVIRONMENTS)?
+            self.tables
+                .environments()?
                 .insert(env.id, serde_json::to_string(&record)?.as_str())?;
             if stored.is_some() {
                 continue;
             }
             let features: Vec<FeatureRecord> = {
-                let table = self.txn.open_table(FEATURES)?;
+                let table = self.tables.features()?;
                 let mut live = Vec::new();
                 for entry in table.iter()? {
                     let feature: FeatureRecord = serde_json::from_str(entry?.1.value())?;
@@ -371,7 +390,7 @@ impl<'a, 'o> Changes<'a, 'o> {
 
     fn create_default_state(&mut self, env: u64, feature: &FeatureRecord) -> ChangeResult<()> {
         let state = StateRecord {
-            id: next_id(self.txn, "next_state_id")?,
+            id: self.tables.next_id("next_state_id")?,
             enabled: feature.default_enabled,
             value: feature.initial_value.clone(),
             identity_id: None,
@@ -379,8 +398,14 @@ impl<'a, 'o> Changes<'a, 'o> {
             priority: None,
         };
         self.put_state(env, feature.id, &StateKey::Default, &state)?;
-        self.outbox
-            .flag_event(env, feature, &StateKey::Default, None, Some(&state))?;
+        self.outbox.flag_event(
+            self.tables,
+            env,
+            feature,
+            &StateKey::Default,
+            None,
+            Some(&state),
+        )?;
         Ok(())
     }
 
@@ -403,7 +428,7 @@ impl<'a, 'o> Changes<'a, 'o> {
             .into());
         }
         let feature = FeatureRecord {
-            id: next_id(self.txn, "next_feature_id")?,
+            id: self.tables.next_id("next_feature_id")?,
             project: new.project,
             name: new.name.clone(),
             feature_type: new.feature_type.clone(),
@@ -415,13 +440,14 @@ impl<'a, 'o> Changes<'a, 'o> {
             deleted: false,
         };
         self.put_feature(&feature)?;
-        self.txn
-            .open_table(FEATURE_NAMES)?
+        self.tables
+            .feature_names()?
             .insert((feature.project, feature.name.as_str()), feature.id)?;
         for env in self.project_environments(feature.project) {
             self.create_default_state(env, &feature)?;
         }
         self.outbox.audit(
+            self.tables,
             feature.project,
             None,
             format!("New Flag / Remote Config created: {}", feature.name),
@@ -462,6 +488,7 @@ impl<'a, 'o> Changes<'a, 'o> {
         for env in self.project_environments(after.project) {
             if let Some(state) = self.state(env, id, &StateKey::Default)? {
                 self.outbox.flag_event_with_features(
+                    self.tables,
                     env,
                     &before,
                     &after,
@@ -472,6 +499,7 @@ impl<'a, 'o> Changes<'a, 'o> {
             }
         }
         self.outbox.audit(
+            self.tables,
             after.project,
             None,
             format!("Flag / Remote Config updated: {}", after.name),
@@ -489,23 +517,30 @@ impl<'a, 'o> Changes<'a, 'o> {
         for env in self.project_environments(feature.project) {
             let states = self.states(env, id)?;
             {
-                let mut table = self.txn.open_table(STATES)?;
+                let table = self.tables.states()?;
                 for key in states.keys() {
                     table.remove((env, id, key.encode().as_str()))?;
                 }
             }
-            self.txn.open_table(FILE_FEATURES)?.remove((env, id))?;
+            self.tables.file_features()?.remove((env, id))?;
             if let Some(default) = states.get(&StateKey::Default) {
-                self.outbox
-                    .flag_event(env, &feature, &StateKey::Default, Some(default), None)?;
+                self.outbox.flag_event(
+                    self.tables,
+                    env,
+                    &feature,
+                    &StateKey::Default,
+                    Some(default),
+                    None,
+                )?;
             }
         }
         feature.deleted = true;
         self.put_feature(&feature)?;
-        self.txn
-            .open_table(FEATURE_NAMES)?
+        self.tables
+            .feature_names()?
             .remove((feature.project, feature.name.as_str()))?;
         self.outbox.audit(
+            self.tables,
             feature.project,
             None,
             format!("Feature deleted: {}", feature.name),
@@ -557,7 +592,7 @@ impl<'a, 'o> Changes<'a, 'o> {
         let mut next = match &previous {
             Some(previous) => previous.clone(),
             None => StateRecord {
-                id: next_id(self.txn, "next_state_id")?,
+                id: self.tables.next_id("next_state_id")?,
                 enabled: default.enabled,
                 value: default.value.clone(),
                 identity_id: None,
@@ -595,8 +630,14 @@ impl<'a, 'o> Changes<'a, 'o> {
             return Ok(false);
         }
         self.put_state(env, feature.id, key, &next)?;
-        self.outbox
-            .flag_event(env, &feature, key, previous.as_ref(), Some(&next))?;
+        self.outbox.flag_event(
+            self.tables,
+            env,
+            &feature,
+            key,
+            previous.as_ref(),
+            Some(&next),
+        )?;
         let log = match key {
             StateKey::Default => format!(
                 "Flag state / Remote Config value updated for feature: {}",
@@ -611,8 +652,14 @@ impl<'a, 'o> Changes<'a, 'o> {
                 feature.name
             ),
         };
-        self.outbox
-            .audit(feature.project, Some(env), log, "FEATURE_STATE", next.id)?;
+        self.outbox.audit(
+            self.tables,
+            feature.project,
+            Some(env),
+            log,
+            "FEATURE_STATE",
+            next.id,
+        )?;
         Ok(true)
     }
 
@@ -641,12 +688,13 @@ impl<'a, 'o> Changes<'a, 'o> {
         let previous = self.state(env, feature.id, key)?.ok_or_else(|| {
             ChangeError::NoSuchOverride(format!("feature {:?} for {what}", feature.name))
         })?;
-        self.txn
-            .open_table(STATES)?
+        self.tables
+            .states()?
             .remove((env, feature.id, key.encode().as_str()))?;
         self.outbox
-            .flag_event(env, &feature, key, Some(&previous), None)?;
+            .flag_event(self.tables, env, &feature, key, Some(&previous), None)?;
         self.outbox.audit(
+            self.tables,
             feature.project,
             Some(env),
             format!("Override removed for feature: {} {what}", feature.name),
@@ -656,19 +704,17 @@ impl<'a, 'o> Changes<'a, 'o> {
         Ok(())
     }
 
-    fn identity_id(&self, env: u64, identifier: &str) -> ChangeResult<u64> {
+    fn identity_id(&mut self, env: u64, identifier: &str) -> ChangeResult<u64> {
         let existing = self
-            .txn
-            .open_table(IDENTITIES)?
+            .tables
+            .identities()?
             .get((env, identifier))?
             .map(|v| v.value());
         if let Some(id) = existing {
             return Ok(id);
         }
-        let id = next_id(self.txn, "next_identity_id")?;
-        self.txn
-            .open_table(IDENTITIES)?
-            .insert((env, identifier), id)?;
+        let id = self.tables.next_id("next_identity_id")?;
+        self.tables.identities()?.insert((env, identifier), id)?;
         Ok(id)
     }
 }

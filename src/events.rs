@@ -4,14 +4,12 @@
 //! row per endpoint subscribed to it at that moment: the change, its events and its deliveries
 //! commit together or not at all.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::store::tables::{EVENT_BODIES, EVENTS, META, OUTBOX};
 use crate::store::{
-    Author, CommittedEvent, EventRecord, FeatureRecord, StateKey, StateRecord, StoreError,
-    meta_value, next_id,
+    Author, CommittedEvent, EventRecord, FeatureRecord, StateKey, StateRecord, StoreError, Tables,
 };
 use crate::wire::{
     AuditLogBody, AuthorBody, EventType, FeatureBody, FeatureSegmentBody, FeatureStateBody,
@@ -25,30 +23,20 @@ pub fn event_id(instance_id: u64, sequence: u64) -> String {
 
 /// Writes events of one change into the outbox, remembering what it wrote for the answer.
 pub struct Outbox<'a> {
-    txn: &'a WriteTransaction,
     config: &'a Config,
     pub author: &'a Author,
     pub now: OffsetDateTime,
-    instance_id: u64,
     written: Vec<CommittedEvent>,
 }
 
 impl<'a> Outbox<'a> {
-    pub fn new(
-        txn: &'a WriteTransaction,
-        config: &'a Config,
-        author: &'a Author,
-        now: OffsetDateTime,
-    ) -> Result<Outbox<'a>, StoreError> {
-        let instance_id = meta_value(&txn.open_table(META)?, "instance_id")?;
-        Ok(Outbox {
-            txn,
+    pub fn new(config: &'a Config, author: &'a Author, now: OffsetDateTime) -> Outbox<'a> {
+        Outbox {
             config,
             author,
             now,
-            instance_id,
             written: Vec::new(),
-        })
+        }
     }
 
     pub fn timestamp(&self) -> String {
@@ -62,24 +50,25 @@ impl<'a> Outbox<'a> {
     /// Stores `body` as the next event, with a delivery row per subscribed endpoint.
     pub fn push(
         &mut self,
+        tables: &mut Tables,
         event_type: EventType,
         environment: Option<u64>,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        let sequence = next_id(self.txn, "next_sequence")?;
+        let sequence = tables.next_id("next_sequence")?;
         let record = EventRecord {
-            id: event_id(self.instance_id, sequence),
+            id: event_id(tables.instance_id()?, sequence),
             sequence,
             event_type: event_type.as_str().to_owned(),
             environment,
             committed_at_ms: (self.now.unix_timestamp_nanos() / 1_000_000) as u64,
             changed_by: self.author.name.clone(),
         };
-        self.txn
-            .open_table(EVENTS)?
+        tables
+            .events()?
             .insert(sequence, serde_json::to_string(&record)?.as_str())?;
-        self.txn.open_table(EVENT_BODIES)?.insert(sequence, body)?;
-        let mut outbox = self.txn.open_table(OUTBOX)?;
+        tables.event_bodies()?.insert(sequence, body)?;
+        let outbox = tables.outbox()?;
         for endpoint in self.config.subscribers(environment, &event_type) {
             outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64))?;
         }
@@ -94,19 +83,22 @@ impl<'a> Outbox<'a> {
     /// `FLAG_UPDATED` (a state set) or `FLAG_DELETED` (a state removed: `new` is `None`).
     pub fn flag_event(
         &mut self,
+        tables: &mut Tables,
         environment: u64,
         feature: &FeatureRecord,
         key: &StateKey,
         previous: Option<&StateRecord>,
         new: Option<&StateRecord>,
     ) -> Result<(), StoreError> {
-        self.flag_event_with_features(environment, feature, feature, key, previous, new)
+        self.flag_event_with_features(tables, environment, feature, feature, key, previous, new)
     }
 
     /// As [`Outbox::flag_event`], for a change of the feature itself: `previous` is shown with the
     /// feature as it was, `new` with the feature as it is now (the seed's example is such an event).
+    #[allow(clippy::too_many_arguments)]
     pub fn flag_event_with_features(
         &mut self,
+        tables: &mut Tables,
         environment: u64,
         previous_feature: &FeatureRecord,
         feature: &FeatureRecord,
@@ -126,12 +118,13 @@ impl<'a> Outbox<'a> {
             timestamp: self.timestamp(),
         };
         let body = envelope_bytes(&event_type, &data);
-        self.push(event_type, Some(environment), &body)
+        self.push(tables, event_type, Some(environment), &body)
     }
 
     /// `AUDIT_LOG_CREATED` for one change.
     pub fn audit(
         &mut self,
+        tables: &mut Tables,
         project: u64,
         environment: Option<u64>,
         log: String,
@@ -163,7 +156,7 @@ impl<'a> Outbox<'a> {
             related_object_type: related_object_type.to_owned(),
         };
         let body = envelope_bytes(&EventType::AuditLogCreated, &data);
-        self.push(EventType::AuditLogCreated, environment, &body)
+        self.push(tables, EventType::AuditLogCreated, environment, &body)
     }
 }
 

@@ -16,7 +16,6 @@ use crate::api::{self, AppState};
 use crate::changes::{ChangeError, Changes, into_job};
 use crate::config::Config;
 use crate::delivery::{DeliveryMetrics, Dispatcher, admin, follow_swapped_config};
-use crate::events::Outbox;
 use crate::flagfiles::FlagFiles;
 use crate::metrics::Metrics;
 use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
@@ -118,18 +117,21 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
     let config = config.clone();
     let author = Author::system("configuration");
     store
-        .write(move |txn| -> crate::store::JobResult<(), ChangeError> {
-            into_job((|| {
-                let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
-                Changes::new(txn, &config, &mut outbox).sync_environments()
-            })())
+        .write(move |tables| -> crate::store::JobResult<(), ChangeError> {
+            let now = OffsetDateTime::now_utc();
+            into_job(Changes::new(tables, &config, &author, now).sync_environments())
         })
         .await
         .map_err(|e: WriteError<ChangeError>| e.to_string())
 }
 
-/// Watches the configuration file's directory and swaps in each valid new configuration.
-async fn reload_config(path: PathBuf, state: AppState, mut stop: watch::Receiver<bool>) {
+/// Watches the configuration file's directory and swaps in each valid new configuration. The
+/// watch starts before this returns, so no edit made after `run` starts serving can be missed.
+fn reload_config(
+    path: PathBuf,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -140,42 +142,52 @@ async fn reload_config(path: PathBuf, state: AppState, mut stop: watch::Receiver
     };
     let mut dir_watch = DirWatch::new(&dir, debounce, poll_every);
     let mut last_text = std::fs::read(&path).ok();
-    loop {
-        tokio::select! {
-            _ = dir_watch.changed() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        let text = std::fs::read(&path).ok();
-        if text == last_text {
-            continue;
-        }
-        last_text = text;
-        match Config::load(Some(&path)) {
-            Err(error) => {
-                state.metrics.config_reload("invalid");
-                tracing::error!(%error, "configuration not reloaded; the last good one stays in force");
+    async move {
+        loop {
+            tokio::select! {
+                _ = dir_watch.changed() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
             }
-            Ok(mut next) => {
-                let current = state.config.load_full();
-                let fixed = current.needs_restart(&next);
-                if !fixed.is_empty() {
-                    state.metrics.config_reload("needs_restart");
-                    tracing::warn!(fields = ?fixed,
-                        "these settings change only on restart; the running values stay");
-                    next.listen = current.listen;
-                    next.storage = current.storage.clone();
-                    next.flag_files.dir = current.flag_files.dir.clone();
-                    next.flag_files.enabled = current.flag_files.enabled;
+            let text = std::fs::read(&path).ok();
+            tracing::debug!(
+                changed = (text != last_text),
+                "configuration directory woke"
+            );
+            if text == last_text {
+                continue;
+            }
+            last_text = text;
+            apply_reload(&path, &state).await;
+        }
+    }
+}
+
+async fn apply_reload(path: &std::path::Path, state: &AppState) {
+    match Config::load(Some(path)) {
+        Err(error) => {
+            state.metrics.config_reload("invalid");
+            tracing::error!(%error, "configuration not reloaded; the last good one stays in force");
+        }
+        Ok(mut next) => {
+            let current = state.config.load_full();
+            let fixed = current.needs_restart(&next);
+            if !fixed.is_empty() {
+                state.metrics.config_reload("needs_restart");
+                tracing::warn!(fields = ?fixed,
+                    "these settings change only on restart; the running values stay");
+                next.listen = current.listen;
+                next.storage = current.storage.clone();
+                next.flag_files.dir = current.flag_files.dir.clone();
+                next.flag_files.enabled = current.flag_files.enabled;
+            }
+            let next = Arc::new(next);
+            state.config.store(next.clone());
+            match sync_environments(&state.store, &next).await {
+                Ok(()) => {
+                    state.metrics.config_reload("applied");
+                    tracing::info!("configuration reloaded");
                 }
-                let next = Arc::new(next);
-                state.config.store(next.clone());
-                match sync_environments(&state.store, &next).await {
-                    Ok(()) => {
-                        state.metrics.config_reload("applied");
-                        tracing::info!("configuration reloaded");
-                    }
-                    Err(error) => tracing::error!(%error, "environments not synced after reload"),
-                }
+                Err(error) => tracing::error!(%error, "environments not synced after reload"),
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
@@ -31,7 +31,9 @@ impl DirWatch {
     pub fn new(dir: &Path, debounce: Duration, poll_every: Duration) -> DirWatch {
         let (tx, events) = mpsc::channel(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Reads are not changes. Passing them on would make every watcher that reads its
+            // directory (or a folder inside it) wake itself, and the others, for ever.
+            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
                 // A full channel already holds a wake-up, which is all a burst needs.
                 let _ = tx.try_send(());
             }
@@ -75,9 +77,12 @@ impl DirWatch {
                 }
             }
         }
-        // Let the burst settle: each further event restarts the quiet period.
+        // Let the burst settle: each further event restarts the quiet period, up to a limit, so
+        // that a directory that never goes quiet (a database file beside the configuration, under
+        // load) still gets looked at.
+        let settle_by = Instant::now() + (self.debounce * 10).max(Duration::from_secs(1));
         loop {
-            let quiet_until = Instant::now() + self.debounce;
+            let quiet_until = (Instant::now() + self.debounce).min(settle_by);
             tokio::select! {
                 _ = sleep_until(quiet_until) => return,
                 received = self.events.recv() => if received.is_none() { return },

@@ -250,10 +250,11 @@ use std::sync::Arc;
 
 use flagpost::config::Config;
 use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher, Jitter};
+use flagpost::events::Outbox;
 use flagpost::store::deliveries::{
-    AttemptRecord, DeadLetter, append_event, attempts_for_event, count_pending, list_dead_letters,
+    AttemptRecord, DeadLetter, attempts_for_event, count_pending, list_dead_letters,
 };
-use flagpost::store::{Store, StoreOptions};
+use flagpost::store::{Author, Store, StoreOptions};
 use flagpost::wire::EventType;
 use tokio::sync::watch;
 
@@ -350,25 +351,16 @@ impl Harness {
         self.config.send_replace(config(hooks));
     }
 
-    /// Commits one event for every endpoint subscribed to it, as the change path does.
+    /// Commits one event through the change path's outbox: a row for every subscribed endpoint.
     async fn commit_event(&self, body: &str) -> u64 {
-        let endpoints = self
-            .config
-            .borrow()
-            .subscribers(Some(1), &EventType::FlagUpdated);
+        let config = self.config.borrow().clone();
         let body = body.as_bytes().to_vec();
         self.store
-            .write(move |txn| {
-                let event = append_event(
-                    txn,
-                    "FLAG_UPDATED",
-                    Some(1),
-                    "tests",
-                    &body,
-                    &endpoints,
-                    flagpost::delivery::client::now_millis(),
-                )?;
-                Ok(Ok::<_, Infallible>(event.sequence))
+            .write(move |tables| {
+                let author = Author::system("tests");
+                let mut outbox = Outbox::new(&config, &author, time::OffsetDateTime::now_utc());
+                outbox.push(tables, EventType::FlagUpdated, Some(1), &body)?;
+                Ok(Ok::<_, Infallible>(outbox.into_written()[0].sequence))
             })
             .await
             .unwrap()
@@ -1038,17 +1030,28 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
             },
         },
     ];
+    // 1 delivered, 2 dead-lettered, 3 pending, 4 for no endpoint but after a pending one; all
+    // committed at 1,000 ms.
+    let config = config(&[Hook::new("a", "http://127.0.0.1:9/".into())]);
     store
-        .write(move |txn| {
-            // 1 delivered, 2 dead-lettered, 3 pending, 4 for no endpoint but after a pending one.
-            for endpoints in [
-                vec!["a".to_owned()],
-                vec!["a".into()],
-                vec!["a".into()],
-                vec![],
+        .write(move |tables| {
+            let author = Author::system("tests");
+            let then = time::OffsetDateTime::from_unix_timestamp(1).unwrap();
+            let mut outbox = Outbox::new(&config, &author, then);
+            for event_type in [
+                EventType::FlagUpdated,
+                EventType::FlagUpdated,
+                EventType::FlagUpdated,
             ] {
-                append_event(txn, "FLAG_UPDATED", Some(1), "t", b"{}", &endpoints, 1_000)?;
+                outbox.push(tables, event_type, Some(1), b"{}")?;
             }
+            outbox.push(tables, EventType::AuditLogCreated, None, b"{}")?;
+            Ok(Ok::<_, Infallible>(()))
+        })
+        .await
+        .unwrap();
+    store
+        .write_txn(move |txn| {
             record_outcomes(txn, &outcomes)?;
             Ok(Ok::<_, Infallible>(()))
         })
@@ -1072,7 +1075,7 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
         let store = store.clone();
         async move {
             store
-                .write(move |txn| {
+                .write_txn(move |txn| {
                     let attempts = prune_attempts(txn, cutoff, 0, 100)?.1;
                     let events = prune_delivered_events(txn, cutoff, 0, 100)?.1;
                     Ok(Ok::<_, Infallible>((attempts, events)))

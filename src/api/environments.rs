@@ -26,7 +26,7 @@ fn environment<'c>(config: &'c Config, reference: &str) -> Result<&'c Environmen
 }
 
 /// A feature named in a path: its id, or its name in the environment's project.
-fn feature_id(changes: &Changes, project: u64, reference: &str) -> ChangeResult<u64> {
+fn feature_id(changes: &mut Changes, project: u64, reference: &str) -> ChangeResult<u64> {
     if let Ok(id) = reference.parse::<u64>() {
         return Ok(id);
     }
@@ -81,7 +81,8 @@ async fn set(
     let config = state.config.load_full();
     let env = environment(&config, &env)?;
     let (env_id, project) = (env.id, env.project);
-    if key == StateKey::Default && (value.segment_name.is_some() || value.priority.is_some()) {
+    let segment_fields = value.segment_name.is_some() || value.priority.is_some();
+    if segment_fields && !matches!(key, StateKey::Segment(_)) {
         return Err(ChangeError::Invalid(
             "segment_name and priority apply to segment overrides only".into(),
         )
@@ -130,20 +131,8 @@ pub async fn set_identity(
     PathParams((env, feature, identifier)): PathParams<(String, String, String)>,
     body: JsonBody<StateUpdate>,
 ) -> Result<Response, ApiError> {
-    if body.value.segment_name.is_some() || body.value.priority.is_some() {
-        return Err(ChangeError::Invalid(
-            "segment_name and priority apply to segment overrides only".into(),
-        )
-        .into());
-    }
-    set(
-        state,
-        caller,
-        (env, feature),
-        StateKey::Identity(identifier),
-        body,
-    )
-    .await
+    let key = StateKey::Identity(identifier);
+    set(state, caller, (env, feature), key, body).await
 }
 
 pub async fn remove_identity(

@@ -71,10 +71,15 @@ async fn accept(
     let environment = source.environment;
     let events = state
         .store
-        .write(move |txn| {
+        .write(move |tables| {
             into_job((|| {
-                let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
-                outbox.push(envelope.event_type.clone(), Some(environment), &body)?;
+                let mut outbox = Outbox::new(&config, &author, OffsetDateTime::now_utc());
+                outbox.push(
+                    tables,
+                    envelope.event_type.clone(),
+                    Some(environment),
+                    &body,
+                )?;
                 Ok(outbox.into_written())
             })())
         })

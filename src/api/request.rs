@@ -16,9 +16,7 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::error::ApiError;
 use crate::changes::{ChangeError, ChangeResult, Changes, Failure, into_job};
-use crate::events::Outbox;
 use crate::store::Author;
-use crate::store::tables::IDEMPOTENCY;
 
 /// The caller, authenticated by `Authorization: Bearer <token>`; its token's name is the author.
 #[derive(Debug, Clone)]
@@ -179,14 +177,14 @@ where
     let author = caller.author;
     let result = state
         .store
-        .write(move |txn| {
+        .write(move |tables| {
             into_job((|| {
                 let idempotency = request
                     .idempotency_key
                     .as_deref()
                     .map(|key| (author.name.as_str(), key));
                 if let Some(id) = idempotency
-                    && let Some(stored) = txn.open_table(IDEMPOTENCY)?.get(id)?
+                    && let Some(stored) = tables.idempotency()?.get(id)?
                 {
                     let stored: StoredAnswer = serde_json::from_str(stored.value())?;
                     if stored.fingerprint != request.fingerprint {
@@ -195,9 +193,9 @@ where
                     return Ok((stored.status, stored.body, Vec::new()));
                 }
                 let now = OffsetDateTime::now_utc();
-                let mut outbox = Outbox::new(txn, &config, &author, now)?;
-                let mut body = change(&mut Changes::new(txn, &config, &mut outbox))?;
-                let events = outbox.into_written();
+                let mut changes = Changes::new(tables, &config, &author, now);
+                let mut body = change(&mut changes)?;
+                let events = changes.into_events();
                 body.insert("events".into(), json!(events));
                 let body = Value::Object(body);
                 if let Some(id) = idempotency {
@@ -207,7 +205,8 @@ where
                         body: body.clone(),
                         at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
                     };
-                    txn.open_table(IDEMPOTENCY)?
+                    tables
+                        .idempotency()?
                         .insert(id, serde_json::to_string(&answer)?.as_str())?;
                 }
                 Ok((status.as_u16(), body, events))
@@ -236,14 +235,16 @@ pub async fn prune_idempotency(state: &AppState, retention_ms: u64) -> Result<us
     let cutoff = now_ms.saturating_sub(retention_ms);
     let pruned = state
         .store
-        .write(move |txn| -> crate::store::JobResult<usize, ChangeError> {
-            let mut table = txn.open_table(IDEMPOTENCY)?;
-            let before = table.len()?;
-            table.retain(|_, answer| {
-                serde_json::from_str::<StoredAnswer>(answer).is_ok_and(|a| a.at_ms >= cutoff)
-            })?;
-            Ok(Ok((before - table.len()?) as usize))
-        })
+        .write(
+            move |tables| -> crate::store::JobResult<usize, ChangeError> {
+                let table = tables.idempotency()?;
+                let before = table.len()?;
+                table.retain(|_, answer| {
+                    serde_json::from_str::<StoredAnswer>(answer).is_ok_and(|a| a.at_ms >= cutoff)
+                })?;
+                Ok(Ok((before - table.len()?) as usize))
+            },
+        )
         .await?;
     Ok(pruned)
 }

@@ -286,7 +286,7 @@ async fn replay(
     let job_filter = filter.clone();
     let (by_endpoint, skipped_unconfigured) = dispatcher
         .store()
-        .write(move |txn| {
+        .write_txn(move |txn| {
             let is_endpoint = |name: &str| configured.contains(name);
             let result = replay_dead_letters(txn, &job_filter, &is_endpoint, now_millis())?;
             Ok(Ok::<_, std::convert::Infallible>(result))

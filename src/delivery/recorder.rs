@@ -104,7 +104,7 @@ impl Recorder {
         let job = records.clone();
         let written = self
             .store
-            .write(move |txn| {
+            .write_txn(move |txn| {
                 record_outcomes(txn, &job)?;
                 Ok(Ok::<_, std::convert::Infallible>(()))
             })
@@ -140,7 +140,7 @@ impl Recorder {
             let (name, why) = (endpoint.to_owned(), reason.to_owned());
             let moved = self
                 .store
-                .write(move |txn| {
+                .write_txn(move |txn| {
                     let moved = dead_letter_pending(
                         txn,
                         &name,
@@ -195,7 +195,7 @@ impl Recorder {
         );
         let pruned = self
             .store
-            .write(move |txn| {
+            .write_txn(move |txn| {
                 let attempts = prune_attempts(txn, attempts_cutoff, attempts_from, PRUNE_BUDGET)?;
                 let events = prune_delivered_events(txn, events_cutoff, events_from, PRUNE_BUDGET)?;
                 Ok(Ok::<_, std::convert::Infallible>((attempts, events)))

@@ -13,7 +13,6 @@ use super::file::FlagFile;
 use crate::changes::{
     ChangeError, ChangeResult, Changes, Failure, FeatureUpdate, NewFeature, StateUpdate,
 };
-use crate::store::tables::FILE_FEATURES;
 use crate::store::{Owner, StateKey};
 
 /// Makes environment `env` match `file`. Events are written through `changes`' outbox.
@@ -60,8 +59,8 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
         };
         declared.insert(feature.id);
         changes
-            .txn
-            .open_table(FILE_FEATURES)?
+            .tables
+            .file_features()?
             .insert((env, feature.id), 1)?;
 
         changes.set_state(
@@ -111,10 +110,7 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
     }
 
     for dropped in previously_declared.difference(&declared) {
-        changes
-            .txn
-            .open_table(FILE_FEATURES)?
-            .remove((env, *dropped))?;
+        changes.tables.file_features()?.remove((env, *dropped))?;
         let feature = match changes.feature(*dropped) {
             Ok(feature) => feature,
             Err(Failure::Refused(_)) => continue, // already deleted
@@ -155,8 +151,8 @@ fn remove_overrides_except(
     Ok(())
 }
 
-fn declared_features(changes: &Changes, env: u64) -> ChangeResult<BTreeSet<u64>> {
-    let table = changes.txn.open_table(FILE_FEATURES)?;
+fn declared_features(changes: &mut Changes, env: u64) -> ChangeResult<BTreeSet<u64>> {
+    let table = changes.tables.file_features()?;
     let mut ids = BTreeSet::new();
     for entry in table.range((env, 0)..=(env, u64::MAX))? {
         ids.insert(entry?.0.value().1);
@@ -164,8 +160,8 @@ fn declared_features(changes: &Changes, env: u64) -> ChangeResult<BTreeSet<u64>>
     Ok(ids)
 }
 
-fn declared_elsewhere(changes: &Changes, env: u64, feature: u64) -> ChangeResult<bool> {
-    let table = changes.txn.open_table(FILE_FEATURES)?;
+fn declared_elsewhere(changes: &mut Changes, env: u64, feature: u64) -> ChangeResult<bool> {
+    let table = changes.tables.file_features()?;
     for other in changes.config.environments.keys().filter(|e| **e != env) {
         if table.get((*other, feature))?.is_some() {
             return Ok(true);

@@ -24,7 +24,6 @@ pub use file::{FlagFile, FlagFileError, environment_of, parse};
 
 use crate::changes::{Changes, into_job};
 use crate::config::Config;
-use crate::events::Outbox;
 use crate::metrics::Metrics;
 use crate::store::{Author, CommittedEvent, Store, WriteError};
 use crate::watch::DirWatch;
@@ -236,11 +235,12 @@ impl FlagFiles {
         let author = Author::system(path.display().to_string());
         let result = self
             .store
-            .write(move |txn| {
+            .write(move |tables| {
                 into_job((|| {
-                    let mut outbox = Outbox::new(txn, &config, &author, OffsetDateTime::now_utc())?;
-                    apply_flag_file(&mut Changes::new(txn, &config, &mut outbox), env, &file)?;
-                    Ok(outbox.into_written())
+                    let now = OffsetDateTime::now_utc();
+                    let mut changes = Changes::new(tables, &config, &author, now);
+                    apply_flag_file(&mut changes, env, &file)?;
+                    Ok(changes.into_events())
                 })())
             })
             .await;

@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{ATTEMPTS, DEAD_LETTERS, EVENT_BODIES, EVENTS, META, OUTBOX};
-use super::{CommittedEvent, EventRecord, StoreError, last_sequence, meta_value, next_id};
+use super::{EventRecord, StoreError, last_sequence};
 
 /// One outbox row with what it takes to send it.
 #[derive(Debug, Clone)]
@@ -493,43 +493,6 @@ pub fn prune_attempts(
         attempts.remove((*sequence, endpoint.as_str(), *number))?;
     }
     Ok((next, old.len()))
-}
-
-/// Appends an event and one outbox row per endpoint, in the caller's transaction: the primitive
-/// under every way an event is made (the change path adds its state change to the same
-/// transaction). The event id is the instance id and the sequence, so ids from two databases
-/// never collide.
-pub fn append_event(
-    txn: &WriteTransaction,
-    event_type: &str,
-    environment: Option<u64>,
-    changed_by: &str,
-    body: &[u8],
-    endpoints: &[String],
-    now_ms: u64,
-) -> Result<CommittedEvent, StoreError> {
-    let sequence = next_id(txn, "next_sequence")?;
-    let instance = meta_value(&txn.open_table(META)?, "instance_id")?;
-    let record = EventRecord {
-        id: format!("evt_{instance:016x}_{sequence:012}"),
-        sequence,
-        event_type: event_type.to_owned(),
-        environment,
-        committed_at_ms: now_ms,
-        changed_by: changed_by.to_owned(),
-    };
-    txn.open_table(EVENTS)?
-        .insert(sequence, serde_json::to_string(&record)?.as_str())?;
-    txn.open_table(EVENT_BODIES)?.insert(sequence, body)?;
-    let mut outbox = txn.open_table(OUTBOX)?;
-    for endpoint in endpoints {
-        outbox.insert((endpoint.as_str(), sequence), (0, now_ms))?;
-    }
-    Ok(CommittedEvent {
-        id: record.id,
-        sequence,
-        event_type: record.event_type,
-    })
 }
 
 /// Deletes events (record and body) committed before `cutoff_ms` that no endpoint has pending

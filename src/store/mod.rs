@@ -3,6 +3,7 @@
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
 
+mod cache;
 pub mod deliveries;
 mod records;
 pub mod tables;
@@ -15,6 +16,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use cache::Tables;
 pub use records::*;
 pub use writer::{JobResult, WriteError};
 
@@ -117,21 +119,40 @@ impl Store {
         })
     }
 
-    /// Runs `work` in the writer's next batch and returns once that batch's commit is durable.
-    /// `work` may run more than once (when another job of its batch refuses, the batch is re-run
-    /// without it), so it must not have effects outside the transaction.
+    /// Runs `work` in the writer's next batch, through the batch's cached [`Tables`], and returns
+    /// once that batch's commit is durable. `work` may run more than once (when another job of its
+    /// batch refuses, the batch is re-run without it), so it must not have effects outside the
+    /// transaction.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, WriteError<E>>
+    where
+        F: FnMut(&mut Tables<'_>) -> JobResult<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let outcome = writer::Outcome::new(reply);
+        self.submit(Box::new(writer::TablesJob { work, outcome }), answer)
+            .await
+    }
+
+    /// As [`Store::write`], for work that opens its tables from the transaction itself.
+    pub async fn write_txn<T, E, F>(&self, work: F) -> Result<T, WriteError<E>>
     where
         F: FnMut(&WriteTransaction) -> JobResult<T, E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(writer::TypedJob {
-            work,
-            outcome: None,
-            reply,
-        });
+        let outcome = writer::Outcome::new(reply);
+        self.submit(Box::new(writer::TxnJob { work, outcome }), answer)
+            .await
+    }
+
+    async fn submit<T, E>(
+        &self,
+        job: Box<dyn writer::Job>,
+        answer: oneshot::Receiver<Result<T, WriteError<E>>>,
+    ) -> Result<T, WriteError<E>> {
         self.inner
             .commands
             .send(writer::Command::Run(job))
@@ -215,14 +236,6 @@ fn initialise(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes the next value of a counter in `META`. Counters only grow, so ids are never reused.
-pub fn next_id(txn: &WriteTransaction, counter: &str) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = meta_value(&meta, counter)?;
-    meta.insert(counter, id + 1)?;
-    Ok(id)
-}
-
 /// Reads a counter or identity value from `META`.
 pub fn meta_value(
     table: &impl ReadableTable<&'static str, u64>,
@@ -237,4 +250,50 @@ pub fn meta_value(
 /// The sequence of the last committed event (0 when there is none).
 pub fn last_sequence(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
     Ok(meta_value(meta, "next_sequence")? - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused job leaves nothing behind, even when it wrote before refusing and shared its
+    /// batch (and the batch's cached tables and counters) with jobs that commit.
+    #[tokio::test]
+    async fn a_refused_job_leaves_nothing_and_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+        let write = |key: u64, refuse: bool| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tables| {
+                        let id = tables.next_id("next_feature_id")?;
+                        tables.features()?.insert(key, "written")?;
+                        Ok(if refuse { Err("refused") } else { Ok(id) })
+                    })
+                    .await
+            }
+        };
+        let (a, b, c) = tokio::join!(write(10, false), write(20, true), write(30, false));
+        assert!(matches!(b, Err(WriteError::Refused("refused"))));
+        let ids = [a.unwrap(), c.unwrap()];
+        assert_eq!(ids, [1, 2], "no id was spent on the refused job");
+        let (present, next) = store
+            .read(|txn| {
+                let features = txn.open_table(FEATURES)?;
+                let present: Vec<u64> = [10, 20, 30]
+                    .into_iter()
+                    .filter(|k| features.get(k).ok().flatten().is_some())
+                    .collect();
+                Ok((
+                    present,
+                    meta_value(&txn.open_table(META)?, "next_feature_id")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(present, [10, 30]);
+        assert_eq!(next, 3, "the counters reached META with the commit");
+        store.shutdown().await;
+    }
 }

@@ -19,6 +19,7 @@ use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::StoreError;
+use super::cache::Tables;
 
 /// What a job's closure returns: `Ok(Ok(value))` to commit, `Ok(Err(refusal))` to be left out of the
 /// batch, `Err(storage error)` to fail the whole batch.
@@ -37,32 +38,50 @@ pub enum WriteError<E> {
 
 pub(super) trait Job: Send {
     /// Runs against the batch's transaction. `Ok(false)`: refused.
-    fn run(&mut self, txn: &WriteTransaction) -> Result<bool, StoreError>;
+    fn run<'t>(
+        &mut self,
+        txn: &'t WriteTransaction,
+        tables: &mut Option<Tables<'t>>,
+    ) -> Result<bool, StoreError>;
     /// Answers the waiter once the outcome is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
-pub(super) struct TypedJob<F, T, E> {
+/// A job that works through the batch's cached [`Tables`].
+pub(super) struct TablesJob<F, T, E> {
     pub(super) work: F,
-    pub(super) outcome: Option<Result<T, E>>,
-    pub(super) reply: oneshot::Sender<Result<T, WriteError<E>>>,
+    pub(super) outcome: Outcome<T, E>,
 }
 
-impl<F, T, E> Job for TypedJob<F, T, E>
-where
-    F: FnMut(&WriteTransaction) -> JobResult<T, E> + Send,
-    T: Send,
-    E: Send,
-{
-    fn run(&mut self, txn: &WriteTransaction) -> Result<bool, StoreError> {
-        let outcome = (self.work)(txn)?;
-        let accepted = outcome.is_ok();
-        self.outcome = Some(outcome);
+/// A job that opens what it needs from the transaction itself; the batch's cached tables are
+/// closed before it runs (a table cannot be open twice).
+pub(super) struct TxnJob<F, T, E> {
+    pub(super) work: F,
+    pub(super) outcome: Outcome<T, E>,
+}
+
+pub(super) struct Outcome<T, E> {
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, WriteError<E>>>,
+}
+
+impl<T, E> Outcome<T, E> {
+    pub(super) fn new(reply: oneshot::Sender<Result<T, WriteError<E>>>) -> Outcome<T, E> {
+        Outcome {
+            result: None,
+            reply,
+        }
+    }
+
+    fn record(&mut self, result: JobResult<T, E>) -> Result<bool, StoreError> {
+        let result = result?;
+        let accepted = result.is_ok();
+        self.result = Some(result);
         Ok(accepted)
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let answer = match (self.outcome, committed) {
+    fn finish(self, committed: Result<(), StoreError>) {
+        let answer = match (self.result, committed) {
             (Some(Err(refusal)), _) => Err(WriteError::Refused(refusal)),
             (_, Err(storage)) => Err(WriteError::Storage(storage)),
             (Some(Ok(value)), Ok(())) => Ok(value),
@@ -70,6 +89,48 @@ where
         };
         // The waiter may have gone (client disconnected); its change stands all the same.
         let _ = self.reply.send(answer);
+    }
+}
+
+impl<F, T, E> Job for TablesJob<F, T, E>
+where
+    F: FnMut(&mut Tables<'_>) -> JobResult<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn run<'t>(
+        &mut self,
+        txn: &'t WriteTransaction,
+        tables: &mut Option<Tables<'t>>,
+    ) -> Result<bool, StoreError> {
+        let tables = tables.get_or_insert_with(|| Tables::new(txn));
+        self.outcome.record((self.work)(tables))
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        self.outcome.finish(committed)
+    }
+}
+
+impl<F, T, E> Job for TxnJob<F, T, E>
+where
+    F: FnMut(&WriteTransaction) -> JobResult<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn run<'t>(
+        &mut self,
+        txn: &'t WriteTransaction,
+        tables: &mut Option<Tables<'t>>,
+    ) -> Result<bool, StoreError> {
+        if let Some(open) = tables.take() {
+            open.close()?;
+        }
+        self.outcome.record((self.work)(txn))
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        self.outcome.finish(committed)
     }
 }
 
@@ -114,46 +175,47 @@ pub(super) fn spawn(
 
 /// Runs one batch to its end; true when something was committed.
 fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
+    let fail = |batch: Vec<Box<dyn Job>>, error: StoreError| {
+        tracing::error!(%error, jobs = batch.len(), "write batch failed; nothing acknowledged");
+        batch
+            .into_iter()
+            .for_each(|job| job.finish(Err(error.clone())));
+        false
+    };
     'attempt: loop {
         if batch.is_empty() {
             return false;
         }
         let txn = match db.begin_write() {
             Ok(txn) => txn,
-            Err(e) => {
-                let error = StoreError::from(e);
-                batch
-                    .into_iter()
-                    .for_each(|job| job.finish(Err(error.clone())));
-                return false;
-            }
+            Err(e) => return fail(batch, e.into()),
         };
+        let mut tables = None;
         for i in 0..batch.len() {
-            match batch[i].run(&txn) {
+            match batch[i].run(&txn, &mut tables) {
                 Ok(true) => {}
                 Ok(false) => {
+                    // Its partial writes (and the batch's cached counters) go with the abort.
+                    drop(tables);
                     let _ = txn.abort();
                     batch.remove(i).finish(Ok(()));
                     continue 'attempt;
                 }
                 Err(error) => {
+                    drop(tables);
                     let _ = txn.abort();
-                    tracing::error!(%error, jobs = batch.len(), "write batch failed");
-                    batch
-                        .into_iter()
-                        .for_each(|job| job.finish(Err(error.clone())));
-                    return false;
+                    return fail(batch, error);
                 }
             }
         }
-        let committed = txn.commit().map_err(StoreError::from);
-        if let Err(error) = &committed {
-            tracing::error!(%error, jobs = batch.len(), "commit failed; nothing acknowledged");
+        if let Some(Err(error)) = tables.map(Tables::close) {
+            let _ = txn.abort();
+            return fail(batch, error);
         }
-        let ok = committed.is_ok();
-        batch
-            .into_iter()
-            .for_each(|job| job.finish(committed.clone()));
-        return ok;
+        if let Err(error) = txn.commit() {
+            return fail(batch, error.into());
+        }
+        batch.into_iter().for_each(|job| job.finish(Ok(())));
+        return true;
     }
 }

@@ -78,7 +78,10 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_flagpost"))
             .args(["serve", "--config"])
             .arg(config_path)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

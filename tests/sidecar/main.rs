@@ -8,3 +8,4 @@ mod crash;
 mod event_format;
 mod flag_files;
 mod relay;
+mod reload;

@@ -1,0 +1,109 @@
+//! Tables opened once per batch.
+//!
+//! Opening a redb table in a write transaction looks it up in the table tree and closing it writes
+//! its root back; a change touches most tables twice or more, so opening them per operation cost
+//! as much as the change itself. [`Tables`] opens each table on first use and keeps it open for
+//! every job of the batch that works through it, and keeps the id counters in memory until the
+//! batch ends.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::StoreError;
+use super::tables::*;
+
+macro_rules! cached_tables {
+    ($($field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
+        /// The tables of one write transaction, each opened once.
+        pub struct Tables<'t> {
+            txn: &'t WriteTransaction,
+            counters: BTreeMap<&'static str, u64>,
+            instance_id: Option<u64>,
+            meta: Option<Table<'t, &'static str, u64>>,
+            $($field: Option<Table<'t, $key, $value>>,)*
+        }
+
+        impl<'t> Tables<'t> {
+            pub(super) fn new(txn: &'t WriteTransaction) -> Tables<'t> {
+                Tables {
+                    txn,
+                    counters: BTreeMap::new(),
+                    instance_id: None,
+                    meta: None,
+                    $($field: None,)*
+                }
+            }
+
+            $(
+                pub fn $field(&mut self) -> Result<&mut Table<'t, $key, $value>, StoreError> {
+                    if self.$field.is_none() {
+                        self.$field = Some(self.txn.open_table($definition)?);
+                    }
+                    Ok(self.$field.as_mut().expect("opened above"))
+                }
+            )*
+        }
+    };
+}
+
+cached_tables! {
+    environments: ENVIRONMENTS, u64, &'static str;
+    features: FEATURES, u64, &'static str;
+    feature_names: FEATURE_NAMES, (u64, &'static str), u64;
+    states: STATES, (u64, u64, &'static str), &'static str;
+    identities: IDENTITIES, (u64, &'static str), u64;
+    events: EVENTS, u64, &'static str;
+    event_bodies: EVENT_BODIES, u64, &'static [u8];
+    outbox: OUTBOX, (&'static str, u64), (u32, u64);
+    idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
+    file_features: FILE_FEATURES, (u64, u64), u8;
+}
+
+impl<'t> Tables<'t> {
+    fn meta(&mut self) -> Result<&mut Table<'t, &'static str, u64>, StoreError> {
+        if self.meta.is_none() {
+            self.meta = Some(self.txn.open_table(META)?);
+        }
+        Ok(self.meta.as_mut().expect("opened above"))
+    }
+
+    fn meta_value(&mut self, key: &str) -> Result<u64, StoreError> {
+        self.meta()?
+            .get(key)?
+            .map(|v| v.value())
+            .ok_or_else(|| StoreError::new(format!("meta {key} is missing")))
+    }
+
+    /// Takes the next value of an id counter. Counters only grow, so ids are never reused; the
+    /// new values reach `META` when the batch closes its tables, in the same commit.
+    pub fn next_id(&mut self, counter: &'static str) -> Result<u64, StoreError> {
+        let next = match self.counters.get(counter) {
+            Some(next) => *next,
+            None => self.meta_value(counter)?,
+        };
+        self.counters.insert(counter, next + 1);
+        Ok(next)
+    }
+
+    /// This database's random id, part of every event id.
+    pub fn instance_id(&mut self) -> Result<u64, StoreError> {
+        if let Some(id) = self.instance_id {
+            return Ok(id);
+        }
+        let id = self.meta_value("instance_id")?;
+        self.instance_id = Some(id);
+        Ok(id)
+    }
+
+    /// Writes the counters back and closes every table. Dropping `Tables` instead discards the
+    /// counters, which is right only when the transaction is aborted.
+    pub(super) fn close(mut self) -> Result<(), StoreError> {
+        let counters = std::mem::take(&mut self.counters);
+        let meta = self.meta()?;
+        for (counter, next) in counters {
+            meta.insert(counter, next)?;
+        }
+        Ok(())
+    }
+}
