@@ -1191,3 +1191,64 @@ async fn the_admin_api_refuses_bad_requests_with_a_clear_error_and_changes_nothi
     assert_eq!(listed["deliveries"][0]["attempts"], 0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_replays_through_the_running_sidecar() {
+    use flagpost::delivery::cli::{CliError, DeliveriesArgs, DeliveriesCommand, run};
+    let mut hook = Hook::new("held", "http://127.0.0.1:9/".into());
+    hook.enabled = false;
+    let h = Harness::start(&[hook], fast_settings(3)).await;
+    h.commit_event("{}").await;
+    let router = axum::Router::new().nest(
+        "/api/v1/admin",
+        flagpost::delivery::admin::router(h.dispatcher.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let args = |token: &str, command| DeliveriesArgs {
+        url: url.clone(),
+        token: token.to_owned(),
+        command,
+    };
+
+    let listed = run(args(
+        ADMIN_TOKEN,
+        DeliveriesCommand::Pending {
+            endpoint: Some("held".into()),
+            after: None,
+            limit: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["deliveries"][0]["endpoint"], "held");
+    assert_eq!(listed["deliveries"][0]["sequence"], 1);
+
+    let nothing_chosen = run(args(
+        ADMIN_TOKEN,
+        DeliveriesCommand::Replay {
+            endpoint: None,
+            sequence: None,
+            all: false,
+        },
+    ))
+    .await;
+    assert!(matches!(nothing_chosen, Err(CliError::ReplayWhat)));
+
+    let refused = run(args(
+        "not-a-token",
+        DeliveriesCommand::DeadLetters {
+            endpoint: None,
+            limit: None,
+        },
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, CliError::Refused { status: 401, .. }),
+        "{refused}"
+    );
+    h.stop().await;
+}
