@@ -633,7 +633,11 @@ async fn a_disabled_endpoint_waits_and_resumes_when_enabled() {
             .get_or_create(&DeliveryMetrics::endpoint(endpoint))
             .get()
     };
-    assert_eq!(gauge("paused"), 5);
+    // The gauge follows commits a moment later.
+    h.eventually("the pending gauge at five", || async {
+        gauge("paused") == 5
+    })
+    .await;
 
     let mut hook = Hook::new("paused", paused.url("/"));
     hook.enabled = true;
