@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use common::sink::{Answer, Sink};
-use flagpost::delivery::{DeliveryClient, SignedDelivery};
-use flagpost::signing::{Secret, verify_flagsmith, verify_standard};
+use flagpost::delivery::{AttemptOutcome, DeliveryClient, SignedDelivery};
+use flagpost::signing::{Secret, VerifyError, verify_flagsmith, verify_standard};
 use serde_json::Value;
 
 fn conformance(file: &str) -> Vec<u8> {
@@ -44,6 +44,38 @@ fn now_unix() -> i64 {
 
 fn client() -> DeliveryClient {
     DeliveryClient::new(Duration::from_secs(10)).unwrap()
+}
+
+/// Checks a received request's Standard Webhooks signature with one secret.
+fn verify(r: &common::sink::Received, secret: &Secret) -> Result<(), VerifyError> {
+    verify_standard(
+        std::slice::from_ref(secret),
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+        r.header("webhook-signature").unwrap(),
+        &r.body,
+        now_unix(),
+        300,
+    )
+}
+
+/// How many `v1,` entries a request's `webhook-signature` carries.
+fn signature_count(r: &common::sink::Received) -> usize {
+    r.header("webhook-signature").unwrap().split(' ').count()
+}
+
+/// One unsigned attempt with an empty JSON body.
+async fn attempt_unsigned(client: &DeliveryClient, url: &str, event_id: &str) -> AttemptOutcome {
+    let url = url.parse().unwrap();
+    client
+        .attempt(SignedDelivery {
+            url: &url,
+            secrets: &[],
+            event_id,
+            sequence: 1,
+            body: Bytes::from_static(b"{}"),
+        })
+        .await
 }
 
 #[tokio::test]
@@ -81,17 +113,8 @@ async fn a_delivery_carries_the_exact_body_and_signatures_that_verify() {
         r.header("x-flagsmith-signature").unwrap(),
     )
     .unwrap();
-    for secret in secrets {
-        verify_standard(
-            &[secret],
-            r.header("webhook-id").unwrap(),
-            r.header("webhook-timestamp").unwrap(),
-            r.header("webhook-signature").unwrap(),
-            &r.body,
-            now_unix(),
-            300,
-        )
-        .unwrap();
+    for secret in &secrets {
+        verify(r, secret).unwrap();
     }
 }
 
@@ -116,26 +139,8 @@ async fn during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one() {
         assert!(outcome.delivered(), "{outcome:?}");
     }
     let received = sink.received();
-    let verify = |r: &common::sink::Received, secret: &Secret| {
-        verify_standard(
-            std::slice::from_ref(secret),
-            r.header("webhook-id").unwrap(),
-            r.header("webhook-timestamp").unwrap(),
-            r.header("webhook-signature").unwrap(),
-            &r.body,
-            now_unix(),
-            300,
-        )
-    };
     let during = &received[0];
-    assert_eq!(
-        during
-            .header("webhook-signature")
-            .unwrap()
-            .split(' ')
-            .count(),
-        2
-    );
+    assert_eq!(signature_count(during), 2);
     verify(during, &old).unwrap();
     verify(during, &new).unwrap();
     // X-Flagsmith-Signature has room for one: the newest.
@@ -144,14 +149,7 @@ async fn during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one() {
     verify_flagsmith(std::slice::from_ref(&old), &during.body, flagsmith).unwrap_err();
 
     let after = &received[1];
-    assert_eq!(
-        after
-            .header("webhook-signature")
-            .unwrap()
-            .split(' ')
-            .count(),
-        1
-    );
+    assert_eq!(signature_count(after), 1);
     verify(after, &new).unwrap();
     verify(after, &old).unwrap_err();
 }
@@ -163,16 +161,7 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         307,
         vec![("location", sink.url("/elsewhere"))],
     ));
-    let url = sink.url("/hook").parse().unwrap();
-    let outcome = client()
-        .attempt(SignedDelivery {
-            url: &url,
-            secrets: &[],
-            event_id: "evt_redirect",
-            sequence: 1,
-            body: Bytes::from_static(b"{}"),
-        })
-        .await;
+    let outcome = attempt_unsigned(&client(), &sink.url("/hook"), "evt_redirect").await;
     assert!(!outcome.delivered());
     assert_eq!(outcome.status, Some(307));
     let paths: Vec<String> = sink.received().into_iter().map(|r| r.path).collect();
@@ -182,17 +171,12 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
 #[tokio::test]
 async fn an_endpoint_that_never_answers_is_a_timed_out_attempt() {
     let sink = Sink::start(Vec::new(), Answer::Hang).await;
-    let url = sink.url("/").parse().unwrap();
-    let outcome = DeliveryClient::new(Duration::from_millis(300))
-        .unwrap()
-        .attempt(SignedDelivery {
-            url: &url,
-            secrets: &[],
-            event_id: "evt_hang",
-            sequence: 1,
-            body: Bytes::from_static(b"{}"),
-        })
-        .await;
+    let outcome = attempt_unsigned(
+        &DeliveryClient::new(Duration::from_millis(300)).unwrap(),
+        &sink.url("/"),
+        "evt_hang",
+    )
+    .await;
     assert!(!outcome.delivered());
     assert_eq!(outcome.status, None);
     assert!(
@@ -204,17 +188,8 @@ async fn an_endpoint_that_never_answers_is_a_timed_out_attempt() {
 #[tokio::test]
 async fn a_refused_connection_and_a_retry_after_are_reported() {
     let closed = Sink::closed_port().await;
-    let url = format!("http://{closed}/").parse().unwrap();
     let client = client();
-    let refused = client
-        .attempt(SignedDelivery {
-            url: &url,
-            secrets: &[],
-            event_id: "evt_refused",
-            sequence: 1,
-            body: Bytes::from_static(b"{}"),
-        })
-        .await;
+    let refused = attempt_unsigned(&client, &format!("http://{closed}/"), "evt_refused").await;
     assert!(!refused.delivered());
     assert!(
         refused.error.as_deref().unwrap().contains("onnect"),
@@ -226,16 +201,7 @@ async fn a_refused_connection_and_a_retry_after_are_reported() {
         Answer::Status(200),
     )
     .await;
-    let url = sink.url("/").parse().unwrap();
-    let limited = client
-        .attempt(SignedDelivery {
-            url: &url,
-            secrets: &[],
-            event_id: "evt_limited",
-            sequence: 1,
-            body: Bytes::from_static(b"{}"),
-        })
-        .await;
+    let limited = attempt_unsigned(&client, &sink.url("/"), "evt_limited").await;
     assert_eq!(limited.status, Some(429));
     assert_eq!(limited.retry_after, Some(Duration::from_secs(7)));
     assert!(!limited.delivered());
@@ -564,23 +530,12 @@ async fn secret_rotation_and_a_new_url_apply_live_without_losing_a_delivery() {
             .wait_until("another event", |r| r.len() >= 2)
             .await;
         let last = received.last().unwrap().clone();
-        if last.header("webhook-signature").unwrap().split(' ').count() == 2 {
+        if signature_count(&last) == 2 {
             break last;
         }
     };
     let old = Secret::new("old-secret").unwrap();
     let new = Secret::new("new-secret").unwrap();
-    let verify = |r: &common::sink::Received, secret: &Secret| {
-        verify_standard(
-            std::slice::from_ref(secret),
-            r.header("webhook-id").unwrap(),
-            r.header("webhook-timestamp").unwrap(),
-            r.header("webhook-signature").unwrap(),
-            &r.body,
-            now_unix(),
-            300,
-        )
-    };
     verify(&during, &old).unwrap();
     verify(&during, &new).unwrap();
 
@@ -599,14 +554,7 @@ async fn secret_rotation_and_a_new_url_apply_live_without_losing_a_delivery() {
         .await;
     let after = received.last().unwrap();
     assert_eq!(after.path, "/moved");
-    assert_eq!(
-        after
-            .header("webhook-signature")
-            .unwrap()
-            .split(' ')
-            .count(),
-        1
-    );
+    assert_eq!(signature_count(after), 1);
     verify(after, &new).unwrap();
     verify(after, &old).unwrap_err();
     h.stop().await;
