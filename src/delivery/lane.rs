@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::DeliveryConfig;
 use super::client::{AttemptOutcome, DeliveryClient, SignedDelivery, now_millis};
 use super::endpoint_health::{EndpointHealth, HealthPolicy};
-use super::metrics::DeliveryMetrics;
+use super::metrics::{DeliveryMetrics, EndpointMetrics};
 use super::recorder::RecorderCommand;
 use super::retry::{RetryDecision, RetrySchedule};
 use crate::config::Webhook;
@@ -86,6 +86,7 @@ pub(crate) struct Lane {
     health: EndpointHealth,
     /// Rows up to this sequence are in the pending gauge already.
     counted_through: u64,
+    metrics: EndpointMetrics,
 }
 
 impl Lane {
@@ -101,7 +102,9 @@ impl Lane {
             initial_pause: shared.config.lane_backoff_initial,
             max_pause: shared.config.lane_backoff_max,
         });
+        let metrics = shared.metrics.for_endpoint(&name);
         Lane {
+            metrics,
             name,
             shared,
             webhook,
@@ -217,10 +220,8 @@ impl Lane {
             .await;
         match counted {
             Ok((count, through)) => {
-                self.shared
-                    .metrics
+                self.metrics
                     .pending
-                    .get_or_create(&DeliveryMetrics::endpoint(&self.name))
                     .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
                 self.counted_through = self.counted_through.max(through);
             }
@@ -247,12 +248,11 @@ impl Lane {
             .store
             .read(move |txn| outbox_page(txn, &endpoint, after, limit))
             .await?;
-        let label = DeliveryMetrics::endpoint(&self.name);
         let now = now_millis();
         for row in page.rows {
             self.cursor = self.cursor.max(row.sequence);
             if row.sequence > self.counted_through {
-                self.shared.metrics.pending.get_or_create(&label).inc();
+                self.metrics.pending.inc();
                 self.counted_through = row.sequence;
             }
             if !self.unsettled.insert(row.sequence) {
@@ -356,7 +356,7 @@ impl Lane {
     async fn attempted(&mut self, mut pending: Pending, outcome: AttemptOutcome) {
         let now = now_millis();
         pending.attempts = pending.attempts.saturating_add(1);
-        self.shared.metrics.observe_attempt(&self.name, &outcome);
+        self.metrics.observe_attempt(&outcome);
         let mut attempt = AttemptRecord {
             endpoint: self.name.to_string(),
             sequence: pending.sequence,
@@ -370,10 +370,8 @@ impl Lane {
         };
         let recorded = if outcome.delivered() {
             self.health.on_success();
-            self.shared
-                .metrics
+            self.metrics
                 .delivery_latency
-                .get_or_create(&DeliveryMetrics::endpoint(&self.name))
                 .observe(now.saturating_sub(pending.committed_at_ms) as f64 / 1000.0);
             DeliveryOutcome::Delivered(attempt)
         } else {

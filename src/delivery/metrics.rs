@@ -107,22 +107,47 @@ impl DeliveryMetrics {
         }
     }
 
-    pub fn observe_attempt(&self, endpoint: &str, outcome: &AttemptOutcome) {
-        let kind = if outcome.delivered() {
-            AttemptKind::Delivered
-        } else if outcome.status.is_some() && outcome.error.is_none() {
-            AttemptKind::HttpError
-        } else {
-            AttemptKind::TransportError
-        };
-        self.attempts
-            .get_or_create(&AttemptLabels {
+    /// One endpoint's metrics, looked up once: a lane updates them on every attempt, and a
+    /// lookup by label costs an allocation and a lock each time.
+    pub(crate) fn for_endpoint(&self, endpoint: &str) -> EndpointMetrics {
+        let label = Self::endpoint(endpoint);
+        let attempts = |outcome| {
+            self.attempts.get_or_create_owned(&AttemptLabels {
                 endpoint: endpoint.to_owned(),
-                outcome: kind,
+                outcome,
             })
-            .inc();
-        self.attempt_duration
-            .get_or_create(&Self::endpoint(endpoint))
-            .observe(outcome.latency.as_secs_f64());
+        };
+        EndpointMetrics {
+            delivered: attempts(AttemptKind::Delivered),
+            http_error: attempts(AttemptKind::HttpError),
+            transport_error: attempts(AttemptKind::TransportError),
+            attempt_duration: self.attempt_duration.get_or_create_owned(&label),
+            delivery_latency: self.delivery_latency.get_or_create_owned(&label),
+            pending: self.pending.get_or_create_owned(&label),
+        }
+    }
+}
+
+/// The metrics of one endpoint, shared with the registry.
+pub(crate) struct EndpointMetrics {
+    delivered: Counter,
+    http_error: Counter,
+    transport_error: Counter,
+    attempt_duration: Histogram,
+    pub delivery_latency: Histogram,
+    pub pending: Gauge,
+}
+
+impl EndpointMetrics {
+    pub fn observe_attempt(&self, outcome: &AttemptOutcome) {
+        let counter = if outcome.delivered() {
+            &self.delivered
+        } else if outcome.status.is_some() && outcome.error.is_none() {
+            &self.http_error
+        } else {
+            &self.transport_error
+        };
+        counter.inc();
+        self.attempt_duration.observe(outcome.latency.as_secs_f64());
     }
 }

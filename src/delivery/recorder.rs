@@ -99,8 +99,9 @@ impl Recorder {
         if outcomes.is_empty() {
             return;
         }
-        let records: Arc<Vec<DeliveryOutcome>> =
-            Arc::new(outcomes.iter().map(|(o, _)| o.clone()).collect());
+        let (records, settled): (Vec<DeliveryOutcome>, Vec<mpsc::UnboundedSender<u64>>) =
+            outcomes.into_iter().unzip();
+        let records = Arc::new(records);
         let job = records.clone();
         let written = self
             .store
@@ -115,8 +116,8 @@ impl Recorder {
             self.metrics.record_failures.inc();
             tracing::error!(%error, outcomes = records.len(), "cannot record delivery outcomes");
         }
-        for (outcome, settled) in outcomes {
-            let (endpoint, sequence, dead) = match &outcome {
+        for (outcome, settled) in records.iter().zip(settled) {
+            let (endpoint, sequence, dead) = match outcome {
                 DeliveryOutcome::Delivered(a) => (&a.endpoint, a.sequence, false),
                 DeliveryOutcome::DeadLettered { attempt, .. } => {
                     (&attempt.endpoint, attempt.sequence, true)
