@@ -40,6 +40,8 @@ fn main() {
     }
     let seconds: u64 = env_number("FLAGPOST_BENCH_SECONDS", 10);
     let backlog: u64 = env_number("FLAGPOST_BENCH_BACKLOG", 1_000_000);
+    // Requests in flight in the throughput phase; the target is set for 8.
+    let in_flight = env_number("FLAGPOST_BENCH_IN_FLIGHT", 8) as usize;
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is needed: apt-get install wrk");
         std::process::exit(2);
@@ -61,9 +63,11 @@ fn main() {
     let runs = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     println!("| measurement | result |\n| --- | --- |");
 
-    let ceiling = wrk(sink.addr, 8, seconds, &body, work.path());
+    let ceiling = wrk(sink.addr, in_flight, seconds, &body, work.path());
     row(
-        "sink ceiling: minimal hyper server, wrk POSTing the same body, 8 connections",
+        &format!(
+            "sink ceiling: minimal hyper server, wrk POSTing the same body, {in_flight} connections"
+        ),
         format!("{ceiling:.0} req/s"),
     );
 
@@ -109,12 +113,16 @@ fn main() {
             // The backlog's own writeback is not part of delivering it.
             flush_writeback();
             let started = Instant::now();
-            let dispatcher = bench.start(DeliveryConfig::default()).await;
+            let settings = DeliveryConfig {
+                max_in_flight: in_flight,
+                ..DeliveryConfig::default()
+            };
+            let dispatcher = bench.start(settings).await;
             bench.wait_until_recorded(&dispatcher).await;
             let elapsed = started.elapsed();
             let rate = count as f64 / elapsed.as_secs_f64();
             row(
-                "flagpost signed deliveries, 1 endpoint, 8 in flight, every outcome durably recorded",
+                &format!("flagpost signed deliveries, 1 endpoint, {in_flight} in flight, every outcome durably recorded"),
                 format!(
                     "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling)",
                     elapsed.as_secs_f64(),
