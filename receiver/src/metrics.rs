@@ -1,0 +1,107 @@
+//! Prometheus metrics. Labels carry reasons, outcomes and environment ids, never a secret or a
+//! request's content.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::cache::FlagCache;
+
+type Labels = [(&'static str, String); 1];
+
+fn label(name: &'static str, value: impl Into<String>) -> Labels {
+    [(name, value.into())]
+}
+
+pub struct Metrics {
+    registry: Registry,
+    refused: Family<Labels, Counter>,
+    accepted: Family<Labels, Counter>,
+    data_age: Family<Labels, Gauge>,
+    config_reloads: Family<Labels, Counter>,
+    bootstraps: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("flagpost_receiver");
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhooks_refused",
+            "Web hooks refused, by reason; the cache is unchanged by each",
+            refused.clone(),
+        );
+        let accepted = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhooks_accepted",
+            "Web hooks acknowledged after a durable commit, by outcome",
+            accepted.clone(),
+        );
+        let data_age = Family::<Labels, Gauge>::default();
+        registry.register(
+            "environment_data_age_seconds",
+            "Seconds since the environment last took a change or a document",
+            data_age.clone(),
+        );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result (applied, invalid, needs_restart)",
+            config_reloads.clone(),
+        );
+        let bootstraps = Family::<Labels, Counter>::default();
+        registry.register(
+            "bootstraps",
+            "Environment documents loaded from flagpost, by result",
+            bootstraps.clone(),
+        );
+        Metrics {
+            registry,
+            refused,
+            accepted,
+            data_age,
+            config_reloads,
+            bootstraps,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&label("reason", reason)).inc();
+    }
+
+    pub fn accepted(&self, outcome: &'static str) {
+        self.accepted
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+    }
+
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    pub fn bootstrap(&self, result: &'static str) {
+        self.bootstraps
+            .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    /// The text exposition, with each environment's data age computed now.
+    pub fn render(&self, cache: &FlagCache, now_unix: i64) -> String {
+        for (id, env) in cache.envs() {
+            if let Some(at) = env.refreshed_at {
+                self.data_age
+                    .get_or_create(&label("environment", id.to_string()))
+                    .set(now_unix.saturating_sub(at));
+            }
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
