@@ -156,7 +156,14 @@ fn writer_loop(
             }
         }
         let mut staged = FlagCache::clone(&published.load());
-        match run_batch(&db, &mut staged, &jobs) {
+        let started = std::time::Instant::now();
+        let result = run_batch(&db, &mut staged, &jobs);
+        tracing::debug!(
+            jobs = jobs.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
+        match result {
             Ok(answers) => {
                 let changed = answers.iter().any(Answer::changed_cache);
                 if changed {
