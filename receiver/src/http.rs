@@ -224,8 +224,16 @@ async fn bootstrap_environment(
     ))
 }
 
-async fn healthz() -> Response {
-    json_value(&serde_json::json!({ "status": "ok" }))
+async fn healthz(State(shared): AppState) -> Response {
+    if shared.writer.is_alive() {
+        json_value(&serde_json::json!({ "status": "ok" }))
+    } else {
+        let body = serde_json::json!({ "status": "storage writer stopped" });
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&body).expect("serialises"),
+        )
+    }
 }
 
 async fn readyz(State(shared): AppState) -> Response {

@@ -9,5 +9,6 @@ mod bootstrap;
 mod config;
 mod conformance;
 mod crash;
+mod dedupe;
 mod ordering;
 mod sdk;
