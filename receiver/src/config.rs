@@ -408,6 +408,27 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_the_file_an_environment_variable_or_a_file_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "from-a-file\n").unwrap();
+        // PATH is set wherever tests run; its value stands in for a secret.
+        let text = format!(
+            "[intake]\nsecrets = [{{ value = \"inline\" }}, {{ env = \"PATH\" }}, {{ file = {secret_file:?} }}]\n"
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let expected: Vec<Secret> = [
+            "inline".to_owned(),
+            std::env::var("PATH").unwrap(),
+            "from-a-file".to_owned(),
+        ]
+        .into_iter()
+        .map(|text| Secret::new(text).unwrap())
+        .collect();
+        assert_eq!(config.live.secrets, expected);
+    }
+
+    #[test]
     fn every_error_is_reported_and_secrets_are_not_echoed() {
         let text = r#"
             listen = "nowhere"

@@ -24,38 +24,47 @@ pub struct Metrics {
     bootstraps: Family<Labels, Counter>,
 }
 
+/// Creates a metric family and registers it.
+fn register<M: Default + Clone + std::fmt::Debug + Send + Sync + 'static>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, M>
+where
+    Family<Labels, M>: prometheus_client::registry::Metric,
+{
+    let family = Family::<Labels, M>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("flagpost_receiver");
-        let refused = Family::<Labels, Counter>::default();
-        registry.register(
+        let refused = register(
+            &mut registry,
             "webhooks_refused",
             "Web hooks refused, by reason; the cache is unchanged by each",
-            refused.clone(),
         );
-        let accepted = Family::<Labels, Counter>::default();
-        registry.register(
+        let accepted = register(
+            &mut registry,
             "webhooks_accepted",
             "Web hooks acknowledged after a durable commit, by outcome",
-            accepted.clone(),
         );
-        let data_age = Family::<Labels, Gauge>::default();
-        registry.register(
+        let data_age = register(
+            &mut registry,
             "environment_data_age_seconds",
             "Seconds since the environment last took a change or a document",
-            data_age.clone(),
         );
-        let config_reloads = Family::<Labels, Counter>::default();
-        registry.register(
+        let config_reloads = register(
+            &mut registry,
             "config_reloads",
             "Configuration reloads, by result (applied, invalid, needs_restart)",
-            config_reloads.clone(),
         );
-        let bootstraps = Family::<Labels, Counter>::default();
-        registry.register(
+        let bootstraps = register(
+            &mut registry,
             "bootstraps",
             "Environment documents loaded from flagpost, by result",
-            bootstraps.clone(),
         );
         Metrics {
             registry,

@@ -20,26 +20,26 @@ const POLL_EVERY: Duration = Duration::from_secs(10);
 
 /// Names of the start-only fields that differ.
 fn needs_restart(running: &Fixed, wanted: &Fixed) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    if running.listen != wanted.listen {
-        fields.push("listen");
-    }
-    if running.webhook_path != wanted.webhook_path {
-        fields.push("webhook_path");
-    }
-    if running.storage_path != wanted.storage_path {
-        fields.push("storage_path");
-    }
-    if running.redb_cache_bytes != wanted.redb_cache_bytes {
-        fields.push("redb_cache_mib");
-    }
-    if running.snapshot_path != wanted.snapshot_path {
-        fields.push("snapshot_path");
-    }
-    if running.snapshot_debounce != wanted.snapshot_debounce {
-        fields.push("snapshot_debounce_ms");
-    }
-    fields
+    [
+        ("listen", running.listen != wanted.listen),
+        ("webhook_path", running.webhook_path != wanted.webhook_path),
+        ("storage_path", running.storage_path != wanted.storage_path),
+        (
+            "redb_cache_mib",
+            running.redb_cache_bytes != wanted.redb_cache_bytes,
+        ),
+        (
+            "snapshot_path",
+            running.snapshot_path != wanted.snapshot_path,
+        ),
+        (
+            "snapshot_debounce_ms",
+            running.snapshot_debounce != wanted.snapshot_debounce,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect()
 }
 
 /// Watches `path` for the life of the task.

@@ -84,8 +84,6 @@ pub struct IdentityRequest {
     pub identifier: String,
     #[serde(default)]
     pub traits: Vec<Trait>,
-    #[serde(default)]
-    pub transient: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
