@@ -33,7 +33,21 @@ use serde_json::json;
 
 const SECRET: &str = "bench-secret";
 const SENDERS: usize = 32;
-const RUN_SECS: u64 = 10;
+/// The two servers are measured in alternating rounds, so that a burst of other load on the
+/// machine hits both rather than one.
+const ROUNDS: usize = 3;
+const ROUND_SECS: u64 = 5;
+
+/// Runs `measure` against the receiver and the minimal server in alternating rounds; answers the
+/// mean rate of each.
+fn alternate(mut measure: impl FnMut(bool) -> f64) -> (f64, f64) {
+    let (mut receiver, mut minimal) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        receiver += measure(true);
+        minimal += measure(false);
+    }
+    (receiver / ROUNDS as f64, minimal / ROUNDS as f64)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -231,7 +245,7 @@ fn signed_request(
 /// Runs `wrk` and answers its requests per second.
 fn wrk(url: &str, headers: &[&str]) -> f64 {
     let mut command = Command::new("wrk");
-    command.args(["-t2", "-c32", &format!("-d{RUN_SECS}s")]);
+    command.args(["-t2", "-c32", &format!("-d{ROUND_SECS}s")]);
     for header in headers {
         command.args(["-H", header]);
     }
@@ -272,14 +286,19 @@ fn lookup() {
         send_one(addr, request).await.len()
     });
     let (_minimal, minimal_port) = start_minimal(body_len);
-    let receiver_rate = wrk(
-        &format!("http://127.0.0.1:{port}/api/v1/flags/"),
-        &["X-Environment-Key: bench-key"],
-    );
-    let minimal_rate = wrk(
-        &format!("http://127.0.0.1:{minimal_port}/api/v1/flags/"),
-        &[],
-    );
+    let (receiver_rate, minimal_rate) = alternate(|receiver| {
+        if receiver {
+            wrk(
+                &format!("http://127.0.0.1:{port}/api/v1/flags/"),
+                &["X-Environment-Key: bench-key"],
+            )
+        } else {
+            wrk(
+                &format!("http://127.0.0.1:{minimal_port}/api/v1/flags/"),
+                &[],
+            )
+        }
+    });
     println!(
         "lookup GET /api/v1/flags/ (50 flags, {body_len} bytes): receiver {receiver_rate:.0} req/s, minimal hyper {minimal_rate:.0} req/s, ratio {:.0}%",
         100.0 * receiver_rate / minimal_rate
@@ -300,14 +319,13 @@ async fn send_one(addr: SocketAddr, request: hyper::Request<Full<Bytes>>) -> Byt
     body
 }
 
-/// 32 senders on keep-alive connections for `RUN_SECS`; answers (2xx per second, errors).
-fn drive_intake(addr: SocketAddr) -> (f64, u64) {
+/// 32 senders on keep-alive connections for `ROUND_SECS`; answers 2xx per second and counts
+/// failures into `failed`. `next` numbers the events across rounds, so no id is sent twice.
+fn drive_intake(addr: SocketAddr, next: &Arc<AtomicU64>, failed: &Arc<AtomicU64>) -> f64 {
     let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(1_000));
     let started = Instant::now();
     runtime().block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(RUN_SECS);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(ROUND_SECS);
         let mut tasks = Vec::new();
         for _ in 0..SENDERS {
             let (ok, failed, next) = (ok.clone(), failed.clone(), next.clone());
@@ -346,19 +364,29 @@ fn drive_intake(addr: SocketAddr) -> (f64, u64) {
             task.await.unwrap();
         }
     });
-    let secs = started.elapsed().as_secs_f64();
-    (
-        ok.load(Ordering::Relaxed) as f64 / secs,
-        failed.load(Ordering::Relaxed),
-    )
+    ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn intake() {
     let dir = tempfile::tempdir().unwrap();
     let (_receiver, port) = start_receiver(dir.path(), true);
-    let (receiver_rate, receiver_failed) = drive_intake(([127, 0, 0, 1], port).into());
     let (_minimal, minimal_port) = start_minimal(2);
-    let (minimal_rate, minimal_failed) = drive_intake(([127, 0, 0, 1], minimal_port).into());
+    let next = Arc::new(AtomicU64::new(1_000));
+    let receiver_failed = Arc::new(AtomicU64::new(0));
+    let minimal_failed = Arc::new(AtomicU64::new(0));
+    let (receiver_rate, minimal_rate) = alternate(|receiver| {
+        if receiver {
+            drive_intake(([127, 0, 0, 1], port).into(), &next, &receiver_failed)
+        } else {
+            drive_intake(
+                ([127, 0, 0, 1], minimal_port).into(),
+                &next,
+                &minimal_failed,
+            )
+        }
+    });
+    let receiver_failed = receiver_failed.load(Ordering::Relaxed);
+    let minimal_failed = minimal_failed.load(Ordering::Relaxed);
     println!(
         "intake, {SENDERS} senders, signed, durable: receiver {receiver_rate:.0} webhooks/s ({receiver_failed} failed), minimal hyper {minimal_rate:.0} req/s ({minimal_failed} failed), ratio {:.0}%",
         100.0 * receiver_rate / minimal_rate

@@ -162,8 +162,10 @@ fn sdk_environment(shared: &Shared, headers: &HeaderMap) -> Result<u64, LookupEr
         .ok_or(LookupError::UnknownEnvironmentKey)
 }
 
-async fn sdk_flags(State(shared): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
-    let env = sdk_environment(&shared, &headers)?;
+/// Takes the request whole (not a `HeaderMap`, which the extractor would clone): this is the
+/// hottest route.
+async fn sdk_flags(State(shared): AppState, request: Request) -> Result<Response, ApiError> {
+    let env = sdk_environment(&shared, request.headers())?;
     let cache = shared.cache.load();
     let body = match cache.env(env) {
         Some(env_cache) => sdk::environment_flags(env, env_cache),
