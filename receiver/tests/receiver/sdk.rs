@@ -38,6 +38,18 @@ async fn the_flagsmith_python_sdk_reads_environment_and_identity_flags() {
         );
     }
 
+    // The same through GET, as other SDKs call it.
+    let key = [("x-environment-key", "sdk-env-key")];
+    let (status, identity) = receiver
+        .get("/api/v1/identities/?identifier=user-42", &key)
+        .await;
+    assert_eq!(status, 200, "{identity}");
+    assert_eq!(identity["identifier"], "user-42");
+    assert_eq!(identity["flags"][0]["feature"]["name"], "feature_1");
+    assert_eq!(identity["flags"][0]["feature_state_value"], "red");
+    let (status, _) = receiver.get("/api/v1/identities/", &key).await;
+    assert_eq!(status, 400, "an identifier is required");
+
     let api_url = receiver.url("/api/v1/");
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
