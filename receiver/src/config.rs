@@ -404,7 +404,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/receiver.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let config = Config::parse(&text, path).unwrap();
-        assert_eq!(config.fixed, Config::default().fixed);
+        assert_eq!(config, Config::default());
     }
 
     #[test]
