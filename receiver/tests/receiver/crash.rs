@@ -1,4 +1,5 @@
-//! kill -9 of the real binary in the middle of a stream of web hooks: after a restart, every
+//! The real binary stopped hard (kill -9 in the middle of a stream of web hooks) and softly
+//! (SIGTERM): after a restart, every
 //! acknowledged event is in the cache.
 
 use std::collections::BTreeMap;
@@ -164,6 +165,60 @@ async fn every_acknowledged_event_survives_kill_9() {
             "acknowledged event {seq} was lost"
         );
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_a_restart_keeps_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("receiver.toml");
+    let toml = format!(
+        "listen = \"127.0.0.1:{port}\"\n{}",
+        config_toml(dir.path(), "", "")
+    );
+    std::fs::write(&config, toml).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut child = start_binary(&config, port).await;
+    let (status, _) = request("GET", &format!("{base}/readyz"), &[], Vec::new()).await;
+    assert_eq!(
+        status, 200,
+        "without bootstrap the receiver is ready at once"
+    );
+    let body = flag_event(2, 4, &Key::Default, false, true, json!("kept"));
+    let signed = Signed::new(&body, "evt-term", Some(1));
+    let (status, _) = request("POST", &format!("{base}/webhook"), &signed.as_refs(), body).await;
+    assert_eq!(status, 200);
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM ends the receiver cleanly: {exit:?}"
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("snapshot.json")).unwrap()).unwrap();
+    assert_eq!(
+        snapshot["environments"][0]["flags"][0]["value"], "kept",
+        "the snapshot is complete at exit"
+    );
+
+    let mut child = start_binary(&config, port).await;
+    let (status, flags) = request(
+        "GET",
+        &format!("{base}/v1/environments/2/flags"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{flags}");
+    assert_eq!(flags["flags"][0]["value"], "kept");
     child.kill().unwrap();
     child.wait().unwrap();
 }
