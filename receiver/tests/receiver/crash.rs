@@ -1,6 +1,5 @@
 //! The real binary stopped hard (kill -9 in the middle of a stream of web hooks) and softly
-//! (SIGTERM): after a restart, every
-//! acknowledged event is in the cache.
+//! (SIGTERM): after a restart, every acknowledged event is in the cache.
 
 use std::collections::BTreeMap;
 use std::path::Path;
