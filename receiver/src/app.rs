@@ -10,6 +10,7 @@ use crate::bootstrap::{BootstrapError, DocumentClient};
 use crate::cache::FlagCache;
 use crate::config::Live;
 use crate::metrics::Metrics;
+use crate::now_unix;
 use crate::writer::Writer;
 
 /// How often remembered request ids older than the retention are forgotten.
@@ -21,10 +22,6 @@ pub struct Shared {
     pub writer: Writer,
     pub metrics: Metrics,
     pub documents: DocumentClient,
-}
-
-pub fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl Shared {

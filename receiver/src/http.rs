@@ -11,10 +11,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
-use crate::app::{Shared, now_unix};
+use crate::app::Shared;
 use crate::error::ApiError;
 use crate::intake::{self, IntakeError};
 use crate::lookup::{self, LookupError};
+use crate::now_unix;
 use crate::sdk;
 
 /// Paths the lookup, admin and health routes use; the webhook path must not start with one.

@@ -36,6 +36,11 @@ use tokio::net::TcpListener;
 use crate::app::Shared;
 use crate::config::Config;
 
+/// Now, in unix seconds: the clock of signatures, retention and data age.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("storage: {0}")]
@@ -109,7 +114,7 @@ pub async fn run(
         let cache = published.cache.load_full();
         let path = path.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            snapshot::write_atomically(&path, &snapshot::render(&cache, app::now_unix()))
+            snapshot::write_atomically(&path, &snapshot::render(&cache, now_unix()))
         })
         .await;
     }

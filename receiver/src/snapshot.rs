@@ -66,7 +66,7 @@ pub async fn keep_written(
         let current = cache.load_full();
         let path_for_write = path.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let bytes = render(&current, crate::app::now_unix());
+            let bytes = render(&current, crate::now_unix());
             write_atomically(&path_for_write, &bytes)
         })
         .await;

@@ -15,6 +15,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cache::{Change, Document, FlagCache, Outcome};
+use crate::now_unix;
 use crate::storage::{self, Batch, StorageError};
 
 /// The most jobs one commit takes; bounds the latency of the first job in a burst.
@@ -149,10 +150,6 @@ impl Writer {
     }
 }
 
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn writer_loop(
     db: Database,
     published: Arc<ArcSwap<FlagCache>>,
@@ -191,7 +188,8 @@ fn writer_loop(
         tracing::debug!(
             jobs = jobs.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
-            "batch committed"
+            committed = result.is_ok(),
+            "batch done"
         );
         match result {
             Ok(answers) => {
