@@ -240,7 +240,7 @@ impl Config {
                 "webhook_path: {:?} must start with / and name a path",
                 file.webhook_path
             ));
-        } else if crate::http::RESERVED_PREFIXES
+        } else if crate::routes::RESERVED_PREFIXES
             .iter()
             .any(|prefix| file.webhook_path.starts_with(prefix))
         {

@@ -8,7 +8,7 @@
 //! - [`storage`]: redb tables and rows; [`writer`]: the one writer thread and its group commit.
 //! - [`lookup`]: the native JSON API; [`sdk`]: the Flagsmith-SDK-compatible API.
 //! - [`snapshot`]: the snapshot file; [`bootstrap`]: loading documents from flagpost.
-//! - [`metrics`]; [`error`]: domain errors mapped to HTTP statuses; [`http`]: routes and handlers.
+//! - [`metrics`]; [`error`]: domain errors mapped to HTTP statuses; [`routes`]: HTTP routes and handlers.
 //! - [`app`]: state shared by handlers and background tasks.
 
 pub mod app;
@@ -16,11 +16,11 @@ pub mod bootstrap;
 pub mod cache;
 pub mod config;
 pub mod error;
-pub mod http;
 pub mod intake;
 pub mod lookup;
 pub mod metrics;
 pub mod reload;
+pub mod routes;
 pub mod sdk;
 pub mod snapshot;
 pub mod storage;
@@ -99,7 +99,7 @@ pub async fn run(
         )));
     }
 
-    let router = http::router(shared.clone(), &fixed.webhook_path);
+    let router = routes::router(shared.clone(), &fixed.webhook_path);
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
