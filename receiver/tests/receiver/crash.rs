@@ -2,7 +2,7 @@
 //! (SIGTERM): after a restart, every acknowledged event is in the cache.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,16 +46,22 @@ pub async fn start_binary(config: &Path, port: u16) -> Child {
     panic!("the receiver did not answer /healthz within a minute");
 }
 
+/// A configuration file in `dir` for the binary, on a free port.
+fn write_binary_config(dir: &Path) -> (PathBuf, u16) {
+    let port = free_port();
+    let config = dir.join("receiver.toml");
+    let toml = format!(
+        "listen = \"127.0.0.1:{port}\"\n{}",
+        config_toml(dir, "", "")
+    );
+    std::fs::write(&config, toml).unwrap();
+    (config, port)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("receiver.toml");
-    let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\n{}",
-        config_toml(dir.path(), "", "")
-    );
-    std::fs::write(&config, toml).unwrap();
+    let (config, port) = write_binary_config(dir.path());
     let mut child = start_binary(&config, port).await;
     let default = flag_event(1, 1, &Key::Default, false, true, json!("default"));
     let signed = Signed::new(&default, "evt-default", Some(1));
@@ -171,13 +177,7 @@ async fn every_acknowledged_event_survives_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_a_restart_keeps_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("receiver.toml");
-    let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\n{}",
-        config_toml(dir.path(), "", "")
-    );
-    std::fs::write(&config, toml).unwrap();
+    let (config, port) = write_binary_config(dir.path());
     let base = format!("http://127.0.0.1:{port}");
 
     let mut child = start_binary(&config, port).await;
