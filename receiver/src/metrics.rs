@@ -9,9 +9,12 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::FlagCache;
 
-type Labels = [(&'static str, String); 1];
+use std::borrow::Cow;
 
-fn label(name: &'static str, value: impl Into<String>) -> Labels {
+/// One label; its value borrowed when static, so that counting a request allocates nothing.
+type Labels = [(&'static str, Cow<'static, str>); 1];
+
+fn label(name: &'static str, value: impl Into<Cow<'static, str>>) -> Labels {
     [(name, value.into())]
 }
 

@@ -77,7 +77,7 @@ async fn take_webhook(State(shared): AppState, request: Request) -> Response {
     match intake_request(&shared, request).await {
         Ok(outcome) => {
             shared.metrics.accepted(outcome.as_str());
-            json_value(&serde_json::json!({ "status": outcome.as_str() }))
+            json_response(StatusCode::OK, Bytes::from_static(outcome.response_body()))
         }
         Err(error) => {
             if let ApiError::Intake(intake) = &error {

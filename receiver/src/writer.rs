@@ -48,6 +48,16 @@ impl IntakeOutcome {
             IntakeOutcome::NotApplied => "not_applied",
         }
     }
+
+    /// The acknowledgement's body, `{"status": ...}`.
+    pub fn response_body(self) -> &'static [u8] {
+        match self {
+            IntakeOutcome::Applied => br#"{"status":"applied"}"#,
+            IntakeOutcome::Superseded => br#"{"status":"superseded"}"#,
+            IntakeOutcome::Duplicate => br#"{"status":"duplicate"}"#,
+            IntakeOutcome::NotApplied => br#"{"status":"not_applied"}"#,
+        }
+    }
 }
 
 enum Job {
