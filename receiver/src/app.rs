@@ -1,0 +1,100 @@
+//! What the handlers and background tasks share, and the tasks that keep the cache current:
+//! bootstrap of configured environments and pruning of remembered request ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::bootstrap::{BootstrapError, DocumentClient};
+use crate::cache::FlagCache;
+use crate::config::Live;
+use crate::metrics::Metrics;
+use crate::now_unix;
+use crate::writer::Writer;
+
+/// How often remembered request ids older than the retention are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Shared {
+    pub live: ArcSwap<Live>,
+    pub cache: Arc<ArcSwap<FlagCache>>,
+    pub writer: Writer,
+    pub metrics: Metrics,
+    pub documents: DocumentClient,
+}
+
+impl Shared {
+    /// Configured environments that have never had a document loaded.
+    pub fn environments_waiting(&self) -> Vec<u64> {
+        let cache = self.cache.load();
+        self.live
+            .load()
+            .environments
+            .iter()
+            .copied()
+            .filter(|id| cache.env(*id).is_none_or(|env| env.loaded_at.is_none()))
+            .collect()
+    }
+
+    /// Fetches one environment's document and applies it; returns its `last_sequence`.
+    pub async fn load_environment(&self, env: u64) -> Result<u64, BootstrapError> {
+        let live = self.live.load_full();
+        let settings = live
+            .bootstrap
+            .as_ref()
+            .ok_or(BootstrapError::NotConfigured)?;
+        if !live.environments.contains(&env) {
+            return Err(BootstrapError::NotConfiguredEnvironment(env));
+        }
+        let result = async {
+            let doc = self.documents.fetch(settings, env).await?;
+            let last_sequence = doc.last_sequence;
+            self.writer.load_document(doc).await?;
+            Ok(last_sequence)
+        }
+        .await;
+        match &result {
+            Ok(seq) => {
+                self.metrics.bootstrap("loaded");
+                tracing::info!(env, last_sequence = seq, "environment document loaded");
+            }
+            Err(error) => {
+                self.metrics.bootstrap("failed");
+                tracing::warn!(env, %error, "environment document not loaded");
+            }
+        }
+        result
+    }
+
+    /// Loads every configured environment that has never been loaded, retrying until each has;
+    /// environments added by a reload are picked up on the next round.
+    pub async fn bootstrap_loop(self: Arc<Self>) {
+        loop {
+            let retry = match &self.live.load().bootstrap {
+                Some(settings) => settings.retry,
+                None => Duration::from_secs(5),
+            };
+            if self.live.load().bootstrap.is_some() {
+                for env in self.environments_waiting() {
+                    let _ = self.load_environment(env).await;
+                }
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    /// Forgets remembered request ids older than the retention, now and then.
+    pub async fn prune_loop(self: Arc<Self>) {
+        loop {
+            let retention = self.live.load().dedupe_retention_secs;
+            let before = now_unix().saturating_sub(retention as i64);
+            match self.writer.forget_requests_before(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(forgotten = n, "old request ids forgotten"),
+                Err(error) => tracing::warn!(%error, "cannot prune request ids"),
+            }
+            tokio::time::sleep(PRUNE_EVERY).await;
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Configuration: the TOML file, its built-in defaults, validation, and the split between what a
+//! running receiver can take live and what needs a restart.
+//!
+//! Every field is documented in `config/receiver.toml`. Secrets (signing secrets, the bootstrap
+//! token) come from the file, an environment variable or a file path, and never appear in a
+//! `Debug` output or an error message.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flagpost::signing::Secret;
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: String,
+    pub webhook_path: String,
+    pub storage_path: PathBuf,
+    pub redb_cache_mib: usize,
+    pub snapshot_path: PathBuf,
+    pub snapshot_debounce_ms: u64,
+    pub intake: IntakeFile,
+    pub environments: Vec<EnvironmentFile>,
+    pub bootstrap: BootstrapFile,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: "127.0.0.1:7071".into(),
+            webhook_path: "/webhook".into(),
+            storage_path: "flagpost-receiver.redb".into(),
+            redb_cache_mib: 16,
+            snapshot_path: "flagpost-receiver.snapshot.json".into(),
+            snapshot_debounce_ms: 200,
+            intake: IntakeFile::default(),
+            environments: Vec::new(),
+            bootstrap: BootstrapFile::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeFile {
+    pub allow_unsigned: bool,
+    pub timestamp_tolerance_secs: u64,
+    pub max_body_bytes: usize,
+    pub dedupe_retention_secs: u64,
+    pub secrets: Vec<SecretSource>,
+}
+
+impl Default for IntakeFile {
+    fn default() -> Self {
+        IntakeFile {
+            allow_unsigned: false,
+            timestamp_tolerance_secs: 300,
+            max_body_bytes: 1024 * 1024,
+            dedupe_retention_secs: 3 * 24 * 3600,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// Where a secret comes from: exactly one of `value`, `env`, `file`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret's text; the error names the source, never the value.
+    fn resolve(&self, what: &str) -> Result<String, String> {
+        let text = match (&self.value, &self.env, &self.file) {
+            (Some(value), None, None) => value.clone(),
+            (None, Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
+            (None, None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            _ => return Err(format!("{what}: give exactly one of value, env, file")),
+        };
+        if text.is_empty() {
+            return Err(format!("{what}: is empty"));
+        }
+        Ok(text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentFile {
+    pub id: u64,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootstrapFile {
+    pub flagpost_url: String,
+    pub token: Option<SecretSource>,
+    pub timeout_secs: u64,
+    pub retry_secs: u64,
+}
+
+impl Default for BootstrapFile {
+    fn default() -> Self {
+        BootstrapFile {
+            flagpost_url: String::new(),
+            token: None,
+            timeout_secs: 10,
+            retry_secs: 5,
+        }
+    }
+}
+
+/// A string kept out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What is fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fixed {
+    pub listen: SocketAddr,
+    pub webhook_path: String,
+    pub storage_path: PathBuf,
+    pub redb_cache_bytes: usize,
+    /// `None` when the snapshot file is switched off.
+    pub snapshot_path: Option<PathBuf>,
+    pub snapshot_debounce: Duration,
+}
+
+/// What a running receiver takes from a reloaded file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub secrets: Vec<Secret>,
+    pub allow_unsigned: bool,
+    pub timestamp_tolerance_secs: u64,
+    pub max_body_bytes: usize,
+    pub dedupe_retention_secs: u64,
+    /// `X-Environment-Key` value -> environment id.
+    pub environment_keys: HashMap<String, u64>,
+    /// Configured environments, in file order.
+    pub environments: Vec<u64>,
+    pub bootstrap: Option<Bootstrap>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    pub flagpost_url: String,
+    pub token: Option<Redacted>,
+    pub timeout: Duration,
+    pub retry: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub fixed: Fixed,
+    pub live: Live,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid TOML for this configuration: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {} error(s):\n  {}", .errors.len(), .errors.join("\n  "))]
+    Invalid { path: String, errors: Vec<String> },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::validate(FileConfig::default(), "built-in defaults")
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: describe_toml_error(text, &error),
+        })?;
+        Config::validate(file, origin)
+    }
+
+    fn validate(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let listen = file
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push(format!("listen: {:?} is not an address:port", file.listen)))
+            .ok();
+        if !file.webhook_path.starts_with('/') || file.webhook_path.len() < 2 {
+            errors.push(format!(
+                "webhook_path: {:?} must start with / and name a path",
+                file.webhook_path
+            ));
+        } else if crate::routes::RESERVED_PREFIXES
+            .iter()
+            .any(|prefix| file.webhook_path.starts_with(prefix))
+        {
+            errors.push(format!(
+                "webhook_path: {:?} collides with a lookup or admin route",
+                file.webhook_path
+            ));
+        }
+        if file.storage_path.as_os_str().is_empty() {
+            errors.push("storage_path: must not be empty".into());
+        }
+        if file.redb_cache_mib == 0 {
+            errors.push("redb_cache_mib: must be at least 1".into());
+        }
+        let intake = &file.intake;
+        if intake.timestamp_tolerance_secs == 0 {
+            errors.push("intake.timestamp_tolerance_secs: must be at least 1".into());
+        }
+        if intake.max_body_bytes == 0 {
+            errors.push("intake.max_body_bytes: must be at least 1".into());
+        }
+        if intake.dedupe_retention_secs == 0 {
+            errors.push("intake.dedupe_retention_secs: must be at least 1".into());
+        }
+        let mut secrets = Vec::new();
+        for (i, source) in intake.secrets.iter().enumerate() {
+            let what = format!("intake.secrets[{i}]");
+            match source.resolve(&what) {
+                Ok(text) => match Secret::new(text) {
+                    Ok(secret) => secrets.push(secret),
+                    Err(error) => errors.push(format!("{what}: {error}")),
+                },
+                Err(error) => errors.push(error),
+            }
+        }
+        let mut environment_keys = HashMap::new();
+        let mut environments = Vec::new();
+        for (i, env) in file.environments.iter().enumerate() {
+            if environments.contains(&env.id) {
+                errors.push(format!(
+                    "environments[{i}]: environment {} is listed twice",
+                    env.id
+                ));
+            }
+            environments.push(env.id);
+            for (k, key) in env.keys.iter().enumerate() {
+                if key.is_empty() {
+                    errors.push(format!("environments[{i}].keys[{k}]: is empty"));
+                } else if environment_keys.insert(key.clone(), env.id).is_some() {
+                    errors.push(format!(
+                        "environments[{i}].keys[{k}]: the same key is given twice"
+                    ));
+                }
+            }
+        }
+        let bootstrap = &file.bootstrap;
+        let bootstrap = if bootstrap.flagpost_url.is_empty() {
+            None
+        } else {
+            if !(bootstrap.flagpost_url.starts_with("http://")
+                || bootstrap.flagpost_url.starts_with("https://"))
+            {
+                errors.push(format!(
+                    "bootstrap.flagpost_url: {:?} must start with http:// or https://",
+                    bootstrap.flagpost_url
+                ));
+            }
+            if bootstrap.timeout_secs == 0 || bootstrap.retry_secs == 0 {
+                errors.push(
+                    "bootstrap.timeout_secs and bootstrap.retry_secs: must be at least 1".into(),
+                );
+            }
+            let token = match &bootstrap.token {
+                None => None,
+                Some(source) => match source.resolve("bootstrap.token") {
+                    Ok(text) => Some(Redacted(text)),
+                    Err(error) => {
+                        errors.push(error);
+                        None
+                    }
+                },
+            };
+            Some(Bootstrap {
+                flagpost_url: bootstrap.flagpost_url.trim_end_matches('/').to_owned(),
+                token,
+                timeout: Duration::from_secs(bootstrap.timeout_secs),
+                retry: Duration::from_secs(bootstrap.retry_secs),
+            })
+        };
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                errors,
+            });
+        }
+        let snapshot_path =
+            (!file.snapshot_path.as_os_str().is_empty()).then_some(file.snapshot_path);
+        Ok(Config {
+            fixed: Fixed {
+                listen: listen.expect("checked above"),
+                webhook_path: file.webhook_path,
+                storage_path: file.storage_path,
+                redb_cache_bytes: file.redb_cache_mib * 1024 * 1024,
+                snapshot_path,
+                snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
+            },
+            live: Live {
+                secrets,
+                allow_unsigned: intake.allow_unsigned,
+                timestamp_tolerance_secs: intake.timestamp_tolerance_secs,
+                max_body_bytes: intake.max_body_bytes,
+                dedupe_retention_secs: intake.dedupe_retention_secs,
+                environment_keys,
+                environments,
+                bootstrap,
+            },
+        })
+    }
+}
+
+/// A TOML error as line, column and message, with every quoted string blanked: the offending
+/// value could be a secret.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut in_quotes = false;
+    for c in error.message().chars() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+            message.push_str(if in_quotes { "\"…" } else { "\"" });
+        } else if !in_quotes {
+            message.push(c);
+        }
+    }
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", message.trim_end())
+        }
+        None => message.trim_end().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_the_documented_defaults() {
+        let config = Config::default();
+        assert_eq!(config.fixed.listen.to_string(), "127.0.0.1:7071");
+        assert_eq!(config.fixed.webhook_path, "/webhook");
+        assert_eq!(config.live.timestamp_tolerance_secs, 300);
+        assert_eq!(config.live.dedupe_retention_secs, 259_200);
+        assert!(!config.live.allow_unsigned);
+    }
+
+    #[test]
+    fn the_shipped_example_is_the_defaults_plus_its_examples() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/receiver.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::parse(&text, path).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_an_environment_variable_or_a_file_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "from-a-file\n").unwrap();
+        // PATH is set wherever tests run; its value stands in for a secret.
+        let text = format!(
+            "[intake]\nsecrets = [{{ value = \"inline\" }}, {{ env = \"PATH\" }}, {{ file = {secret_file:?} }}]\n"
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let expected: Vec<Secret> = [
+            "inline".to_owned(),
+            std::env::var("PATH").unwrap(),
+            "from-a-file".to_owned(),
+        ]
+        .into_iter()
+        .map(|text| Secret::new(text).unwrap())
+        .collect();
+        assert_eq!(config.live.secrets, expected);
+    }
+
+    #[test]
+    fn every_error_is_reported_and_secrets_are_not_echoed() {
+        let text = r#"
+            listen = "nowhere"
+            [intake]
+            max_body_bytes = 0
+            secrets = [{ value = "" }, { env = "FLAGPOST_RECEIVER_TEST_UNSET_VAR" }, { value = "a", env = "B" }]
+        "#;
+        let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+        for expected in [
+            "listen",
+            "max_body_bytes",
+            "secrets[0]",
+            "secrets[1]",
+            "secrets[2]",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
+        let err = Config::parse("[intake]\nsecrets = \"hunter2\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

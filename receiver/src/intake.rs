@@ -1,0 +1,126 @@
+//! Reading one web hook request: content type, size, signature, body, sequence, request id.
+//!
+//! Everything here is checked before the writer sees the request, so a refused request never
+//! reaches the cache. The checks run on the raw body bytes, never on re-serialised JSON.
+
+use flagpost::signing::{
+    FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, VerifyError, WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, verify_flagsmith, verify_standard,
+};
+use flagpost::wire::{IncomingEvent, WireError, parse_incoming};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::cache::Change;
+use crate::config::Live;
+
+/// Why a web hook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("body is over the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("cannot read the body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Signature(#[from] VerifyError),
+    #[error("{0}")]
+    Malformed(#[from] WireError),
+    #[error("{SEQUENCE_HEADER} must be a whole number")]
+    BadSequence,
+}
+
+impl IntakeError {
+    /// The metric label for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IntakeError::UnsupportedMediaType => "unsupported_media_type",
+            IntakeError::TooLarge { .. } => "too_large",
+            IntakeError::Body(_) => "unreadable_body",
+            IntakeError::Signature(VerifyError::Missing) => "missing_signature",
+            IntakeError::Signature(VerifyError::StaleTimestamp { .. }) => "stale_timestamp",
+            IntakeError::Signature(VerifyError::BadTimestamp) => "bad_timestamp",
+            IntakeError::Signature(_) => "bad_signature",
+            IntakeError::Malformed(_) | IntakeError::BadSequence => "malformed",
+        }
+    }
+}
+
+/// A request that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    /// `webhook-id` when sent, else the SHA-256 of the body: what duplicates are recognised by.
+    pub request_id: String,
+    /// `None` for event types that are acknowledged and never applied.
+    pub change: Option<Change>,
+}
+
+/// Checks the content type before the body is read.
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {
+    let is_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(IntakeError::UnsupportedMediaType)
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Verifies the signature: Standard Webhooks when `webhook-signature` is present, else
+/// `X-Flagsmith-Signature`, else refused unless unsigned senders are allowed.
+pub fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    live: &Live,
+    now_unix: i64,
+) -> Result<(), IntakeError> {
+    if let Some(signature) = header(headers, WEBHOOK_SIGNATURE_HEADER) {
+        let id = header(headers, WEBHOOK_ID_HEADER).ok_or(VerifyError::MissingId)?;
+        let timestamp =
+            header(headers, WEBHOOK_TIMESTAMP_HEADER).ok_or(VerifyError::BadTimestamp)?;
+        verify_standard(
+            &live.secrets,
+            id,
+            timestamp,
+            signature,
+            body,
+            now_unix,
+            live.timestamp_tolerance_secs,
+        )?;
+    } else if let Some(signature) = header(headers, FLAGSMITH_SIGNATURE_HEADER) {
+        verify_flagsmith(&live.secrets, body, signature)?;
+    } else if !live.allow_unsigned {
+        return Err(VerifyError::Missing.into());
+    }
+    Ok(())
+}
+
+/// Reads a verified body into what the writer applies.
+pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
+    let seq = match header(headers, SEQUENCE_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| IntakeError::BadSequence)?,
+        ),
+    };
+    let change = match parse_incoming(body)? {
+        IncomingEvent::Flag(event) => Some(Change::from_event(&event, seq)),
+        IncomingEvent::NotApplied(_) => None,
+    };
+    let request_id = match header(headers, WEBHOOK_ID_HEADER) {
+        Some(id) if !id.is_empty() => format!("id:{id}"),
+        _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
+    };
+    Ok(Accepted { request_id, change })
+}

@@ -1,0 +1,14 @@
+//! Integration tests of flagpost-receiver: the real `run` function or the real binary, on real
+//! sockets on 127.0.0.1, with real redb files in temporary directories. One test binary, a module
+//! per area.
+
+mod common;
+
+mod bad_input;
+mod bootstrap;
+mod config;
+mod conformance;
+mod crash;
+mod dedupe;
+mod ordering;
+mod sdk;
