@@ -279,7 +279,7 @@ fn fast_settings(retries: usize) -> DeliveryConfig {
         request_timeout: Duration::from_secs(10),
         lane_backoff_initial: Duration::from_millis(20),
         lane_backoff_max: Duration::from_millis(100),
-        shutdown_deadline: Duration::from_secs(5),
+        shutdown_deadline: Duration::from_secs(1),
         ..DeliveryConfig::default()
     }
 }
