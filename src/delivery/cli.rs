@@ -69,6 +69,8 @@ pub enum CliError {
     ReplayWhat,
     #[error("{0} is not a valid sidecar URL")]
     BadUrl(String),
+    #[error("the token has characters that cannot be sent in an HTTP header")]
+    BadToken,
     #[error("cannot reach the sidecar: {0}")]
     Unreachable(String),
     #[error("the sidecar answered {status}: {message}")]
@@ -156,7 +158,7 @@ pub async fn run(args: DeliveriesArgs) -> Result<String, CliError> {
         .body(Full::new(Bytes::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
         )))
-        .map_err(|_| CliError::BadUrl(args.url.clone()))?;
+        .map_err(|_| CliError::BadToken)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client
         .request(request)
