@@ -568,6 +568,9 @@ impl Config {
         {
             fields.push("flag_files");
         }
+        if self.delivery != next.delivery {
+            fields.push("delivery");
+        }
         fields
     }
 }

@@ -179,6 +179,7 @@ async fn apply_reload(path: &std::path::Path, state: &AppState) {
                 next.storage = current.storage.clone();
                 next.flag_files.dir = current.flag_files.dir.clone();
                 next.flag_files.enabled = current.flag_files.enabled;
+                next.delivery = current.delivery.clone();
             }
             let next = Arc::new(next);
             state.config.store(next.clone());

@@ -1204,3 +1204,15 @@ async fn the_cli_lists_and_replays_through_the_running_sidecar() {
     );
     h.stop().await;
 }
+
+#[test]
+fn a_changed_delivery_section_is_reported_as_needing_a_restart() {
+    let before = Config::parse("").unwrap();
+    let after = Config::parse("[delivery]\nretry_schedule = [\"1s\"]\n").unwrap();
+    assert_eq!(before.needs_restart(&after), ["delivery"]);
+    assert!(before.needs_restart(&before.clone()).is_empty());
+    let err = Config::parse("[delivery]\nmax_in_flight = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("delivery.max_in_flight"), "{err}");
+}
