@@ -31,6 +31,8 @@ enum Command {
         #[arg(long, env = "FLAGPOST_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Pending deliveries, attempts and dead letters of a running sidecar, and replays.
+    Deliveries(flagpost::delivery::cli::DeliveriesArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => return check(config),
+        Command::Deliveries(args) => deliveries(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +68,16 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         flagpost::server::run(listener, config, config_path, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+fn deliveries(args: flagpost::delivery::cli::DeliveriesArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let answer = runtime.block_on(flagpost::delivery::cli::run(args))?;
+    println!("{answer}");
+    Ok(())
 }
 
 fn check(config_path: Option<PathBuf>) -> ExitCode {
