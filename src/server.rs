@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::changes::{ChangeError, Changes, into_job};
 use crate::config::Config;
-use crate::delivery::{DeliveryMetrics, Dispatcher, admin, follow_swapped_config};
+use crate::delivery::{DeliveryMetrics, Dispatcher, admin};
 use crate::flagfiles::FlagFiles;
 use crate::metrics::Metrics;
 use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
@@ -79,11 +79,6 @@ pub async fn run(
         )
         .await?,
     );
-    background.spawn(follow_swapped_config(
-        config.clone(),
-        delivery_config,
-        stop_rx.clone(),
-    ));
     if initial.flag_files.enabled {
         let files = FlagFiles::new(
             initial.flag_files.dir.clone(),
@@ -94,7 +89,12 @@ pub async fn run(
         background.spawn(files.run(stop_rx.clone()));
     }
     if let Some(path) = config_path.filter(|_| initial.reload.enabled) {
-        background.spawn(reload_config(path, state.clone(), stop_rx.clone()));
+        background.spawn(reload_config(
+            path,
+            state.clone(),
+            delivery_config,
+            stop_rx.clone(),
+        ));
     }
     background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
 
@@ -130,6 +130,7 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
 fn reload_config(
     path: PathBuf,
     state: AppState,
+    lanes: watch::Sender<Arc<Config>>,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let dir = match path.parent() {
@@ -157,12 +158,16 @@ fn reload_config(
                 continue;
             }
             last_text = text;
-            apply_reload(&path, &state).await;
+            apply_reload(&path, &state, &lanes).await;
         }
     }
 }
 
-async fn apply_reload(path: &std::path::Path, state: &AppState) {
+async fn apply_reload(
+    path: &std::path::Path,
+    state: &AppState,
+    lanes: &watch::Sender<Arc<Config>>,
+) {
     match Config::load(Some(path)) {
         Err(error) => {
             state.metrics.config_reload("invalid");
@@ -183,6 +188,8 @@ async fn apply_reload(path: &std::path::Path, state: &AppState) {
             }
             let next = Arc::new(next);
             state.config.store(next.clone());
+            // The dispatcher starts, stops and reconfigures lanes from this.
+            lanes.send_replace(next.clone());
             match sync_environments(&state.store, &next).await {
                 Ok(()) => {
                     state.metrics.config_reload("applied");

@@ -146,30 +146,6 @@ impl Dispatcher {
     }
 }
 
-/// Forwards configuration swaps made through an `ArcSwap` (the sidecar's reloader) to the
-/// dispatcher's watch channel, checking a few times a second until `stop`. A reloader that sends
-/// on the channel itself makes this unnecessary.
-pub async fn follow_swapped_config(
-    config: Arc<arc_swap::ArcSwap<Config>>,
-    dispatcher_config: watch::Sender<Arc<Config>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        let current = config.load_full();
-        dispatcher_config.send_if_modified(|seen| {
-            let swapped = !Arc::ptr_eq(seen, &current);
-            if swapped {
-                *seen = current;
-            }
-            swapped
-        });
-    }
-}
-
 /// Publishes the last committed sequence after every commit, so that lanes at the end of their
 /// outbox read again only when there may be something new.
 async fn follow_commits(store: Store, committed: watch::Sender<u64>) {

@@ -24,7 +24,7 @@ pub mod retry;
 
 pub use client::{AttemptOutcome, DeliveryClient, SignedDelivery};
 pub use config::DeliveryConfig;
-pub use dispatcher::{DeliveryError, Dispatcher, follow_swapped_config};
+pub use dispatcher::{DeliveryError, Dispatcher};
 pub use endpoint_health::{EndpointHealth, HealthPolicy};
 pub use metrics::DeliveryMetrics;
 pub use retry::{DeadLetterReason, Jitter, RetryDecision, RetrySchedule};
