@@ -664,17 +664,24 @@ mod tests {
     #[test]
     fn the_example_configuration_documents_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/flagpost.toml");
-        let text = std::fs::read_to_string(path)
-            .unwrap()
-            .replace("{ env = \"FLAGPOST_CI_TOKEN\" }", "{ value = \"example-token-0123456789\" }");
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "{ env = \"FLAGPOST_CI_TOKEN\" }",
+            "{ value = \"example-token-0123456789\" }",
+        );
         let example = Config::parse(&text).unwrap();
         let defaults = Config::load(None).unwrap();
         assert_eq!(example.listen, defaults.listen);
         assert_eq!(example.storage.path, defaults.storage.path);
-        assert_eq!(example.storage.cache_size_mib, defaults.storage.cache_size_mib);
+        assert_eq!(
+            example.storage.cache_size_mib,
+            defaults.storage.cache_size_mib
+        );
         assert_eq!(example.storage.max_batch, defaults.storage.max_batch);
         assert_eq!(example.flag_files.dir, defaults.flag_files.dir);
-        assert_eq!(example.flag_files.poll_every, defaults.flag_files.poll_every);
+        assert_eq!(
+            example.flag_files.poll_every,
+            defaults.flag_files.poll_every
+        );
         assert_eq!(example.max_body_bytes, defaults.max_body_bytes);
         assert_eq!(example.delivery, defaults.delivery);
         assert_eq!(example.environments, defaults.environments);

@@ -718,7 +718,7 @@ mod sidecar;
 async fn kill_9_during_a_stream_of_changes_delivers_every_acknowledged_event_with_stable_ids() {
     use hyper::{Method, StatusCode};
     use serde_json::json;
-    use sidecar::{Process, call, config_toml, free_addr, wait_until};
+    use sidecar::{Process, call, config_toml, free_addr};
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
@@ -743,7 +743,7 @@ jitter = "none"
     );
     std::fs::write(&config_path, config_toml(dir.path(), addr, &extra)).unwrap();
 
-    let mut process = Process::start(&config_path, addr);
+    let process = Process::start(&config_path, addr);
     process.wait_ready().await;
     let (status, body) = call(
         Method::POST,
@@ -768,41 +768,11 @@ jitter = "none"
     };
     record(&acked, &body);
 
-    for round in 0..3 {
-        if round > 0 {
-            process = Process::start(&config_path, addr);
-            process.wait_ready().await;
-        }
-        let mut clients = Vec::new();
-        for client in 0..CLIENTS {
-            let acked = acked.clone();
-            let base = process.url("");
-            clients.push(tokio::spawn(async move {
-                for i in 0u64.. {
-                    let url = format!(
-                        "{base}/api/v1/environments/1/features/{feature}/identities/r{round}-c{client}-{i}"
-                    );
-                    let body = serde_json::to_vec(&json!({"value": i, "enabled": true})).unwrap();
-                    match sidecar::send(Method::PUT, &url, Some(sidecar::TOKEN), Some(body), &[])
-                        .await
-                    {
-                        Ok((StatusCode::OK, answer)) => record(&acked, &answer),
-                        // Killed mid-request: never acknowledged, so nothing is owed.
-                        Err(_) => return,
-                        Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
-                    }
-                }
-            }));
-        }
-        let target = (round + 1) * ACKS_PER_ROUND;
-        wait_until("enough changes are acknowledged", || async {
-            acked.lock().unwrap().len() >= target
-        })
-        .await;
-        process.kill9();
-        for client in clients {
-            client.await.unwrap();
-        }
+    for acknowledged in
+        sidecar::stream_changes_and_kill(process, &config_path, feature, CLIENTS, 3, ACKS_PER_ROUND)
+            .await
+    {
+        record(&acked, &acknowledged.answer);
     }
 
     // Restarted once more: delivery resumes from the outbox.

@@ -281,3 +281,71 @@ pub async fn metric(base: &str, line_prefix: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A change a client was told is committed, with the answer that told it.
+#[derive(Debug, Clone)]
+pub struct Acknowledged {
+    pub identifier: String,
+    pub value: u64,
+    pub answer: Value,
+}
+
+/// Streams identity-override changes to `feature` from `clients` concurrent clients into the real
+/// binary at `addr`, and kills it with SIGKILL each time `per_round` more are acknowledged, `rounds`
+/// times (`process` is the first run; the binary is restarted for each later round). Returns every
+/// change acknowledged; the binary is left dead.
+pub async fn stream_changes_and_kill(
+    mut process: Process,
+    config_path: &Path,
+    feature: u64,
+    clients: usize,
+    rounds: usize,
+    per_round: usize,
+) -> Vec<Acknowledged> {
+    let acknowledged: std::sync::Arc<std::sync::Mutex<Vec<Acknowledged>>> = Default::default();
+    for round in 0..rounds {
+        if round > 0 {
+            process = Process::start(config_path, process.addr);
+            process.wait_ready().await;
+        }
+        let mut streams = Vec::new();
+        for client in 0..clients {
+            let acknowledged = acknowledged.clone();
+            let base = process.url("");
+            streams.push(tokio::spawn(async move {
+                for value in 0u64.. {
+                    let identifier = format!("r{round}-c{client}-{value}");
+                    let url = format!(
+                        "{base}/api/v1/environments/1/features/{feature}/identities/{identifier}"
+                    );
+                    let body =
+                        serde_json::to_vec(&serde_json::json!({"value": value, "enabled": true}))
+                            .unwrap();
+                    match send(Method::PUT, &url, Some(TOKEN), Some(body), &[]).await {
+                        Ok((StatusCode::OK, answer)) => {
+                            acknowledged.lock().unwrap().push(Acknowledged {
+                                identifier,
+                                value,
+                                answer,
+                            })
+                        }
+                        // The daemon is gone (killed mid-request): never acknowledged, nothing owed.
+                        Err(_) => return,
+                        Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
+                    }
+                }
+            }));
+        }
+        let target = (round + 1) * per_round;
+        wait_until("enough changes are acknowledged", || async {
+            acknowledged.lock().unwrap().len() >= target
+        })
+        .await;
+        process.kill9();
+        for stream in streams {
+            stream.await.unwrap();
+        }
+    }
+    let acknowledged = acknowledged.lock().unwrap();
+    acknowledged.clone()
+}

@@ -2,7 +2,6 @@
 //! its events and outbox rows, and no event exists without its state or state without its events.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use flagpost::store::tables::{EVENT_BODIES, EVENTS, OUTBOX, STATES};
 use flagpost::store::{EventRecord, StateKey, StateRecord, Store, StoreOptions};
@@ -10,7 +9,7 @@ use hyper::{Method, StatusCode};
 use redb::ReadableTable;
 use serde_json::{Value, json};
 
-use crate::common::{Process, call, config_toml, free_addr, wait_until};
+use crate::common::{Process, call, config_toml, free_addr, stream_changes_and_kill};
 
 const CLIENTS: usize = 16;
 const ACKS_PER_ROUND: usize = 150;
@@ -30,7 +29,7 @@ async fn kill_9_during_a_stream_of_changes_loses_nothing_acknowledged() {
     let config_path = dir.path().join("flagpost.toml");
     std::fs::write(&config_path, config_toml(dir.path(), addr, "")).unwrap();
 
-    let mut process = Process::start(&config_path, addr);
+    let process = Process::start(&config_path, addr);
     process.wait_ready().await;
     let (status, body) = call(
         Method::POST,
@@ -41,59 +40,21 @@ async fn kill_9_during_a_stream_of_changes_loses_nothing_acknowledged() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let feature = body["feature"]["id"].as_u64().unwrap();
 
-    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-    for round in 0..3 {
-        if round > 0 {
-            process = Process::start(&config_path, addr);
-            process.wait_ready().await;
-        }
-        let mut clients = Vec::new();
-        for client in 0..CLIENTS {
-            let acks = acks.clone();
-            let base = process.url("");
-            clients.push(tokio::spawn(async move {
-                for i in 0u64.. {
-                    let identifier = format!("r{round}-c{client}-{i}");
-                    let url = format!(
-                        "{base}/api/v1/environments/1/features/{feature}/identities/{identifier}"
-                    );
-                    let body = serde_json::to_vec(&json!({"value": i, "enabled": true})).unwrap();
-                    match crate::common::send(
-                        Method::PUT,
-                        &url,
-                        Some(crate::common::TOKEN),
-                        Some(body),
-                        &[],
-                    )
-                    .await
-                    {
-                        Ok((StatusCode::OK, answer)) => acks.lock().unwrap().push(Ack {
-                            identifier,
-                            value: i,
-                            sequences: answer["events"]
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|e| e["sequence"].as_u64().unwrap())
-                                .collect(),
-                        }),
-                        // The daemon is gone (killed mid-request): this change was never acknowledged.
-                        Err(_) => return,
-                        Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
-                    }
-                }
-            }));
-        }
-        let target = (round + 1) * ACKS_PER_ROUND;
-        wait_until("enough changes are acknowledged", || async {
-            acks.lock().unwrap().len() >= target
-        })
-        .await;
-        process.kill9();
-        for client in clients {
-            client.await.unwrap();
-        }
-    }
+    let acks: Vec<Ack> =
+        stream_changes_and_kill(process, &config_path, feature, CLIENTS, 3, ACKS_PER_ROUND)
+            .await
+            .into_iter()
+            .map(|a| Ack {
+                sequences: a.answer["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["sequence"].as_u64().unwrap())
+                    .collect(),
+                identifier: a.identifier,
+                value: a.value,
+            })
+            .collect();
 
     // Restarted once more: every acknowledged override is there.
     let mut process = Process::start(&config_path, addr);
@@ -115,7 +76,6 @@ async fn kill_9_during_a_stream_of_changes_loses_nothing_acknowledged() {
             )
         })
         .collect();
-    let acks = acks.lock().unwrap().clone();
     assert!(acks.len() >= 3 * ACKS_PER_ROUND);
     for ack in &acks {
         assert_eq!(
