@@ -18,27 +18,69 @@ use crate::signing::Secret;
 use crate::wire::EventType;
 
 /// A secret as written in configuration: inline, from an environment variable, or from a file
-/// (the Kubernetes way). Exactly one of the three.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// (the Kubernetes way). Exactly one of the three. Shared by both programs' configurations.
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
+    #[serde(default)]
     pub value: Option<String>,
+    #[serde(default)]
     pub env: Option<String>,
+    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .finish()
+    }
 }
 
 impl SecretSource {
     /// Resolves the secret. Errors name the source, never the value.
     pub fn resolve(&self) -> Result<String, String> {
-        match (&self.value, &self.env, &self.file) {
-            (Some(value), None, None) => Ok(value.clone()),
+        let text = match (&self.value, &self.env, &self.file) {
+            (Some(value), None, None) => value.clone(),
             (None, Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set or not UTF-8")),
+                .map_err(|_| format!("environment variable {var} is not set or not UTF-8"))?,
             (None, None, Some(path)) => std::fs::read_to_string(path)
-                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
-            _ => Err("give exactly one of value, env or file".to_owned()),
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            _ => return Err("give exactly one of value, env or file".to_owned()),
+        };
+        if text.is_empty() {
+            return Err("is empty".to_owned());
         }
+        Ok(text)
+    }
+}
+
+/// A TOML error as line, column and message, with every quoted string blanked: the offending value
+/// could be a secret, and this text goes to logs.
+pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut in_quotes = false;
+    for c in error.message().chars() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+            message.push_str(if in_quotes { "\"…" } else { "\"" });
+        } else if !in_quotes {
+            message.push(c);
+        }
+    }
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", message.trim_end())
+        }
+        None => message.trim_end().to_owned(),
     }
 }
 
@@ -357,7 +399,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             source_name: None,
-            problems: vec![e.to_string().trim_end().replace('\n', "\n  ")],
+            problems: vec![describe_toml_error(text, &e)],
         })?;
         Config::from_raw(raw)
     }
@@ -723,6 +765,15 @@ mod tests {
             .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_never_echoes_the_value_it_is_about() {
+        let err = Config::parse("[api]\ntokens = [{ name = \"ci\", token = { value = \"tok-very-secret-0123\", x = 1 } }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("very-secret"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use flagpost::config::SecretSource;
+use flagpost::config::describe_toml_error;
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
@@ -64,48 +66,6 @@ impl Default for IntakeFile {
             dedupe_retention_secs: 3 * 24 * 3600,
             secrets: Vec::new(),
         }
-    }
-}
-
-/// Where a secret comes from: exactly one of `value`, `env`, `file`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub env: Option<String>,
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-}
-
-impl fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretSource")
-            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
-            .field("env", &self.env)
-            .field("file", &self.file)
-            .finish()
-    }
-}
-
-impl SecretSource {
-    /// Reads the secret's text; the error names the source, never the value.
-    fn resolve(&self, what: &str) -> Result<String, String> {
-        let text = match (&self.value, &self.env, &self.file) {
-            (Some(value), None, None) => value.clone(),
-            (None, Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
-            (None, None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_owned(),
-            _ => return Err(format!("{what}: give exactly one of value, env, file")),
-        };
-        if text.is_empty() {
-            return Err(format!("{what}: is empty"));
-        }
-        Ok(text)
     }
 }
 
@@ -268,12 +228,12 @@ impl Config {
         let mut secrets = Vec::new();
         for (i, source) in intake.secrets.iter().enumerate() {
             let what = format!("intake.secrets[{i}]");
-            match source.resolve(&what) {
-                Ok(text) => match Secret::new(text) {
-                    Ok(secret) => secrets.push(secret),
-                    Err(error) => errors.push(format!("{what}: {error}")),
-                },
-                Err(error) => errors.push(error),
+            match source
+                .resolve()
+                .and_then(|text| Secret::new(text).map_err(|e| e.to_string()))
+            {
+                Ok(secret) => secrets.push(secret),
+                Err(error) => errors.push(format!("{what}: {error}")),
             }
         }
         let mut environment_keys = HashMap::new();
@@ -315,10 +275,10 @@ impl Config {
             }
             let token = match &bootstrap.token {
                 None => None,
-                Some(source) => match source.resolve("bootstrap.token") {
+                Some(source) => match source.resolve() {
                     Ok(text) => Some(Redacted(text)),
                     Err(error) => {
-                        errors.push(error);
+                        errors.push(format!("bootstrap.token: {error}"));
                         None
                     }
                 },
@@ -358,30 +318,6 @@ impl Config {
                 bootstrap,
             },
         })
-    }
-}
-
-/// A TOML error as line, column and message, with every quoted string blanked: the offending
-/// value could be a secret.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let mut message = String::new();
-    let mut in_quotes = false;
-    for c in error.message().chars() {
-        if c == '"' {
-            in_quotes = !in_quotes;
-            message.push_str(if in_quotes { "\"…" } else { "\"" });
-        } else if !in_quotes {
-            message.push(c);
-        }
-    }
-    match error.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {}", message.trim_end())
-        }
-        None => message.trim_end().to_owned(),
     }
 }
 
