@@ -74,6 +74,17 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
+/// Which signature a request carried, and so which of its headers can be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// Standard Webhooks: `webhook-id` is covered by the signature.
+    Standard,
+    /// `X-Flagsmith-Signature` covers the body alone.
+    Flagsmith,
+    /// Accepted unsigned (`allow_unsigned`).
+    Unsigned,
+}
+
 /// Verifies the signature: Standard Webhooks when `webhook-signature` is present, else
 /// `X-Flagsmith-Signature`, else refused unless unsigned senders are allowed.
 pub fn verify(
@@ -81,7 +92,7 @@ pub fn verify(
     body: &[u8],
     live: &Live,
     now_unix: i64,
-) -> Result<(), IntakeError> {
+) -> Result<Verified, IntakeError> {
     if let Some(signature) = header(headers, WEBHOOK_SIGNATURE_HEADER) {
         let id = header(headers, WEBHOOK_ID_HEADER).ok_or(VerifyError::MissingId)?;
         let timestamp =
@@ -95,17 +106,27 @@ pub fn verify(
             now_unix,
             live.timestamp_tolerance_secs,
         )?;
+        Ok(Verified::Standard)
     } else if let Some(signature) = header(headers, FLAGSMITH_SIGNATURE_HEADER) {
         verify_flagsmith(&live.secrets, body, signature)?;
-    } else if !live.allow_unsigned {
-        return Err(VerifyError::Missing.into());
+        Ok(Verified::Flagsmith)
+    } else if live.allow_unsigned {
+        Ok(Verified::Unsigned)
+    } else {
+        Err(VerifyError::Missing.into())
     }
-    Ok(())
 }
 
 /// Reads a verified body into what the writer applies.
-pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
-    let seq = match header(headers, SEQUENCE_HEADER) {
+///
+/// `webhook-id` and flagpost's sequence are believed only from a Standard Webhooks sender, whose
+/// signature proves it holds the secret and sent this request within the tolerance. Otherwise
+/// anyone holding one old signed body could send it again with a fresh id (past the duplicate
+/// check) and a huge sequence (freezing the key against every later event): such a request is
+/// recognised by its body's SHA-256 and ordered by its timestamp, as a Flagsmith one is.
+pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Accepted, IntakeError> {
+    let trusted = |name: &str| header(headers, name).filter(|_| verified == Verified::Standard);
+    let seq = match trusted(SEQUENCE_HEADER) {
         None => None,
         Some(value) => Some(
             value
@@ -118,7 +139,7 @@ pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
         IncomingEvent::Flag(event) => Some(Change::from_event(&event, seq)),
         IncomingEvent::NotApplied(_) => None,
     };
-    let request_id = match header(headers, WEBHOOK_ID_HEADER) {
+    let request_id = match trusted(WEBHOOK_ID_HEADER) {
         Some(id) if !id.is_empty() => format!("id:{id}"),
         _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
     };

@@ -112,8 +112,8 @@ async fn intake_request(
         }
     })?;
     let body = body.to_bytes();
-    intake::verify(&parts.headers, &body, &live, now_unix())?;
-    let accepted = intake::read(&parts.headers, &body)?;
+    let verified = intake::verify(&parts.headers, &body, &live, now_unix())?;
+    let accepted = intake::read(&parts.headers, &body, verified)?;
     Ok(shared
         .writer
         .intake(accepted.request_id, accepted.change)

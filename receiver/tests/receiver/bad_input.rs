@@ -227,3 +227,51 @@ async fn unknown_event_types_are_acknowledged_and_not_applied() {
     assert_eq!(receiver.env_flags(9).await, serde_json::Value::Null);
     receiver.stop().await;
 }
+
+/// Headers no signature covers cannot steer the cache: a Flagsmith-signed body sent again with a
+/// fresh `webhook-id` is still a duplicate, and a forged huge sequence does not freeze the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_headers_are_not_believed_from_a_flagsmith_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", "")).await;
+    let secret = flagpost::signing::Secret::new(TEST_SECRET).unwrap();
+    let old = flag_event(5, 1, &Key::Default, false, true, json!("old"));
+    let flagsmith_signed = |body: &[u8], id: &str| {
+        vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "x-flagsmith-signature".to_owned(),
+                secret.flagsmith_signature(body),
+            ),
+            ("webhook-id".to_owned(), id.to_owned()),
+            ("x-flagpost-sequence".to_owned(), u64::MAX.to_string()),
+        ]
+    };
+    let refs = |h: &[(String, String)]| -> Vec<(String, String)> { h.to_vec() };
+    let post = |headers: Vec<(String, String)>, body: Vec<u8>| {
+        let receiver = &receiver;
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            receiver.post("/webhook", &headers, &body).await
+        }
+    };
+    let (status, answer) = post(refs(&flagsmith_signed(&old, "evt-1")), old.clone()).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("applied")));
+    let (status, answer) = post(refs(&flagsmith_signed(&old, "evt-forged")), old.clone()).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+
+    // flagpost's next real event, properly signed, still applies.
+    let new = flag_event(5, 1, &Key::Default, false, true, json!("new"));
+    let signed = Signed::new(&new, "evt-2", Some(2));
+    assert_eq!(
+        receiver.post("/webhook", &signed.as_refs(), &new).await.0,
+        200
+    );
+    assert_eq!(receiver.env_flags(5).await[0]["value"], "new");
+}
