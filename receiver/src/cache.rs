@@ -426,6 +426,12 @@ impl FlagCache {
     /// Loads a full document: every key in it counts as applied at `last_sequence`, and keys the
     /// cache holds at a greater sequence stay as they are.
     pub fn apply_document(&mut self, doc: &Document, now_unix: i64, dirty: &mut Vec<Dirty>) {
+        // A document older than one already loaded adds nothing, and it could bring back an
+        // override the newer one dropped (a dropped key leaves no tombstone).
+        let loaded = self.envs.get(&doc.env).and_then(|env| env.document_seq);
+        if loaded.is_some_and(|seq| seq > doc.last_sequence) {
+            return;
+        }
         let at = Order {
             seq: Some(doc.last_sequence),
             ts_micros: None,
@@ -560,6 +566,37 @@ mod tests {
             .default_state()?
             .value
             .clone()
+    }
+
+    #[test]
+    fn an_older_document_never_brings_back_what_a_newer_one_dropped() {
+        let state = FlagState {
+            enabled: true,
+            value: None,
+        };
+        let document = |last_sequence, identities: Vec<(String, FlagState)>| Document {
+            env: 1,
+            env_name: None,
+            last_sequence,
+            features: vec![DocumentFeature {
+                id: 7,
+                meta: FeatureMeta {
+                    name: "f".into(),
+                    ..FeatureMeta::default()
+                },
+                default: state.clone(),
+                identities,
+                segments: Vec::new(),
+            }],
+            deleted_feature_ids: Vec::new(),
+        };
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply_document(&document(200, Vec::new()), 0, &mut dirty);
+        let stale = document(100, vec![("u".into(), state.clone())]);
+        cache.apply_document(&stale, 0, &mut dirty);
+        let feature = cache.env(1).unwrap().features.get(&7).unwrap();
+        assert_eq!(feature.identity_state("u"), None);
     }
 
     #[test]
