@@ -46,6 +46,14 @@ pub(crate) struct LaneShared {
     pub committed: watch::Receiver<u64>,
 }
 
+/// The recorder's word on a finished delivery: its row is out of the outbox (`recorded`), or
+/// the write failed and the row is still there.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    pub sequence: u64,
+    pub recorded: bool,
+}
+
 pub(crate) enum LaneCommand {
     /// Rows were put back behind the cursor (a replay): read the outbox from the start again.
     Rescan,
@@ -81,8 +89,8 @@ pub(crate) struct Lane {
     /// a rescan skips these.
     unsettled: HashSet<u64>,
     in_flight: JoinSet<(Pending, AttemptOutcome)>,
-    settled_tx: mpsc::UnboundedSender<u64>,
-    settled_rx: mpsc::UnboundedReceiver<u64>,
+    settled_tx: mpsc::UnboundedSender<Settled>,
+    settled_rx: mpsc::UnboundedReceiver<Settled>,
     health: EndpointHealth,
     /// Rows up to this sequence are in the pending gauge already.
     counted_through: u64,
@@ -164,9 +172,7 @@ impl Lane {
                         self.attempted(pending, outcome).await;
                     }
                 }
-                Some(sequence) = self.settled_rx.recv() => {
-                    self.unsettled.remove(&sequence);
-                }
+                Some(settled) = self.settled_rx.recv() => self.settle(settled),
                 changed = self.webhook.changed(), if config_open => {
                     if changed.is_err() {
                         config_open = false;
@@ -195,8 +201,8 @@ impl Lane {
                 }
             }
             // Settle notices are cheap: take every one that is ready before the next scan.
-            while let Ok(sequence) = self.settled_rx.try_recv() {
-                self.unsettled.remove(&sequence);
+            while let Ok(settled) = self.settled_rx.try_recv() {
+                self.settle(settled);
             }
         }
     }
@@ -237,6 +243,17 @@ impl Lane {
     fn wants_rows(&self, committed: u64) -> bool {
         self.fresh.len() < self.shared.config.scan_batch.div_ceil(2)
             && (!self.exhausted || committed > self.cursor)
+    }
+
+    /// The recorder is done with a finished delivery. When its outcome could not be written, the
+    /// row is still in the outbox behind the cursor: read from there again, so that it is
+    /// delivered (again, with the same id) or dead-lettered now rather than after a restart.
+    fn settle(&mut self, settled: Settled) {
+        self.unsettled.remove(&settled.sequence);
+        if !settled.recorded {
+            self.cursor = self.cursor.min(settled.sequence.saturating_sub(1));
+            self.exhausted = false;
+        }
     }
 
     async fn scan(&mut self) -> Result<(), crate::store::StoreError> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::now_millis;
+use super::lane::Settled;
 use super::metrics::DeliveryMetrics;
 use crate::store::Store;
 use crate::store::deliveries::{
@@ -28,7 +29,7 @@ pub(crate) enum RecorderCommand {
     Outcome {
         outcome: DeliveryOutcome,
         /// Told the sequence once a delivered or dead-lettered row is gone from the outbox.
-        settled: mpsc::UnboundedSender<u64>,
+        settled: mpsc::UnboundedSender<Settled>,
     },
     /// Dead-letters every pending row of a removed endpoint; queued behind that endpoint's last
     /// outcomes, so none of them lands after it.
@@ -95,11 +96,14 @@ impl Recorder {
         }
     }
 
-    async fn write_outcomes(&self, outcomes: Vec<(DeliveryOutcome, mpsc::UnboundedSender<u64>)>) {
+    async fn write_outcomes(
+        &self,
+        outcomes: Vec<(DeliveryOutcome, mpsc::UnboundedSender<Settled>)>,
+    ) {
         if outcomes.is_empty() {
             return;
         }
-        let (records, settled): (Vec<DeliveryOutcome>, Vec<mpsc::UnboundedSender<u64>>) =
+        let (records, settled): (Vec<DeliveryOutcome>, Vec<mpsc::UnboundedSender<Settled>>) =
             outcomes.into_iter().unzip();
         let records = Arc::new(records);
         let job = records.clone();
@@ -111,8 +115,8 @@ impl Recorder {
             })
             .await;
         if let Err(error) = &written {
-            // The rows stay in the outbox, so these deliveries are made again after a restart:
-            // at-least-once still holds; only the record of this attempt is lost.
+            // The rows stay in the outbox; their lanes read them again (see `Settled`), so
+            // at-least-once holds and only the record of this attempt is lost.
             self.metrics.record_failures.inc();
             tracing::error!(%error, outcomes = records.len(), "cannot record delivery outcomes");
         }
@@ -131,7 +135,10 @@ impl Recorder {
                     self.metrics.dead_letters.get_or_create(&label).inc();
                 }
             }
-            let _ = settled.send(sequence);
+            let _ = settled.send(Settled {
+                sequence,
+                recorded: written.is_ok(),
+            });
         }
     }
 
