@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -81,22 +81,8 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, AdminError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AdminError::Unauthorized(
-            "missing Authorization: Bearer <token>",
-        ))?;
-    if !dispatcher
-        .config()
-        .tokens
-        .iter()
-        .any(|token| token.matches(presented))
-    {
-        return Err(AdminError::Unauthorized("unknown token"));
-    }
+    crate::api::request::authenticate(request.headers(), &dispatcher.config())
+        .map_err(AdminError::Unauthorized)?;
     Ok(next.run(request).await)
 }
 

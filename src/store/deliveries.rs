@@ -3,6 +3,7 @@
 //! transaction the caller got from [`Store::read`] or [`Store::write`], so none touches redb on a
 //! tokio worker.
 
+use crate::events::read_event;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -144,12 +145,8 @@ pub fn outbox_page(
         let (key, value) = entry?;
         let (_, sequence) = key.value();
         let (attempts, next_attempt_at_ms) = value.value();
-        let event = event_record(&events, sequence)?;
-        let body = bodies
-            .get(sequence)?
-            .ok_or_else(|| StoreError::new(format!("event {sequence} has no body")))?
-            .value()
-            .to_vec();
+        let (event, body) = read_event(&events, &bodies, sequence)?
+            .ok_or_else(|| StoreError::new(format!("event {sequence} is missing")))?;
         rows.push(OutboxDelivery {
             sequence,
             attempts,
