@@ -68,29 +68,34 @@ pub struct JsonBody<T> {
     pub request: RequestIdentity,
 }
 
-/// What makes two requests "the same" for `Idempotency-Key`.
+/// A request's `Idempotency-Key`, if it sent one.
 #[derive(Debug, Clone)]
 pub struct RequestIdentity {
-    pub idempotency_key: Option<String>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The key, and what makes two requests under it "the same": method, path and body.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
     pub fingerprint: String,
 }
 
 impl RequestIdentity {
     fn of(parts: &Parts, body: &[u8]) -> Result<RequestIdentity, ApiError> {
-        let idempotency_key = match parts.headers.get("idempotency-key") {
-            None => None,
-            Some(v) => {
-                let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255);
-                Some(
-                    key.ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-                        )
-                    })?
-                    .to_owned(),
-                )
-            }
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            // No key, nothing to compare: the body is not hashed.
+            return Ok(RequestIdentity { idempotency: None });
         };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                )
+            })?;
         let mut hash = Sha256::new();
         hash.update(parts.method.as_str());
         hash.update(b" ");
@@ -98,8 +103,10 @@ impl RequestIdentity {
         hash.update(b"\n");
         hash.update(body);
         Ok(RequestIdentity {
-            idempotency_key,
-            fingerprint: hex::encode(hash.finalize()),
+            idempotency: Some(Idempotency {
+                key: key.to_owned(),
+                fingerprint: hex::encode(hash.finalize()),
+            }),
         })
     }
 }
@@ -186,15 +193,14 @@ where
         .store
         .write(move |tables| {
             into_job((|| {
-                let idempotency = request
-                    .idempotency_key
-                    .as_deref()
-                    .map(|key| (author.name.as_str(), key));
-                if let Some(id) = idempotency
-                    && let Some(stored) = tables.idempotency()?.get(id)?
+                let idempotency = request.idempotency.as_ref();
+                if let Some(idempotency) = idempotency
+                    && let Some(stored) = tables
+                        .idempotency()?
+                        .get((author.name.as_str(), idempotency.key.as_str()))?
                 {
                     let stored: StoredAnswer = serde_json::from_str(stored.value())?;
-                    if stored.fingerprint != request.fingerprint {
+                    if stored.fingerprint != idempotency.fingerprint {
                         return Err(Failure::Refused(ChangeError::IdempotencyConflict));
                     }
                     return Ok((stored.status, stored.body, Vec::new()));
@@ -205,13 +211,14 @@ where
                 let events = changes.into_events();
                 body.insert("events".into(), json!(events));
                 let body = Value::Object(body);
-                if let Some(id) = idempotency {
+                if let Some(idempotency) = idempotency {
                     let answer = StoredAnswer {
-                        fingerprint: request.fingerprint.clone(),
+                        fingerprint: idempotency.fingerprint.clone(),
                         status: status.as_u16(),
                         body: body.clone(),
                         at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
                     };
+                    let id = (author.name.as_str(), idempotency.key.as_str());
                     tables
                         .idempotency()?
                         .insert(id, serde_json::to_string(&answer)?.as_str())?;
