@@ -111,6 +111,44 @@ fn environment_for(file: &FlagFile, config: &Config) -> Result<u64, FlagFileErro
         })
 }
 
+/// What reading one flag file found.
+enum ReadFile {
+    /// The same bytes as last time.
+    Unchanged,
+    Read {
+        digest: [u8; 32],
+        parsed: Result<(FlagFile, u64), FlagFileError>,
+    },
+    Unreadable(FlagFileError),
+}
+
+/// Reads, hashes and (unless its bytes are `last_seen`) parses and checks one flag file.
+fn read_flag_file(path: &Path, last_seen: Option<[u8; 32]>, config: &Config) -> ReadFile {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return ReadFile::Unreadable(FlagFileError {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            });
+        }
+    };
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    if last_seen == Some(digest) {
+        return ReadFile::Unchanged;
+    }
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|_| FlagFileError {
+            path: path.to_path_buf(),
+            line: None,
+            message: "not UTF-8".into(),
+        })
+        .and_then(|text| parse(path, text))
+        .and_then(|file| environment_for(&file, config).map(|env| (file, env)));
+    ReadFile::Read { digest, parsed }
+}
+
 /// Applies the flag files of one directory, remembering what it last saw of each.
 pub struct FlagFiles {
     dir: PathBuf,
@@ -195,33 +233,31 @@ impl FlagFiles {
     }
 
     async fn apply_file(&mut self, path: &Path) -> FileOutcome {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                return FileOutcome::Invalid(FlagFileError {
+        // Reading, hashing and parsing a large file is seconds of blocking work: off the runtime.
+        let config = self.config.load_full();
+        let last_seen = self.seen.get(path).copied();
+        let (owned_path, read_config) = (path.to_path_buf(), config.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            read_flag_file(&owned_path, last_seen, &read_config)
+        })
+        .await;
+        let (digest, parsed) = match read {
+            Ok(ReadFile::Unchanged) => {
+                return FileOutcome::Unchanged {
                     path: path.to_path_buf(),
-                    line: None,
-                    message: format!("cannot read: {e}"),
-                });
+                };
+            }
+            Ok(ReadFile::Read { digest, parsed }) => (digest, parsed),
+            Ok(ReadFile::Unreadable(error)) => return FileOutcome::Invalid(error),
+            Err(panicked) => {
+                return FileOutcome::NotApplied {
+                    path: path.to_path_buf(),
+                    error: format!("reading the file failed: {panicked}"),
+                };
             }
         };
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        if self.seen.get(path) == Some(&digest) {
-            return FileOutcome::Unchanged {
-                path: path.to_path_buf(),
-            };
-        }
         // Remembered before applying: an invalid file is reported once, not on every pass.
         self.seen.insert(path.to_path_buf(), digest);
-        let config = self.config.load_full();
-        let parsed = std::str::from_utf8(&bytes)
-            .map_err(|_| FlagFileError {
-                path: path.to_path_buf(),
-                line: None,
-                message: "not UTF-8".into(),
-            })
-            .and_then(|text| parse(path, text))
-            .and_then(|file| environment_for(&file, &config).map(|env| (file, env)));
         let (file, env) = match parsed {
             Ok(parsed) => parsed,
             Err(error) => return FileOutcome::Invalid(error),
