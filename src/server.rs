@@ -106,7 +106,11 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
     dispatcher.shutdown().await;
+    drop(dispatcher);
     store.shutdown().await;
+    // The last handle closes the file, which flushes and syncs it: blocking work, so it is
+    // dropped on the blocking pool, and awaited so that the file is closed before `run` returns.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     tracing::info!("flagpost stopped; database closed");
     served.map_err(ServeError::Http)
 }

@@ -401,7 +401,13 @@ async fn failing_endpoints_end_delivered_or_dead_lettered_as_the_schedule_says()
         Hook::new("broken", broken.url("/")),
         Hook::new("comes-back", format!("http://{comes_back}/")),
     ];
-    let h = Harness::start(&hooks, fast_settings(3)).await;
+    // Retries far enough apart that the sink comes back (right after the second refused attempt
+    // is seen) well before the fourth and last attempt, however loaded the machine.
+    let settings = DeliveryConfig {
+        retry_schedule: vec![Duration::from_millis(400); 3],
+        ..fast_settings(3)
+    };
+    let h = Harness::start(&hooks, settings).await;
     let first = h.commit_event(r#"{"n":1}"#).await;
 
     // Refused connections count as failed attempts; the endpoint comes back before its schedule
