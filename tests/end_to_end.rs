@@ -5,14 +5,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
+
+#[path = "sidecar/common.rs"]
+#[allow(dead_code)]
+mod sidecar;
+use sidecar::{free_addr, send, wait_until};
 
 const TOKEN: &str = "e2e-token-0123456789";
 const SECRET: &str = "whsec_ZTJlIHNoYXJlZCBzZWNyZXQgZm9yIHRoZSB0ZXN0cw==";
@@ -62,59 +62,20 @@ fn start(binary: &Path, config: &Path) -> Running {
     )
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn send(method: Method, url: &str, body: Option<Value>) -> Option<(StatusCode, Value)> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {TOKEN}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .ok()?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await.ok()?.to_bytes();
-    Some((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The receiver's view of one flag in environment 1, if it has it.
 async fn receiver_flag(receiver: SocketAddr, name: &str) -> Option<Value> {
     let url = format!("http://{receiver}/v1/environments/1/flags/{name}");
-    match send(Method::GET, &url, None).await {
-        Some((StatusCode::OK, flag)) => Some(flag),
+    match send(Method::GET, &url, None, None, &[]).await {
+        Ok((StatusCode::OK, flag)) => Some(flag),
         _ => None,
     }
+}
+
+/// A request to flagpost's API with this test's token.
+async fn call(method: Method, url: &str, body: Value) -> (StatusCode, Value) {
+    let body = serde_json::to_vec(&body).unwrap();
+    send(method, url, Some(TOKEN), Some(body), &[])
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +146,7 @@ retry_secs = 1
     let _receiver = start(&receiver_binary(), &receiver_config);
 
     // The flag file's feature arrives (by bootstrap or by web hook, whichever is first).
-    eventually("the receiver has the flag file's feature", || async {
+    wait_until("the receiver has the flag file's feature", || async {
         receiver_flag(receiver, "from_file")
             .await
             .is_some_and(|f| f["value"] == 1)
@@ -193,23 +154,21 @@ retry_secs = 1
     .await;
 
     // A change through flagpost's API.
-    let created = send(
+    let created = call(
         Method::POST,
         &format!("http://{sidecar}/api/v1/features"),
-        Some(json!({"project": 1, "name": "from_api", "initial_value": "a"})),
+        json!({"project": 1, "name": "from_api", "initial_value": "a"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
-    let set = send(
+    let set = call(
         Method::PUT,
         &format!("http://{sidecar}/api/v1/environments/1/features/from_api/state"),
-        Some(json!({"enabled": true, "value": "b"})),
+        json!({"enabled": true, "value": "b"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(set.0, StatusCode::OK, "{}", set.1);
-    eventually("the API change reaches the receiver", || async {
+    wait_until("the API change reaches the receiver", || async {
         receiver_flag(receiver, "from_api")
             .await
             .is_some_and(|f| f["value"] == "b" && f["enabled"] == true)
@@ -220,7 +179,7 @@ retry_secs = 1
     let tmp = flags.join(".Development.toml.swp");
     std::fs::write(&tmp, "[features.from_file]\nenabled = false\nvalue = 2\n").unwrap();
     std::fs::rename(&tmp, flags.join("Development.toml")).unwrap();
-    eventually("the flag-file edit reaches the receiver", || async {
+    wait_until("the flag-file edit reaches the receiver", || async {
         receiver_flag(receiver, "from_file")
             .await
             .is_some_and(|f| f["value"] == 2 && f["enabled"] == false)
@@ -228,21 +187,16 @@ retry_secs = 1
     .await;
 
     // And the Flagsmith-SDK-compatible route sees the same.
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = Request::get(format!("http://{receiver}/api/v1/flags/"))
-        .header("x-environment-key", "dev-key")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = client
-        .request(request)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let flags: Value = serde_json::from_slice(&body).unwrap();
+    let (status, flags) = send(
+        Method::GET,
+        &format!("http://{receiver}/api/v1/flags/"),
+        None,
+        None,
+        &[("x-environment-key", "dev-key")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{flags}");
     let names: Vec<&str> = flags
         .as_array()
         .unwrap()
