@@ -204,7 +204,11 @@ impl DocumentClient {
         );
         let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = &settings.token {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {}", token.0));
+            let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.0))
+                .map_err(|_| BootstrapError::Transport("the token cannot go in a header".into()))?;
+            // Kept out of any debug output of the request.
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
         }
         let request = request
             .body(Empty::new())
