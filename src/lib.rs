@@ -1,17 +1,21 @@
 //! flagpost: keeps flag state and an outbox of flag events in one redb file, and posts signed
 //! Flagsmith-format web hooks to every subscribed endpoint until each has taken each event.
 //!
-//! The wire format ([`wire`]), signing ([`signing`]) and directory watching ([`watch`]) are shared
-//! with `flagpost-receiver`.
+//! The wire format ([`wire`]), signing ([`signing`]), directory watching ([`watch`]), configuration
+//! reload ([`reload`]), metrics set-up ([`metrics`]) and process set-up ([`process`]) are shared with
+//! `flagpost-receiver`.
 
 pub mod api;
 pub mod changes;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod document;
 pub mod events;
 pub mod flagfiles;
 pub mod metrics;
+pub mod process;
+pub mod reload;
 pub mod server;
 pub mod signing;
 pub mod store;

@@ -14,12 +14,12 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, AppState};
 use crate::changes::{ChangeError, Changes, into_job};
-use crate::config::Config;
+use crate::config::{Config, Fixed, Live};
 use crate::delivery::{DeliveryMetrics, Dispatcher, admin};
 use crate::flagfiles::FlagFiles;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
+use crate::reload::{ConfigWatch, ReloadTiming};
 use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
-use crate::watch::DirWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -34,7 +34,7 @@ pub enum ServeError {
 }
 
 /// Opens the store named by the configuration (blocking work, off the runtime's workers).
-pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+pub async fn open_store(config: &Fixed) -> Result<Store, StoreError> {
     let path = config.storage.path.clone();
     let options = StoreOptions {
         cache_size_bytes: config.storage.cache_size_mib << 20,
@@ -53,13 +53,16 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store = open_store(&config).await?;
+    let store = open_store(&config.fixed).await?;
     let config = Arc::new(ArcSwap::from_pointee(config));
     sync_environments(&store, &config.load_full())
         .await
         .map_err(ServeError::Sync)?;
-    let mut delivery_metrics = None;
-    let metrics = Metrics::new(|r| delivery_metrics = Some(DeliveryMetrics::register(r)));
+    let mut registry = metrics::registry();
+    let delivery_metrics = DeliveryMetrics::register(metrics::subsystem(&mut registry));
+    // The store's durable-commit latency registers here, once the store has it (see
+    // `metrics::register_commit_latency`): `flagpost_store_commit_duration_seconds`.
+    let metrics = Metrics::new(registry);
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
@@ -74,23 +77,35 @@ pub async fn run(
         Dispatcher::start(
             store.clone(),
             delivery_config_rx,
-            initial.delivery.clone(),
-            Arc::new(delivery_metrics.expect("registered by Metrics::new")),
+            initial.fixed.delivery.clone(),
+            Arc::new(delivery_metrics),
         )
         .await?,
     );
-    if initial.flag_files.enabled {
+    if initial.fixed.flag_files.enabled {
         let files = FlagFiles::new(
-            initial.flag_files.dir.clone(),
+            initial.fixed.flag_files.dir.clone(),
             store.clone(),
             config.clone(),
             metrics.clone(),
         );
         background.spawn(files.run(stop_rx.clone()));
     }
-    if let Some(path) = config_path.filter(|_| initial.reload.enabled) {
-        background.spawn(reload_config(
+    if let Some(path) = config_path.filter(|_| initial.fixed.reload.enabled) {
+        let timing = ReloadTiming {
+            debounce: initial.fixed.reload.debounce,
+            poll_every: initial.fixed.reload.poll_every,
+        };
+        // Started before serving, so that no edit made once `run` serves can be missed.
+        let watch = ConfigWatch::start(
             path,
+            initial.fixed.clone(),
+            timing,
+            metrics.reloads().clone(),
+        )
+        .await;
+        background.spawn(reload_config(
+            watch,
             state.clone(),
             delivery_config,
             stop_rx.clone(),
@@ -129,78 +144,32 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
         .map_err(|e: WriteError<ChangeError>| e.to_string())
 }
 
-/// Watches the configuration file's directory and swaps in each valid new configuration. The
-/// watch starts before this returns, so no edit made after `run` starts serving can be missed.
-fn reload_config(
-    path: PathBuf,
+/// Swaps in the live part of each valid new configuration (the fixed part keeps its running
+/// values), hands it to the dispatcher, and brings environments in line with it.
+async fn reload_config(
+    mut watch: ConfigWatch<Config>,
     state: AppState,
     lanes: watch::Sender<Arc<Config>>,
     mut stop: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (debounce, poll_every) = {
-        let config = state.config.load();
-        (config.reload.debounce, config.reload.poll_every)
-    };
-    let mut dir_watch = DirWatch::new(&dir, debounce, poll_every);
-    let mut last_text = std::fs::read(&path).ok();
-    async move {
-        loop {
-            tokio::select! {
-                _ = dir_watch.changed() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
-            let text = std::fs::read(&path).ok();
-            tracing::debug!(
-                changed = (text != last_text),
-                "configuration directory woke"
-            );
-            if text == last_text {
-                continue;
-            }
-            last_text = text;
-            apply_reload(&path, &state, &lanes).await;
-        }
-    }
-}
-
-async fn apply_reload(
-    path: &std::path::Path,
-    state: &AppState,
-    lanes: &watch::Sender<Arc<Config>>,
 ) {
-    match Config::load(Some(path)) {
-        Err(error) => {
-            state.metrics.config_reload("invalid");
-            tracing::error!(%error, "configuration not reloaded; the last good one stays in force");
-        }
-        Ok(mut next) => {
-            let current = state.config.load_full();
-            let fixed = current.needs_restart(&next);
-            if !fixed.is_empty() {
-                state.metrics.config_reload("needs_restart");
-                tracing::warn!(fields = ?fixed,
-                    "these settings change only on restart; the running values stay");
-                next.listen = current.listen;
-                next.storage = current.storage.clone();
-                next.flag_files.dir = current.flag_files.dir.clone();
-                next.flag_files.enabled = current.flag_files.enabled;
-                next.delivery = current.delivery.clone();
+    loop {
+        let live: Live = tokio::select! {
+            live = watch.next_live() => live,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let next = Arc::new(Config {
+            fixed: state.config.load().fixed.clone(),
+            live,
+        });
+        state.config.store(next.clone());
+        // The dispatcher starts, stops and reconfigures lanes from this.
+        lanes.send_replace(next.clone());
+        match sync_environments(&state.store, &next).await {
+            Ok(()) => {
+                state.metrics.reloads().applied();
+                tracing::info!("configuration reloaded");
             }
-            let next = Arc::new(next);
-            state.config.store(next.clone());
-            // The dispatcher starts, stops and reconfigures lanes from this.
-            lanes.send_replace(next.clone());
-            match sync_environments(&state.store, &next).await {
-                Ok(()) => {
-                    state.metrics.config_reload("applied");
-                    tracing::info!("configuration reloaded");
-                }
-                Err(error) => tracing::error!(%error, "environments not synced after reload"),
-            }
+            Err(error) => tracing::error!(%error, "environments not synced after reload"),
         }
     }
 }
@@ -212,7 +181,7 @@ async fn prune_idempotency(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let retention = state.config.load().storage.idempotency_retention;
+        let retention = state.config.load().idempotency_retention;
         match api::request::prune_idempotency(&state, retention.as_millis() as u64).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency answers pruned"),
             Err(error) => tracing::warn!(%error, "idempotency answers not pruned"),

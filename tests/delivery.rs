@@ -1122,7 +1122,7 @@ async fn the_admin_api_refuses_bad_requests_with_a_clear_error_and_changes_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_and_replays_through_the_running_sidecar() {
-    use flagpost::delivery::cli::{CliError, DeliveriesArgs, DeliveriesCommand, run};
+    use flagpost::cli::deliveries::{CliError, DeliveriesArgs, DeliveriesCommand, run};
     let mut hook = Hook::new("held", "http://127.0.0.1:9/".into());
     hook.enabled = false;
     let h = Harness::start(&[hook], fast_settings(3)).await;

@@ -70,11 +70,14 @@ pub async fn run(
         tokio::task::spawn_blocking(move || writer::start(&storage_path, cache_bytes))
             .await
             .expect("the storage start-up task does not panic")?;
+    let registry = metrics::registry();
+    // The writer's durable-commit latency registers here, once the writer has it
+    // (`flagpost::metrics::register_commit_latency`): `flagpost_receiver_store_commit_duration_seconds`.
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
         writer,
-        metrics: metrics::Metrics::default(),
+        metrics: metrics::Metrics::new(registry),
         documents: bootstrap::DocumentClient::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");

@@ -1,11 +1,12 @@
-//! The `flagpost-receiver` binary: argument parsing, logging, signals. Everything else is in the
-//! library.
+//! The `flagpost-receiver` binary: argument parsing. Logging and signals are set up as the
+//! sidecar's are ([`flagpost::process`]); everything else is in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use flagpost::process::{init_logging, shutdown_signal};
 use flagpost_receiver::config::Config;
 
 #[derive(Parser)]
@@ -34,12 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match Cli::parse().command {
         Command::Check { config } => match Config::load(&config) {
             Ok(_) => {
@@ -77,21 +73,4 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         flagpost_receiver::run(listener, config, config_path, shutdown_signal()).await?;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
 }

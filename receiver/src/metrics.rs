@@ -1,119 +1,131 @@
 //! Prometheus metrics. Labels carry reasons, outcomes and environment ids, never a secret or a
 //! request's content.
+//!
+//! The receiver has one registry ([`registry`]), built at start and handed to [`Metrics::new`],
+//! each subsystem's metrics in a sub-registry of their own. Label sets are derived types whose
+//! values are borrowed, so that counting a request allocates nothing once its series exists.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use flagpost::metrics::subsystem;
+use flagpost::reload::ReloadMetrics;
+
 use crate::cache::FlagCache;
 
-use std::borrow::Cow;
+/// The receiver's registry: every metric is named `flagpost_receiver_*`.
+pub fn registry() -> Registry {
+    Registry::with_prefix("flagpost_receiver")
+}
 
-/// One label; its value borrowed when static, so that counting a request allocates nothing.
-type Labels = [(&'static str, Cow<'static, str>); 1];
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
 
-fn label(name: &'static str, value: impl Into<Cow<'static, str>>) -> Labels {
-    [(name, value.into())]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvironmentLabels {
+    environment: u64,
 }
 
 pub struct Metrics {
     registry: Registry,
-    refused: Family<Labels, Counter>,
-    accepted: Family<Labels, Counter>,
-    data_age: Family<Labels, Gauge>,
-    config_reloads: Family<Labels, Counter>,
-    bootstraps: Family<Labels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+    accepted: Family<OutcomeLabels, Counter>,
+    data_age: Family<EnvironmentLabels, Gauge>,
+    reloads: ReloadMetrics,
+    bootstraps: Family<ResultLabels, Counter>,
 }
 
-/// Creates a metric family and registers it.
-fn register<M: Default + Clone + std::fmt::Debug + Send + Sync + 'static>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-) -> Family<Labels, M>
-where
-    Family<Labels, M>: prometheus_client::registry::Metric,
-{
-    let family = Family::<Labels, M>::default();
-    registry.register(name, help, family.clone());
-    family
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("flagpost_receiver");
-        let refused = register(
-            &mut registry,
+impl Metrics {
+    /// Registers the receiver's metrics in `registry` (in which the writer's are registered) and
+    /// keeps it for [`Metrics::render`].
+    pub fn new(mut registry: Registry) -> Metrics {
+        let intake = subsystem(&mut registry);
+        let refused = Family::default();
+        intake.register(
             "webhooks_refused",
             "Web hooks refused, by reason; the cache is unchanged by each",
+            refused.clone(),
         );
-        let accepted = register(
-            &mut registry,
+        let accepted = Family::default();
+        intake.register(
             "webhooks_accepted",
             "Web hooks acknowledged after a durable commit, by outcome",
+            accepted.clone(),
         );
-        let data_age = register(
-            &mut registry,
+        let data_age = Family::default();
+        subsystem(&mut registry).register(
             "environment_data_age_seconds",
             "Seconds since the environment last took a change or a document",
+            data_age.clone(),
         );
-        let config_reloads = register(
-            &mut registry,
-            "config_reloads",
-            "Configuration reloads, by result (applied, invalid, needs_restart)",
-        );
-        let bootstraps = register(
-            &mut registry,
+        let reloads = ReloadMetrics::register(subsystem(&mut registry));
+        let bootstraps = Family::default();
+        subsystem(&mut registry).register(
             "bootstraps",
             "Environment documents loaded from flagpost, by result",
+            bootstraps.clone(),
         );
         Metrics {
             registry,
             refused,
             accepted,
             data_age,
-            config_reloads,
+            reloads,
             bootstraps,
         }
     }
-}
 
-impl Metrics {
     pub fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&label("reason", reason)).inc();
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn accepted(&self, outcome: &'static str) {
         self.accepted
-            .get_or_create(&label("outcome", outcome))
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 
-    pub fn config_reload(&self, result: &'static str) {
-        self.config_reloads
-            .get_or_create(&label("result", result))
-            .inc();
+    /// Configuration reloads, counted by the reload helper and by [`crate::reload`].
+    pub fn reloads(&self) -> &ReloadMetrics {
+        &self.reloads
     }
 
     pub fn bootstrap(&self, result: &'static str) {
         self.bootstraps
-            .get_or_create(&label("result", result))
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 
     /// The text exposition, with each environment's data age computed now.
     pub fn render(&self, cache: &FlagCache, now_unix: i64) -> String {
-        for (id, env) in cache.envs() {
+        for (environment, env) in cache.envs() {
             if let Some(at) = env.refreshed_at {
                 self.data_age
-                    .get_or_create(&label("environment", id.to_string()))
+                    .get_or_create(&EnvironmentLabels { environment })
                     .set(now_unix.saturating_sub(at));
             }
         }
         let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        if let Err(error) = encode(&mut text, &self.registry) {
+            // Writing to a String does not fail; a metric whose encoding does is a bug to see.
+            tracing::error!(%error, "metrics not encoded");
+        }
         text
     }
 }

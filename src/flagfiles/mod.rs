@@ -178,7 +178,10 @@ impl FlagFiles {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let (debounce, poll_every) = {
             let config = self.config.load();
-            (config.flag_files.debounce, config.flag_files.poll_every)
+            (
+                config.fixed.flag_files.debounce,
+                config.fixed.flag_files.poll_every,
+            )
         };
         let mut dir_watch = DirWatch::new(&self.dir, debounce, poll_every);
         loop {

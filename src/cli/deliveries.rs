@@ -1,8 +1,7 @@
 //! `flagpost deliveries ...`: the admin API from the command line. The running sidecar holds the
 //! database (redb allows one process), so the CLI asks it over HTTP with an API token.
 //!
-//! The binary adds one subcommand: `Deliveries(flagpost::delivery::cli::DeliveriesArgs)`, run with
-//! `cli::run(args)`, which returns the answer's JSON to print.
+//! [`run`] returns the answer's JSON, which the command prints.
 
 use bytes::Bytes;
 use http::{Method, Request};

@@ -1,0 +1,229 @@
+//! Where events go and where relayed ones come from: environments and their web hooks, audit-log
+//! web hooks, and relay sources, validated with every problem collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::file::{RawEnvironment, RawRelaySource, RawWebhook};
+use crate::signing::Secret;
+use crate::wire::EventType;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: u64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub id: u64,
+    pub name: String,
+    pub api_key: String,
+    pub project: u64,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// An endpoint that receives web hooks. `name` is its stable identity: the outbox is keyed by it,
+/// so a changed URL or rotated secret keeps every pending delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub name: String,
+    pub url: http::Uri,
+    pub secrets: Vec<Secret>,
+    pub enabled: bool,
+    pub events: BTreeSet<String>,
+    pub ordered: bool,
+    pub max_in_flight: Option<usize>,
+}
+
+impl Webhook {
+    pub fn wants(&self, event_type: &EventType) -> bool {
+        self.events.contains(event_type.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySource {
+    pub name: String,
+    pub secret: Secret,
+    pub environment: u64,
+}
+
+/// Validates the environments and their web hooks; `webhook_names` collects every endpoint's
+/// name, which must be unique across environments and audit-log web hooks alike.
+pub(super) fn environments(
+    raw: &[RawEnvironment],
+    projects: &BTreeMap<u64, Project>,
+    webhook_names: &mut BTreeSet<String>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<u64, Environment> {
+    let mut environments = BTreeMap::new();
+    let mut env_names = BTreeSet::new();
+    for (i, e) in raw.iter().enumerate() {
+        let at = format!("environments[{i}] ({})", e.name);
+        if !is_file_safe(&e.name) {
+            problems.push(format!(
+                "{at}: name must be letters, digits, '-' or '_' (it names the flag file)"
+            ));
+        }
+        if !env_names.insert(e.name.clone()) {
+            problems.push(format!("{at}: name is used twice"));
+        }
+        if !projects.contains_key(&e.project) {
+            problems.push(format!("{at}: project {} is not in projects", e.project));
+        }
+        if e.api_key.is_empty() {
+            problems.push(format!("{at}: api_key is empty"));
+        }
+        let webhooks = e
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter_map(|(j, w)| {
+                let at = format!("{at}.webhooks[{j}]");
+                let default_events = ["FLAG_UPDATED", "FLAG_DELETED"];
+                webhook(w, &at, &default_events, webhook_names, problems)
+            })
+            .collect();
+        let env = Environment {
+            id: e.id,
+            name: e.name.clone(),
+            api_key: e.api_key.clone(),
+            project: e.project,
+            webhooks,
+        };
+        if environments.insert(e.id, env).is_some() {
+            problems.push(format!("{at}: id {} is used twice", e.id));
+        }
+    }
+    environments
+}
+
+/// Validates the audit-log web hooks (by default they take `AUDIT_LOG_CREATED` only).
+pub(super) fn audit_webhooks(
+    raw: &[RawWebhook],
+    webhook_names: &mut BTreeSet<String>,
+    problems: &mut Vec<String>,
+) -> Vec<Webhook> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(j, w)| {
+            let at = format!("audit_webhooks[{j}]");
+            webhook(w, &at, &["AUDIT_LOG_CREATED"], webhook_names, problems)
+        })
+        .collect()
+}
+
+/// Validates the relay sources and resolves their secrets.
+pub(super) fn relay_sources(
+    raw: &[RawRelaySource],
+    environments: &BTreeMap<u64, Environment>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, RelaySource> {
+    let mut relay_sources = BTreeMap::new();
+    for (i, r) in raw.iter().enumerate() {
+        let at = format!("relay[{i}] ({})", r.name);
+        if !is_file_safe(&r.name) {
+            problems.push(format!(
+                "{at}: name must be letters, digits, '-' or '_' (it is part of the URL)"
+            ));
+        }
+        if !environments.contains_key(&r.environment) {
+            problems.push(format!(
+                "{at}: environment {} is not in environments",
+                r.environment
+            ));
+        }
+        match r
+            .secret
+            .resolve()
+            .and_then(|s| Secret::new(s).map_err(|e| e.to_string()))
+        {
+            Ok(secret) => {
+                let source = RelaySource {
+                    name: r.name.clone(),
+                    secret,
+                    environment: r.environment,
+                };
+                if relay_sources.insert(r.name.clone(), source).is_some() {
+                    problems.push(format!("{at}: name is used twice"));
+                }
+            }
+            Err(e) => problems.push(format!("{at}.secret: {e}")),
+        }
+    }
+    relay_sources
+}
+
+fn webhook(
+    w: &RawWebhook,
+    at: &str,
+    default_events: &[&str],
+    names: &mut BTreeSet<String>,
+    problems: &mut Vec<String>,
+) -> Option<Webhook> {
+    let before = problems.len();
+    if !names.insert(w.name.clone()) {
+        problems.push(format!(
+            "{at}: webhook name {:?} is used twice (names key the outbox)",
+            w.name
+        ));
+    }
+    if w.name.is_empty() || w.name.len() > 200 {
+        problems.push(format!("{at}: name must be 1 to 200 characters"));
+    }
+    let url = match w.url.parse::<http::Uri>() {
+        Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => {
+            Some(url)
+        }
+        _ => {
+            problems.push(format!(
+                "{at}: url {:?} is not an http:// or https:// URL",
+                w.url
+            ));
+            None
+        }
+    };
+    let mut secrets = Vec::new();
+    for (k, s) in w.secrets.iter().enumerate() {
+        match s
+            .resolve()
+            .and_then(|s| Secret::new(s).map_err(|e| e.to_string()))
+        {
+            Ok(secret) => secrets.push(secret),
+            Err(e) => problems.push(format!("{at}.secrets[{k}]: {e}")),
+        }
+    }
+    let events: BTreeSet<String> = match &w.events {
+        Some(events) => events.iter().cloned().collect(),
+        None => default_events.iter().map(|s| s.to_string()).collect(),
+    };
+    for event in &events {
+        if let EventType::Other(other) = EventType::parse(event) {
+            problems.push(format!(
+                "{at}.events: {other:?} is not FLAG_UPDATED, FLAG_DELETED or AUDIT_LOG_CREATED"
+            ));
+        }
+    }
+    if w.max_in_flight == Some(0) {
+        problems.push(format!("{at}: max_in_flight must be at least 1"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(Webhook {
+        name: w.name.clone(),
+        url: url?,
+        secrets,
+        enabled: w.enabled,
+        events,
+        ordered: w.ordered,
+        max_in_flight: w.max_in_flight,
+    })
+}
+
+fn is_file_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
