@@ -170,13 +170,22 @@ mod tests {
         let metrics = Metrics::new(registry());
         metrics.refused("api", "unauthorized");
         metrics.flag_file("applied");
+        let event = crate::store::CommittedEvent {
+            id: "e1".to_owned(),
+            sequence: 1,
+            event_type: "FLAG_UPDATED".to_owned(),
+        };
+        metrics.change_committed("api", &[event]);
+        metrics.reloads().applied();
         let text = metrics.render();
         for line in [
+            "flagpost_changes_total{source=\"api\"} 1",
+            "flagpost_events_total{type=\"FLAG_UPDATED\"} 1",
+            "flagpost_config_reloads_total{result=\"applied\"} 1",
             "flagpost_refused_total{source=\"api\",reason=\"unauthorized\"} 1",
             "flagpost_flag_files_total{outcome=\"applied\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
-        assert_eq!(event_type_label("FLAG_DELETED"), "FLAG_DELETED");
     }
 }

@@ -78,7 +78,53 @@ pub enum CliError {
 
 /// Runs one command against the sidecar and returns its answer, pretty-printed JSON.
 pub async fn run(args: DeliveriesArgs) -> Result<String, CliError> {
-    let (method, path, body) = match args.command {
+    let (method, path, body) = admin_request(args.command)?;
+    let url = format!("{}/api/v1/admin{path}", args.url.trim_end_matches('/'));
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| CliError::BadUrl(args.url.clone()))?;
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", args.token),
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .map_err(|_| CliError::BadToken)?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| CliError::Unreachable(e.to_string()))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| CliError::Unreachable(e.to_string()))?
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if !status.is_success() {
+        let message = answer["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| answer.to_string());
+        return Err(CliError::Refused {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    Ok(serde_json::to_string_pretty(&answer).expect("a JSON value serialises"))
+}
+
+/// The admin API's method, path (with its query) and body for one command.
+fn admin_request(command: DeliveriesCommand) -> Result<(Method, String, Option<Value>), CliError> {
+    Ok(match command {
         DeliveriesCommand::Pending {
             endpoint,
             after,
@@ -141,48 +187,7 @@ pub async fn run(args: DeliveriesArgs) -> Result<String, CliError> {
                 Some(filter),
             )
         }
-    };
-    let url = format!("{}/api/v1/admin{path}", args.url.trim_end_matches('/'));
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| CliError::BadUrl(args.url.clone()))?;
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", args.token),
-        )
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .map_err(|_| CliError::BadToken)?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| CliError::Unreachable(e.to_string()))?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| CliError::Unreachable(e.to_string()))?
-        .to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    if !status.is_success() {
-        let message = answer["error"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| answer.to_string());
-        return Err(CliError::Refused {
-            status: status.as_u16(),
-            message,
-        });
-    }
-    Ok(serde_json::to_string_pretty(&answer).expect("a JSON value serialises"))
+    })
 }
 
 /// `?a=1&b=2` from the parameters that are set, each value percent-encoded.

@@ -1,6 +1,7 @@
-//! Delivery metrics, registered in a prometheus-client registry that the HTTP layer serves at
-//! `/metrics`. Labels are endpoint names and fixed words only: never a URL (it may carry
-//! credentials) and never anything derived from a secret.
+//! Delivery metrics, registered in delivery's sub-registry of the sidecar's one registry, which the
+//! HTTP layer serves at `/metrics`. Labels are endpoint names and fixed words only: never a URL (it
+//! may carry credentials) and never anything derived from a secret. A lane resolves its endpoint's
+//! series once (`DeliveryMetrics::for_endpoint`), so that an attempt counts without a lookup.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -63,8 +64,9 @@ impl Default for DeliveryMetrics {
 }
 
 impl DeliveryMetrics {
-    /// Makes the metrics and registers them in `registry` (the sidecar's, which adds the
-    /// `flagpost_` prefix). Configuration reloads are counted by the sidecar's own metrics.
+    /// Makes the metrics and registers them in `registry`: delivery's sub-registry of the
+    /// sidecar's registry, which names them `flagpost_*`. Configuration reloads are counted by
+    /// the sidecar's own metrics.
     pub fn register(registry: &mut Registry) -> DeliveryMetrics {
         let metrics = DeliveryMetrics::default();
         let r = registry;
