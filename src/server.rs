@@ -92,18 +92,8 @@ pub async fn run(
         background.spawn(files.run(stop_rx.clone()));
     }
     if let Some(path) = config_path.filter(|_| initial.fixed.reload.enabled) {
-        let timing = ReloadTiming {
-            debounce: initial.fixed.reload.debounce,
-            poll_every: initial.fixed.reload.poll_every,
-        };
         // Started before serving, so that no edit made once `run` serves can be missed.
-        let watch = ConfigWatch::start(
-            path,
-            initial.fixed.clone(),
-            timing,
-            metrics.reloads().clone(),
-        )
-        .await;
+        let watch = watch_config(path, &initial.fixed, &metrics).await;
         background.spawn(reload_config(
             watch,
             state.clone(),
@@ -142,6 +132,14 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
         })
         .await
         .map_err(|e: WriteError<ChangeError>| e.to_string())
+}
+
+async fn watch_config(path: PathBuf, running: &Fixed, metrics: &Metrics) -> ConfigWatch<Config> {
+    let timing = ReloadTiming {
+        debounce: running.reload.debounce,
+        poll_every: running.reload.poll_every,
+    };
+    ConfigWatch::start(path, running.clone(), timing, metrics.reloads().clone()).await
 }
 
 /// Swaps in the live part of each valid new configuration (the fixed part keeps its running
