@@ -5,10 +5,9 @@
 //! printed as a Markdown table row for the README. `FLAGPOST_BENCH_SECONDS` sets each wrk run's
 //! length (default 10).
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,19 +15,25 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+
+#[path = "../tests/support/config.rs"]
+#[allow(dead_code)]
+mod config;
+#[path = "../tests/support/process.rs"]
+#[allow(dead_code)]
+mod process;
+#[allow(dead_code)]
+mod support;
+use config::SidecarConfig;
+use process::{Running, free_addr};
+use support::{CommitWatch, SIDECAR_COMMITS, Wrk, row};
 
 const TOKEN: &str = "bench-token-0123456789";
 
 fn main() {
-    let seconds: u64 = std::env::var("FLAGPOST_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("wrk is needed: apt-get install wrk");
-        std::process::exit(2);
-    }
+    let seconds = support::env_number("FLAGPOST_BENCH_SECONDS", 10);
+    support::require_wrk();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,42 +53,49 @@ fn main() {
     // flagpost, the real binary, on its own port and file.
     let mut daemon = Daemon::start(work.path());
     runtime.block_on(daemon.prepare());
+    let commits = daemon.watch_commits();
     let durable = wrk(daemon.addr, 64, seconds, &script);
     row(
         "flagpost durable changes, wrk, 64 connections",
         format!(
-            "{durable:.0} changes/s ({:.0}% of the ceiling)",
-            100.0 * durable / ceiling
+            "{durable:.0} changes/s ({:.0}% of the ceiling; {})",
+            100.0 * durable / ceiling,
+            commits.note(Some(64))
         ),
     );
     row(
         "flagpost peak RSS after the 64-connection run",
         format!("{} MiB", daemon.peak_rss_mib()),
     );
+    let commits = daemon.watch_commits();
     let single = wrk(daemon.addr, 1, seconds, &script);
     row(
         "flagpost durable changes, 1 connection",
-        format!("{single:.0} changes/s"),
+        format!("{single:.0} changes/s ({})", commits.note(Some(1))),
     );
     // The runs above leave a few hundred MB to write back; an fsync queued behind that writeback
     // measures the disk's backlog, not flagpost.
     Command::new("sync").status().expect("run sync");
+    let commits = daemon.watch_commits();
     let (p50, p99) = runtime.block_on(latency_at_rate(daemon.addr, 1000, seconds));
     row(
         "acknowledgement latency at 1,000 changes/s (p50 / p99)",
         format!(
-            "{:.2} ms / {:.2} ms",
+            "{:.2} ms / {:.2} ms ({})",
             p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            commits.note(None)
         ),
     );
+    let commits = daemon.watch_commits();
     let (changes, elapsed) = runtime.block_on(daemon.apply_big_flag_file(100, 1000));
     row(
         "flag file of 100,000 changes (100 features x 1,000 identity overrides), applied in one transaction",
         format!(
-            "{:.1} s, {:.0} changes/s",
+            "{:.1} s, {:.0} changes/s ({})",
             elapsed.as_secs_f64(),
-            changes as f64 / elapsed.as_secs_f64()
+            changes as f64 / elapsed.as_secs_f64(),
+            commits.note(None)
         ),
     );
     row(
@@ -97,11 +109,6 @@ fn main() {
         "redb file after 1,000,000 events (500,000 changes, 1 endpoint's outbox rows pending)",
         format!("{} MiB ({events} events)", bytes >> 20),
     );
-}
-
-fn row(what: &str, result: String) {
-    println!("| {what} | {result} |");
-    std::io::stdout().flush().unwrap();
 }
 
 /// Each request a new change: a fresh identity override per request, per connection.
@@ -131,51 +138,29 @@ end
     path
 }
 
-/// Runs wrk and returns requests per second; panics if any request failed.
+/// wrk with the change script; returns requests per second.
 fn wrk(addr: SocketAddr, connections: usize, seconds: u64, script: &Path) -> f64 {
-    let threads = connections.min(2).to_string();
-    let output = Command::new("wrk")
-        .args(["-t", &threads, "-c", &connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "-s"])
-        .arg(script)
-        .arg(format!("http://{addr}/"))
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        !text.contains("Non-2xx"),
-        "wrk saw failed requests:\n{text}"
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk output:\n{text}"))
+    Wrk::new(connections, seconds)
+        .script(script)
+        .run(&format!("http://{addr}/"))
 }
 
+/// The ceiling: answers `{}` to everything, on this bench's runtime.
 async fn start_minimal_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |request: Request<hyper::body::Incoming>| async move {
-                        let _ = request.into_body().collect().await;
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(support::serve_minimal(
+        listener,
+        |request: Request<hyper::body::Incoming>| async move {
+            let _ = request.into_body().collect().await;
+            Response::new(Full::new(Bytes::from_static(b"{}")))
+        },
+    ));
     addr
 }
 
 struct Daemon {
-    child: Child,
+    process: Running,
     addr: SocketAddr,
     dir: PathBuf,
 }
@@ -183,47 +168,21 @@ struct Daemon {
 impl Daemon {
     fn start(work: &Path) -> Daemon {
         let dir = work.join("daemon");
-        std::fs::create_dir_all(dir.join("flags")).unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = dir.join("flagpost.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-listen = "{addr}"
-[storage]
-path = "{db}"
-[flag_files]
-dir = "{flags}"
-poll_every = "3600s"
-[api]
-tokens = [{{ name = "bench", token = {{ value = "{TOKEN}" }} }}]
-[[environments]]
-id = 1
-name = "Development"
-api_key = "k"
-project = 1
-[[environments.webhooks]]
-name = "parked"
-url = "http://127.0.0.1:9/"
-enabled = false
-"#,
-                db = dir.join("flagpost.redb").display(),
-                flags = dir.join("flags").display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flagpost"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, addr, dir }
+        let addr = free_addr();
+        let config = SidecarConfig::new(&dir, addr)
+            .flag_files(None, "3600s")
+            .token("bench", None, TOKEN)
+            .api_key("k")
+            .parked_webhook("parked", "http://127.0.0.1:9/")
+            .write();
+        let binary = Path::new(env!("CARGO_BIN_EXE_flagpost"));
+        let process = Running::serve(binary, &config, "warn", false);
+        Daemon { process, addr, dir }
+    }
+
+    /// Reads the writer's commit latency now, to describe the phase that follows.
+    fn watch_commits(&self) -> CommitWatch {
+        CommitWatch::start(self.addr, SIDECAR_COMMITS)
     }
 
     /// Waits for the daemon and creates feature 1, which the wrk script overrides.
@@ -247,13 +206,7 @@ enabled = false
     }
 
     fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib / 1024
+        support::peak_rss_mib(self.process.id())
     }
 
     /// Writes a flag file with `features` x `identities` overrides and times it until applied.
@@ -301,11 +254,7 @@ enabled = false
     }
 
     fn stop(&mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap();
+        self.process.terminate();
     }
 }
 

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +27,11 @@ use flagpost::store::{Author, Store, StoreOptions, Tables};
 use flagpost::wire::EventType;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+
+#[allow(dead_code)]
+mod support;
+use support::{CommitHistogram, Wrk, commit_note, env_number, ms, percentile, row};
 
 const RECOVERY_MODE: &str = "FLAGPOST_BENCH_RECOVERY_DB";
 
@@ -42,10 +44,7 @@ fn main() {
     let backlog: u64 = env_number("FLAGPOST_BENCH_BACKLOG", 1_000_000);
     // Requests in flight in the throughput phase; the target is set for 8.
     let in_flight = env_number("FLAGPOST_BENCH_IN_FLIGHT", 8) as usize;
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("wrk is needed: apt-get install wrk");
-        std::process::exit(2);
-    }
+    support::require_wrk();
     let body = Bytes::from(
         std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -63,7 +62,9 @@ fn main() {
     let runs = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     println!("| measurement | result |\n| --- | --- |");
 
-    let ceiling = wrk(sink.addr, in_flight, seconds, &body, work.path());
+    let ceiling = Wrk::new(in_flight, seconds)
+        .script(&support::post_script(work.path(), &body))
+        .run(&format!("http://{}/ceiling", sink.addr));
     row(
         &format!(
             "sink ceiling: minimal hyper server, wrk POSTing the same body, {in_flight} connections"
@@ -76,10 +77,16 @@ fn main() {
             // Latency from acknowledgement (durable commit) to the sink's receipt at 1,000 changes/s.
             let bench = Bench::open(work.path(), "latency", &sink, 1).await;
             let dispatcher = bench.start(DeliveryConfig::default()).await;
+            let commits = bench.commits();
             let (p50, p99, n) = bench.latency_at_rate(1000, seconds, &body).await;
             row(
                 "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)",
-                format!("{} / {} ({n} deliveries)", ms(p50), ms(p99)),
+                format!(
+                    "{} / {} ({n} deliveries; {})",
+                    ms(p50),
+                    ms(p99),
+                    bench.commit_note(commits.as_ref(), None)
+                ),
             );
             dispatcher.shutdown().await;
             bench.store.shutdown().await;
@@ -96,10 +103,16 @@ fn main() {
                 "fan-out: one change to 100 endpoints, acknowledgement to the 100th receipt",
                 ms(acked.elapsed()),
             );
+            let commits = bench.commits();
             let (p50, p99, n) = bench.latency_at_rate(100, seconds, &body).await;
             row(
                 "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)",
-                format!("{} / {} ({n} deliveries)", ms(p50), ms(p99)),
+                format!(
+                    "{} / {} ({n} deliveries; {})",
+                    ms(p50),
+                    ms(p99),
+                    bench.commit_note(commits.as_ref(), None)
+                ),
             );
             dispatcher.shutdown().await;
             bench.store.shutdown().await;
@@ -117,6 +130,7 @@ fn main() {
                 max_in_flight: in_flight,
                 ..DeliveryConfig::default()
             };
+            let commits = bench.commits();
             let dispatcher = bench.start(settings).await;
             bench.wait_until_recorded(&dispatcher).await;
             let elapsed = started.elapsed();
@@ -124,9 +138,10 @@ fn main() {
             row(
                 &format!("flagpost signed deliveries, 1 endpoint, {in_flight} in flight, every outcome durably recorded"),
                 format!(
-                    "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling)",
+                    "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling; {})",
                     elapsed.as_secs_f64(),
-                    100.0 * rate / ceiling
+                    100.0 * rate / ceiling,
+                    bench.commit_note(commits.as_ref(), Some(in_flight))
                 ),
             );
             dispatcher.shutdown().await;
@@ -165,55 +180,6 @@ fn flush_writeback() {
     let _ = Command::new("sync").status();
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn row(what: &str, result: String) {
-    println!("| {what} | {result} |");
-    std::io::stdout().flush().unwrap();
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
-}
-
-/// wrk POSTing `body` with the same content type; returns requests per second.
-fn wrk(addr: SocketAddr, connections: usize, seconds: u64, body: &[u8], dir: &Path) -> f64 {
-    let script = dir.join("post.lua");
-    let escaped = String::from_utf8_lossy(body)
-        .replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('"', "\\\"");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = \"{escaped}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        ),
-    )
-    .unwrap();
-    let output = Command::new("wrk")
-        .args(["-t", "2", "-c", &connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "-s"])
-        .arg(&script)
-        .arg(format!("http://{addr}/ceiling"))
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(!text.contains("Non-2xx"), "wrk saw failures:\n{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk output:\n{text}"))
-}
-
 /// The minimal sink: answers 200 to everything, notes when each sequence arrived. Runs on a
 /// single-threaded runtime of its own thread, for the ceiling and for flagpost alike.
 struct Sink {
@@ -228,52 +194,30 @@ impl Sink {
 
     fn start_on(addr: SocketAddr) -> Sink {
         let arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
-
-        let listener = std::net::TcpListener::bind(addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let a = arrivals.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let (stream, _) = listener.accept().await.unwrap();
-                    let a = a.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(
-                            move |request: Request<hyper::body::Incoming>| {
-                                let a = a.clone();
-                                async move {
-                                    let sequence = request
-                                        .headers()
-                                        .get("x-flagpost-sequence")
-                                        .and_then(|v| v.to_str().ok())
-                                        .and_then(|v| v.parse::<u64>().ok());
-                                    let _ = request.into_body().collect().await;
-                                    if let Some(sequence) = sequence {
-                                        a.lock()
-                                            .unwrap()
-                                            .entry(sequence)
-                                            .or_default()
-                                            .push(Instant::now());
-                                    }
-                                    Ok::<_, Infallible>(Response::new(Full::new(
-                                        Bytes::from_static(b"ok"),
-                                    )))
-                                }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+        let noted = arrivals.clone();
+        let addr = support::serve_minimal_on_thread(
+            addr,
+            move |request: Request<hyper::body::Incoming>| {
+                let noted = noted.clone();
+                async move {
+                    let sequence = request
+                        .headers()
+                        .get("x-flagpost-sequence")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    let _ = request.into_body().collect().await;
+                    if let Some(sequence) = sequence {
+                        noted
+                            .lock()
+                            .unwrap()
+                            .entry(sequence)
+                            .or_default()
+                            .push(Instant::now());
+                    }
+                    Response::new(Full::new(Bytes::from_static(b"ok")))
                 }
-            });
-        });
+            },
+        );
         Sink { addr, arrivals }
     }
 
@@ -321,6 +265,18 @@ impl Bench {
             endpoints,
             sink_arrivals: sink.arrivals.clone(),
         }
+    }
+
+    /// The store writer's commit latency so far, as `/metrics` shows it; `None` until the store
+    /// publishes it (`Store::commit_latency`, this interface), and then "n/a" is printed.
+    fn commits(&self) -> Option<CommitHistogram> {
+        None
+    }
+
+    /// The commits since `before` was read (see [`support::commit_note`]).
+    fn commit_note(&self, before: Option<&CommitHistogram>, clients: Option<usize>) -> String {
+        let during = self.commits().map(|after| after.since(before));
+        commit_note(during.as_ref(), clients)
     }
 
     async fn start(&self, settings: DeliveryConfig) -> Dispatcher {
@@ -524,18 +480,8 @@ fn recovery_child(db: PathBuf) {
             before - after,
             after
         );
-        println!("peak RSS={} MiB", peak_rss_mib());
+        println!("peak RSS={} MiB", support::peak_rss_mib(std::process::id()));
         dispatcher.shutdown().await;
         store.shutdown().await;
     });
-}
-
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        / 1024
 }

@@ -1,16 +1,16 @@
 //! Delivery against a real HTTP sink on 127.0.0.1: signing, rotation, redirects, timeouts, and
 //! (with the store) lanes, retries and dead letters.
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::sink::{Answer, Sink};
 use flagpost::delivery::{AttemptOutcome, DeliveryClient, SignedDelivery};
 use flagpost::signing::{Secret, VerifyError, verify_flagsmith, verify_standard};
 use serde_json::Value;
+use support::sink::{Answer, Sink};
 
 fn conformance(file: &str) -> Vec<u8> {
     let path = PathBuf::from(concat!(
@@ -47,7 +47,7 @@ fn client() -> DeliveryClient {
 }
 
 /// Checks a received request's Standard Webhooks signature with one secret.
-fn verify(r: &common::sink::Received, secret: &Secret) -> Result<(), VerifyError> {
+fn verify(r: &support::sink::Received, secret: &Secret) -> Result<(), VerifyError> {
     verify_standard(
         std::slice::from_ref(secret),
         r.header("webhook-id").unwrap(),
@@ -60,7 +60,7 @@ fn verify(r: &common::sink::Received, secret: &Secret) -> Result<(), VerifyError
 }
 
 /// How many `v1,` entries a request's `webhook-signature` carries.
-fn signature_count(r: &common::sink::Received) -> usize {
+fn signature_count(r: &support::sink::Received) -> usize {
     r.header("webhook-signature").unwrap().split(' ').count()
 }
 
@@ -374,7 +374,7 @@ impl Harness {
     }
 }
 
-fn sequences(received: &[common::sink::Received]) -> Vec<u64> {
+fn sequences(received: &[support::sink::Received]) -> Vec<u64> {
     received
         .iter()
         .map(|r| r.header("x-flagpost-sequence").unwrap().parse().unwrap())

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,54 +12,26 @@ use serde_json::{Value, json};
 #[path = "sidecar/common.rs"]
 #[allow(dead_code)]
 mod sidecar;
+mod support;
 use sidecar::{free_addr, send, wait_until};
+use support::config::{ReceiverConfig, SidecarConfig};
+use support::process::{Running, build_receiver};
 
 const TOKEN: &str = "e2e-token-0123456789";
 const SECRET: &str = "whsec_ZTJlIHNoYXJlZCBzZWNyZXQgZm9yIHRoZSB0ZXN0cw==";
 
-/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand (in
-/// a folder of its own, so as not to wait on this run's build lock) when the test runs alone.
+/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
+/// the test runs alone.
 fn receiver_binary() -> PathBuf {
     let beside = Path::new(env!("CARGO_BIN_EXE_flagpost")).with_file_name("flagpost-receiver");
     if beside.exists() {
         return beside;
     }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/end-to-end");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-p",
-            "flagpost-receiver",
-            "--bin",
-            "flagpost-receiver",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building flagpost-receiver failed");
-    target.join("debug/flagpost-receiver")
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    build_receiver(false)
 }
 
 fn start(binary: &Path, config: &Path) -> Running {
-    Running(
-        Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display())),
-    )
+    Running::serve(binary, config, "warn", false)
 }
 
 async fn receiver_flag(receiver: SocketAddr, name: &str) -> Option<Value> {
@@ -90,57 +62,18 @@ async fn changes_through_the_api_and_flag_files_reach_the_receiver() {
     )
     .unwrap();
 
-    let sidecar_config = dir.path().join("flagpost.toml");
-    std::fs::write(
-        &sidecar_config,
-        format!(
-            r#"
-listen = "{sidecar}"
-[storage]
-path = "{db}"
-[flag_files]
-dir = "{flags}"
-debounce = "20ms"
-poll_every = "500ms"
-[api]
-tokens = [{{ name = "e2e", token = {{ value = "{TOKEN}" }} }}]
-[[environments]]
-id = 1
-name = "Development"
-api_key = "dev-key"
-project = 1
-[[environments.webhooks]]
-name = "receiver"
-url = "http://{receiver}/webhook"
-secrets = [{{ value = "{SECRET}" }}]
-"#,
-            db = dir.path().join("flagpost.redb").display(),
-            flags = flags.display(),
-        ),
-    )
-    .unwrap();
-    let receiver_config = dir.path().join("receiver.toml");
-    std::fs::write(
-        &receiver_config,
-        format!(
-            r#"
-listen = "{receiver}"
-storage_path = "{db}"
-snapshot_path = ""
-[intake]
-secrets = [{{ value = "{SECRET}" }}]
-[[environments]]
-id = 1
-keys = ["dev-key"]
-[bootstrap]
-flagpost_url = "http://{sidecar}"
-token = {{ value = "{TOKEN}" }}
-retry_secs = 1
-"#,
-            db = dir.path().join("receiver.redb").display(),
-        ),
-    )
-    .unwrap();
+    let sidecar_config = SidecarConfig::new(dir.path(), sidecar)
+        .flag_files(Some("20ms"), "500ms")
+        .token("e2e", None, TOKEN)
+        .webhook("receiver", &format!("http://{receiver}/webhook"), SECRET)
+        .write();
+    let receiver_config = ReceiverConfig::new(dir.path())
+        .listen(receiver)
+        .without_snapshot()
+        .secret(SECRET)
+        .environment(1, &["dev-key"])
+        .bootstrap(&format!("http://{sidecar}"), TOKEN, 1)
+        .write();
 
     let _sidecar = start(Path::new(env!("CARGO_BIN_EXE_flagpost")), &sidecar_config);
     let _receiver = start(&receiver_binary(), &receiver_config);

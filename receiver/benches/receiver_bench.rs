@@ -15,10 +15,8 @@
 //! The receiver runs as the real binary, the minimal server as this binary re-run with
 //! `--minimal-server`, each in its own process; the load generators run here.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +25,21 @@ use bytes::Bytes;
 use flagpost::signing::Secret;
 use flagpost_receiver::cache::{Document, DocumentFeature, FeatureMeta, FlagState};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+
+#[path = "../../tests/support/config.rs"]
+#[allow(dead_code)]
+mod config;
+#[path = "../../tests/support/process.rs"]
+#[allow(dead_code)]
+mod process;
+#[path = "../../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+use config::ReceiverConfig;
+use process::{Running, free_port};
+use support::{CommitWatch, RECEIVER_COMMITS, Wrk};
 
 const SECRET: &str = "bench-secret";
 const SENDERS: usize = 32;
@@ -83,14 +93,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The smallest useful HTTP server: GET answers `body_len` bytes of JSON, POST reads the body and
 /// answers a short JSON acknowledgement, as the receiver does.
 fn minimal_server(port: u16, body_len: usize) {
@@ -102,42 +104,26 @@ fn minimal_server(port: u16, body_len: usize) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move {
-                        let answer = if request.method() == hyper::Method::POST {
-                            let _ = request.into_body().collect().await;
-                            Bytes::from_static(b"{\"status\":\"applied\"}")
-                        } else {
-                            body
-                        };
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(answer))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        support::serve_minimal(
+            listener,
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                let body = body.clone();
+                async move {
+                    let answer = if request.method() == hyper::Method::POST {
+                        let _ = request.into_body().collect().await;
+                        Bytes::from_static(b"{\"status\":\"applied\"}")
+                    } else {
+                        body
+                    };
+                    hyper::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(answer))
+                        .unwrap()
+                }
+            },
+        )
+        .await;
     });
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_http(port: u16, path: &str) {
@@ -158,41 +144,31 @@ fn wait_http(port: u16, path: &str) {
     panic!("nothing answered on port {port}");
 }
 
-fn start_minimal(body_len: usize) -> (Process, u16) {
+fn start_minimal(body_len: usize) -> (Running, u16) {
     let port = free_port();
-    let child = Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--minimal-server", &port.to_string(), &body_len.to_string()])
         .spawn()
         .unwrap();
     wait_http(port, "/");
-    (Process(child), port)
+    (Running { child }, port)
 }
 
 /// Starts the receiver binary with its files in `dir`; answers the process and its port.
-fn start_receiver(dir: &Path, snapshot: bool) -> (Process, u16) {
+fn start_receiver(dir: &Path, snapshot: bool) -> (Running, u16) {
     let port = free_port();
-    let config = dir.join("receiver.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstorage_path = {:?}\nsnapshot_path = {:?}\n[intake]\nsecrets = [{{ value = \"{SECRET}\" }}]\n[[environments]]\nid = 1\nkeys = [\"bench-key\"]\n",
-            dir.join("receiver.redb"),
-            if snapshot { dir.join("snapshot.json") } else { "".into() },
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_flagpost-receiver"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_RECEIVER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut config = ReceiverConfig::new(dir)
+        .listen(([127, 0, 0, 1], port).into())
+        .secret(SECRET)
+        .environment(1, &["bench-key"]);
+    if !snapshot {
+        config = config.without_snapshot();
+    }
+    let log = std::env::var("BENCH_RECEIVER_LOG").unwrap_or_else(|_| "warn".into());
+    let binary = Path::new(env!("CARGO_BIN_EXE_flagpost-receiver"));
+    let receiver = Running::serve(binary, &config.write(), &log, false);
     wait_http(port, "/healthz");
-    (Process(child), port)
+    (receiver, port)
 }
 
 fn event_body(
@@ -242,22 +218,12 @@ fn signed_request(
         .unwrap()
 }
 
-/// Runs `wrk` and answers its requests per second.
+/// Runs `wrk` with 32 connections for a round and answers its requests per second.
 fn wrk(url: &str, headers: &[&str]) -> f64 {
-    let mut command = Command::new("wrk");
-    command.args(["-t2", "-c32", &format!("-d{ROUND_SECS}s")]);
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    let output = command.arg(url).output().expect("wrk is installed");
-    let text = String::from_utf8_lossy(&output.stdout);
-    if text.contains("Non-2xx") {
-        panic!("wrk saw errors:\n{text}");
-    }
-    text.lines()
-        .find_map(|line| line.strip_prefix("Requests/sec:"))
-        .and_then(|rate| rate.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
+    headers
+        .iter()
+        .fold(Wrk::new(32, ROUND_SECS), |wrk, header| wrk.header(header))
+        .run(url)
 }
 
 fn lookup() {
@@ -374,6 +340,7 @@ fn intake() {
     let next = Arc::new(AtomicU64::new(1_000));
     let receiver_failed = Arc::new(AtomicU64::new(0));
     let minimal_failed = Arc::new(AtomicU64::new(0));
+    let commits = CommitWatch::start(([127, 0, 0, 1], port).into(), RECEIVER_COMMITS);
     let (receiver_rate, minimal_rate) = alternate(|receiver| {
         if receiver {
             drive_intake(([127, 0, 0, 1], port).into(), &next, &receiver_failed)
@@ -388,18 +355,10 @@ fn intake() {
     let receiver_failed = receiver_failed.load(Ordering::Relaxed);
     let minimal_failed = minimal_failed.load(Ordering::Relaxed);
     println!(
-        "intake, {SENDERS} senders, signed, durable: receiver {receiver_rate:.0} webhooks/s ({receiver_failed} failed), minimal hyper {minimal_rate:.0} req/s ({minimal_failed} failed), ratio {:.0}%",
-        100.0 * receiver_rate / minimal_rate
+        "intake, {SENDERS} senders, signed, durable: receiver {receiver_rate:.0} webhooks/s ({receiver_failed} failed), minimal hyper {minimal_rate:.0} req/s ({minimal_failed} failed), ratio {:.0}%; receiver {}",
+        100.0 * receiver_rate / minimal_rate,
+        commits.note(Some(SENDERS))
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 fn memory() {
@@ -468,7 +427,7 @@ fn memory() {
     let (receiver, port) = start_receiver(dir.path(), false);
     let startup = start.elapsed();
     wait_http(port, "/v1/environments/10/identities/user-100099/flags");
-    let rss = rss_kib(receiver.0.id());
+    let rss = support::memory_kib(receiver.id(), "VmRSS");
     println!(
         "memory: start-up to /healthz {:.2} s; RSS {:.0} MiB with 10 x 1,000 features and 1,000,000 identity overrides",
         startup.as_secs_f64(),

@@ -1,9 +1,10 @@
 //! Shared by the sidecar's integration tests: the real server on a real port, in-process or as the
-//! real binary, and a small HTTP client.
+//! real binary, and a small HTTP client. Test binaries that include it by path also declare the
+//! shared `support` module (`tests/support/`) at their root.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+
+pub use crate::support::config::SidecarConfig;
+use crate::support::process::stream_until_killed;
+pub use crate::support::process::{Running, free_addr};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
@@ -69,24 +74,20 @@ impl Sidecar {
 
 /// The real `flagpost` binary, started with a configuration file.
 pub struct Process {
-    pub child: Child,
+    pub running: Running,
     pub addr: SocketAddr,
 }
 
 impl Process {
     pub fn start(config_path: &Path, addr: SocketAddr) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_flagpost"))
-            .args(["serve", "--config"])
-            .arg(config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start flagpost");
-        Process { child, addr }
+        let log = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let running = Running::serve(
+            Path::new(env!("CARGO_BIN_EXE_flagpost")),
+            config_path,
+            &log,
+            false,
+        );
+        Process { running, addr }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -105,65 +106,29 @@ impl Process {
     }
 
     pub fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on unix
-        self.child.wait().unwrap();
+        self.running.kill9();
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
+        let status = self.running.terminate();
         assert!(status.success(), "flagpost exited with {status}");
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port on 127.0.0.1 for a process that binds its own.
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// The test configuration: storage and flag files in `dir`, one token, and a disabled webhook on
-/// the one environment (its outbox rows stay pending, so tests can count them). `extra` is
-/// appended as it is.
+/// the one environment (its outbox rows stay pending, so tests can count them).
+pub fn test_config(dir: &Path, addr: SocketAddr) -> SidecarConfig {
+    SidecarConfig::new(dir, addr)
+        .flag_files(Some("20ms"), "250ms")
+        .token("tests", Some("tests@example.com"), TOKEN)
+        .project(1, "Default")
+        .parked_webhook("parked", "http://127.0.0.1:9/never")
+}
+
+/// [`test_config`] as TOML, `extra` appended as it is.
 pub fn config_toml(dir: &Path, addr: SocketAddr, extra: &str) -> String {
-    std::fs::create_dir_all(dir.join("flags")).unwrap();
-    format!(
-        r#"
-listen = "{addr}"
-[storage]
-path = "{db}"
-[flag_files]
-dir = "{flags}"
-debounce = "20ms"
-poll_every = "250ms"
-[api]
-tokens = [{{ name = "tests", email = "tests@example.com", token = {{ value = "{TOKEN}" }} }}]
-[[projects]]
-id = 1
-name = "Default"
-[[environments]]
-id = 1
-name = "Development"
-api_key = "dev-key"
-project = 1
-[[environments.webhooks]]
-name = "parked"
-url = "http://127.0.0.1:9/never"
-enabled = false
-{extra}
-"#,
-        db = dir.join("flagpost.redb").display(),
-        flags = dir.join("flags").display(),
-    )
+    test_config(dir, addr).extra(extra).toml()
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -302,49 +267,40 @@ pub async fn stream_changes_and_kill(
     rounds: usize,
     per_round: usize,
 ) -> Vec<Acknowledged> {
-    let acknowledged: std::sync::Arc<std::sync::Mutex<Vec<Acknowledged>>> = Default::default();
+    let acknowledged: Arc<Mutex<Vec<Acknowledged>>> = Default::default();
     for round in 0..rounds {
         if round > 0 {
             process = Process::start(config_path, process.addr);
             process.wait_ready().await;
         }
-        let mut streams = Vec::new();
-        for client in 0..clients {
-            let acknowledged = acknowledged.clone();
-            let base = process.url("");
-            streams.push(tokio::spawn(async move {
-                for value in 0u64.. {
-                    let identifier = format!("r{round}-c{client}-{value}");
-                    let url = format!(
-                        "{base}/api/v1/environments/1/features/{feature}/identities/{identifier}"
-                    );
-                    let body =
-                        serde_json::to_vec(&serde_json::json!({"value": value, "enabled": true}))
-                            .unwrap();
-                    match send(Method::PUT, &url, Some(TOKEN), Some(body), &[]).await {
-                        Ok((StatusCode::OK, answer)) => {
-                            acknowledged.lock().unwrap().push(Acknowledged {
-                                identifier,
-                                value,
-                                answer,
-                            })
-                        }
-                        // The daemon is gone (killed mid-request): never acknowledged, nothing owed.
-                        Err(_) => return,
-                        Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
-                    }
+        let base = process.url("");
+        let send_change = move |client: usize, value: u64| {
+            let base = base.clone();
+            async move {
+                let identifier = format!("r{round}-c{client}-{value}");
+                let url = format!(
+                    "{base}/api/v1/environments/1/features/{feature}/identities/{identifier}"
+                );
+                let body =
+                    serde_json::to_vec(&serde_json::json!({"value": value, "enabled": true}))
+                        .unwrap();
+                match send(Method::PUT, &url, Some(TOKEN), Some(body), &[]).await {
+                    Ok((StatusCode::OK, answer)) => Some(Acknowledged {
+                        identifier,
+                        value,
+                        answer,
+                    }),
+                    // The daemon is gone (killed mid-request): never acknowledged, nothing owed.
+                    Err(_) => None,
+                    Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
                 }
-            }));
-        }
+            }
+        };
         let target = (round + 1) * per_round;
-        wait_until("enough changes are acknowledged", || async {
-            acknowledged.lock().unwrap().len() >= target
+        stream_until_killed(clients, target, &acknowledged, send_change, || {
+            process.kill9()
         })
         .await;
-        process.kill9();
-        for stream in streams {
-            stream.await.unwrap();
-        }
     }
     let acknowledged = acknowledged.lock().unwrap();
     acknowledged.clone()

@@ -9,3 +9,5 @@ mod event_format;
 mod flag_files;
 mod relay;
 mod reload;
+#[path = "../support/mod.rs"]
+mod support;

@@ -15,6 +15,15 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "../../../tests/support/config.rs"]
+#[allow(dead_code)]
+mod config;
+#[path = "../../../tests/support/process.rs"]
+#[allow(dead_code)]
+mod process;
+pub use config::ReceiverConfig;
+pub use process::{Running, free_port, stream_until_killed};
+
 /// The shared conformance vectors, read where they lie.
 pub const CONFORMANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance");
 
@@ -23,21 +32,28 @@ pub const TEST_SECRET: &str = "receiver-test-secret";
 
 /// Secrets of the conformance vectors and of the real Flagsmith captures, plus the test secret:
 /// several at once, as in a rotation.
-pub const SECRETS_TOML: &str = r#"secrets = [
-  { value = "s3cr3t-with-ünïcode" },
-  { value = "whsec_ZmxhZ3Bvc3QgY29uZm9ybWFuY2Uga2V5IDMyYnl0ZXM=" },
-  { value = "interop-secret-123" },
-  { value = "receiver-test-secret" },
-]"#;
+pub const SECRETS: [&str; 4] = [
+    "s3cr3t-with-ünïcode",
+    "whsec_ZmxhZ3Bvc3QgY29uZm9ybWFuY2Uga2V5IDMyYnl0ZXM=",
+    "interop-secret-123",
+    TEST_SECRET,
+];
 
-/// A configuration for a receiver whose files live in `dir`. `intake` goes into `[intake]` after
-/// the secrets; `rest` follows (further tables).
+/// The test configuration for a receiver whose files live in `dir`, with every secret of
+/// [`SECRETS`].
+pub fn test_config(dir: &Path) -> ReceiverConfig {
+    SECRETS
+        .iter()
+        .fold(ReceiverConfig::new(dir), |config, secret| {
+            config.secret(secret)
+        })
+        .snapshot_debounce_ms(10)
+}
+
+/// [`test_config`] as TOML: `intake` goes into `[intake]` after the secrets; `rest` follows
+/// (further tables).
 pub fn config_toml(dir: &Path, intake: &str, rest: &str) -> String {
-    format!(
-        "storage_path = {:?}\nsnapshot_path = {:?}\nsnapshot_debounce_ms = 10\n[intake]\n{SECRETS_TOML}\n{intake}\n{rest}\n",
-        dir.join("receiver.redb"),
-        dir.join("snapshot.json"),
-    )
+    test_config(dir).intake(intake).extra(rest).toml()
 }
 
 /// The conformance timestamps are fixed, so most tests accept any age; the stale test does not.

@@ -16,11 +16,10 @@ fn write_atomically(path: &Path, text: &str) {
 }
 
 fn config_with_secret_file(dir: &Path, secret_file: &Path) -> String {
-    format!(
-        "storage_path = {:?}\nsnapshot_path = \"\"\n[intake]\nsecrets = [{{ file = {:?} }}]\n",
-        dir.join("receiver.redb"),
-        secret_file
-    )
+    ReceiverConfig::new(dir)
+        .without_snapshot()
+        .secret_file(secret_file)
+        .toml()
 }
 
 async fn post_signed(receiver: &Receiver, secret: &str, id: &str) -> u16 {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,23 +10,10 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the binary and waits until it answers /healthz.
-pub async fn start_binary(config: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flagpost-receiver"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the receiver binary starts");
+pub async fn start_binary(config: &Path, port: u16) -> Running {
+    let binary = Path::new(env!("CARGO_BIN_EXE_flagpost-receiver"));
+    let mut running = Running::serve(binary, config, "warn", true);
     let url = format!("http://127.0.0.1:{port}/healthz");
     for _ in 0..600 {
         let client =
@@ -37,25 +23,58 @@ pub async fn start_binary(config: &Path, port: u16) -> Child {
             tokio::time::timeout(Duration::from_secs(5), client.get(url.parse().unwrap())).await
             && response.status() == 200
         {
-            return child;
+            return running;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    running.kill9();
     panic!("the receiver did not answer /healthz within a minute");
 }
 
 /// A configuration file in `dir` for the binary, on a free port.
 fn write_binary_config(dir: &Path) -> (PathBuf, u16) {
     let port = free_port();
-    let config = dir.join("receiver.toml");
-    let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\n{}",
-        config_toml(dir, "", "")
-    );
-    std::fs::write(&config, toml).unwrap();
+    let config = test_config(dir)
+        .listen(([127, 0, 0, 1], port).into())
+        .write();
     (config, port)
+}
+
+/// Sender `sender`'s `n`th web hook: a distinct identity override; answers its sequence and
+/// value once acknowledged, `None` once the receiver is gone.
+async fn send_override(port: u16, sender: usize, n: u64) -> Option<(u64, String)> {
+    let seq = sender as u64 * 1_000_000 + n + 1;
+    let value = format!("value-{seq}");
+    let body = flag_event(
+        1,
+        1,
+        &Key::Identity(format!("user-{seq}")),
+        false,
+        true,
+        json!(value),
+    );
+    let signed = Signed::new(&body, &format!("evt-{seq}"), Some(seq));
+    let url = format!("http://127.0.0.1:{port}/webhook");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut request = http::Request::post(url);
+    for (name, value) in &signed.as_refs() {
+        request = request.header(*name, *value);
+    }
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap(),
+        ),
+    )
+    .await;
+    match sent {
+        Ok(Ok(response)) if response.status() == 200 => Some((seq, value)),
+        // The receiver is gone: this sender's stream ends.
+        _ => None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,68 +94,12 @@ async fn every_acknowledged_event_survives_kill_9() {
     assert_eq!(status, 200, "{answer}");
 
     // Eight senders, each a stream of distinct identity overrides; remember what was acknowledged.
-    let acknowledged: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
-    let mut senders = Vec::new();
-    for sender in 0..8u64 {
-        let acknowledged = acknowledged.clone();
-        senders.push(tokio::spawn(async move {
-            for n in 0.. {
-                let seq = sender * 1_000_000 + n + 1;
-                let value = format!("value-{seq}");
-                let body = flag_event(
-                    1,
-                    1,
-                    &Key::Identity(format!("user-{seq}")),
-                    false,
-                    true,
-                    json!(value),
-                );
-                let signed = Signed::new(&body, &format!("evt-{seq}"), Some(seq));
-                let headers = signed.as_refs();
-                let url = format!("http://127.0.0.1:{port}/webhook");
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
-                let mut request = http::Request::post(url);
-                for (name, value) in &headers {
-                    request = request.header(*name, *value);
-                }
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    client.request(
-                        request
-                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                            .unwrap(),
-                    ),
-                )
-                .await;
-                match sent {
-                    Ok(Ok(response)) if response.status() == 200 => {
-                        acknowledged.lock().unwrap().insert(seq, value);
-                    }
-                    // The receiver is gone: this sender's stream ends.
-                    _ => return,
-                }
-            }
-        }));
-    }
     // Kill once a good number of events has been acknowledged, while the senders keep sending.
-    for _ in 0..6000 {
-        if acknowledged.lock().unwrap().len() >= 300 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    for sender in senders {
-        tokio::time::timeout(Duration::from_secs(60), sender)
-            .await
-            .expect("senders stop")
-            .unwrap();
-    }
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let send = move |sender, n| send_override(port, sender, n);
+    stream_until_killed(8, 300, &acknowledged, send, || child.kill9()).await;
+    let acknowledged: BTreeMap<u64, String> =
+        acknowledged.lock().unwrap().iter().cloned().collect();
     assert!(
         acknowledged.len() >= 300,
         "only {} acknowledged before the kill",
@@ -170,8 +133,7 @@ async fn every_acknowledged_event_survives_kill_9() {
             "acknowledged event {seq} was lost"
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,12 +153,7 @@ async fn sigterm_stops_cleanly_and_a_restart_keeps_the_cache() {
     let (status, _) = request("POST", &format!("{base}/webhook"), &signed.as_refs(), body).await;
     assert_eq!(status, 200);
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let exit = child.wait().unwrap();
+    let exit = child.terminate();
     assert!(
         exit.success(),
         "SIGTERM ends the receiver cleanly: {exit:?}"
@@ -218,6 +175,5 @@ async fn sigterm_stops_cleanly_and_a_restart_keeps_the_cache() {
     .await;
     assert_eq!(status, 200, "{flags}");
     assert_eq!(flags["flags"][0]["value"], "kept");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }

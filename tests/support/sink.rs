@@ -97,8 +97,7 @@ impl Sink {
 
     /// A port that refuses connections: bound once to find a free one, then released.
     pub async fn closed_port() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
+        super::process::free_addr()
     }
 
     pub fn url(&self, path: &str) -> String {
