@@ -211,13 +211,17 @@ impl CommitHistogram {
         let prefix = format!("{family}_bucket{{");
         let mut buckets: Vec<(f64, u64)> = Vec::new();
         for line in text.lines() {
-            let Some(labels) = line.strip_prefix(&prefix) else {
+            // `name_bucket{labels} count`, perhaps followed by ` # {exemplar} value`.
+            let Some((labels, rest)) = line.strip_prefix(&prefix).and_then(|l| l.split_once("} "))
+            else {
                 continue;
             };
-            let (labels, count) = labels.rsplit_once("} ")?;
-            let le = labels.split(',').find_map(|l| l.strip_prefix("le="))?;
-            let le: f64 = le.trim_matches('"').parse().ok()?;
-            let count: u64 = count.trim().parse().ok()?;
+            let le = labels.split(',').find_map(|l| l.strip_prefix("le="));
+            let le = le.and_then(|le| le.trim_matches('"').parse::<f64>().ok());
+            let count = rest.split_whitespace().next().and_then(|c| c.parse().ok());
+            let (Some(le), Some(count)) = (le, count) else {
+                continue;
+            };
             // Series with other labels add up per bound.
             match buckets.iter_mut().find(|(bound, _)| *bound == le) {
                 Some((_, total)) => *total += count,
