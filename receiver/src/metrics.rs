@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::cache::FlagCache;
+use crate::documents::FlagCache;
 
 use std::borrow::Cow;
 

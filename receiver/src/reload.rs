@@ -26,7 +26,7 @@ fn needs_restart(running: &Fixed, wanted: &Fixed) -> Vec<&'static str> {
         ("storage_path", running.storage_path != wanted.storage_path),
         (
             "redb_cache_mib",
-            running.redb_cache_bytes != wanted.redb_cache_bytes,
+            running.storage_cache_bytes != wanted.storage_cache_bytes,
         ),
         (
             "snapshot_path",
