@@ -293,15 +293,15 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
         }));
     }
     for identity in &feature.identity_overrides {
-        entry
-            .identities
-            .entry(identity.identifier.as_str().into())
-            .or_insert_with(|| {
-                loaded(FlagState {
-                    enabled: identity.enabled,
-                    value: identity.value.clone(),
-                })
+        if entry.identities.get(&identity.identifier).is_none() {
+            let slot = loaded(FlagState {
+                enabled: identity.enabled,
+                value: identity.value.clone(),
             });
+            entry
+                .identities
+                .insert(identity.identifier.as_str().into(), slot);
+        }
     }
     for segment in &feature.segment_overrides {
         entry
@@ -328,7 +328,7 @@ fn retain_newer(entry: &mut FeatureEntry, covered: &impl Fn(&Order) -> bool) {
     {
         entry.default = None;
     }
-    entry.identities.retain(|_, slot| !covered(&slot.order));
+    entry.identities.retain(|slot| !covered(&slot.order));
     entry.segments.retain(|_, slot| !covered(&slot.order));
 }
 

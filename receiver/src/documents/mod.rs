@@ -13,16 +13,19 @@
 //! - deleting an override leaves a tombstone on that key, ordered like any other state;
 //! - a document from flagpost counts as applied at its `last_sequence` for every key.
 //!
-//! - [`order`]: which of two changes is newer; [`state`]: what one feature holds;
+//! - [`order`]: which of two changes is newer; [`state`]: what one feature holds, its identity
+//!   overrides in [`overrides`] (shared in shards, so a change copies few of them);
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
 //!   changes and documents to it.
 
 pub mod cache;
 pub mod change;
 pub mod order;
+pub mod overrides;
 pub mod state;
 
 pub use cache::{Dirty, EnvCache, FlagCache, Outcome};
 pub use change::{Change, Scope};
 pub use order::Order;
+pub use overrides::IdentityOverrides;
 pub use state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};

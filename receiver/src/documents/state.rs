@@ -1,13 +1,14 @@
 //! What the cache holds for one feature: its description, its default state and its overrides,
 //! each key in a [`Slot`] that remembers the order of the change last applied to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use flagpost::document::FeatureInfo;
 use flagpost::wire::FlagValue;
 use serde::{Deserialize, Serialize};
 
 use crate::documents::order::Order;
+use crate::documents::overrides::IdentityOverrides;
 
 /// A flag's state for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ impl FeatureMeta {
 pub struct FeatureEntry {
     pub meta: FeatureMeta,
     pub default: Option<Slot<FlagState>>,
-    pub identities: HashMap<Box<str>, Slot<FlagState>>,
+    pub identities: IdentityOverrides,
     pub segments: BTreeMap<u64, Slot<SegmentState>>,
 }
 

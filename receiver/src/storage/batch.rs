@@ -164,8 +164,8 @@ impl<'txn> Batch<'txn> {
             self.states
                 .insert((env, feature, ""), json(slot).as_slice())?;
         }
-        for (identifier, slot) in &entry.identities {
-            let key = scope_key(&Scope::Identity(identifier.clone()));
+        for (identifier, slot) in entry.identities.iter() {
+            let key = scope_key(&Scope::Identity(identifier.into()));
             self.states
                 .insert((env, feature, key.as_str()), json(slot).as_slice())?;
         }
