@@ -213,13 +213,17 @@ impl WriterThread {
                     elapsed_us = elapsed.as_micros() as u64,
                     "batch committed"
                 );
-                if answers.iter().any(Answer::changed_cache) {
-                    self.published.store(Arc::new(staged));
+                // Published before anyone is answered: an acknowledged change is visible.
+                let replaced = answers.iter().any(Answer::changed_cache).then(|| {
+                    let replaced = self.published.swap(Arc::new(staged));
                     self.commits.send_modify(|n| *n += 1);
-                }
+                    replaced
+                });
                 for (job, answer) in jobs.drain(..).zip(answers) {
                     answer.send(job);
                 }
+                // Freeing what the batch replaced waits until the waiters have their answers.
+                drop(replaced);
             }
             Err(error) => {
                 tracing::error!(%error, jobs = jobs.len(), "commit failed; nothing in it was acknowledged");
