@@ -11,25 +11,23 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::documents::state::{FlagState, Slot};
-
 /// About how many keys a shard holds before the shards double.
 const SHARD_TARGET: usize = 64;
 
-type Shard = HashMap<Box<str>, Slot<FlagState>>;
+type Shard<V> = HashMap<Box<str>, V>;
 
-/// Identifier -> the identity override's slot.
+/// Identifier -> the identity override's slot (`V`).
 #[derive(Clone)]
-pub struct IdentityOverrides {
+pub struct IdentityOverrides<V> {
     /// A power of two of them; a key's shard is picked by its hash.
-    shards: Vec<Arc<Shard>>,
+    shards: Vec<Arc<Shard<V>>>,
     len: usize,
 }
 
-impl Default for IdentityOverrides {
+impl<V> Default for IdentityOverrides<V> {
     fn default() -> Self {
         IdentityOverrides {
-            shards: vec![Arc::default()],
+            shards: vec![Arc::new(Shard::new())],
             len: 0,
         }
     }
@@ -42,17 +40,17 @@ fn key_hash(identifier: &str) -> u64 {
     hasher.finish()
 }
 
-impl IdentityOverrides {
+impl<V: Clone> IdentityOverrides<V> {
     fn shard_of(&self, identifier: &str) -> usize {
         key_hash(identifier) as usize & (self.shards.len() - 1)
     }
 
-    pub fn get(&self, identifier: &str) -> Option<&Slot<FlagState>> {
+    pub fn get(&self, identifier: &str) -> Option<&V> {
         self.shards[self.shard_of(identifier)].get(identifier)
     }
 
     /// Sets `identifier`'s slot, copying only its shard if that is shared.
-    pub fn insert(&mut self, identifier: Box<str>, slot: Slot<FlagState>) {
+    pub fn insert(&mut self, identifier: Box<str>, slot: V) {
         let shard = self.shard_of(&identifier);
         if Arc::make_mut(&mut self.shards[shard])
             .insert(identifier, slot)
@@ -66,7 +64,7 @@ impl IdentityOverrides {
     }
 
     /// Keeps the slots `keep` accepts; only shards that lose a key are copied.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Slot<FlagState>) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         for shard in &mut self.shards {
             if shard.values().all(&mut keep) {
                 continue;
@@ -81,7 +79,7 @@ impl IdentityOverrides {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot<FlagState>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.shards
             .iter()
             .flat_map(|shard| shard.iter().map(|(id, slot)| (id.as_ref(), slot)))
@@ -97,7 +95,7 @@ impl IdentityOverrides {
 
     /// Spreads every key over `count` shards (a power of two).
     fn reshard(&mut self, count: usize) {
-        let mut shards: Vec<Shard> = (0..count).map(|_| Shard::new()).collect();
+        let mut shards: Vec<Shard<V>> = (0..count).map(|_| Shard::new()).collect();
         for shard in self.shards.drain(..) {
             let owned = Arc::try_unwrap(shard).unwrap_or_else(|shared| Shard::clone(&shared));
             for (identifier, slot) in owned {
@@ -109,7 +107,7 @@ impl IdentityOverrides {
 }
 
 /// Equal when they hold the same keys and slots, however they are sharded.
-impl PartialEq for IdentityOverrides {
+impl<V: Clone + PartialEq> PartialEq for IdentityOverrides<V> {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len
             && self
@@ -118,7 +116,7 @@ impl PartialEq for IdentityOverrides {
     }
 }
 
-impl fmt::Debug for IdentityOverrides {
+impl<V: Clone + fmt::Debug> fmt::Debug for IdentityOverrides<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -127,31 +125,17 @@ impl fmt::Debug for IdentityOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::documents::order::Order;
-
-    fn slot(n: u64) -> Slot<FlagState> {
-        Slot {
-            order: Order {
-                seq: Some(n),
-                ts_micros: None,
-            },
-            state: Some(FlagState {
-                enabled: n.is_multiple_of(2),
-                value: None,
-            }),
-        }
-    }
 
     #[test]
     fn a_change_copies_one_shard_and_the_map_reads_like_one() {
         let mut map = IdentityOverrides::default();
         for n in 0..1_000u64 {
-            map.insert(format!("user-{n}").into(), slot(n));
+            map.insert(format!("user-{n}").into(), n);
         }
         assert_eq!(map.len(), 1_000);
         assert!(map.shards.len() >= 1_000 / SHARD_TARGET);
         let published = map.clone();
-        map.insert("user-7".into(), slot(70_000));
+        map.insert("user-7".into(), 70_000);
         let copied = map
             .shards
             .iter()
@@ -159,17 +143,16 @@ mod tests {
             .filter(|(staged, shared)| !Arc::ptr_eq(staged, shared))
             .count();
         assert_eq!(copied, 1);
-        assert_eq!(map.get("user-7"), Some(&slot(70_000)));
-        assert_eq!(published.get("user-7"), Some(&slot(7)));
+        assert_eq!(map.get("user-7"), Some(&70_000));
+        assert_eq!(published.get("user-7"), Some(&7));
         assert_ne!(map, published);
 
-        map.retain(|slot| slot.order.seq.is_some_and(|seq| seq < 10 || seq == 70_000));
+        map.retain(|value| *value < 10 || *value == 70_000);
         assert_eq!(map.len(), 10);
         assert_eq!(map.shards.len(), 1, "shrunk back");
         let mut rebuilt = IdentityOverrides::default();
         for n in 0..10u64 {
-            let kept = if n == 7 { slot(70_000) } else { slot(n) };
-            rebuilt.insert(format!("user-{n}").into(), kept);
+            rebuilt.insert(format!("user-{n}").into(), if n == 7 { 70_000 } else { n });
         }
         assert_eq!(map, rebuilt);
         assert_eq!(map.iter().count(), 10);

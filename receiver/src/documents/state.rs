@@ -71,7 +71,7 @@ impl FeatureMeta {
 pub struct FeatureEntry {
     pub meta: FeatureMeta,
     pub default: Option<Slot<FlagState>>,
-    pub identities: IdentityOverrides,
+    pub identities: IdentityOverrides<Slot<FlagState>>,
     pub segments: BTreeMap<u64, Slot<SegmentState>>,
 }
 
