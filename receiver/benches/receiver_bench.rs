@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flagpost::document::{
+    EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
+};
 use flagpost::signing::Secret;
-use flagpost_receiver::cache::{Document, DocumentFeature, FeatureMeta, FlagState};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -368,38 +370,36 @@ fn memory() {
     // feature with 100 identity overrides.
     runtime().block_on(async {
         let (writer, _published, thread) =
-            flagpost_receiver::writer::start(&dir.path().join("receiver.redb"), 16 << 20).unwrap();
+            flagpost_receiver::intake::writer::start(&dir.path().join("receiver.redb"), 16 << 20)
+                .unwrap();
         for env in 1..=10u64 {
             let features = (1..=1_000u64)
-                .map(|feature| DocumentFeature {
-                    id: feature,
-                    meta: FeatureMeta {
+                .map(|feature| FeatureDocument {
+                    feature: FeatureInfo {
+                        id: feature,
                         name: format!("feature_{feature:04}"),
-                        feature_type: Some("STANDARD".into()),
-                        ..FeatureMeta::default()
+                        feature_type: "STANDARD".into(),
+                        ..FeatureInfo::default()
                     },
-                    default: FlagState {
-                        enabled: true,
-                        value: Some(flagpost::wire::FlagValue::String(format!("v{feature}"))),
-                    },
-                    identities: (0..100u64)
-                        .map(|i| {
-                            (
-                                format!("user-{}", feature * 100 + i),
-                                FlagState {
-                                    enabled: i % 2 == 0,
-                                    value: Some(flagpost::wire::FlagValue::Integer(i as i64)),
-                                },
-                            )
+                    enabled: true,
+                    value: Some(flagpost::wire::FlagValue::String(format!("v{feature}"))),
+                    identity_overrides: (0..100u64)
+                        .map(|i| IdentityOverride {
+                            identifier: format!("user-{}", feature * 100 + i),
+                            enabled: i % 2 == 0,
+                            value: Some(flagpost::wire::FlagValue::Integer(i as i64)),
                         })
                         .collect(),
-                    segments: Vec::new(),
+                    segment_overrides: Vec::new(),
                 })
                 .collect();
             writer
-                .load_document(Document {
-                    env,
-                    env_name: Some(format!("env-{env}")),
+                .load_document(EnvironmentDocument {
+                    environment: EnvironmentInfo {
+                        id: env,
+                        name: format!("env-{env}"),
+                        ..EnvironmentInfo::default()
+                    },
                     last_sequence: 1,
                     features,
                     deleted_feature_ids: Vec::new(),

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::bootstrap::{BootstrapError, DocumentClient};
-use crate::cache::FlagCache;
+use crate::clock::now_unix;
 use crate::config::Live;
+use crate::documents::FlagCache;
+use crate::error::BootstrapError;
+use crate::intake::Writer;
 use crate::metrics::Metrics;
-use crate::now_unix;
-use crate::writer::Writer;
+use crate::sources::DocumentClient;
 
 /// How often remembered request ids older than the retention are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

@@ -16,6 +16,12 @@ use flagpost::config::describe_toml_error;
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
+/// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
+/// must not start with one.
+pub const RESERVED_PREFIXES: &[&str] = &[
+    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics",
+];
+
 /// The file as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -113,7 +119,8 @@ pub struct Fixed {
     pub listen: SocketAddr,
     pub webhook_path: String,
     pub storage_path: PathBuf,
-    pub redb_cache_bytes: usize,
+    /// The storage's page cache (`redb_cache_mib` in the file).
+    pub storage_cache_bytes: usize,
     /// `None` when the snapshot file is switched off.
     pub snapshot_path: Option<PathBuf>,
     pub snapshot_debounce: Duration,
@@ -190,120 +197,25 @@ impl Config {
 
     fn validate(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
-        let listen = file
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|_| errors.push(format!("listen: {:?} is not an address:port", file.listen)))
-            .ok();
-        if !file.webhook_path.starts_with('/') || file.webhook_path.len() < 2 {
-            errors.push(format!(
-                "webhook_path: {:?} must start with / and name a path",
-                file.webhook_path
-            ));
-        } else if crate::routes::RESERVED_PREFIXES
-            .iter()
-            .any(|prefix| file.webhook_path.starts_with(prefix))
-        {
-            errors.push(format!(
-                "webhook_path: {:?} collides with a lookup or admin route",
-                file.webhook_path
-            ));
-        }
-        if file.storage_path.as_os_str().is_empty() {
-            errors.push("storage_path: must not be empty".into());
-        }
-        if file.redb_cache_mib == 0 {
-            errors.push("redb_cache_mib: must be at least 1".into());
-        }
+        let listen = check_fixed(&file, &mut errors);
         let intake = &file.intake;
-        if intake.timestamp_tolerance_secs == 0 {
-            errors.push("intake.timestamp_tolerance_secs: must be at least 1".into());
-        }
-        if intake.max_body_bytes == 0 {
-            errors.push("intake.max_body_bytes: must be at least 1".into());
-        }
-        if intake.dedupe_retention_secs == 0 {
-            errors.push("intake.dedupe_retention_secs: must be at least 1".into());
-        }
-        let mut secrets = Vec::new();
-        for (i, source) in intake.secrets.iter().enumerate() {
-            let what = format!("intake.secrets[{i}]");
-            match source
-                .resolve()
-                .and_then(|text| Secret::new(text).map_err(|e| e.to_string()))
-            {
-                Ok(secret) => secrets.push(secret),
-                Err(error) => errors.push(format!("{what}: {error}")),
-            }
-        }
-        let mut environment_keys = HashMap::new();
-        let mut environments = Vec::new();
-        for (i, env) in file.environments.iter().enumerate() {
-            if environments.contains(&env.id) {
-                errors.push(format!(
-                    "environments[{i}]: environment {} is listed twice",
-                    env.id
-                ));
-            }
-            environments.push(env.id);
-            for (k, key) in env.keys.iter().enumerate() {
-                if key.is_empty() {
-                    errors.push(format!("environments[{i}].keys[{k}]: is empty"));
-                } else if environment_keys.insert(key.clone(), env.id).is_some() {
-                    errors.push(format!(
-                        "environments[{i}].keys[{k}]: the same key is given twice"
-                    ));
-                }
-            }
-        }
-        let bootstrap = &file.bootstrap;
-        let bootstrap = if bootstrap.flagpost_url.is_empty() {
-            None
-        } else {
-            if !(bootstrap.flagpost_url.starts_with("http://")
-                || bootstrap.flagpost_url.starts_with("https://"))
-            {
-                errors.push(format!(
-                    "bootstrap.flagpost_url: {:?} must start with http:// or https://",
-                    bootstrap.flagpost_url
-                ));
-            }
-            if bootstrap.timeout_secs == 0 || bootstrap.retry_secs == 0 {
-                errors.push(
-                    "bootstrap.timeout_secs and bootstrap.retry_secs: must be at least 1".into(),
-                );
-            }
-            let token = match &bootstrap.token {
-                None => None,
-                Some(source) => match source.resolve() {
-                    Ok(text) => Some(Redacted(text)),
-                    Err(error) => {
-                        errors.push(format!("bootstrap.token: {error}"));
-                        None
-                    }
-                },
-            };
-            Some(Bootstrap {
-                flagpost_url: bootstrap.flagpost_url.trim_end_matches('/').to_owned(),
-                token,
-                timeout: Duration::from_secs(bootstrap.timeout_secs),
-                retry: Duration::from_secs(bootstrap.retry_secs),
-            })
-        };
-        if !errors.is_empty() {
+        let secrets = check_intake(intake, &mut errors);
+        let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
+        let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
+        let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
                 errors,
             });
-        }
+        };
         let snapshot_path =
             (!file.snapshot_path.as_os_str().is_empty()).then_some(file.snapshot_path);
         Ok(Config {
             fixed: Fixed {
-                listen: listen.expect("checked above"),
+                listen,
                 webhook_path: file.webhook_path,
                 storage_path: file.storage_path,
-                redb_cache_bytes: file.redb_cache_mib * 1024 * 1024,
+                storage_cache_bytes: file.redb_cache_mib * 1024 * 1024,
                 snapshot_path,
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
             },
@@ -319,6 +231,123 @@ impl Config {
             },
         })
     }
+}
+
+/// Checks the start-only fields; answers the listen address when it parses.
+fn check_fixed(file: &FileConfig, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    let listen = file
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|_| errors.push(format!("listen: {:?} is not an address:port", file.listen)))
+        .ok();
+    if !file.webhook_path.starts_with('/') || file.webhook_path.len() < 2 {
+        errors.push(format!(
+            "webhook_path: {:?} must start with / and name a path",
+            file.webhook_path
+        ));
+    } else if RESERVED_PREFIXES
+        .iter()
+        .any(|prefix| file.webhook_path.starts_with(prefix))
+    {
+        errors.push(format!(
+            "webhook_path: {:?} collides with a lookup or admin route",
+            file.webhook_path
+        ));
+    }
+    if file.storage_path.as_os_str().is_empty() {
+        errors.push("storage_path: must not be empty".into());
+    }
+    if file.redb_cache_mib == 0 {
+        errors.push("redb_cache_mib: must be at least 1".into());
+    }
+    listen
+}
+
+/// Checks the intake limits; answers the secrets that resolve.
+fn check_intake(intake: &IntakeFile, errors: &mut Vec<String>) -> Vec<Secret> {
+    if intake.timestamp_tolerance_secs == 0 {
+        errors.push("intake.timestamp_tolerance_secs: must be at least 1".into());
+    }
+    if intake.max_body_bytes == 0 {
+        errors.push("intake.max_body_bytes: must be at least 1".into());
+    }
+    if intake.dedupe_retention_secs == 0 {
+        errors.push("intake.dedupe_retention_secs: must be at least 1".into());
+    }
+    let mut secrets = Vec::new();
+    for (i, source) in intake.secrets.iter().enumerate() {
+        let what = format!("intake.secrets[{i}]");
+        match source
+            .resolve()
+            .and_then(|text| Secret::new(text).map_err(|e| e.to_string()))
+        {
+            Ok(secret) => secrets.push(secret),
+            Err(error) => errors.push(format!("{what}: {error}")),
+        }
+    }
+    secrets
+}
+
+/// Answers the environment keys (key -> environment) and the environments in file order.
+fn check_environments(
+    listed: &[EnvironmentFile],
+    errors: &mut Vec<String>,
+) -> (HashMap<String, u64>, Vec<u64>) {
+    let mut environment_keys = HashMap::new();
+    let mut environments = Vec::new();
+    for (i, env) in listed.iter().enumerate() {
+        if environments.contains(&env.id) {
+            errors.push(format!(
+                "environments[{i}]: environment {} is listed twice",
+                env.id
+            ));
+        }
+        environments.push(env.id);
+        for (k, key) in env.keys.iter().enumerate() {
+            if key.is_empty() {
+                errors.push(format!("environments[{i}].keys[{k}]: is empty"));
+            } else if environment_keys.insert(key.clone(), env.id).is_some() {
+                errors.push(format!(
+                    "environments[{i}].keys[{k}]: the same key is given twice"
+                ));
+            }
+        }
+    }
+    (environment_keys, environments)
+}
+
+/// `None` when bootstrap is off (no `flagpost_url`).
+fn check_bootstrap(bootstrap: &BootstrapFile, errors: &mut Vec<String>) -> Option<Bootstrap> {
+    if bootstrap.flagpost_url.is_empty() {
+        return None;
+    }
+    if !(bootstrap.flagpost_url.starts_with("http://")
+        || bootstrap.flagpost_url.starts_with("https://"))
+    {
+        errors.push(format!(
+            "bootstrap.flagpost_url: {:?} must start with http:// or https://",
+            bootstrap.flagpost_url
+        ));
+    }
+    if bootstrap.timeout_secs == 0 || bootstrap.retry_secs == 0 {
+        errors.push("bootstrap.timeout_secs and bootstrap.retry_secs: must be at least 1".into());
+    }
+    let token = match &bootstrap.token {
+        None => None,
+        Some(source) => match source.resolve() {
+            Ok(text) => Some(Redacted(text)),
+            Err(error) => {
+                errors.push(format!("bootstrap.token: {error}"));
+                None
+            }
+        },
+    };
+    Some(Bootstrap {
+        flagpost_url: bootstrap.flagpost_url.trim_end_matches('/').to_owned(),
+        token,
+        timeout: Duration::from_secs(bootstrap.timeout_secs),
+        retry: Duration::from_secs(bootstrap.retry_secs),
+    })
 }
 
 #[cfg(test)]

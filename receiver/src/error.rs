@@ -1,22 +1,130 @@
 //! Every domain error of the receiver, and the one place that maps them to HTTP statuses.
+//!
+//! The errors live here, not in the modules that raise them, so that every module can use them
+//! and this file depends on none of them: the module graph stays acyclic.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use flagpost::signing::{SEQUENCE_HEADER, VerifyError};
+use flagpost::wire::WireError;
 use http::StatusCode;
 
-use crate::bootstrap::BootstrapError;
-use crate::intake::IntakeError;
-use crate::lookup::LookupError;
-use crate::storage::StorageError;
+/// Why a write was not acknowledged: the one error of the write path (intake, writer, storage).
+///
+/// A web hook is refused before it reaches the writer (the first six variants, each counted by
+/// its [`WriteError::refusal`] reason), or its batch is not durably committed (the rest). It is
+/// `Clone` so that one failed commit answers every waiter of its batch with the cause itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("body is over the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("cannot read the body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Signature(#[from] VerifyError),
+    #[error("{0}")]
+    Malformed(Arc<WireError>),
+    #[error("{SEQUENCE_HEADER} must be a whole number")]
+    BadSequence,
+    /// The database failed (its cause is opaque here: only the storage module names redb).
+    #[error("database: {0}")]
+    Database(Arc<dyn std::error::Error + Send + Sync>),
+    #[error("a stored row cannot be read: {0}")]
+    Corrupt(String),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+    #[error("cannot start the writer thread: {0}")]
+    WriterThread(Arc<std::io::Error>),
+}
+
+impl From<WireError> for WriteError {
+    fn from(error: WireError) -> Self {
+        WriteError::Malformed(Arc::new(error))
+    }
+}
+
+impl WriteError {
+    /// The metric label of a refused web hook; `None` when the request was fine and storage
+    /// failed.
+    pub fn refusal(&self) -> Option<&'static str> {
+        Some(match self {
+            WriteError::UnsupportedMediaType => "unsupported_media_type",
+            WriteError::TooLarge { .. } => "too_large",
+            WriteError::Body(_) => "unreadable_body",
+            WriteError::Signature(VerifyError::Missing) => "missing_signature",
+            WriteError::Signature(VerifyError::StaleTimestamp { .. }) => "stale_timestamp",
+            WriteError::Signature(VerifyError::BadTimestamp) => "bad_timestamp",
+            WriteError::Signature(_) => "bad_signature",
+            WriteError::Malformed(_) | WriteError::BadSequence => "malformed",
+            WriteError::Database(_)
+            | WriteError::Corrupt(_)
+            | WriteError::WriterGone
+            | WriteError::WriterThread(_) => return None,
+        })
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            WriteError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WriteError::Body(_) | WriteError::Malformed(_) | WriteError::BadSequence => {
+                StatusCode::BAD_REQUEST
+            }
+            WriteError::Signature(_) => StatusCode::UNAUTHORIZED,
+            WriteError::Database(_)
+            | WriteError::Corrupt(_)
+            | WriteError::WriterGone
+            | WriteError::WriterThread(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Why a lookup has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("environment {0} is not in the cache")]
+    UnknownEnvironment(u64),
+    #[error("feature {feature:?} is not in environment {env}")]
+    UnknownFeature { env: u64, feature: String },
+    #[error("missing X-Environment-Key header")]
+    MissingEnvironmentKey,
+    #[error("X-Environment-Key is not configured")]
+    UnknownEnvironmentKey,
+    #[error("identifier is required")]
+    MissingIdentifier,
+    #[error("request body: {0}")]
+    BadRequest(String),
+}
+
+/// Why an environment's document was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("bootstrap is not configured (bootstrap.flagpost_url is empty)")]
+    NotConfigured,
+    #[error("environment {0} is not in the configuration")]
+    NotConfiguredEnvironment(u64),
+    #[error("cannot reach flagpost: {0}")]
+    Transport(String),
+    #[error("flagpost answered {0}")]
+    Status(http::StatusCode),
+    #[error("flagpost did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the document is not valid: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Write(#[from] WriteError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Intake(#[from] IntakeError),
+    Write(#[from] WriteError),
     #[error(transparent)]
     Lookup(#[from] LookupError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
 }
@@ -24,14 +132,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Intake(error) => match error {
-                IntakeError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                IntakeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                IntakeError::Body(_) | IntakeError::Malformed(_) | IntakeError::BadSequence => {
-                    StatusCode::BAD_REQUEST
-                }
-                IntakeError::Signature(_) => StatusCode::UNAUTHORIZED,
-            },
+            ApiError::Write(error) => error.status(),
             ApiError::Lookup(error) => match error {
                 LookupError::UnknownEnvironment(_) | LookupError::UnknownFeature { .. } => {
                     StatusCode::NOT_FOUND
@@ -43,12 +144,11 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
             },
-            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Bootstrap(error) => match error {
                 BootstrapError::NotConfigured | BootstrapError::NotConfiguredEnvironment(_) => {
                     StatusCode::NOT_FOUND
                 }
-                BootstrapError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+                BootstrapError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
                 BootstrapError::Transport(_)
                 | BootstrapError::Status(_)
                 | BootstrapError::Timeout(_)

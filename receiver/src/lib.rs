@@ -1,30 +1,30 @@
 //! flagpost-receiver: takes signed `FLAG_UPDATED` / `FLAG_DELETED` web hooks (from flagpost or from
 //! Flagsmith), keeps a persisted flag cache that never goes backwards, and serves it from memory.
 //!
-//! Modules, by concern:
-//! - [`config`]: the TOML file, defaults, validation; [`reload`]: watching it.
-//! - [`intake`]: content type, size, signature and body checks of one web hook.
-//! - [`cache`]: the cache and its ordering rules (the domain).
-//! - [`storage`]: redb tables and rows; [`writer`]: the one writer thread and its group commit.
-//! - [`lookup`]: the native JSON API; [`sdk`]: the Flagsmith-SDK-compatible API.
-//! - [`snapshot`]: the snapshot file; [`bootstrap`]: loading documents from flagpost.
-//! - [`metrics`]; [`error`]: domain errors mapped to HTTP statuses; [`routes`]: HTTP routes and handlers.
-//! - [`app`]: state shared by handlers and background tasks.
+//! Modules, by concern (each uses only those listed before it; `app` and `api` the ones above
+//! them):
+//! - [`config`]: the TOML file, defaults, validation; [`error`]: every domain error, and the one
+//!   mapping to HTTP statuses; [`clock`]: now, in unix seconds.
+//! - [`documents`]: each environment's flags and the ordering rules (the domain: pure).
+//! - [`storage`]: the redb tables, rows and transactions; the only module that names redb.
+//! - [`intake`]: a web hook's checks, and the one writer thread (dedupe, group commit).
+//! - [`sources`]: documents fetched from flagpost (bootstrap).
+//! - [`metrics`]; [`app`]: state shared by handlers and background tasks.
+//! - [`api`]: HTTP routes and thin handlers (web hooks, native lookups, the Flagsmith SDK API,
+//!   status), and the snapshot file.
+//! - [`reload`]: watching the configuration file.
 
+pub mod api;
 pub mod app;
-pub mod bootstrap;
-pub mod cache;
+pub mod clock;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod intake;
-pub mod lookup;
 pub mod metrics;
 pub mod reload;
-pub mod routes;
-pub mod sdk;
-pub mod snapshot;
+pub mod sources;
 pub mod storage;
-pub mod writer;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,18 +33,17 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
+use crate::api::snapshot;
 use crate::app::Shared;
+use crate::clock::now_unix;
 use crate::config::Config;
-
-/// Now, in unix seconds: the clock of signatures, retention and data age.
-pub fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+use crate::error::WriteError;
+use crate::intake::writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("storage: {0}")]
-    Storage(#[from] storage::StorageError),
+    Storage(#[from] WriteError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
 }
@@ -64,21 +63,21 @@ pub async fn run(
         );
     }
     let storage_path = fixed.storage_path.clone();
-    let cache_bytes = fixed.redb_cache_bytes;
+    let cache_bytes = fixed.storage_cache_bytes;
     // Opening and loading read the whole file: never on a runtime worker.
     let (writer, published, writer_thread) =
         tokio::task::spawn_blocking(move || writer::start(&storage_path, cache_bytes))
             .await
             .expect("the storage start-up task does not panic")?;
-    let registry = metrics::registry();
-    // The writer's durable-commit latency registers here, once the writer has it
-    // (`flagpost::metrics::register_commit_latency`): `flagpost_receiver_store_commit_duration_seconds`.
+    let mut registry = metrics::registry();
+    // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
+    flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
         writer,
         metrics: metrics::Metrics::new(registry),
-        documents: bootstrap::DocumentClient::default(),
+        documents: sources::DocumentClient::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
@@ -102,7 +101,7 @@ pub async fn run(
         )));
     }
 
-    let router = routes::router(shared.clone(), &fixed.webhook_path);
+    let router = api::router(shared.clone(), &fixed.webhook_path);
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use flagpost::metrics::subsystem;
 use flagpost::reload::ReloadMetrics;
 
-use crate::cache::FlagCache;
+use crate::documents::FlagCache;
 
 /// The receiver's registry: every metric is named `flagpost_receiver_*`.
 pub fn registry() -> Registry {

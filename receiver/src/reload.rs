@@ -36,7 +36,7 @@ impl Reloadable for Config {
             ("storage_path", running.storage_path != wanted.storage_path),
             (
                 "redb_cache_mib",
-                running.redb_cache_bytes != wanted.redb_cache_bytes,
+                running.storage_cache_bytes != wanted.storage_cache_bytes,
             ),
             (
                 "snapshot_path",

@@ -3,6 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flagpost::document::{
+    EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
+    ProjectInfo, SegmentInfo, SegmentOverride,
+};
+use flagpost::wire::FlagValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -58,19 +63,49 @@ async fn serve_documents(state: Arc<Mutex<DocumentServer>>) -> String {
     url
 }
 
+/// flagpost's environment document, built with the types flagpost writes it with.
 fn document(last_sequence: u64, default_value: &str, identity_value: &str) -> Value {
-    json!({
-        "environment": {"id": 1, "name": "Development", "project": {"id": 1, "name": "Shop"}},
-        "last_sequence": last_sequence,
-        "features": [{
-            "feature": {"id": 7, "name": "dark_mode", "type": "STANDARD", "description": null,
-                        "initial_value": null, "default_enabled": false, "created_date": "2026-01-01T00:00:00Z"},
-            "enabled": true, "value": default_value,
-            "identity_overrides": [{"identifier": "user-42", "enabled": false, "value": identity_value}],
-            "segment_overrides": [{"segment": {"id": 9, "name": "beta"}, "priority": 0, "enabled": true, "value": "seg"}]
+    let text = |value: &str| Some(FlagValue::String(value.into()));
+    let doc = EnvironmentDocument {
+        environment: EnvironmentInfo {
+            id: 1,
+            name: "Development".into(),
+            project: ProjectInfo {
+                id: 1,
+                name: "Shop".into(),
+            },
+        },
+        last_sequence,
+        features: vec![FeatureDocument {
+            feature: FeatureInfo {
+                id: 7,
+                name: "dark_mode".into(),
+                feature_type: "STANDARD".into(),
+                description: None,
+                initial_value: None,
+                default_enabled: false,
+                created_date: "2026-01-01T00:00:00Z".into(),
+            },
+            enabled: true,
+            value: text(default_value),
+            identity_overrides: vec![IdentityOverride {
+                identifier: "user-42".into(),
+                enabled: false,
+                value: text(identity_value),
+            }],
+            segment_overrides: vec![SegmentOverride {
+                segment: SegmentInfo {
+                    id: 9,
+                    name: "beta".into(),
+                },
+                priority: 0,
+                enabled: true,
+                value: text("seg"),
+            }],
         }],
-        "deleted_feature_ids": [3, 4]
-    })
+        deleted_feature_ids: vec![3, 4],
+    };
+    serde_json::to_value(doc).unwrap()
 }
 
 async fn wait_ready(receiver: &Receiver) {

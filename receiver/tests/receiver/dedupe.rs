@@ -1,7 +1,7 @@
 //! Remembered request ids: duplicates are recognised across restarts, and forgotten only after
 //! the retention.
 
-use flagpost_receiver::writer::{self, IntakeOutcome};
+use flagpost_receiver::intake::writer::{self, IntakeOutcome};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -2,7 +2,7 @@
 //! events in order: at the domain layer under proptest, and once over HTTP.
 
 use flagpost::wire::{IncomingEvent, parse_incoming};
-use flagpost_receiver::cache::{Change, FeatureEntry, FlagCache};
+use flagpost_receiver::documents::{Change, FeatureEntry, FlagCache};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

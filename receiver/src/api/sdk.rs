@@ -8,11 +8,19 @@
 //! receiver has no segment rules, so it cannot tell whether an identity is in a segment, and
 //! segment overrides never apply here (see the README).
 
-use bytes::Bytes;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::response::Response;
 use flagpost::wire::FlagValue;
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{EnvCache, FeatureEntry, FlagState};
+use crate::api::{AppState, json_response};
+use crate::app::Shared;
+use crate::documents::{EnvCache, FeatureEntry, FlagState};
+use crate::error::{ApiError, LookupError};
+
+const ENVIRONMENT_KEY_HEADER: &str = "x-environment-key";
 
 #[derive(Serialize)]
 struct SdkFeature<'a> {
@@ -116,4 +124,76 @@ pub fn identity_flags(
         traits,
     };
     serde_json::to_vec(&response).expect("identity response serialises")
+}
+
+/// The environment an SDK request is for, from its `X-Environment-Key`.
+fn sdk_environment(shared: &Shared, headers: &HeaderMap) -> Result<u64, LookupError> {
+    let key = headers
+        .get(ENVIRONMENT_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(LookupError::MissingEnvironmentKey)?;
+    shared
+        .live
+        .load()
+        .environment_keys
+        .get(key)
+        .copied()
+        .ok_or(LookupError::UnknownEnvironmentKey)
+}
+
+/// Takes the request whole (not a `HeaderMap`, which the extractor would clone): this is the
+/// hottest route.
+pub(crate) async fn flags_route(
+    State(shared): AppState,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let env = sdk_environment(&shared, request.headers())?;
+    let cache = shared.cache.load();
+    let body = match cache.env(env) {
+        Some(env_cache) => environment_flags(env, env_cache),
+        // Configured but no data yet: no flags, as for an empty environment.
+        None => Bytes::from_static(b"[]"),
+    };
+    Ok(json_response(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct IdentityQuery {
+    identifier: Option<String>,
+}
+
+pub(crate) async fn identity_get(
+    State(shared): AppState,
+    headers: HeaderMap,
+    Query(query): Query<IdentityQuery>,
+) -> Result<Response, ApiError> {
+    let env = sdk_environment(&shared, &headers)?;
+    let identifier = query
+        .identifier
+        .filter(|identifier| !identifier.is_empty())
+        .ok_or(LookupError::MissingIdentifier)?;
+    let cache = shared.cache.load();
+    let body = identity_flags(env, cache.env(env).map(|e| e.as_ref()), &identifier, &[]);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+pub(crate) async fn identity_post(
+    State(shared): AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let env = sdk_environment(&shared, &headers)?;
+    let request: IdentityRequest = serde_json::from_slice(&body)
+        .map_err(|error| LookupError::BadRequest(error.to_string()))?;
+    if request.identifier.is_empty() {
+        return Err(LookupError::MissingIdentifier.into());
+    }
+    let cache = shared.cache.load();
+    let body = identity_flags(
+        env,
+        cache.env(env).map(|e| e.as_ref()),
+        &request.identifier,
+        &request.traits,
+    );
+    Ok(json_response(StatusCode::OK, body))
 }

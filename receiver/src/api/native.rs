@@ -1,26 +1,14 @@
 //! Lookups in the native JSON shape, all from memory: an environment's flags, one flag, the flags
-//! resolved for an identity. The snapshot file uses the same shape.
+//! resolved for an identity; their routes' handlers. The snapshot file uses the same shape.
 
+use axum::extract::{Path, State};
+use axum::response::Response;
 use flagpost::wire::FlagValue;
 use serde::Serialize;
 
-use crate::cache::{EnvCache, FeatureEntry, FlagCache, SegmentState};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    #[error("environment {0} is not in the cache")]
-    UnknownEnvironment(u64),
-    #[error("feature {feature:?} is not in environment {env}")]
-    UnknownFeature { env: u64, feature: String },
-    #[error("missing X-Environment-Key header")]
-    MissingEnvironmentKey,
-    #[error("X-Environment-Key is not configured")]
-    UnknownEnvironmentKey,
-    #[error("identifier is required")]
-    MissingIdentifier,
-    #[error("request body: {0}")]
-    BadRequest(String),
-}
+use crate::api::{AppState, json_value};
+use crate::documents::{EnvCache, FeatureEntry, FlagCache, SegmentState};
+use crate::error::{ApiError, LookupError};
 
 #[derive(Debug, Serialize)]
 pub struct EnvironmentFlags<'a> {
@@ -214,4 +202,28 @@ pub fn identity_flags<'a>(
         identifier,
         flags,
     })
+}
+
+pub(crate) async fn environment_flags_route(
+    State(shared): AppState,
+    Path(env): Path<u64>,
+) -> Result<Response, ApiError> {
+    let cache = shared.cache.load();
+    Ok(json_value(&all_flags(&cache, env)?))
+}
+
+pub(crate) async fn one_flag_route(
+    State(shared): AppState,
+    Path((env, feature)): Path<(u64, String)>,
+) -> Result<Response, ApiError> {
+    let cache = shared.cache.load();
+    Ok(json_value(&one_flag(&cache, env, &feature)?))
+}
+
+pub(crate) async fn identity_flags_route(
+    State(shared): AppState,
+    Path((env, identifier)): Path<(u64, String)>,
+) -> Result<Response, ApiError> {
+    let cache = shared.cache.load();
+    Ok(json_value(&identity_flags(&cache, env, &identifier)?))
 }

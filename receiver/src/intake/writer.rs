@@ -2,30 +2,27 @@
 //!
 //! A durable commit costs an fsync, so the thread takes every job queued while the previous commit
 //! ran, applies them to a staged copy of the cache, writes their rows in one transaction and commits
-//! once. Only after the commit does it publish the staged cache (readers never see a change that
-//! could still be lost) and answer each job's waiter.
+//! once. It never waits for more: a lone request is committed at once, and under load the queue
+//! fills while the previous commit runs, so batches grow with the load by themselves. Only after
+//! the commit does it publish the staged cache (readers never see a change that could still be
+//! lost) and answer each job's waiter.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use redb::Database;
+use flagpost::document::EnvironmentDocument;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cache::{Change, Document, FlagCache, Outcome};
-use crate::now_unix;
-use crate::storage::{self, Batch, StorageError};
+use crate::clock::now_unix;
+use crate::documents::{Change, FlagCache, Outcome};
+use crate::error::WriteError;
+use crate::storage::{Batch, Storage};
 
 /// The most jobs one commit takes; bounds the latency of the first job in a burst.
 const MAX_BATCH: usize = 4096;
-/// While a batch is smaller than the two before it together, wait this long for one more job:
-/// senders acknowledged by the previous commit are usually on their way back, and taking them
-/// into this commit halves the number of fsyncs under steady load.
-const LINGER_GAP: Duration = Duration::from_micros(100);
-/// The longest a batch lingers in all.
-const LINGER_MAX: Duration = Duration::from_micros(500);
 
 /// What happened to one accepted web hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +61,15 @@ enum Job {
     Intake {
         request_id: String,
         change: Option<Box<Change>>,
-        reply: oneshot::Sender<Result<IntakeOutcome, StorageError>>,
+        reply: oneshot::Sender<Result<IntakeOutcome, WriteError>>,
     },
     Document {
-        doc: Box<Document>,
-        reply: oneshot::Sender<Result<(), StorageError>>,
+        doc: Box<EnvironmentDocument>,
+        reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Forget {
         before_unix: i64,
-        reply: oneshot::Sender<Result<u64, StorageError>>,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
     },
 }
 
@@ -81,6 +78,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    commit_latency: Histogram,
 }
 
 /// What readers use: the last committed cache, and a counter that moves after each commit.
@@ -94,20 +92,31 @@ pub struct Published {
 pub fn start(
     path: &Path,
     cache_bytes: usize,
-) -> Result<(Writer, Published, JoinHandle<()>), StorageError> {
-    let db = storage::open(path, cache_bytes)?;
-    let cache = Arc::new(ArcSwap::from_pointee(storage::load(&db)?));
+) -> Result<(Writer, Published, JoinHandle<()>), WriteError> {
+    let (storage, loaded) = Storage::open(path, cache_bytes)?;
+    let cache = Arc::new(ArcSwap::from_pointee(loaded));
     let (jobs, queue) = mpsc::channel(MAX_BATCH);
     let (commits_tx, commits) = watch::channel(0);
+    let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
     let published = Published {
         cache: cache.clone(),
         commits,
     };
+    let thread = WriterThread {
+        storage,
+        published: cache,
+        commits: commits_tx,
+        commit_latency: commit_latency.clone(),
+    };
     let thread = std::thread::Builder::new()
         .name("receiver-writer".into())
-        .spawn(move || writer_loop(db, cache, queue, commits_tx))
-        .map_err(StorageError::Thread)?;
-    Ok((Writer { jobs }, published, thread))
+        .spawn(move || thread.run(queue))
+        .map_err(|error| WriteError::WriterThread(Arc::new(error)))?;
+    let writer = Writer {
+        jobs,
+        commit_latency,
+    };
+    Ok((writer, published, thread))
 }
 
 impl Writer {
@@ -117,7 +126,7 @@ impl Writer {
         &self,
         request_id: String,
         change: Option<Change>,
-    ) -> Result<IntakeOutcome, StorageError> {
+    ) -> Result<IntakeOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Intake {
             request_id,
@@ -125,25 +134,25 @@ impl Writer {
             reply,
         })
         .await?;
-        answer.await.map_err(|_| StorageError::WriterGone)?
+        answer.await.map_err(|_| WriteError::WriterGone)?
     }
 
     /// Loads a full environment document (bootstrap).
-    pub async fn load_document(&self, doc: Document) -> Result<(), StorageError> {
+    pub async fn load_document(&self, doc: EnvironmentDocument) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Document {
             doc: Box::new(doc),
             reply,
         })
         .await?;
-        answer.await.map_err(|_| StorageError::WriterGone)?
+        answer.await.map_err(|_| WriteError::WriterGone)?
     }
 
     /// Forgets request ids taken before `before_unix`.
-    pub async fn forget_requests_before(&self, before_unix: i64) -> Result<u64, StorageError> {
+    pub async fn forget_requests_before(&self, before_unix: i64) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Forget { before_unix, reply }).await?;
-        answer.await.map_err(|_| StorageError::WriterGone)?
+        answer.await.map_err(|_| WriteError::WriterGone)?
     }
 
     /// False once the writer thread has ended (it only ends when every handle is gone, or by a
@@ -152,83 +161,84 @@ impl Writer {
         !self.jobs.is_closed()
     }
 
-    async fn send(&self, job: Job) -> Result<(), StorageError> {
+    /// Seconds from the start of each batch's write transaction to the end of its durable
+    /// commit, observed after every commit (a clone sharing the writer's histogram).
+    pub fn commit_latency(&self) -> Histogram {
+        self.commit_latency.clone()
+    }
+
+    async fn send(&self, job: Job) -> Result<(), WriteError> {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| StorageError::WriterGone)
+            .map_err(|_| WriteError::WriterGone)
     }
 }
 
-fn writer_loop(
-    db: Database,
+/// What the writer thread owns.
+struct WriterThread {
+    storage: Storage,
     published: Arc<ArcSwap<FlagCache>>,
-    mut queue: mpsc::Receiver<Job>,
     commits: watch::Sender<u64>,
-) {
-    // Only for timed waits on the queue; the thread itself never runs async work.
-    let clock = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a timer-only runtime starts");
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut recent = [0usize; 2];
-    while let Some(first) = queue.blocking_recv() {
-        jobs.push(first);
-        let linger_until = Instant::now() + LINGER_MAX;
-        let expected = (recent[0] + recent[1]).min(MAX_BATCH);
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) if jobs.len() < expected && Instant::now() < linger_until => {
-                    let next = clock
-                        .block_on(async { tokio::time::timeout(LINGER_GAP, queue.recv()).await });
-                    match next {
-                        Ok(Some(job)) => jobs.push(job),
-                        _ => break,
-                    }
+    commit_latency: Histogram,
+}
+
+impl WriterThread {
+    fn run(self, mut queue: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            self.commit(&mut jobs);
         }
-        recent = [recent[1], jobs.len()];
-        let mut staged = FlagCache::clone(&published.load());
-        let started = Instant::now();
-        let result = run_batch(&db, &mut staged, &jobs);
-        tracing::debug!(
-            jobs = jobs.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            committed = result.is_ok(),
-            "batch done"
-        );
+        // Every handle is gone: the database closes here, cleanly, when `self` drops.
+    }
+
+    /// Commits every job in `jobs` in one transaction, then publishes and answers them.
+    fn commit(&self, jobs: &mut Vec<Job>) {
+        let mut staged = FlagCache::clone(&self.published.load());
+        let result = self
+            .storage
+            .write(|batch| run_batch(batch, &mut staged, jobs));
         match result {
-            Ok(answers) => {
-                let changed = answers.iter().any(Answer::changed_cache);
-                if changed {
-                    published.store(Arc::new(staged));
-                    commits.send_modify(|n| *n += 1);
-                }
+            Ok((answers, elapsed)) => {
+                self.commit_latency.observe(elapsed.as_secs_f64());
+                tracing::debug!(
+                    jobs = jobs.len(),
+                    elapsed_us = elapsed.as_micros() as u64,
+                    "batch committed"
+                );
+                // Published before anyone is answered: an acknowledged change is visible.
+                let replaced = answers.iter().any(Answer::changed_cache).then(|| {
+                    let replaced = self.published.swap(Arc::new(staged));
+                    self.commits.send_modify(|n| *n += 1);
+                    replaced
+                });
                 for (job, answer) in jobs.drain(..).zip(answers) {
                     answer.send(job);
                 }
+                // Freeing what the batch replaced waits until the waiters have their answers.
+                drop(replaced);
             }
             Err(error) => {
                 tracing::error!(%error, jobs = jobs.len(), "commit failed; nothing in it was acknowledged");
                 for job in jobs.drain(..) {
-                    Answer::Failed(error.to_string()).send(job);
+                    job.fail(error.clone());
                 }
             }
         }
     }
-    // Every handle is gone: the database closes here, cleanly.
-    drop(db);
 }
 
 enum Answer {
     Intake(IntakeOutcome),
     Document,
     Forgot(u64),
-    Failed(String),
 }
 
 impl Answer {
@@ -251,33 +261,36 @@ impl Answer {
             (Job::Forget { reply, .. }, Answer::Forgot(n)) => {
                 let _ = reply.send(Ok(n));
             }
-            (Job::Intake { reply, .. }, answer) => {
-                let _ = reply.send(Err(answer.into_error()));
-            }
-            (Job::Document { reply, .. }, answer) => {
-                let _ = reply.send(Err(answer.into_error()));
-            }
-            (Job::Forget { reply, .. }, answer) => {
-                let _ = reply.send(Err(answer.into_error()));
-            }
+            // `run_batch` answers each job with its own kind, in order.
+            (job, _) => job.fail(WriteError::Corrupt(
+                "the writer answered the wrong job".into(),
+            )),
         }
     }
+}
 
-    fn into_error(self) -> StorageError {
+impl Job {
+    fn fail(self, error: WriteError) {
         match self {
-            Answer::Failed(message) => StorageError::BatchFailed(message),
-            _ => StorageError::BatchFailed("the writer answered the wrong job".into()),
+            Job::Intake { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Document { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Forget { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
         }
     }
 }
 
 fn run_batch(
-    db: &Database,
+    batch: &mut Batch<'_>,
     staged: &mut FlagCache,
     jobs: &[Job],
-) -> Result<Vec<Answer>, StorageError> {
+) -> Result<Vec<Answer>, WriteError> {
     let now = now_unix();
-    let mut batch = Batch::begin(db)?;
     let mut dirty = Vec::new();
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -305,6 +318,5 @@ fn run_batch(
         });
     }
     batch.write(staged, &mut dirty)?;
-    batch.commit()?;
     Ok(answers)
 }

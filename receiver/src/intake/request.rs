@@ -1,4 +1,4 @@
-//! Reading one web hook request: content type, size, signature, body, sequence, request id.
+//! Checking and reading one web hook request: content type, size, signature, body, sequence, request id.
 //!
 //! Everything here is checked before the writer sees the request, so a refused request never
 //! reaches the cache. The checks run on the raw body bytes, never on re-serialised JSON.
@@ -7,45 +7,13 @@ use flagpost::signing::{
     FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, VerifyError, WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, verify_flagsmith, verify_standard,
 };
-use flagpost::wire::{IncomingEvent, WireError, parse_incoming};
+use flagpost::wire::{IncomingEvent, parse_incoming};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::cache::Change;
 use crate::config::Live;
-
-/// Why a web hook was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
-    #[error("content type must be application/json")]
-    UnsupportedMediaType,
-    #[error("body is over the {limit}-byte limit")]
-    TooLarge { limit: usize },
-    #[error("cannot read the body: {0}")]
-    Body(String),
-    #[error("{0}")]
-    Signature(#[from] VerifyError),
-    #[error("{0}")]
-    Malformed(#[from] WireError),
-    #[error("{SEQUENCE_HEADER} must be a whole number")]
-    BadSequence,
-}
-
-impl IntakeError {
-    /// The metric label for this refusal.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            IntakeError::UnsupportedMediaType => "unsupported_media_type",
-            IntakeError::TooLarge { .. } => "too_large",
-            IntakeError::Body(_) => "unreadable_body",
-            IntakeError::Signature(VerifyError::Missing) => "missing_signature",
-            IntakeError::Signature(VerifyError::StaleTimestamp { .. }) => "stale_timestamp",
-            IntakeError::Signature(VerifyError::BadTimestamp) => "bad_timestamp",
-            IntakeError::Signature(_) => "bad_signature",
-            IntakeError::Malformed(_) | IntakeError::BadSequence => "malformed",
-        }
-    }
-}
+use crate::documents::Change;
+use crate::error::WriteError;
 
 /// A request that passed every check.
 #[derive(Debug)]
@@ -57,7 +25,7 @@ pub struct Accepted {
 }
 
 /// Checks the content type before the body is read.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), WriteError> {
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -66,7 +34,7 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {
     if is_json {
         Ok(())
     } else {
-        Err(IntakeError::UnsupportedMediaType)
+        Err(WriteError::UnsupportedMediaType)
     }
 }
 
@@ -92,7 +60,7 @@ pub fn verify(
     body: &[u8],
     live: &Live,
     now_unix: i64,
-) -> Result<Verified, IntakeError> {
+) -> Result<Verified, WriteError> {
     if let Some(signature) = header(headers, WEBHOOK_SIGNATURE_HEADER) {
         let id = header(headers, WEBHOOK_ID_HEADER).ok_or(VerifyError::MissingId)?;
         let timestamp =
@@ -124,7 +92,7 @@ pub fn verify(
 /// anyone holding one old signed body could send it again with a fresh id (past the duplicate
 /// check) and a huge sequence (freezing the key against every later event): such a request is
 /// recognised by its body's SHA-256 and ordered by its timestamp, as a Flagsmith one is.
-pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Accepted, IntakeError> {
+pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Accepted, WriteError> {
     let trusted = |name: &str| header(headers, name).filter(|_| verified == Verified::Standard);
     let seq = match trusted(SEQUENCE_HEADER) {
         None => None,
@@ -132,7 +100,7 @@ pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Acce
             value
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| IntakeError::BadSequence)?,
+                .map_err(|_| WriteError::BadSequence)?,
         ),
     };
     let change = match parse_incoming(body)? {

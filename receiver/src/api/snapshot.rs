@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::cache::FlagCache;
-use crate::lookup::{EnvironmentFlags, environment_flags};
+use crate::api::native::{EnvironmentFlags, environment_flags};
+use crate::clock::now_unix;
+use crate::documents::FlagCache;
 
 #[derive(Serialize)]
 struct SnapshotFile<'a> {
@@ -66,7 +67,7 @@ pub async fn keep_written(
         let current = cache.load_full();
         let path_for_write = path.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let bytes = render(&current, crate::now_unix());
+            let bytes = render(&current, now_unix());
             write_atomically(&path_for_write, &bytes)
         })
         .await;

@@ -1,0 +1,79 @@
+//! The HTTP transport: the router and thin handlers, one file per area. Handlers read the
+//! published documents ([`crate::documents`]) and hand writes to the writer; none reaches storage.
+//!
+//! - [`webhook`]: web hook intake; [`native`]: the native JSON lookups;
+//! - [`sdk`]: the Flagsmith-SDK-compatible API; [`status`]: health, readiness, metrics, admin;
+//! - [`snapshot`]: the native lookups' shape as a file, for apps that read files.
+
+pub mod native;
+pub mod sdk;
+pub mod snapshot;
+pub mod status;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::app::Shared;
+
+type AppState = State<Arc<Shared>>;
+
+/// The router; every path but `webhook_path` starts with one of
+/// [`crate::config::RESERVED_PREFIXES`].
+pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
+    Router::new()
+        .route(webhook_path, post(webhook::take_webhook))
+        .route(
+            "/v1/environments/{env}/flags",
+            get(native::environment_flags_route),
+        )
+        .route(
+            "/v1/environments/{env}/flags/{feature}",
+            get(native::one_flag_route),
+        )
+        .route(
+            "/v1/environments/{env}/identities/{identifier}/flags",
+            get(native::identity_flags_route),
+        )
+        .route("/api/v1/flags/", get(sdk::flags_route))
+        .route("/api/v1/flags", get(sdk::flags_route))
+        .route(
+            "/api/v1/identities/",
+            get(sdk::identity_get).post(sdk::identity_post),
+        )
+        .route(
+            "/api/v1/identities",
+            get(sdk::identity_get).post(sdk::identity_post),
+        )
+        .route(
+            "/admin/environments/{env}/bootstrap",
+            post(status::bootstrap_environment),
+        )
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .with_state(shared)
+}
+
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub(crate) fn json_value<T: serde::Serialize>(value: &T) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(value).expect("responses serialise"),
+    )
+}

@@ -1,0 +1,58 @@
+//! `POST {webhook_path}`: a web hook, checked by [`crate::intake::request`] and acknowledged only
+//! after the writer's durable commit.
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+
+use crate::api::{AppState, json_response};
+use crate::app::Shared;
+use crate::clock::now_unix;
+use crate::error::{ApiError, WriteError};
+use crate::intake::{IntakeOutcome, request};
+
+pub(crate) async fn take_webhook(State(shared): AppState, incoming: Request) -> Response {
+    match intake_request(&shared, incoming).await {
+        Ok(outcome) => {
+            shared.metrics.accepted(outcome.as_str());
+            json_response(StatusCode::OK, Bytes::from_static(outcome.response_body()))
+        }
+        Err(error) => {
+            if let Some(reason) = error.refusal() {
+                shared.metrics.refused(reason);
+            }
+            ApiError::from(error).into_response()
+        }
+    }
+}
+
+async fn intake_request(shared: &Shared, incoming: Request) -> Result<IntakeOutcome, WriteError> {
+    let (parts, body) = incoming.into_parts();
+    request::check_content_type(&parts.headers)?;
+    let live = shared.live.load_full();
+    let limit = live.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(WriteError::TooLarge { limit });
+    }
+    let body = Limited::new(body, limit).collect().await.map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            WriteError::TooLarge { limit }
+        } else {
+            WriteError::Body(error.to_string())
+        }
+    })?;
+    let body = body.to_bytes();
+    let verified = request::verify(&parts.headers, &body, &live, now_unix())?;
+    let accepted = request::read(&parts.headers, &body, verified)?;
+    shared
+        .writer
+        .intake(accepted.request_id, accepted.change)
+        .await
+}

@@ -1,0 +1,509 @@
+//! The cache of every environment and how a change or a document is applied to it.
+//!
+//! The cache is copy-on-write at two levels (environment, feature) through `Arc::make_mut`, so the
+//! writer can stage a batch on a cheap clone and publish it only after the batch has committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use flagpost::document::{EnvironmentDocument, FeatureDocument};
+
+use crate::documents::change::{Change, Scope};
+use crate::documents::order::Order;
+use crate::documents::state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+
+/// One environment's part of the cache.
+#[derive(Debug, Default)]
+pub struct EnvCache {
+    pub name: Option<String>,
+    /// The `last_sequence` of the newest document loaded: every sequenced change at or below it is
+    /// already reflected, whatever key it touches.
+    pub document_seq: Option<u64>,
+    /// When a document was last loaded (unix seconds); `None` until the first bootstrap.
+    pub loaded_at: Option<i64>,
+    /// When this environment last took a change or a document (unix seconds).
+    pub refreshed_at: Option<i64>,
+    pub features: HashMap<u64, Arc<FeatureEntry>>,
+    /// Deleted feature ids: nothing for them is ever applied again.
+    pub deleted_features: HashSet<u64>,
+    /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
+    rendered: OnceLock<Bytes>,
+}
+
+impl Clone for EnvCache {
+    fn clone(&self) -> Self {
+        EnvCache {
+            name: self.name.clone(),
+            document_seq: self.document_seq,
+            loaded_at: self.loaded_at,
+            refreshed_at: self.refreshed_at,
+            features: self.features.clone(),
+            deleted_features: self.deleted_features.clone(),
+            // A clone is made to be changed; its rendering is rebuilt on first use.
+            rendered: OnceLock::new(),
+        }
+    }
+}
+
+impl EnvCache {
+    /// A rendering of this environment (built by `render` on first use), kept until the next
+    /// change: lookups of a whole environment then cost a pointer copy.
+    pub fn rendered(&self, render: impl FnOnce(&EnvCache) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(self)).clone()
+    }
+
+    /// Features with a live default state, by id.
+    pub fn live_features(&self) -> impl Iterator<Item = (u64, &FeatureEntry)> {
+        self.features
+            .iter()
+            .filter(|(_, entry)| entry.default_state().is_some())
+            .map(|(id, entry)| (*id, entry.as_ref()))
+    }
+}
+
+/// What applying a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Older than what the cache holds, or about a deleted feature: nothing changed.
+    Superseded,
+}
+
+/// A key whose stored row must be rewritten after a batch (storage reads the new content from the
+/// cache itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dirty {
+    Env(u64),
+    FeatureMeta(u64, u64),
+    State(u64, u64, Scope),
+    /// The feature was removed with all its keys: its rows go and a tombstone is written.
+    FeatureDeleted(u64, u64),
+    /// Every key of the feature may have changed (a document replaced it).
+    FeatureRewritten(u64, u64),
+}
+
+/// Every environment's flags.
+#[derive(Debug, Clone, Default)]
+pub struct FlagCache {
+    envs: HashMap<u64, Arc<EnvCache>>,
+}
+
+impl FlagCache {
+    pub fn env(&self, id: u64) -> Option<&Arc<EnvCache>> {
+        self.envs.get(&id)
+    }
+
+    pub fn envs(&self) -> impl Iterator<Item = (u64, &Arc<EnvCache>)> {
+        self.envs.iter().map(|(id, env)| (*id, env))
+    }
+
+    /// Mutable access that un-shares only this environment.
+    pub fn env_mut(&mut self, id: u64) -> &mut EnvCache {
+        let env = self.envs.entry(id).or_default();
+        let env = Arc::make_mut(env);
+        // Anything rendered from the old content is stale now.
+        env.rendered = OnceLock::new();
+        env
+    }
+
+    /// Applies one change, recording in `dirty` every key whose stored row must change.
+    pub fn apply(&mut self, change: &Change, now_unix: i64, dirty: &mut Vec<Dirty>) -> Outcome {
+        let env_id = change.env;
+        let feature_id = change.feature;
+        if change.deleted && change.scope == Scope::Default {
+            if self.is_settled(change) {
+                return Outcome::Superseded;
+            }
+            // Feature ids are never reused, so the deletion is final whatever its order.
+            let env = self.env_mut(env_id);
+            env.features.remove(&feature_id);
+            env.deleted_features.insert(feature_id);
+            env.refreshed_at = Some(now_unix);
+            dirty.push(Dirty::FeatureDeleted(env_id, feature_id));
+            dirty.push(Dirty::Env(env_id));
+            return Outcome::Applied;
+        }
+        if self.is_settled(change) || !self.admits(change) {
+            return Outcome::Superseded;
+        }
+
+        let env = self.env_mut(env_id);
+        if env.name.is_none() {
+            env.name.clone_from(&change.env_name);
+        }
+        env.refreshed_at = Some(now_unix);
+        let entry = Arc::make_mut(env.features.entry(feature_id).or_default());
+        let meta_is_newer =
+            entry.meta.name.is_empty() || change.order.supersedes(entry.meta.order, false, false);
+        if meta_is_newer {
+            let created_date = entry.meta.created_date.take();
+            entry.meta = change.meta.clone();
+            entry.meta.created_date = created_date;
+            dirty.push(Dirty::FeatureMeta(env_id, feature_id));
+        }
+        write_slot(entry, change);
+        dirty.push(Dirty::State(env_id, feature_id, change.scope.clone()));
+        dirty.push(Dirty::Env(env_id));
+        Outcome::Applied
+    }
+
+    /// Whether nothing can change `change`'s key any more: its feature is deleted, or a document
+    /// at or past its sequence already holds it or something newer.
+    fn is_settled(&self, change: &Change) -> bool {
+        let Some(env) = self.envs.get(&change.env) else {
+            return false;
+        };
+        env.deleted_features.contains(&change.feature)
+            || matches!((change.order.seq, env.document_seq), (Some(seq), Some(doc_seq)) if seq <= doc_seq)
+    }
+
+    /// Whether `change` is newer than what its key holds.
+    fn admits(&self, change: &Change) -> bool {
+        let current = self
+            .envs
+            .get(&change.env)
+            .and_then(|env| env.features.get(&change.feature));
+        let Some(entry) = current else {
+            return true;
+        };
+        let newer = |order: Order, tombstone: bool| {
+            change.order.supersedes(order, tombstone, change.deleted)
+        };
+        match &change.scope {
+            Scope::Default => entry
+                .default
+                .as_ref()
+                .is_none_or(|slot| newer(slot.order, slot.state.is_none())),
+            Scope::Identity(identifier) => entry
+                .identities
+                .get(identifier)
+                .is_none_or(|slot| newer(slot.order, slot.state.is_none())),
+            Scope::Segment(segment) => entry
+                .segments
+                .get(segment)
+                .is_none_or(|slot| newer(slot.order, slot.state.is_none())),
+        }
+    }
+
+    /// Loads a full document from flagpost: every key in it counts as applied at its
+    /// `last_sequence`, and keys the cache holds at a greater sequence stay as they are.
+    pub fn apply_document(
+        &mut self,
+        doc: &EnvironmentDocument,
+        now_unix: i64,
+        dirty: &mut Vec<Dirty>,
+    ) {
+        let env_id = doc.environment.id;
+        // A document older than one already loaded adds nothing, and it could bring back an
+        // override the newer one dropped (a dropped key leaves no tombstone).
+        let loaded = self.envs.get(&env_id).and_then(|env| env.document_seq);
+        if loaded.is_some_and(|seq| seq > doc.last_sequence) {
+            return;
+        }
+        let covered = |order: &Order| order.seq.is_none_or(|seq| seq <= doc.last_sequence);
+        let env = self.env_mut(env_id);
+        env.name = Some(doc.environment.name.clone());
+        for id in &doc.deleted_feature_ids {
+            env.features.remove(id);
+            if env.deleted_features.insert(*id) {
+                dirty.push(Dirty::FeatureDeleted(env_id, *id));
+            }
+        }
+        let listed: HashSet<u64> = doc.features.iter().map(|f| f.feature.id).collect();
+        // Keys the document does not list existed at no point up to `last_sequence` or were
+        // removed by then: drop those it covers, keep anything newer.
+        let unlisted: Vec<u64> = env
+            .features
+            .keys()
+            .filter(|id| !listed.contains(id))
+            .copied()
+            .collect();
+        for id in unlisted {
+            let entry = Arc::make_mut(env.features.get_mut(&id).expect("listed above"));
+            retain_newer(entry, &covered);
+            if entry.is_empty() {
+                env.features.remove(&id);
+            }
+            dirty.push(Dirty::FeatureRewritten(env_id, id));
+        }
+        for feature in &doc.features {
+            let id = feature.feature.id;
+            if env.deleted_features.contains(&id) {
+                continue;
+            }
+            let entry = Arc::make_mut(env.features.entry(id).or_default());
+            load_feature(entry, feature, doc.last_sequence);
+            dirty.push(Dirty::FeatureRewritten(env_id, id));
+        }
+        env.document_seq = Some(env.document_seq.unwrap_or(0).max(doc.last_sequence));
+        env.loaded_at = Some(now_unix);
+        env.refreshed_at = Some(now_unix);
+        dirty.push(Dirty::Env(env_id));
+    }
+
+    /// Rebuilds the cache from stored parts (used when opening the database).
+    pub fn insert_env(&mut self, id: u64, env: EnvCache) {
+        self.envs.insert(id, Arc::new(env));
+    }
+}
+
+/// Writes `change` into its key's slot (it was admitted).
+fn write_slot(entry: &mut FeatureEntry, change: &Change) {
+    let order = change.order;
+    let state = (!change.deleted).then(|| change.state.clone());
+    match &change.scope {
+        Scope::Default => entry.default = Some(Slot { order, state }),
+        Scope::Identity(identifier) => {
+            entry
+                .identities
+                .insert(identifier.clone(), Slot { order, state });
+        }
+        Scope::Segment(segment) => {
+            let state = state.map(|state| SegmentState {
+                enabled: state.enabled,
+                value: state.value,
+                priority: change.segment_priority,
+                name: change.segment_name.clone(),
+            });
+            entry.segments.insert(*segment, Slot { order, state });
+        }
+    }
+}
+
+/// Loads one feature of a document at `last_sequence` into `entry`, keeping keys set later.
+fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequence: u64) {
+    let at = Order {
+        seq: Some(last_sequence),
+        ts_micros: None,
+    };
+    let covered = |order: &Order| order.seq.is_none_or(|seq| seq <= last_sequence);
+    if entry.meta.name.is_empty() || covered(&entry.meta.order) {
+        entry.meta = FeatureMeta::from_document(&feature.feature, at);
+    }
+    retain_newer(entry, &covered);
+    let loaded = |state: FlagState| Slot {
+        order: at,
+        state: Some(state),
+    };
+    if entry.default.is_none() {
+        entry.default = Some(loaded(FlagState {
+            enabled: feature.enabled,
+            value: feature.value.clone(),
+        }));
+    }
+    for identity in &feature.identity_overrides {
+        if entry.identities.get(&identity.identifier).is_none() {
+            let slot = loaded(FlagState {
+                enabled: identity.enabled,
+                value: identity.value.clone(),
+            });
+            entry
+                .identities
+                .insert(identity.identifier.as_str().into(), slot);
+        }
+    }
+    for segment in &feature.segment_overrides {
+        entry
+            .segments
+            .entry(segment.segment.id)
+            .or_insert_with(|| Slot {
+                order: at,
+                state: Some(SegmentState {
+                    enabled: segment.enabled,
+                    value: segment.value.clone(),
+                    priority: Some(segment.priority),
+                    name: Some(segment.segment.name.clone()),
+                }),
+            });
+    }
+}
+
+/// Drops every key of `entry` that a document at the covering sequence replaces.
+fn retain_newer(entry: &mut FeatureEntry, covered: &impl Fn(&Order) -> bool) {
+    if entry
+        .default
+        .as_ref()
+        .is_some_and(|slot| covered(&slot.order))
+    {
+        entry.default = None;
+    }
+    entry.identities.retain(|slot| !covered(&slot.order));
+    entry.segments.retain(|_, slot| !covered(&slot.order));
+}
+
+#[cfg(test)]
+mod tests {
+    use flagpost::document::{EnvironmentInfo, FeatureInfo, IdentityOverride, ProjectInfo};
+    use flagpost::wire::FlagValue;
+
+    use super::*;
+
+    fn change(
+        scope: Scope,
+        seq: Option<u64>,
+        ts: Option<i64>,
+        deleted: bool,
+        value: &str,
+    ) -> Change {
+        let order = Order { seq, ts_micros: ts };
+        Change {
+            env: 1,
+            env_name: None,
+            feature: 7,
+            meta: FeatureMeta {
+                name: "f".into(),
+                order,
+                ..FeatureMeta::default()
+            },
+            scope,
+            deleted,
+            state: FlagState {
+                enabled: true,
+                value: Some(FlagValue::String(value.into())),
+            },
+            segment_priority: None,
+            segment_name: None,
+            order,
+        }
+    }
+
+    fn default_value(cache: &FlagCache) -> Option<FlagValue> {
+        cache
+            .env(1)?
+            .features
+            .get(&7)?
+            .default_state()?
+            .value
+            .clone()
+    }
+
+    #[test]
+    fn an_older_document_never_brings_back_what_a_newer_one_dropped() {
+        let document = |last_sequence, identity_overrides| EnvironmentDocument {
+            environment: EnvironmentInfo {
+                id: 1,
+                name: "env".into(),
+                project: ProjectInfo::default(),
+            },
+            last_sequence,
+            features: vec![FeatureDocument {
+                feature: FeatureInfo {
+                    name: "f".into(),
+                    id: 7,
+                    ..FeatureInfo::default()
+                },
+                enabled: true,
+                value: None,
+                identity_overrides,
+                segment_overrides: Vec::new(),
+            }],
+            deleted_feature_ids: Vec::new(),
+        };
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply_document(&document(200, Vec::new()), 0, &mut dirty);
+        let override_u = IdentityOverride {
+            identifier: "u".into(),
+            enabled: true,
+            value: None,
+        };
+        let stale = document(100, vec![override_u]);
+        cache.apply_document(&stale, 0, &mut dirty);
+        let feature = cache.env(1).unwrap().features.get(&7).unwrap();
+        assert_eq!(feature.identity_state("u"), None);
+    }
+
+    #[test]
+    fn equal_timestamps_apply_in_arrival_order() {
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply(
+            &change(Scope::Default, None, Some(5), false, "a"),
+            0,
+            &mut dirty,
+        );
+        let outcome = cache.apply(
+            &change(Scope::Default, None, Some(5), false, "b"),
+            0,
+            &mut dirty,
+        );
+        assert_eq!(outcome, Outcome::Applied);
+        assert_eq!(default_value(&cache), Some(FlagValue::String("b".into())));
+        let outcome = cache.apply(
+            &change(Scope::Default, None, Some(4), false, "c"),
+            0,
+            &mut dirty,
+        );
+        assert_eq!(outcome, Outcome::Superseded);
+    }
+
+    #[test]
+    fn an_update_never_undoes_an_override_deletion_with_the_same_timestamp() {
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        let key = Scope::Identity("u".into());
+        cache.apply(
+            &change(key.clone(), None, Some(5), true, "x"),
+            0,
+            &mut dirty,
+        );
+        let outcome = cache.apply(
+            &change(key.clone(), None, Some(5), false, "y"),
+            0,
+            &mut dirty,
+        );
+        assert_eq!(outcome, Outcome::Superseded);
+        let outcome = cache.apply(&change(key, None, Some(6), false, "z"), 0, &mut dirty);
+        assert_eq!(outcome, Outcome::Applied);
+    }
+
+    #[test]
+    fn a_deleted_feature_never_comes_back() {
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply(
+            &change(Scope::Default, Some(1), None, false, "a"),
+            0,
+            &mut dirty,
+        );
+        cache.apply(
+            &change(Scope::Segment(3), Some(2), None, false, "s"),
+            0,
+            &mut dirty,
+        );
+        cache.apply(
+            &change(Scope::Default, Some(3), None, true, "a"),
+            0,
+            &mut dirty,
+        );
+        assert!(cache.env(1).unwrap().features.is_empty());
+        for scope in [
+            Scope::Default,
+            Scope::Identity("u".into()),
+            Scope::Segment(3),
+        ] {
+            let outcome = cache.apply(&change(scope, Some(99), None, false, "late"), 0, &mut dirty);
+            assert_eq!(outcome, Outcome::Superseded);
+        }
+    }
+
+    #[test]
+    fn sequences_order_exactly_when_both_sides_have_one() {
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply(
+            &change(Scope::Default, Some(5), Some(1), false, "new"),
+            0,
+            &mut dirty,
+        );
+        // A later timestamp does not matter once sequences are known.
+        let outcome = cache.apply(
+            &change(Scope::Default, Some(4), Some(9), false, "old"),
+            0,
+            &mut dirty,
+        );
+        assert_eq!(outcome, Outcome::Superseded);
+        assert_eq!(default_value(&cache), Some(FlagValue::String("new".into())));
+    }
+}

@@ -1,0 +1,101 @@
+//! What the cache holds for one feature: its description, its default state and its overrides,
+//! each key in a [`Slot`] that remembers the order of the change last applied to it.
+
+use std::collections::BTreeMap;
+
+use flagpost::document::FeatureInfo;
+use flagpost::wire::FlagValue;
+use serde::{Deserialize, Serialize};
+
+use crate::documents::order::Order;
+use crate::documents::overrides::IdentityOverrides;
+
+/// A flag's state for one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagState {
+    pub enabled: bool,
+    pub value: Option<FlagValue>,
+}
+
+/// A segment override: the flag state plus what the segment is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentState {
+    pub enabled: bool,
+    pub value: Option<FlagValue>,
+    pub priority: Option<i64>,
+    pub name: Option<String>,
+}
+
+/// One cache key's content: `state: None` is a tombstone (the key was deleted at `order`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot<T> {
+    pub order: Order,
+    pub state: Option<T>,
+}
+
+/// What a feature is, as the latest change told.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FeatureMeta {
+    pub name: String,
+    #[serde(default)]
+    pub feature_type: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub initial_value: Option<FlagValue>,
+    #[serde(default)]
+    pub default_enabled: Option<bool>,
+    #[serde(default)]
+    pub created_date: Option<String>,
+    #[serde(default)]
+    pub order: Order,
+}
+
+impl FeatureMeta {
+    /// What a document from flagpost says the feature is, as applied at `order`.
+    pub fn from_document(feature: &FeatureInfo, order: Order) -> FeatureMeta {
+        FeatureMeta {
+            name: feature.name.clone(),
+            feature_type: Some(feature.feature_type.clone()),
+            description: feature.description.clone(),
+            initial_value: feature.initial_value.clone(),
+            default_enabled: Some(feature.default_enabled),
+            created_date: Some(feature.created_date.clone()),
+            order,
+        }
+    }
+}
+
+/// A feature in one environment: its default state and its overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FeatureEntry {
+    pub meta: FeatureMeta,
+    pub default: Option<Slot<FlagState>>,
+    pub identities: IdentityOverrides<Slot<FlagState>>,
+    pub segments: BTreeMap<u64, Slot<SegmentState>>,
+}
+
+impl FeatureEntry {
+    /// The live default state, if the feature has one.
+    pub fn default_state(&self) -> Option<&FlagState> {
+        self.default.as_ref().and_then(|slot| slot.state.as_ref())
+    }
+
+    /// The live identity override for `identifier`.
+    pub fn identity_state(&self, identifier: &str) -> Option<&FlagState> {
+        self.identities
+            .get(identifier)
+            .and_then(|slot| slot.state.as_ref())
+    }
+
+    /// Live segment overrides, by segment id.
+    pub fn segment_states(&self) -> impl Iterator<Item = (u64, &SegmentState)> {
+        self.segments
+            .iter()
+            .filter_map(|(id, slot)| slot.state.as_ref().map(|state| (*id, state)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.identities.is_empty() && self.segments.is_empty()
+    }
+}

@@ -1,0 +1,6 @@
+//! Where documents come from, besides web hooks: [`flagpost`], an environment's full document
+//! from flagpost's change API (bootstrap, and reload on demand).
+
+pub mod flagpost;
+
+pub use self::flagpost::{DocumentClient, parse_document};

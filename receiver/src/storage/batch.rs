@@ -1,0 +1,196 @@
+//! One batch of the writer inside one write transaction: remembering request ids, forgetting old
+//! ones, and writing the rows behind every key a batch changed.
+//!
+//! Every table is opened once per batch, not once per request.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
+use crate::error::WriteError;
+use crate::storage::{
+    DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, SEEN, SEEN_BY_TIME, STATES, json, scope_key,
+};
+
+type StatesTable<'txn> = Table<'txn, (u64, u64, &'static str), &'static [u8]>;
+
+/// The tables of one write transaction, open for the length of a batch.
+pub struct Batch<'txn> {
+    seen: Table<'txn, &'static str, i64>,
+    seen_by_time: Table<'txn, (i64, &'static str), ()>,
+    envs: Table<'txn, u64, &'static str>,
+    features: Table<'txn, (u64, u64), &'static str>,
+    deleted: Table<'txn, (u64, u64), ()>,
+    states: StatesTable<'txn>,
+}
+
+impl<'txn> Batch<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Batch<'txn>, WriteError> {
+        Ok(Batch {
+            seen: txn.open_table(SEEN)?,
+            seen_by_time: txn.open_table(SEEN_BY_TIME)?,
+            envs: txn.open_table(ENVIRONMENTS)?,
+            features: txn.open_table(FEATURES)?,
+            deleted: txn.open_table(DELETED_FEATURES)?,
+            states: txn.open_table(STATES)?,
+        })
+    }
+
+    /// Records a request id; false when it was already taken (by this batch or an earlier one).
+    pub fn remember(&mut self, request_id: &str, now_unix: i64) -> Result<bool, WriteError> {
+        // One lookup in the common case (a new id): the insert answers what the id held before.
+        let first_seen = self
+            .seen
+            .insert(request_id, now_unix)?
+            .map(|previous| previous.value());
+        if let Some(first_seen) = first_seen {
+            // Keep when it was first taken, which its `SEEN_BY_TIME` row records.
+            self.seen.insert(request_id, first_seen)?;
+            return Ok(false);
+        }
+        self.seen_by_time.insert((now_unix, request_id), ())?;
+        Ok(true)
+    }
+
+    /// Forgets request ids taken before `before_unix`; returns how many.
+    pub fn forget_before(&mut self, before_unix: i64) -> Result<u64, WriteError> {
+        let old: Vec<(i64, String)> = self
+            .seen_by_time
+            .range((i64::MIN, "")..(before_unix, ""))?
+            .map(|row| {
+                row.map(|(key, _)| {
+                    let (at, id) = key.value();
+                    (at, id.to_owned())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (at, id) in &old {
+            self.seen_by_time.remove((*at, id.as_str()))?;
+            self.seen.remove(id.as_str())?;
+        }
+        Ok(old.len() as u64)
+    }
+
+    /// Writes the rows behind every dirty key, reading their new content from `cache`.
+    pub fn write(&mut self, cache: &FlagCache, dirty: &mut Vec<Dirty>) -> Result<(), WriteError> {
+        dirty.sort();
+        dirty.dedup();
+        for key in dirty.iter() {
+            match key {
+                Dirty::Env(id) => {
+                    if let Some(env) = cache.env(*id) {
+                        self.write_env(*id, env)?;
+                    }
+                }
+                Dirty::FeatureMeta(env, feature) => {
+                    if let Some(entry) = feature_entry(cache, *env, *feature) {
+                        self.write_meta(*env, *feature, entry)?;
+                    }
+                }
+                Dirty::State(env, feature, scope) => {
+                    self.write_state(*env, *feature, scope, feature_entry(cache, *env, *feature))?
+                }
+                Dirty::FeatureDeleted(env, feature) => {
+                    remove_feature_states(&mut self.states, *env, *feature)?;
+                    self.features.remove((*env, *feature))?;
+                    self.deleted.insert((*env, *feature), ())?;
+                }
+                Dirty::FeatureRewritten(env, feature) => {
+                    self.rewrite_feature(*env, *feature, feature_entry(cache, *env, *feature))?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_env(&mut self, id: u64, env: &EnvCache) -> Result<(), WriteError> {
+        let row = serde_json::to_string(&EnvRow {
+            name: env.name.clone(),
+            document_seq: env.document_seq,
+            loaded_at: env.loaded_at,
+            refreshed_at: env.refreshed_at,
+        })
+        .expect("environment rows serialise");
+        self.envs.insert(id, row.as_str())?;
+        Ok(())
+    }
+
+    fn write_meta(
+        &mut self,
+        env: u64,
+        feature: u64,
+        entry: &FeatureEntry,
+    ) -> Result<(), WriteError> {
+        let row = serde_json::to_string(&entry.meta).expect("meta serialises");
+        self.features.insert((env, feature), row.as_str())?;
+        Ok(())
+    }
+
+    fn write_state(
+        &mut self,
+        env: u64,
+        feature: u64,
+        scope: &Scope,
+        entry: Option<&FeatureEntry>,
+    ) -> Result<(), WriteError> {
+        let key = scope_key(scope);
+        let row = entry.and_then(|entry| match scope {
+            Scope::Default => entry.default.as_ref().map(json),
+            Scope::Identity(identifier) => entry.identities.get(identifier).map(json),
+            Scope::Segment(segment) => entry.segments.get(segment).map(json),
+        });
+        match row {
+            Some(row) => self
+                .states
+                .insert((env, feature, key.as_str()), row.as_slice())?,
+            None => self.states.remove((env, feature, key.as_str()))?,
+        };
+        Ok(())
+    }
+
+    /// Replaces every row of a feature by what `entry` holds (a document rewrote it).
+    fn rewrite_feature(
+        &mut self,
+        env: u64,
+        feature: u64,
+        entry: Option<&FeatureEntry>,
+    ) -> Result<(), WriteError> {
+        remove_feature_states(&mut self.states, env, feature)?;
+        let Some(entry) = entry else {
+            self.features.remove((env, feature))?;
+            return Ok(());
+        };
+        self.write_meta(env, feature, entry)?;
+        if let Some(slot) = &entry.default {
+            self.states
+                .insert((env, feature, ""), json(slot).as_slice())?;
+        }
+        for (identifier, slot) in entry.identities.iter() {
+            let key = scope_key(&Scope::Identity(identifier.into()));
+            self.states
+                .insert((env, feature, key.as_str()), json(slot).as_slice())?;
+        }
+        for (segment, slot) in &entry.segments {
+            let key = scope_key(&Scope::Segment(*segment));
+            self.states
+                .insert((env, feature, key.as_str()), json(slot).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+fn feature_entry(cache: &FlagCache, env: u64, feature: u64) -> Option<&FeatureEntry> {
+    cache
+        .env(env)
+        .and_then(|env| env.features.get(&feature))
+        .map(|entry| entry.as_ref())
+}
+
+fn remove_feature_states(
+    states: &mut StatesTable<'_>,
+    env: u64,
+    feature: u64,
+) -> Result<(), WriteError> {
+    // Every key is "", "i:..." or "s:...", all below "t".
+    states.retain_in((env, feature, "")..(env, feature, "t"), |_, _| false)?;
+    Ok(())
+}
