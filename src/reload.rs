@@ -104,11 +104,7 @@ impl<C: Reloadable> ConfigWatch<C> {
         timing: ReloadTiming,
         metrics: ReloadMetrics,
     ) -> ConfigWatch<C> {
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir_watch = DirWatch::new(&dir, timing.debounce, timing.poll_every);
+        let dir_watch = DirWatch::for_file(&path, timing.debounce, timing.poll_every);
         let last_text = tokio::fs::read(&path).await.ok();
         ConfigWatch {
             path,

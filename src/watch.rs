@@ -8,7 +8,11 @@
 //!
 //! A wake-up means "look again", not "something changed": callers re-read what they care about and
 //! compare it with what they last applied, so spurious wake-ups cost a read and nothing else.
+//! A watch for one file ([`DirWatch::for_file`]) still watches the directory but wakes only for
+//! events that name that file or a Kubernetes `..`-prefixed entry: the database and snapshot files
+//! often sit beside the configuration, and their writes would otherwise wake it on every commit.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,11 +33,38 @@ impl DirWatch {
     /// Starts watching `dir`. When the directory cannot be watched (it does not exist yet, or the
     /// platform refuses) the watch falls back to the periodic check alone and says so in the log.
     pub fn new(dir: &Path, debounce: Duration, poll_every: Duration) -> DirWatch {
+        DirWatch::start(dir, None, debounce, poll_every)
+    }
+
+    /// Watches the directory of `file`, waking only for events that name `file` itself or an
+    /// entry whose name starts with `..` (Kubernetes' `..data` swap).
+    pub fn for_file(file: &Path, debounce: Duration, poll_every: Duration) -> DirWatch {
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        DirWatch::start(
+            &dir,
+            file.file_name().map(OsString::from),
+            debounce,
+            poll_every,
+        )
+    }
+
+    fn start(
+        dir: &Path,
+        only: Option<OsString>,
+        debounce: Duration,
+        poll_every: Duration,
+    ) -> DirWatch {
         let (tx, events) = mpsc::channel(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Reads are not changes. Passing them on would make every watcher that reads its
             // directory (or a folder inside it) wake itself, and the others, for ever.
-            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+            let wakes = event.is_ok_and(|e| {
+                !matches!(e.kind, EventKind::Access(_)) && names_watched(&e.paths, only.as_ref())
+            });
+            if wakes {
                 // A full channel already holds a wake-up, which is all a burst needs.
                 let _ = tx.try_send(());
             }
@@ -91,6 +122,17 @@ impl DirWatch {
     }
 }
 
+/// Whether an event naming `paths` concerns the watched file (every event does without a filter).
+/// An event with no path is let through: it may be an overflow, after which anything may have changed.
+fn names_watched(paths: &[PathBuf], only: Option<&OsString>) -> bool {
+    let Some(only) = only else { return true };
+    paths.is_empty()
+        || paths
+            .iter()
+            .filter_map(|p| p.file_name())
+            .any(|name| name == only.as_os_str() || name.as_encoded_bytes().starts_with(b".."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +152,17 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), watch.changed())
             .await
             .expect("a rename in the directory wakes the watch");
+    }
+
+    #[test]
+    fn a_file_watch_ignores_its_neighbours_but_not_kubernetes_swaps() {
+        let only = OsString::from("flagpost.toml");
+        let wakes = |name: &str| names_watched(&[PathBuf::from("/etc/x").join(name)], Some(&only));
+        assert!(wakes("flagpost.toml"));
+        assert!(wakes("..data"));
+        assert!(wakes("..2026_12_02_04_00_00.123"));
+        assert!(!wakes("flagpost.redb"));
+        assert!(!wakes("flagpost-receiver.snapshot.json"));
+        assert!(names_watched(&[], Some(&only)), "an overflow event wakes");
     }
 }
