@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flagpost::changes::{Author, Outbox};
 use flagpost::config::Config;
 use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher};
-use flagpost::events::Outbox;
 use flagpost::store::deliveries::count_pending;
-use flagpost::store::{Author, Store, StoreOptions, Tables};
+use flagpost::store::{Store, StoreOptions, Tables};
 use flagpost::wire::EventType;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
@@ -345,7 +345,7 @@ impl Bench {
                     for _ in 0..n {
                         push_event(tables, &config, &body)?;
                     }
-                    Ok(Ok::<_, Infallible>(()))
+                    Ok(())
                 })
                 .await
                 .unwrap();
@@ -356,7 +356,7 @@ impl Bench {
     async fn commit(&self, body: &Bytes) -> u64 {
         let (body, config) = (body.clone(), self.config.borrow().clone());
         self.store
-            .write(move |tables| Ok(Ok::<_, Infallible>(push_event(tables, &config, &body)?)))
+            .write(move |tables| Ok(push_event(tables, &config, &body)?))
             .await
             .unwrap()
     }
@@ -404,9 +404,7 @@ impl Bench {
             );
             tasks.spawn(async move {
                 let sequence = store
-                    .write(move |tables| {
-                        Ok(Ok::<_, Infallible>(push_event(tables, &config, &body)?))
-                    })
+                    .write(move |tables| Ok(push_event(tables, &config, &body)?))
                     .await
                     .unwrap();
                 acks.lock().unwrap().push((sequence, Instant::now()));

@@ -9,7 +9,7 @@ pub mod changes;
 pub mod config;
 pub mod delivery;
 pub mod document;
-pub mod events;
+pub mod error;
 pub mod flagfiles;
 pub mod metrics;
 pub mod server;

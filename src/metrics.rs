@@ -61,7 +61,11 @@ impl Metrics {
         }
     }
 
-    pub fn change_committed(&self, source: &'static str, events: &[crate::store::CommittedEvent]) {
+    pub fn change_committed(
+        &self,
+        source: &'static str,
+        events: &[crate::changes::CommittedEvent],
+    ) {
         self.changes
             .get_or_create(&vec![("source", source.to_owned())])
             .inc();

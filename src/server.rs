@@ -12,13 +12,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::api::admin;
 use crate::api::{self, AppState};
-use crate::changes::{ChangeError, Changes, into_job};
+use crate::changes::{Author, Changes};
 use crate::config::Config;
-use crate::delivery::{DeliveryMetrics, Dispatcher, admin};
+use crate::delivery::{DeliveryMetrics, Dispatcher};
 use crate::flagfiles::FlagFiles;
 use crate::metrics::Metrics;
-use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
+use crate::store::{Store, StoreError, StoreOptions};
 use crate::watch::DirWatch;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +122,12 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
     let config = config.clone();
     let author = Author::system("configuration");
     store
-        .write(move |tables| -> crate::store::JobResult<(), ChangeError> {
+        .write(move |tables| {
             let now = OffsetDateTime::now_utc();
-            into_job(Changes::new(tables, &config, &author, now).sync_environments())
+            Changes::new(tables, &config, &author, now).sync_environments()
         })
         .await
-        .map_err(|e: WriteError<ChangeError>| e.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Watches the configuration file's directory and swaps in each valid new configuration. The

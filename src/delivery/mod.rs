@@ -9,9 +9,9 @@
 //! - [`dispatcher`]: one lane per configured endpoint, following configuration reloads.
 //! - [`recorder`]: outcomes written in batches, not one commit per delivery.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`admin`]: the HTTP handlers that list and replay; [`cli`], the same from the command line.
+//! - [`cli`]: listing and replaying from the command line (the HTTP routes are in
+//!   [`crate::api::admin`]).
 
-pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

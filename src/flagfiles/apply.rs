@@ -7,24 +7,24 @@
 
 use std::collections::BTreeSet;
 
-use redb::ReadableTable;
-
 use super::file::FlagFile;
-use crate::changes::{
-    ChangeError, ChangeResult, Changes, Failure, FeatureUpdate, NewFeature, StateUpdate,
-};
-use crate::store::{Owner, StateKey};
+use crate::changes::{Changes, FeatureUpdate, FlagStore, NewFeature, Owner, StateKey, StateUpdate};
+use crate::error::WriteError;
 
 /// Makes environment `env` match `file`. Events are written through `changes`' outbox.
-pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> ChangeResult<()> {
+pub fn apply_flag_file<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    file: &FlagFile,
+) -> Result<(), WriteError> {
     let project = changes.environment(env)?.project;
-    let previously_declared = declared_features(changes, env)?;
+    let previously_declared = changes.store.file_features(env)?;
     let mut declared = BTreeSet::new();
 
     for (name, desired) in &file.features {
         let feature = match changes.feature_by_name(project, name)? {
             Some(feature) if feature.owner == Owner::Api => {
-                return Err(ChangeError::ManagedByApi(name.clone()).into());
+                return Err(WriteError::ManagedByApi(name.clone()));
             }
             Some(feature) => {
                 let update = FeatureUpdate {
@@ -58,10 +58,7 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
             )?,
         };
         declared.insert(feature.id);
-        changes
-            .tables
-            .file_features()?
-            .insert((env, feature.id), 1)?;
+        changes.store.set_file_feature(env, feature.id, true)?;
 
         changes.set_state(
             env,
@@ -110,11 +107,11 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
     }
 
     for dropped in previously_declared.difference(&declared) {
-        changes.tables.file_features()?.remove((env, *dropped))?;
+        changes.store.set_file_feature(env, *dropped, false)?;
         let feature = match changes.feature(*dropped) {
             Ok(feature) => feature,
-            Err(Failure::Refused(_)) => continue, // already deleted
-            Err(storage) => return Err(storage),
+            Err(WriteError::UnknownFeature(_)) => continue, // already deleted
+            Err(error) => return Err(error),
         };
         if declared_elsewhere(changes, env, feature.id)? {
             changes.set_state(
@@ -136,13 +133,13 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
     Ok(())
 }
 
-fn remove_overrides_except(
-    changes: &mut Changes,
+fn remove_overrides_except<S: FlagStore>(
+    changes: &mut Changes<S>,
     env: u64,
     feature: u64,
     keep: &BTreeSet<StateKey>,
-) -> ChangeResult<()> {
-    let current = changes.states(env, feature)?;
+) -> Result<(), WriteError> {
+    let current = changes.store.states(env, feature)?;
     for key in current.keys() {
         if *key != StateKey::Default && !keep.contains(key) {
             changes.remove_override(env, feature, key, Owner::Files)?;
@@ -151,19 +148,20 @@ fn remove_overrides_except(
     Ok(())
 }
 
-fn declared_features(changes: &mut Changes, env: u64) -> ChangeResult<BTreeSet<u64>> {
-    let table = changes.tables.file_features()?;
-    let mut ids = BTreeSet::new();
-    for entry in table.range((env, 0)..=(env, u64::MAX))? {
-        ids.insert(entry?.0.value().1);
-    }
-    Ok(ids)
-}
-
-fn declared_elsewhere(changes: &mut Changes, env: u64, feature: u64) -> ChangeResult<bool> {
-    let table = changes.tables.file_features()?;
-    for other in changes.config.environments.keys().filter(|e| **e != env) {
-        if table.get((*other, feature))?.is_some() {
+fn declared_elsewhere<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    feature: u64,
+) -> Result<bool, WriteError> {
+    let others: Vec<u64> = changes
+        .config
+        .environments
+        .keys()
+        .copied()
+        .filter(|e| *e != env)
+        .collect();
+    for other in others {
+        if changes.store.is_file_feature(other, feature)? {
             return Ok(true);
         }
     }

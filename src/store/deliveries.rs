@@ -3,14 +3,14 @@
 //! transaction the caller got from [`Store::read`] or [`Store::write`], so none touches redb on a
 //! tokio worker.
 
-use crate::events::read_event;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::tables::{ATTEMPTS, DEAD_LETTERS, EVENT_BODIES, EVENTS, META, OUTBOX};
+use super::events::read_event;
+use super::schema::{ATTEMPTS, DEAD_LETTERS, EVENT_BODIES, EVENTS, META, OUTBOX};
 use super::{EventRecord, StoreError, last_sequence};
 
 /// One outbox row with what it takes to send it.

@@ -1,4 +1,5 @@
-//! The records kept in the tables, and the keys of feature states.
+//! The domain's records: features, states and their keys, environments, authors, and the events
+//! a change committed. Plain values; how the store encodes them is its own business.
 
 use serde::{Deserialize, Serialize};
 
@@ -103,18 +104,6 @@ impl StateKey {
                 .map(StateKey::Segment)
         }
     }
-}
-
-/// An event's metadata; its body is in `EVENT_BODIES` under the same sequence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// The `webhook-id`: stable across every retry and replay.
-    pub id: String,
-    pub sequence: u64,
-    pub event_type: String,
-    pub environment: Option<u64>,
-    pub committed_at_ms: u64,
-    pub changed_by: String,
 }
 
 /// An event as reported to whoever made the change.
