@@ -82,56 +82,10 @@ pub enum StateKey {
     Segment(u64),
 }
 
-impl StateKey {
-    /// The key's text in `STATES`: sorts the default first, then identities, then segments.
-    pub fn encode(&self) -> String {
-        match self {
-            StateKey::Default => String::new(),
-            StateKey::Identity(identifier) => format!("identity:{identifier}"),
-            StateKey::Segment(id) => format!("segment:{id:020}"),
-        }
-    }
-
-    pub fn decode(text: &str) -> Option<StateKey> {
-        if text.is_empty() {
-            Some(StateKey::Default)
-        } else if let Some(identifier) = text.strip_prefix("identity:") {
-            Some(StateKey::Identity(identifier.to_owned()))
-        } else {
-            text.strip_prefix("segment:")?
-                .parse()
-                .ok()
-                .map(StateKey::Segment)
-        }
-    }
-}
-
 /// An event as reported to whoever made the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedEvent {
     pub id: String,
     pub sequence: u64,
     pub event_type: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_keys_round_trip_and_sort_default_first() {
-        let keys = [
-            StateKey::Default,
-            StateKey::Identity("user-42".into()),
-            StateKey::Segment(9),
-            StateKey::Segment(10),
-        ];
-        let mut encoded: Vec<String> = keys.iter().map(StateKey::encode).collect();
-        encoded.sort();
-        let decoded: Vec<StateKey> = encoded
-            .iter()
-            .map(|k| StateKey::decode(k).unwrap())
-            .collect();
-        assert_eq!(decoded, keys);
-    }
 }

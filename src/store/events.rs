@@ -1,17 +1,24 @@
 //! Event rows: appending an event with its outbox rows, and reading events back for the API and
-//! for delivery.
+//! for delivery. An event's metadata and body are one row; its id is derived, not stored.
 
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{EVENT_BODIES, EVENTS, META};
+use super::rows::{EventRow, event_type_code, event_type_of};
+use super::schema::{EVENTS, META};
 use super::tables::Tables;
-use super::{StoreError, last_sequence};
+use super::{StoreError, last_sequence, meta_value};
 use crate::changes::{CommittedEvent, NewEvent};
+use crate::wire::EventType;
 
 /// The `webhook-id` of an event: unique to this database (its random instance id) and sequence.
 pub fn event_id(instance_id: u64, sequence: u64) -> String {
     format!("evt_{instance_id:016x}_{sequence:012}")
+}
+
+/// This database's random id, part of every event id.
+pub fn instance_id(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+    meta_value(meta, "instance_id")
 }
 
 /// An event's metadata, as the admin API lists it.
@@ -26,50 +33,83 @@ pub struct EventRecord {
     pub changed_by: String,
 }
 
+/// What a delivery needs of an event, read in one lookup without parsing JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryEvent {
+    pub sequence: u64,
+    pub event_type: EventType,
+    pub environment: Option<u64>,
+    pub committed_at_ms: u64,
+    /// The exact bytes that are signed and sent.
+    pub body: Vec<u8>,
+}
+
 /// Stores `event` under the next sequence, with a delivery row per subscriber.
 pub(super) fn append(
     tables: &mut Tables,
     event: &NewEvent<'_>,
 ) -> Result<CommittedEvent, StoreError> {
     let sequence = tables.take_counter("next_sequence")?;
-    let record = EventRecord {
-        id: event_id(tables.instance_id()?, sequence),
-        sequence,
-        event_type: event.event_type.as_str().to_owned(),
-        environment: event.environment,
-        committed_at_ms: event.committed_at_ms,
-        changed_by: event.changed_by.to_owned(),
-    };
-    tables
-        .events()?
-        .insert(sequence, serde_json::to_string(&record)?.as_str())?;
-    tables.event_bodies()?.insert(sequence, event.body)?;
+    let (code, name) = event_type_code(&event.event_type);
+    let row: EventRow = (
+        code,
+        name,
+        event.environment,
+        event.committed_at_ms,
+        event.changed_by,
+        event.body,
+    );
+    tables.events()?.insert(sequence, row)?;
     let outbox = tables.outbox()?;
     for endpoint in event.subscribers {
         outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64))?;
     }
     Ok(CommittedEvent {
-        id: record.id,
+        id: event_id(tables.instance_id()?, sequence),
         sequence,
-        event_type: record.event_type,
+        event_type: event.event_type.as_str().to_owned(),
     })
 }
 
-/// Reads an event's body and metadata, for delivery and for the admin API.
+/// What a delivery needs of event `sequence` (`None`: pruned, or never committed).
+pub fn delivery_event(
+    events: &impl ReadableTable<u64, EventRow<'static>>,
+    sequence: u64,
+) -> Result<Option<DeliveryEvent>, StoreError> {
+    Ok(events.get(sequence)?.map(|row| {
+        let (code, name, environment, committed_at_ms, _, body) = row.value();
+        DeliveryEvent {
+            sequence,
+            event_type: event_type_of(code, name),
+            environment,
+            committed_at_ms,
+            body: body.to_vec(),
+        }
+    }))
+}
+
+/// An event's metadata and body, for the admin API.
 pub fn read_event(
-    events: &impl ReadableTable<u64, &'static str>,
-    bodies: &impl ReadableTable<u64, &'static [u8]>,
+    events: &impl ReadableTable<u64, EventRow<'static>>,
+    instance_id: u64,
     sequence: u64,
 ) -> Result<Option<(EventRecord, Vec<u8>)>, StoreError> {
-    let Some(record) = events.get(sequence)? else {
-        return Ok(None);
-    };
-    let record: EventRecord = serde_json::from_str(record.value())?;
-    let body = bodies
+    Ok(events
         .get(sequence)?
-        .map(|b| b.value().to_vec())
-        .ok_or_else(|| StoreError::new(format!("event {sequence} has no body")))?;
-    Ok(Some((record, body)))
+        .map(|row| event_record(instance_id, sequence, row.value())))
+}
+
+fn event_record(instance_id: u64, sequence: u64, row: EventRow<'_>) -> (EventRecord, Vec<u8>) {
+    let (code, name, environment, committed_at_ms, changed_by, body) = row;
+    let record = EventRecord {
+        id: event_id(instance_id, sequence),
+        sequence,
+        event_type: event_type_of(code, name).as_str().to_owned(),
+        environment,
+        committed_at_ms,
+        changed_by: changed_by.to_owned(),
+    };
+    (record, body.to_vec())
 }
 
 /// A page of committed events, in sequence order.
@@ -86,20 +126,19 @@ pub fn events_page(
     after: u64,
     limit: usize,
 ) -> Result<EventsPage, StoreError> {
-    let events = txn.open_table(EVENTS)?;
-    let bodies = txn.open_table(EVENT_BODIES)?;
-    let mut page = Vec::new();
-    for entry in events.range(after.saturating_add(1)..)?.take(limit) {
-        let (sequence, record) = entry?;
-        let record: EventRecord = serde_json::from_str(record.value())?;
-        let body = bodies
-            .get(sequence.value())?
-            .map(|b| b.value().to_vec())
-            .unwrap_or_default();
-        page.push((record, body));
+    let meta = txn.open_table(META)?;
+    let instance_id = instance_id(&meta)?;
+    let mut events = Vec::new();
+    for entry in txn
+        .open_table(EVENTS)?
+        .range(after.saturating_add(1)..)?
+        .take(limit)
+    {
+        let (sequence, row) = entry?;
+        events.push(event_record(instance_id, sequence.value(), row.value()));
     }
     Ok(EventsPage {
-        events: page,
-        last_sequence: last_sequence(&txn.open_table(META)?)?,
+        events,
+        last_sequence: last_sequence(&meta)?,
     })
 }

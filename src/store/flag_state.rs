@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use redb::ReadableTable;
 
 use super::StoreError;
+use super::rows::{
+    feature_of, feature_row, feature_states, state_key, state_key_of, state_of, state_row,
+};
 use super::tables::Tables;
 use crate::changes::{
     CommittedEvent, Counter, EnvironmentRecord, FeatureRecord, FlagStore, NewEvent, StateKey,
@@ -23,12 +26,7 @@ fn counter_key(counter: Counter) -> &'static str {
 
 impl FlagStore for Tables<'_> {
     fn feature(&mut self, id: u64) -> Result<Option<FeatureRecord>, StoreError> {
-        let features = self.features()?;
-        let feature = features
-            .get(id)?
-            .map(|v| serde_json::from_str(v.value()))
-            .transpose()?;
-        Ok(feature)
+        Ok(self.features()?.get(id)?.map(|v| feature_of(id, v.value())))
     }
 
     fn feature_id(&mut self, project: u64, name: &str) -> Result<Option<u64>, StoreError> {
@@ -39,8 +37,7 @@ impl FlagStore for Tables<'_> {
     }
 
     fn put_feature(&mut self, feature: &FeatureRecord) -> Result<(), StoreError> {
-        self.features()?
-            .insert(feature.id, serde_json::to_string(feature)?.as_str())?;
+        self.features()?.insert(feature.id, feature_row(feature))?;
         let name = (feature.project, feature.name.as_str());
         if feature.deleted {
             self.feature_names()?.remove(name)?;
@@ -53,7 +50,8 @@ impl FlagStore for Tables<'_> {
     fn live_features(&mut self, project: u64) -> Result<Vec<FeatureRecord>, StoreError> {
         let mut live = Vec::new();
         for entry in self.features()?.iter()? {
-            let feature: FeatureRecord = serde_json::from_str(entry?.1.value())?;
+            let (id, row) = entry?;
+            let feature = feature_of(id.value(), row.value());
             if !feature.deleted && feature.project == project {
                 live.push(feature);
             }
@@ -67,12 +65,11 @@ impl FlagStore for Tables<'_> {
         feature: u64,
         key: &StateKey,
     ) -> Result<Option<StateRecord>, StoreError> {
-        let states = self.states()?;
-        let state = states
-            .get((env, feature, key.encode().as_str()))?
-            .map(|v| serde_json::from_str(v.value()))
-            .transpose()?;
-        Ok(state)
+        let key = state_key(key);
+        Ok(self
+            .states()?
+            .get((env, feature, key.as_slice()))?
+            .map(|v| state_of(v.value())))
     }
 
     fn states(
@@ -81,13 +78,10 @@ impl FlagStore for Tables<'_> {
         feature: u64,
     ) -> Result<BTreeMap<StateKey, StateRecord>, StoreError> {
         let mut found = BTreeMap::new();
-        for entry in self
-            .states()?
-            .range((env, feature, "")..(env, feature + 1, ""))?
-        {
+        for entry in self.states()?.range(feature_states(env, feature))? {
             let (key, value) = entry?;
-            if let Some(state_key) = StateKey::decode(key.value().2) {
-                found.insert(state_key, serde_json::from_str(value.value())?);
+            if let Some(state_key) = state_key_of(key.value().2) {
+                found.insert(state_key, state_of(value.value()));
             }
         }
         Ok(found)
@@ -100,16 +94,15 @@ impl FlagStore for Tables<'_> {
         key: &StateKey,
         state: &StateRecord,
     ) -> Result<(), StoreError> {
-        self.states()?.insert(
-            (env, feature, key.encode().as_str()),
-            serde_json::to_string(state)?.as_str(),
-        )?;
+        let key = state_key(key);
+        self.states()?
+            .insert((env, feature, key.as_slice()), state_row(state))?;
         Ok(())
     }
 
     fn remove_state(&mut self, env: u64, feature: u64, key: &StateKey) -> Result<(), StoreError> {
-        self.states()?
-            .remove((env, feature, key.encode().as_str()))?;
+        let key = state_key(key);
+        self.states()?.remove((env, feature, key.as_slice()))?;
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
 //!
-//! - [`schema`]: the tables, the schema version, and opening (or refusing) a file.
+//! - [`schema`]: the tables, the schema version, and opening (or refusing) a file; [`rows`], how
+//!   the hot records are laid out; `migrate`, a schema-1 file carried over to schema 2.
 //! - [`tables`]: the tables of one write batch, opened once; [`flag_state`] implements the
 //!   domain's [`crate::changes::FlagStore`] over them.
 //! - [`events`]: event rows: appending, and reading them for the API and for delivery.
@@ -16,7 +17,9 @@ pub mod deliveries;
 pub mod events;
 mod flag_state;
 pub mod idempotency;
+mod migrate;
 pub mod queries;
+pub mod rows;
 pub mod schema;
 mod tables;
 mod writer;

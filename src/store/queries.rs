@@ -5,9 +5,10 @@
 
 use redb::{ReadTransaction, ReadableTable};
 
+use super::rows::{feature_of, feature_states, state_key_of, state_of};
 use super::schema::{FEATURES, META, STATES};
 use super::{StoreError, last_sequence};
-use crate::changes::{EnvironmentRecord, FeatureRecord, StateKey, StateRecord};
+use crate::changes::{EnvironmentRecord, FeatureRecord, StateKey};
 use crate::document::{
     EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
     ProjectInfo, SegmentInfo, SegmentOverride,
@@ -16,10 +17,7 @@ use crate::document::{
 /// A live feature.
 pub fn live_feature(txn: &ReadTransaction, id: u64) -> Result<Option<FeatureRecord>, StoreError> {
     let table = txn.open_table(FEATURES)?;
-    let feature = table
-        .get(id)?
-        .map(|v| serde_json::from_str::<FeatureRecord>(v.value()))
-        .transpose()?;
+    let feature = table.get(id)?.map(|v| feature_of(id, v.value()));
     Ok(feature.filter(|f| !f.deleted))
 }
 
@@ -31,7 +29,8 @@ pub fn project_features(
     let table = txn.open_table(FEATURES)?;
     let mut features = Vec::new();
     for entry in table.iter()? {
-        let feature: FeatureRecord = serde_json::from_str(entry?.1.value())?;
+        let (id, row) = entry?;
+        let feature = feature_of(id.value(), row.value());
         if feature.project == project {
             features.push(feature);
         }
@@ -61,10 +60,10 @@ pub fn read_document(
             segment_overrides: Vec::new(),
         };
         let (env, id) = (environment.id, feature.id);
-        for entry in states.range((env, id, "")..(env, id + 1, ""))? {
+        for entry in states.range(feature_states(env, id))? {
             let (key, value) = entry?;
-            let state: StateRecord = serde_json::from_str(value.value())?;
-            match StateKey::decode(key.value().2) {
+            let state = state_of(value.value());
+            match state_key_of(key.value().2) {
                 Some(StateKey::Default) => {
                     document.enabled = state.enabled;
                     document.value = state.value;

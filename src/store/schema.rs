@@ -1,41 +1,43 @@
-//! Every redb table, in one place, and the schema version of the file. Keys are chosen to sort the way they are scanned: big-endian
-//! integers and tuples, so that a lane's next deliveries or an environment's states are one range.
+//! Every redb table, in one place, and the schema version of the file.
 //!
-//! Records that are read whole and rarely (features, states, events' metadata) are JSON, which keeps
-//! the file inspectable and the schema easy to extend; hot fixed-size rows (the outbox) are tuples.
+//! Keys are chosen to sort the way they are scanned: big-endian integers and tuples, so that a
+//! lane's next deliveries or an environment's states are one range. The records read and written
+//! on every change (features, states, events) are redb tuples ([`super::rows`]): no JSON is parsed
+//! or written on the change path. Records read rarely (environments, idempotency answers,
+//! delivery attempts and dead letters) are JSON, which keeps them easy to extend.
 
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::StoreError;
+use super::rows::{EventRow, FeatureRow, StateRow};
 
 /// Counters and identity of this database: `next_sequence`, `next_feature_id`, `next_state_id`,
 /// `next_identity_id`, `instance_id`, `schema_version`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Environments as last synchronised from configuration: id → [`crate::changes::EnvironmentRecord`] JSON.
+/// Environments as last synchronised from configuration: id → [`crate::changes::EnvironmentRecord`]
+/// JSON.
 pub const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
 
-/// Features, deleted ones included (as tombstones, so ids are never reused): id → JSON.
-pub const FEATURES: TableDefinition<u64, &str> = TableDefinition::new("features");
+/// Features, deleted ones included (as tombstones, so ids are never reused): id → [`FeatureRow`].
+pub const FEATURES: TableDefinition<u64, FeatureRow> = TableDefinition::new("features.v2");
 
 /// Live features by (project, name) → id.
 pub const FEATURE_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("feature_names");
 
-/// Feature states: (environment, feature, state key) → [`crate::changes::StateRecord`] JSON. The state key
-/// is "" for the environment default, `identity:<identifier>` or `segment:<id, 20 digits>`, so that
-/// one feature's states in one environment are one contiguous range with the default first.
-pub const STATES: TableDefinition<(u64, u64, &str), &str> = TableDefinition::new("states");
+/// Feature states: (environment, feature, state key) → [`StateRow`]. The state key
+/// ([`super::rows::state_key`]) is empty for the environment default, then identities, then
+/// segments, so that one feature's states in one environment are one range, the default first.
+pub const STATES: TableDefinition<(u64, u64, &[u8]), StateRow> = TableDefinition::new("states.v2");
 
 /// Identity ids: (environment, identifier) → id, assigned on first override.
 pub const IDENTITIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("identities");
 
-/// Event metadata: sequence → [`super::EventRecord`] JSON.
-pub const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
-
-/// Event bodies, the exact bytes that are signed and sent: sequence → body.
-pub const EVENT_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("event_bodies");
+/// Events: sequence → [`EventRow`], metadata and the exact body bytes that are signed and sent,
+/// read together. The event id is derived from the sequence ([`super::events::event_id`]).
+pub const EVENTS: TableDefinition<u64, EventRow> = TableDefinition::new("events.v2");
 
 /// Pending deliveries: (endpoint name, sequence) → (attempts made, next attempt at, unix ms).
 /// A row exists from the commit of its event until the endpoint took it or it was dead-lettered.
@@ -54,9 +56,13 @@ pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::ne
 pub const FILE_FEATURES: TableDefinition<(u64, u64), u8> = TableDefinition::new("file_features");
 
 /// The layout this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1 (flagpost 0.1): features, states and event metadata as JSON, event bodies apart.
+/// - 2: features, states and events as redb tuples, each event's metadata with its body.
+pub const SCHEMA_VERSION: u64 = 2;
 
-/// Creates the tables and counters of a new file, or checks the version of an existing one.
+/// Creates the tables and counters of a new file, migrates a file of schema 1, or refuses one it
+/// cannot read.
 pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
@@ -76,9 +82,14 @@ pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                super::migrate::from_schema_1(&txn)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                tracing::info!(file = %path.display(), "database migrated from schema 1 to 2");
+            }
             Some(other) => {
                 return Err(StoreError::new(format!(
-                    "{}: database schema version {other} is not {SCHEMA_VERSION}; this flagpost cannot read it",
+                    "{}: database schema version {other}, which this flagpost (schema {SCHEMA_VERSION}) cannot read; run the flagpost that wrote it, or move the file aside to start empty",
                     path.display()
                 )));
             }
@@ -90,7 +101,6 @@ pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(STATES)?;
         txn.open_table(IDENTITIES)?;
         txn.open_table(EVENTS)?;
-        txn.open_table(EVENT_BODIES)?;
         txn.open_table(OUTBOX)?;
         txn.open_table(ATTEMPTS)?;
         txn.open_table(DEAD_LETTERS)?;

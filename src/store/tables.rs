@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
+use super::rows::{EventRow, FeatureRow, StateRow};
 use super::schema::*;
 
 macro_rules! cached_tables {
@@ -49,12 +50,11 @@ macro_rules! cached_tables {
 
 cached_tables! {
     environments: ENVIRONMENTS, u64, &'static str;
-    features: FEATURES, u64, &'static str;
+    features: FEATURES, u64, FeatureRow<'static>;
     feature_names: FEATURE_NAMES, (u64, &'static str), u64;
-    states: STATES, (u64, u64, &'static str), &'static str;
+    states: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
     identities: IDENTITIES, (u64, &'static str), u64;
-    events: EVENTS, u64, &'static str;
-    event_bodies: EVENT_BODIES, u64, &'static [u8];
+    events: EVENTS, u64, EventRow<'static>;
     outbox: OUTBOX, (&'static str, u64), (u32, u64);
     idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
     file_features: FILE_FEATURES, (u64, u64), u8;
