@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::changes::{Author, Changes};
+use crate::changes::{Author, Changes, CommittedEvent};
 use crate::error::WriteError;
 use crate::store::Tables;
 use crate::store::idempotency::{self, StoredAnswer};
@@ -164,6 +164,20 @@ impl FromRequestParts<AppState> for BodilessRequest {
     }
 }
 
+/// What a change's job hands back from the writer.
+enum Answer {
+    /// Built in the writer, because it had to be kept for an `Idempotency-Key`, or was kept.
+    Built(u16, Value, Vec<CommittedEvent>),
+    /// Left for the handler to build, off the writer thread.
+    Parts(Map<String, Value>, Vec<CommittedEvent>),
+}
+
+/// The answer to a change: the object the change returned, plus the events it committed.
+fn answer_body(mut body: Map<String, Value>, events: &[CommittedEvent]) -> Value {
+    body.insert("events".into(), json!(events));
+    Value::Object(body)
+}
+
 /// Applies a change in the writer's next batch and answers once it is durable: `status` and the
 /// object `change` returns, plus `events`, the events committed. With an `Idempotency-Key` the
 /// answer is stored in the same transaction, and a retry of the same request gets it again without
@@ -183,47 +197,49 @@ where
     let result = state
         .store
         .write(move |tables| {
-            let idempotency = request.idempotency.as_ref();
-            if let Some(idempotency) = idempotency
-                && let Some(stored) = idempotency::lookup(tables, &author.name, &idempotency.key)?
-            {
+            let Some(idempotency) = request.idempotency.as_ref() else {
+                let now = OffsetDateTime::now_utc();
+                let mut changes = Changes::new(tables, &config, &author, now);
+                let body = change(&mut changes)?;
+                return Ok(Answer::Parts(body, changes.into_events()));
+            };
+            if let Some(stored) = idempotency::lookup(tables, &author.name, &idempotency.key)? {
                 if stored.fingerprint != idempotency.fingerprint {
                     return Err(WriteError::IdempotencyConflict);
                 }
-                return Ok((stored.status, stored.body, Vec::new()));
+                return Ok(Answer::Built(stored.status, stored.body, Vec::new()));
             }
             let now = OffsetDateTime::now_utc();
             let mut changes = Changes::new(tables, &config, &author, now);
-            let mut body = change(&mut changes)?;
+            let body = change(&mut changes)?;
             let events = changes.into_events();
-            body.insert("events".into(), json!(events));
-            let body = Value::Object(body);
-            if let Some(idempotency) = idempotency {
-                let answer = StoredAnswer {
-                    fingerprint: idempotency.fingerprint.clone(),
-                    status: status.as_u16(),
-                    body: body.clone(),
-                    at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
-                };
-                idempotency::keep(tables, &author.name, &idempotency.key, &answer)?;
-            }
-            Ok((status.as_u16(), body, events))
+            let answer = StoredAnswer {
+                fingerprint: idempotency.fingerprint.clone(),
+                status: status.as_u16(),
+                body: answer_body(body, &events),
+                at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
+            };
+            idempotency::keep(tables, &author.name, &idempotency.key, &answer)?;
+            Ok(Answer::Built(answer.status, answer.body, events))
         })
         .await;
-    match result {
-        Ok((status, body, events)) => {
-            if !events.is_empty() {
-                state.metrics.change_committed("api", &events);
-            }
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok((status, axum::Json(body)).into_response())
+    let (status, body, events) = match result {
+        Ok(Answer::Built(status, body, events)) => (status, body, events),
+        Ok(Answer::Parts(body, events)) => {
+            let body = answer_body(body, &events);
+            (status.as_u16(), body, events)
         }
         Err(error) => {
             let error = ApiError::from(error);
             state.metrics.refused("api", error.reason());
-            Err(error)
+            return Err(error);
         }
+    };
+    if !events.is_empty() {
+        state.metrics.change_committed("api", &events);
     }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// Removes stored idempotency answers older than `retention_ms`.

@@ -20,6 +20,8 @@ pub struct Outbox<'a> {
     config: &'a Config,
     pub author: &'a Author,
     pub now: OffsetDateTime,
+    /// `now` in the wire format: formatted once, as every event of a change carries it.
+    timestamp: String,
     written: Vec<CommittedEvent>,
 }
 
@@ -29,12 +31,13 @@ impl<'a> Outbox<'a> {
             config,
             author,
             now,
+            timestamp: format_timestamp(now),
             written: Vec::new(),
         }
     }
 
     pub fn timestamp(&self) -> String {
-        format_timestamp(self.now)
+        self.timestamp.clone()
     }
 
     pub fn into_written(self) -> Vec<CommittedEvent> {

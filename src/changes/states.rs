@@ -119,25 +119,11 @@ impl<S: FlagStore> Changes<'_, S> {
             previous.as_ref(),
             Some(&next),
         )?;
-        let log = match key {
-            StateKey::Default => format!(
-                "Flag state / Remote Config value updated for feature: {}",
-                feature.name
-            ),
-            StateKey::Identity(identifier) => format!(
-                "Identity override set for feature: {} identity: {identifier}",
-                feature.name
-            ),
-            StateKey::Segment(segment) => format!(
-                "Segment override set for feature: {} segment: {segment}",
-                feature.name
-            ),
-        };
         self.outbox.audit(
             self.store,
             feature.project,
             Some(env),
-            log,
+            state_set_log(key, &feature.name),
             "FEATURE_STATE",
             next.id,
         )?;
@@ -226,5 +212,20 @@ impl<S: FlagStore> Changes<'_, S> {
         let id = self.store.next_id(Counter::Identity)?;
         self.store.put_identity_id(env, identifier, id)?;
         Ok(id)
+    }
+}
+
+/// The audit log line of a state set at `key` of feature `name`.
+fn state_set_log(key: &StateKey, name: &str) -> String {
+    match key {
+        StateKey::Default => {
+            format!("Flag state / Remote Config value updated for feature: {name}")
+        }
+        StateKey::Identity(identifier) => {
+            format!("Identity override set for feature: {name} identity: {identifier}")
+        }
+        StateKey::Segment(segment) => {
+            format!("Segment override set for feature: {name} segment: {segment}")
+        }
     }
 }

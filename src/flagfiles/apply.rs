@@ -7,9 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use super::file::FlagFile;
+use super::file::{DesiredFeature, FlagFile};
 use crate::changes::{Changes, FeatureUpdate, FlagStore, NewFeature, Owner, StateKey, StateUpdate};
 use crate::error::WriteError;
+use crate::wire::FlagValue;
 
 /// Makes environment `env` match `file`. Events are written through `changes`' outbox.
 pub fn apply_flag_file<S: FlagStore>(
@@ -22,88 +23,10 @@ pub fn apply_flag_file<S: FlagStore>(
     let mut declared = BTreeSet::new();
 
     for (name, desired) in &file.features {
-        let feature = match changes.feature_by_name(project, name)? {
-            Some(feature) if feature.owner == Owner::Api => {
-                return Err(WriteError::ManagedByApi(name.clone()));
-            }
-            Some(feature) => {
-                let update = FeatureUpdate {
-                    feature_type: desired
-                        .feature_type
-                        .clone()
-                        .filter(|t| *t != feature.feature_type),
-                    description: desired
-                        .description
-                        .clone()
-                        .filter(|d| feature.description.as_ref() != Some(d))
-                        .map(Some),
-                    initial_value: None,
-                    default_enabled: None,
-                };
-                changes.update_feature(feature.id, &update, Owner::Files)?
-            }
-            None => changes.create_feature(
-                &NewFeature {
-                    project,
-                    name: name.clone(),
-                    feature_type: desired
-                        .feature_type
-                        .clone()
-                        .unwrap_or_else(|| "STANDARD".to_owned()),
-                    description: desired.description.clone(),
-                    initial_value: desired.value.clone(),
-                    default_enabled: desired.enabled,
-                },
-                Owner::Files,
-            )?,
-        };
-        declared.insert(feature.id);
-        changes.store.set_file_feature(env, feature.id, true)?;
-
-        changes.set_state(
-            env,
-            feature.id,
-            &StateKey::Default,
-            &StateUpdate {
-                enabled: Some(desired.enabled),
-                value: Some(desired.value.clone()),
-                ..StateUpdate::default()
-            },
-            Owner::Files,
-        )?;
-        let mut wanted = BTreeSet::new();
-        for (identifier, state) in &desired.identities {
-            let key = StateKey::Identity(identifier.clone());
-            changes.set_state(
-                env,
-                feature.id,
-                &key,
-                &StateUpdate {
-                    enabled: Some(state.enabled),
-                    value: Some(state.value.clone()),
-                    ..StateUpdate::default()
-                },
-                Owner::Files,
-            )?;
-            wanted.insert(key);
-        }
-        for segment in &desired.segments {
-            let key = StateKey::Segment(segment.id);
-            changes.set_state(
-                env,
-                feature.id,
-                &key,
-                &StateUpdate {
-                    enabled: Some(segment.enabled),
-                    value: Some(segment.value.clone()),
-                    segment_name: Some(segment.name.clone()),
-                    priority: Some(segment.priority),
-                },
-                Owner::Files,
-            )?;
-            wanted.insert(key);
-        }
-        remove_overrides_except(changes, env, feature.id, &wanted)?;
+        let feature = declare_feature(changes, project, name, desired)?;
+        declared.insert(feature);
+        changes.store.set_file_feature(env, feature, true)?;
+        apply_states(changes, env, feature, desired)?;
     }
 
     for dropped in previously_declared.difference(&declared) {
@@ -131,6 +54,86 @@ pub fn apply_flag_file<S: FlagStore>(
         }
     }
     Ok(())
+}
+
+/// Creates the feature a file declares, or updates its definition; returns its id.
+fn declare_feature<S: FlagStore>(
+    changes: &mut Changes<S>,
+    project: u64,
+    name: &str,
+    desired: &DesiredFeature,
+) -> Result<u64, WriteError> {
+    let feature = match changes.feature_by_name(project, name)? {
+        Some(feature) if feature.owner == Owner::Api => {
+            return Err(WriteError::ManagedByApi(name.to_owned()));
+        }
+        Some(feature) => {
+            let update = FeatureUpdate {
+                feature_type: desired
+                    .feature_type
+                    .clone()
+                    .filter(|t| *t != feature.feature_type),
+                description: desired
+                    .description
+                    .clone()
+                    .filter(|d| feature.description.as_ref() != Some(d))
+                    .map(Some),
+                initial_value: None,
+                default_enabled: None,
+            };
+            changes.update_feature(feature.id, &update, Owner::Files)?
+        }
+        None => changes.create_feature(
+            &NewFeature {
+                project,
+                name: name.to_owned(),
+                feature_type: desired
+                    .feature_type
+                    .clone()
+                    .unwrap_or_else(|| "STANDARD".to_owned()),
+                description: desired.description.clone(),
+                initial_value: desired.value.clone(),
+                default_enabled: desired.enabled,
+            },
+            Owner::Files,
+        )?,
+    };
+    Ok(feature.id)
+}
+
+/// Sets the default state and the overrides a file declares for one feature, and removes the
+/// overrides it no longer declares.
+fn apply_states<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    feature: u64,
+    desired: &DesiredFeature,
+) -> Result<(), WriteError> {
+    let state = |enabled: bool, value: &Option<FlagValue>| StateUpdate {
+        enabled: Some(enabled),
+        value: Some(value.clone()),
+        ..StateUpdate::default()
+    };
+    let default = state(desired.enabled, &desired.value);
+    changes.set_state(env, feature, &StateKey::Default, &default, Owner::Files)?;
+    let mut wanted = BTreeSet::new();
+    for (identifier, identity) in &desired.identities {
+        let key = StateKey::Identity(identifier.clone());
+        let update = state(identity.enabled, &identity.value);
+        changes.set_state(env, feature, &key, &update, Owner::Files)?;
+        wanted.insert(key);
+    }
+    for segment in &desired.segments {
+        let key = StateKey::Segment(segment.id);
+        let update = StateUpdate {
+            segment_name: Some(segment.name.clone()),
+            priority: Some(segment.priority),
+            ..state(segment.enabled, &segment.value)
+        };
+        changes.set_state(env, feature, &key, &update, Owner::Files)?;
+        wanted.insert(key);
+    }
+    remove_overrides_except(changes, env, feature, &wanted)
 }
 
 fn remove_overrides_except<S: FlagStore>(

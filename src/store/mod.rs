@@ -19,7 +19,7 @@ mod flag_state;
 pub mod idempotency;
 mod migrate;
 pub mod queries;
-pub mod rows;
+mod rows;
 pub mod schema;
 mod tables;
 mod writer;
