@@ -88,7 +88,7 @@ pub fn delivery_event(
     }))
 }
 
-/// An event's metadata and body, for the admin API.
+/// One event's metadata and body, for the admin API (`None`: pruned, or never committed).
 pub fn read_event(
     events: &impl ReadableTable<u64, EventRow<'static>>,
     instance_id: u64,

@@ -71,3 +71,54 @@ async fn every_durable_commit_is_timed() {
     assert!(text.contains("commit_count 1"), "{text}");
     store.shutdown().await;
 }
+
+/// An event reads back whole for the admin API and without its author for delivery, from one row.
+#[tokio::test]
+async fn an_event_reads_back_for_the_admin_api_and_for_delivery() {
+    use crate::changes::{Author, Outbox};
+    use crate::config::Config;
+    use crate::wire::EventType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    let config = Config::parse("").unwrap();
+    let sequence = store
+        .write(move |tables| {
+            let author = Author::system("tests");
+            let now = time::OffsetDateTime::from_unix_timestamp(2).unwrap();
+            let mut outbox = Outbox::new(&config, &author, now);
+            let other = EventType::Other("ENVIRONMENT_CREATED".into());
+            outbox.push(tables, other, Some(7), b"{\"body\":1}")?;
+            Ok(outbox.into_written()[0].sequence)
+        })
+        .await
+        .unwrap();
+    let (whole, delivery, missing) = store
+        .read(move |txn| {
+            let meta = txn.open_table(schema::META)?;
+            let events = txn.open_table(schema::EVENTS)?;
+            let instance = events::instance_id(&meta)?;
+            Ok((
+                events::read_event(&events, instance, sequence)?,
+                events::delivery_event(&events, sequence)?,
+                events::delivery_event(&events, sequence + 1)?,
+            ))
+        })
+        .await
+        .unwrap();
+    let (record, body) = whole.unwrap();
+    assert_eq!(record.event_type, "ENVIRONMENT_CREATED");
+    assert_eq!(record.environment, Some(7));
+    assert_eq!(
+        (record.committed_at_ms, record.changed_by.as_str()),
+        (2000, "tests")
+    );
+    assert!(record.id.ends_with("_000000000001"), "{}", record.id);
+    assert_eq!(body, b"{\"body\":1}");
+    let delivery = delivery.unwrap();
+    assert_eq!(delivery.event_type.as_str(), "ENVIRONMENT_CREATED");
+    assert_eq!((delivery.sequence, delivery.committed_at_ms), (1, 2000));
+    assert_eq!(delivery.body, body);
+    assert!(missing.is_none());
+    store.shutdown().await;
+}
