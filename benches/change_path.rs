@@ -296,9 +296,9 @@ async fn latency_at_rate(addr: SocketAddr, rate: u64, seconds: u64) -> (Duration
 
 /// Drives the store directly (no HTTP) until it holds `events` events, and returns the file size.
 async fn file_size_after_events(work: &Path, events: u64) -> (u64, u64) {
-    use flagpost::changes::{Changes, NewFeature, StateUpdate, into_job};
+    use flagpost::changes::{Author, Changes, NewFeature, Owner, StateKey, StateUpdate};
     use flagpost::config::Config;
-    use flagpost::store::{Author, Owner, StateKey, Store, StoreOptions};
+    use flagpost::store::{Store, StoreOptions};
 
     let path = work.join("size.redb");
     let config = Arc::new(
@@ -332,7 +332,7 @@ enabled = false
                 initial_value: None,
                 default_enabled: false,
             };
-            into_job(Changes::new(tables, config, author, now).create_feature(&new, Owner::Api))
+            Changes::new(tables, config, author, now).create_feature(&new, Owner::Api)
         })
         .await
         .unwrap();
@@ -345,25 +345,23 @@ enabled = false
         let first = batch * per_job;
         written += store
             .write(move |tables| {
-                into_job((|| {
-                    let now = time::OffsetDateTime::now_utc();
-                    let mut changes = Changes::new(tables, &config, &author, now);
-                    for i in first..first + n {
-                        let update = StateUpdate {
-                            enabled: Some(true),
-                            value: Some(Some(flagpost::wire::FlagValue::Integer(i as i64))),
-                            ..StateUpdate::default()
-                        };
-                        changes.set_state(
-                            1,
-                            1,
-                            &StateKey::Identity(format!("user-{i}")),
-                            &update,
-                            Owner::Api,
-                        )?;
-                    }
-                    Ok(changes.into_events().len() as u64)
-                })())
+                let now = time::OffsetDateTime::now_utc();
+                let mut changes = Changes::new(tables, &config, &author, now);
+                for i in first..first + n {
+                    let update = StateUpdate {
+                        enabled: Some(true),
+                        value: Some(Some(flagpost::wire::FlagValue::Integer(i as i64))),
+                        ..StateUpdate::default()
+                    };
+                    changes.set_state(
+                        1,
+                        1,
+                        &StateKey::Identity(format!("user-{i}")),
+                        &update,
+                        Owner::Api,
+                    )?;
+                }
+                Ok(changes.into_events().len() as u64)
             })
             .await
             .unwrap();

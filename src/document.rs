@@ -1,19 +1,16 @@
 //! An environment's full state as one document: what receivers bootstrap from.
 //!
-//! It is read in one read transaction together with the last committed sequence, so a receiver
-//! that applies it and then every event with a greater sequence misses nothing.
+//! The store reads it ([`crate::store::queries::read_document`]) in one read transaction together
+//! with the last committed sequence, so a receiver that applies it and then every event with a
+//! greater sequence misses nothing.
 //!
 //! These types are the one contract: flagpost writes the document with them and
 //! flagpost-receiver reads it with them. Fields a receiver can do without are `#[serde(default)]`,
 //! so a document that leaves them out still loads; what flagpost writes is unchanged.
 
-use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::store::tables::{FEATURES, META, STATES};
-use crate::store::{
-    EnvironmentRecord, FeatureRecord, StateKey, StateRecord, StoreError, last_sequence,
-};
+use crate::changes::FeatureRecord;
 use crate::wire::FlagValue;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -103,87 +100,4 @@ pub struct SegmentInfo {
     pub id: u64,
     #[serde(default)]
     pub name: String,
-}
-
-/// Every feature record (live and tombstones) of a project.
-pub fn project_features(
-    txn: &ReadTransaction,
-    project: u64,
-) -> Result<Vec<FeatureRecord>, StoreError> {
-    let table = txn.open_table(FEATURES)?;
-    let mut features = Vec::new();
-    for entry in table.iter()? {
-        let feature: FeatureRecord = serde_json::from_str(entry?.1.value())?;
-        if feature.project == project {
-            features.push(feature);
-        }
-    }
-    Ok(features)
-}
-
-pub fn read_document(
-    txn: &ReadTransaction,
-    environment: &EnvironmentRecord,
-) -> Result<EnvironmentDocument, StoreError> {
-    let last_sequence = last_sequence(&txn.open_table(META)?)?;
-    let states = txn.open_table(STATES)?;
-    let mut features = Vec::new();
-    let mut deleted_feature_ids = Vec::new();
-    for feature in project_features(txn, environment.project)? {
-        if feature.deleted {
-            deleted_feature_ids.push(feature.id);
-            continue;
-        }
-        let mut document = FeatureDocument {
-            feature: FeatureInfo::from(&feature),
-            enabled: feature.default_enabled,
-            value: feature.initial_value.clone(),
-            identity_overrides: Vec::new(),
-            segment_overrides: Vec::new(),
-        };
-        let (env, id) = (environment.id, feature.id);
-        for entry in states.range((env, id, "")..(env, id + 1, ""))? {
-            let (key, value) = entry?;
-            let state: StateRecord = serde_json::from_str(value.value())?;
-            match StateKey::decode(key.value().2) {
-                Some(StateKey::Default) => {
-                    document.enabled = state.enabled;
-                    document.value = state.value;
-                }
-                Some(StateKey::Identity(identifier)) => {
-                    document.identity_overrides.push(IdentityOverride {
-                        identifier,
-                        enabled: state.enabled,
-                        value: state.value,
-                    })
-                }
-                Some(StateKey::Segment(segment)) => {
-                    document.segment_overrides.push(SegmentOverride {
-                        segment: SegmentInfo {
-                            id: segment,
-                            name: state.segment_name.unwrap_or_default(),
-                        },
-                        priority: state.priority.unwrap_or(0),
-                        enabled: state.enabled,
-                        value: state.value,
-                    })
-                }
-                None => {}
-            }
-        }
-        features.push(document);
-    }
-    Ok(EnvironmentDocument {
-        environment: EnvironmentInfo {
-            id: environment.id,
-            name: environment.name.clone(),
-            project: ProjectInfo {
-                id: environment.project,
-                name: environment.project_name.clone(),
-            },
-        },
-        last_sequence,
-        features,
-        deleted_feature_ids,
-    })
 }

@@ -11,7 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod document;
-pub mod events;
+pub mod error;
 pub mod flagfiles;
 pub mod metrics;
 pub mod process;

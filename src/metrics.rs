@@ -112,7 +112,11 @@ impl Metrics {
         }
     }
 
-    pub fn change_committed(&self, source: &'static str, events: &[crate::store::CommittedEvent]) {
+    pub fn change_committed(
+        &self,
+        source: &'static str,
+        events: &[crate::changes::CommittedEvent],
+    ) {
         self.changes.get_or_create(&SourceLabels { source }).inc();
         for event in events {
             let labels = EventTypeLabels {
@@ -170,7 +174,7 @@ mod tests {
         let metrics = Metrics::new(registry());
         metrics.refused("api", "unauthorized");
         metrics.flag_file("applied");
-        let event = crate::store::CommittedEvent {
+        let event = crate::changes::CommittedEvent {
             id: "e1".to_owned(),
             sequence: 1,
             event_type: "FLAG_UPDATED".to_owned(),

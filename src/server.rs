@@ -12,14 +12,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::api::admin;
 use crate::api::{self, AppState};
-use crate::changes::{ChangeError, Changes, into_job};
+use crate::changes::{Author, Changes};
 use crate::config::{Config, Fixed, Live};
-use crate::delivery::{DeliveryMetrics, Dispatcher, admin};
+use crate::delivery::{DeliveryMetrics, Dispatcher};
 use crate::flagfiles::FlagFiles;
 use crate::metrics::{self, Metrics};
 use crate::reload::{ConfigWatch, ReloadTiming};
-use crate::store::{Author, Store, StoreError, StoreOptions, WriteError};
+use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -60,8 +61,8 @@ pub async fn run(
         .map_err(ServeError::Sync)?;
     let mut registry = metrics::registry();
     let delivery_metrics = DeliveryMetrics::register(metrics::subsystem(&mut registry));
-    // The store's durable-commit latency registers here, once the store has it (see
-    // `metrics::register_commit_latency`): `flagpost_store_commit_duration_seconds`.
+    // `flagpost_store_commit_duration_seconds`: what every acknowledgement waits for.
+    metrics::register_commit_latency(&mut registry, store.commit_latency());
     let metrics = Metrics::new(registry);
     let state = AppState {
         store: store.clone(),
@@ -126,12 +127,12 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
     let config = config.clone();
     let author = Author::system("configuration");
     store
-        .write(move |tables| -> crate::store::JobResult<(), ChangeError> {
+        .write(move |tables| {
             let now = OffsetDateTime::now_utc();
-            into_job(Changes::new(tables, &config, &author, now).sync_environments())
+            Changes::new(tables, &config, &author, now).sync_environments()
         })
         .await
-        .map_err(|e: WriteError<ChangeError>| e.to_string())
+        .map_err(|e| e.to_string())
 }
 
 async fn watch_config(path: PathBuf, running: &Fixed, metrics: &Metrics) -> ConfigWatch<Config> {

@@ -211,16 +211,15 @@ async fn a_refused_connection_and_a_retry_after_are_reported() {
 // Lanes on a real store: a redb file in a temp dir, the real dispatcher, real sinks.
 // ---------------------------------------------------------------------------------------------
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
+use flagpost::changes::{Author, Outbox};
 use flagpost::config::Config;
 use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher, Jitter};
-use flagpost::events::Outbox;
 use flagpost::store::deliveries::{
     AttemptRecord, DeadLetter, attempts_for_event, count_pending, list_dead_letters,
 };
-use flagpost::store::{Author, Store, StoreOptions};
+use flagpost::store::{Store, StoreOptions};
 use flagpost::wire::EventType;
 use tokio::sync::watch;
 
@@ -326,7 +325,7 @@ impl Harness {
                 let author = Author::system("tests");
                 let mut outbox = Outbox::new(&config, &author, time::OffsetDateTime::now_utc());
                 outbox.push(tables, EventType::FlagUpdated, Some(1), &body)?;
-                Ok(Ok::<_, Infallible>(outbox.into_written()[0].sequence))
+                Ok(outbox.into_written()[0].sequence)
             })
             .await
             .unwrap()
@@ -682,7 +681,7 @@ async fn a_removed_endpoint_has_its_pending_deliveries_dead_lettered_and_they_ca
 
 /// Serves the admin router on 127.0.0.1 and returns its address.
 async fn serve_admin(h: &Harness) -> std::net::SocketAddr {
-    let router = flagpost::delivery::admin::router(h.dispatcher.clone());
+    let router = flagpost::api::admin::router(h.dispatcher.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -922,7 +921,7 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
     use flagpost::store::deliveries::{
         AttemptResult, DeliveryOutcome, prune_attempts, prune_delivered_events, record_outcomes,
     };
-    use flagpost::store::tables::{ATTEMPTS, EVENTS};
+    use flagpost::store::schema::{ATTEMPTS, EVENTS};
     use redb::ReadableTableMetadata;
 
     let dir = tempfile::tempdir().unwrap();
@@ -974,14 +973,14 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
                 outbox.push(tables, event_type, Some(1), b"{}")?;
             }
             outbox.push(tables, EventType::AuditLogCreated, None, b"{}")?;
-            Ok(Ok::<_, Infallible>(()))
+            Ok(())
         })
         .await
         .unwrap();
     store
         .write_txn(move |txn| {
             record_outcomes(txn, &outcomes)?;
-            Ok(Ok::<_, Infallible>(()))
+            Ok(())
         })
         .await
         .unwrap();
@@ -1006,7 +1005,7 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
                 .write_txn(move |txn| {
                     let attempts = prune_attempts(txn, cutoff, 0, 100)?.1;
                     let events = prune_delivered_events(txn, cutoff, 0, 100)?.1;
-                    Ok(Ok::<_, Infallible>((attempts, events)))
+                    Ok((attempts, events))
                 })
                 .await
                 .unwrap()
@@ -1129,7 +1128,7 @@ async fn the_cli_lists_and_replays_through_the_running_sidecar() {
     h.commit_event("{}").await;
     let router = axum::Router::new().nest(
         "/api/v1/admin",
-        flagpost::delivery::admin::router(h.dispatcher.clone()),
+        flagpost::api::admin::router(h.dispatcher.clone()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -10,10 +10,10 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{BodilessRequest, Caller, JsonBody, PathParams, commit};
-use crate::changes::{ChangeError, ChangeResult, Changes, StateUpdate};
+use crate::changes::{Changes, EnvironmentRecord, FlagStore, Owner, StateKey, StateUpdate};
 use crate::config::{Config, Environment};
-use crate::document::read_document;
-use crate::store::{Owner, StateKey};
+use crate::error::WriteError;
+use crate::store::queries::read_document;
 
 /// An environment named in a path: its id or its name.
 fn environment<'c>(config: &'c Config, reference: &str) -> Result<&'c Environment, ApiError> {
@@ -22,18 +22,22 @@ fn environment<'c>(config: &'c Config, reference: &str) -> Result<&'c Environmen
         .ok()
         .and_then(|id| config.environments.get(&id))
         .or_else(|| config.environment_by_name(reference))
-        .ok_or_else(|| ChangeError::UnknownEnvironment(reference.to_owned()).into())
+        .ok_or_else(|| WriteError::UnknownEnvironment(reference.to_owned()).into())
 }
 
 /// A feature named in a path: its id, or its name in the environment's project.
-fn feature_id(changes: &mut Changes, project: u64, reference: &str) -> ChangeResult<u64> {
+fn feature_id<S: FlagStore>(
+    changes: &mut Changes<S>,
+    project: u64,
+    reference: &str,
+) -> Result<u64, WriteError> {
     if let Ok(id) = reference.parse::<u64>() {
         return Ok(id);
     }
     changes
         .feature_by_name(project, reference)?
         .map(|f| f.id)
-        .ok_or_else(|| ChangeError::UnknownFeature(reference.to_owned()).into())
+        .ok_or_else(|| WriteError::UnknownFeature(reference.to_owned()))
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
@@ -53,7 +57,7 @@ pub async fn document(
 ) -> Result<Json<Value>, ApiError> {
     let config = state.config.load_full();
     let env = environment(&config, &env)?;
-    let record = crate::store::EnvironmentRecord {
+    let record = EnvironmentRecord {
         id: env.id,
         name: env.name.clone(),
         project: env.project,
@@ -83,7 +87,7 @@ async fn set(
     let (env_id, project) = (env.id, env.project);
     let segment_fields = value.segment_name.is_some() || value.priority.is_some();
     if segment_fields && !matches!(key, StateKey::Segment(_)) {
-        return Err(ChangeError::Invalid(
+        return Err(WriteError::Invalid(
             "segment_name and priority apply to segment overrides only".into(),
         )
         .into());

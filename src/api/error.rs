@@ -1,12 +1,12 @@
-//! The API's errors, and the one place where each becomes an HTTP status.
+//! The sidecar's HTTP errors, and the one place where each becomes an HTTP status: the change
+//! API, the relay and the admin API all answer through [`ApiError`].
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::changes::ChangeError;
-use crate::store::{StoreError, WriteError};
+use crate::error::{StoreError, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,19 +20,17 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     NotFound(String),
+    /// A refused change, or one that could not be made durable (not applied, not acknowledged).
     #[error(transparent)]
-    Change(#[from] ChangeError),
-    /// The change could not be made durable; it was not applied and is not acknowledged.
-    #[error("not committed: {0}")]
-    Unavailable(#[from] StoreError),
+    Write(#[from] WriteError),
+    /// The writer has stopped: nothing can be acknowledged.
+    #[error("the store's writer has stopped")]
+    WriterStopped,
 }
 
-impl From<WriteError<ChangeError>> for ApiError {
-    fn from(e: WriteError<ChangeError>) -> Self {
-        match e {
-            WriteError::Refused(refusal) => ApiError::Change(refusal),
-            WriteError::Storage(storage) => ApiError::Unavailable(storage),
-        }
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Write(WriteError::Storage(error))
     }
 }
 
@@ -44,18 +42,19 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Change(change) => match change {
-                ChangeError::UnknownEnvironment(_)
-                | ChangeError::UnknownProject(_)
-                | ChangeError::UnknownFeature(_)
-                | ChangeError::NoSuchOverride(_) => StatusCode::NOT_FOUND,
-                ChangeError::FeatureExists { .. }
-                | ChangeError::ManagedByFiles(_)
-                | ChangeError::ManagedByApi(_) => StatusCode::CONFLICT,
-                ChangeError::WrongProject { .. }
-                | ChangeError::IdempotencyConflict
-                | ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::WriterStopped => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Write(error) => match error {
+                WriteError::UnknownEnvironment(_)
+                | WriteError::UnknownProject(_)
+                | WriteError::UnknownFeature(_)
+                | WriteError::NoSuchOverride(_) => StatusCode::NOT_FOUND,
+                WriteError::FeatureExists { .. }
+                | WriteError::ManagedByFiles(_)
+                | WriteError::ManagedByApi(_) => StatusCode::CONFLICT,
+                WriteError::WrongProject { .. }
+                | WriteError::IdempotencyConflict
+                | WriteError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                WriteError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -68,16 +67,16 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType => "content_type",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Unavailable(_) => "storage",
-            ApiError::Change(_) => "refused",
+            ApiError::Write(WriteError::Storage(_)) | ApiError::WriterStopped => "storage",
+            ApiError::Write(_) => "refused",
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Unavailable(error) = &self {
-            tracing::error!(%error, "change not committed");
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "request failed");
         }
         (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
     }

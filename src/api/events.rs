@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{Caller, QueryParams};
-use crate::store::tables::{EVENT_BODIES, EVENTS, META};
-use crate::store::{EventRecord, last_sequence};
+use crate::store::events::events_page;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -33,24 +32,15 @@ pub async fn list(
     let limit = query.limit.clamp(1, 1000);
     let page = state
         .store
-        .read(move |txn| {
-            let events = txn.open_table(EVENTS)?;
-            let bodies = txn.open_table(EVENT_BODIES)?;
-            let mut page = Vec::new();
-            for entry in events.range(query.after.saturating_add(1)..)?.take(limit) {
-                let (sequence, record) = entry?;
-                let record: EventRecord = serde_json::from_str(record.value())?;
-                let body = bodies
-                    .get(sequence.value())?
-                    .map(|b| String::from_utf8_lossy(b.value()).into_owned())
-                    .unwrap_or_default();
-                page.push(json!({"event": record, "body": body}));
-            }
-            Ok(json!({
-                "events": page,
-                "last_sequence": last_sequence(&txn.open_table(META)?)?,
-            }))
-        })
+        .read(move |txn| events_page(txn, query.after, limit))
         .await?;
-    Ok(Json(page))
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .map(|(record, body)| json!({"event": record, "body": String::from_utf8_lossy(body)}))
+        .collect();
+    Ok(Json(json!({
+        "events": events,
+        "last_sequence": page.last_sequence,
+    })))
 }

@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
-use crate::changes::{FeatureUpdate, NewFeature};
-use crate::document::{FeatureInfo, project_features};
-use crate::store::{FeatureRecord, Owner};
+use crate::changes::{FeatureRecord, FeatureUpdate, NewFeature, Owner};
+use crate::document::FeatureInfo;
+use crate::store::queries::{live_feature, project_features};
 
 fn feature_json(feature: &FeatureRecord) -> Map<String, Value> {
     let mut body = Map::new();
@@ -106,13 +106,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let feature = state
         .store
-        .read(move |txn| {
-            let table = txn.open_table(crate::store::tables::FEATURES)?;
-            let feature = redb::ReadableTable::get(&table, id)?
-                .map(|v| serde_json::from_str::<FeatureRecord>(v.value()))
-                .transpose()?;
-            Ok(feature.filter(|f| !f.deleted))
-        })
+        .read(move |txn| live_feature(txn, id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("feature {id} does not exist")))?;
     Ok(Json(

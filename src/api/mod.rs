@@ -1,6 +1,8 @@
-//! The HTTP change API: thin handlers that authenticate, parse, and hand a change to the store.
-//! Domain rules live in [`crate::changes`]; how each error maps to a status, in [`error`].
+//! The HTTP API: thin handlers that authenticate, parse, and hand a change to the store, and the
+//! delivery admin routes ([`admin`]). Domain rules live in [`crate::changes`], storage in
+//! [`crate::store`]; how each error maps to a status, in [`error`].
 
+pub mod admin;
 mod environments;
 pub mod error;
 mod events;
@@ -60,7 +62,7 @@ pub fn router(state: AppState) -> Router {
             put(environments::set_segment).delete(environments::remove_segment),
         )
         .route("/api/v1/relay/{source}", post(relay::relay))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
@@ -79,3 +81,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.metrics.render(),
     )
 }
+
+/// Healthy while the writer takes changes: once it has stopped, nothing can be acknowledged.
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, error::ApiError> {
+    if state.store.is_writing() {
+        Ok("ok")
+    } else {
+        Err(error::ApiError::WriterStopped)
+    }
+}
+
+#[cfg(test)]
+mod tests;

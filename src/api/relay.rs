@@ -15,10 +15,8 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::error::ApiError;
 use super::request::PathParams;
-use crate::changes::into_job;
-use crate::events::Outbox;
+use crate::changes::{Author, Outbox};
 use crate::signing::{FLAGSMITH_SIGNATURE_HEADER, verify_flagsmith};
-use crate::store::Author;
 use crate::wire::EventType;
 
 /// What a relayed body must be: an envelope with an event type and data.
@@ -72,19 +70,16 @@ async fn accept(
     let events = state
         .store
         .write(move |tables| {
-            into_job((|| {
-                let mut outbox = Outbox::new(&config, &author, OffsetDateTime::now_utc());
-                outbox.push(
-                    tables,
-                    envelope.event_type.clone(),
-                    Some(environment),
-                    &body,
-                )?;
-                Ok(outbox.into_written())
-            })())
+            let mut outbox = Outbox::new(&config, &author, OffsetDateTime::now_utc());
+            outbox.push(
+                tables,
+                envelope.event_type.clone(),
+                Some(environment),
+                &body,
+            )?;
+            Ok(outbox.into_written())
         })
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     state.metrics.change_committed("relay", &events);
     Ok((
         StatusCode::ACCEPTED,

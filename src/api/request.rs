@@ -6,17 +6,17 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use redb::{ReadableTable, ReadableTableMetadata};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::changes::{ChangeError, ChangeResult, Changes, Failure, into_job};
-use crate::store::Author;
+use crate::changes::{Author, Changes, CommittedEvent};
+use crate::error::WriteError;
+use crate::store::Tables;
+use crate::store::idempotency::{self, StoredAnswer};
 
 /// The caller, authenticated by `Authorization: Bearer <token>`; its token's name is the author.
 #[derive(Debug, Clone)]
@@ -164,13 +164,18 @@ impl FromRequestParts<AppState> for BodilessRequest {
     }
 }
 
-/// An answer kept for an `Idempotency-Key`.
-#[derive(Serialize, Deserialize)]
-struct StoredAnswer {
-    fingerprint: String,
-    status: u16,
-    body: Value,
-    at_ms: u64,
+/// What a change's job hands back from the writer.
+enum Answer {
+    /// Built in the writer, because it had to be kept for an `Idempotency-Key`, or was kept.
+    Built(u16, Value, Vec<CommittedEvent>),
+    /// Left for the handler to build, off the writer thread.
+    Parts(Map<String, Value>, Vec<CommittedEvent>),
+}
+
+/// The answer to a change: the object the change returned, plus the events it committed.
+fn answer_body(mut body: Map<String, Value>, events: &[CommittedEvent]) -> Value {
+    body.insert("events".into(), json!(events));
+    Value::Object(body)
 }
 
 /// Applies a change in the writer's next batch and answers once it is durable: `status` and the
@@ -185,62 +190,56 @@ pub async fn commit<F>(
     mut change: F,
 ) -> Result<Response, ApiError>
 where
-    F: FnMut(&mut Changes) -> ChangeResult<Map<String, Value>> + Send + 'static,
+    F: FnMut(&mut Changes<Tables>) -> Result<Map<String, Value>, WriteError> + Send + 'static,
 {
     let config = state.config.load_full();
     let author = caller.author;
     let result = state
         .store
         .write(move |tables| {
-            into_job((|| {
-                let idempotency = request.idempotency.as_ref();
-                if let Some(idempotency) = idempotency
-                    && let Some(stored) = tables
-                        .idempotency()?
-                        .get((author.name.as_str(), idempotency.key.as_str()))?
-                {
-                    let stored: StoredAnswer = serde_json::from_str(stored.value())?;
-                    if stored.fingerprint != idempotency.fingerprint {
-                        return Err(Failure::Refused(ChangeError::IdempotencyConflict));
-                    }
-                    return Ok((stored.status, stored.body, Vec::new()));
-                }
+            let Some(idempotency) = request.idempotency.as_ref() else {
                 let now = OffsetDateTime::now_utc();
                 let mut changes = Changes::new(tables, &config, &author, now);
-                let mut body = change(&mut changes)?;
-                let events = changes.into_events();
-                body.insert("events".into(), json!(events));
-                let body = Value::Object(body);
-                if let Some(idempotency) = idempotency {
-                    let answer = StoredAnswer {
-                        fingerprint: idempotency.fingerprint.clone(),
-                        status: status.as_u16(),
-                        body: body.clone(),
-                        at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
-                    };
-                    let id = (author.name.as_str(), idempotency.key.as_str());
-                    tables
-                        .idempotency()?
-                        .insert(id, serde_json::to_string(&answer)?.as_str())?;
+                let body = change(&mut changes)?;
+                return Ok(Answer::Parts(body, changes.into_events()));
+            };
+            if let Some(stored) = idempotency::lookup(tables, &author.name, &idempotency.key)? {
+                if stored.fingerprint != idempotency.fingerprint {
+                    return Err(WriteError::IdempotencyConflict);
                 }
-                Ok((status.as_u16(), body, events))
-            })())
+                return Ok(Answer::Built(stored.status, stored.body, Vec::new()));
+            }
+            let now = OffsetDateTime::now_utc();
+            let mut changes = Changes::new(tables, &config, &author, now);
+            let body = change(&mut changes)?;
+            let events = changes.into_events();
+            let answer = StoredAnswer {
+                fingerprint: idempotency.fingerprint.clone(),
+                status: status.as_u16(),
+                body: answer_body(body, &events),
+                at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
+            };
+            idempotency::keep(tables, &author.name, &idempotency.key, &answer)?;
+            Ok(Answer::Built(answer.status, answer.body, events))
         })
         .await;
-    match result {
-        Ok((status, body, events)) => {
-            if !events.is_empty() {
-                state.metrics.change_committed("api", &events);
-            }
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok((status, axum::Json(body)).into_response())
+    let (status, body, events) = match result {
+        Ok(Answer::Built(status, body, events)) => (status, body, events),
+        Ok(Answer::Parts(body, events)) => {
+            let body = answer_body(body, &events);
+            (status.as_u16(), body, events)
         }
         Err(error) => {
             let error = ApiError::from(error);
             state.metrics.refused("api", error.reason());
-            Err(error)
+            return Err(error);
         }
+    };
+    if !events.is_empty() {
+        state.metrics.change_committed("api", &events);
     }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// Removes stored idempotency answers older than `retention_ms`.
@@ -249,16 +248,7 @@ pub async fn prune_idempotency(state: &AppState, retention_ms: u64) -> Result<us
     let cutoff = now_ms.saturating_sub(retention_ms);
     let pruned = state
         .store
-        .write(
-            move |tables| -> crate::store::JobResult<usize, ChangeError> {
-                let table = tables.idempotency()?;
-                let before = table.len()?;
-                table.retain(|_, answer| {
-                    serde_json::from_str::<StoredAnswer>(answer).is_ok_and(|a| a.at_ms >= cutoff)
-                })?;
-                Ok(Ok((before - table.len()?) as usize))
-            },
-        )
+        .write(move |tables| Ok(idempotency::prune(tables, cutoff)?))
         .await?;
     Ok(pruned)
 }

@@ -9,10 +9,10 @@
 //! - [`dispatcher`]: one lane per configured endpoint, following configuration reloads.
 //! - [`recorder`]: outcomes written in batches, not one commit per delivery.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`admin`]: the HTTP handlers that list and replay (`flagpost deliveries`, in `crate::cli`,
-//!   asks them from the command line).
+//!
+//! The HTTP routes that list and replay are in [`crate::api::admin`]; `flagpost deliveries`, in
+//! [`crate::cli`], asks them from the command line.
 
-pub mod admin;
 pub mod client;
 pub mod config;
 pub mod dispatcher;

@@ -111,7 +111,7 @@ impl Recorder {
             .store
             .write_txn(move |txn| {
                 record_outcomes(txn, &job)?;
-                Ok(Ok::<_, std::convert::Infallible>(()))
+                Ok(())
             })
             .await;
         if let Err(error) = &written {
@@ -157,7 +157,7 @@ impl Recorder {
                         now_millis(),
                         DEAD_LETTER_CHUNK,
                     )?;
-                    Ok(Ok::<_, std::convert::Infallible>(moved))
+                    Ok(moved)
                 })
                 .await;
             match moved {
@@ -206,7 +206,7 @@ impl Recorder {
             .write_txn(move |txn| {
                 let attempts = prune_attempts(txn, attempts_cutoff, attempts_from, PRUNE_BUDGET)?;
                 let events = prune_delivered_events(txn, events_cutoff, events_from, PRUNE_BUDGET)?;
-                Ok(Ok::<_, std::convert::Infallible>((attempts, events)))
+                Ok((attempts, events))
             })
             .await;
         match pruned {

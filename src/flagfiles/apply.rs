@@ -7,114 +7,34 @@
 
 use std::collections::BTreeSet;
 
-use redb::ReadableTable;
-
-use super::file::FlagFile;
-use crate::changes::{
-    ChangeError, ChangeResult, Changes, Failure, FeatureUpdate, NewFeature, StateUpdate,
-};
-use crate::store::{Owner, StateKey};
+use super::file::{DesiredFeature, FlagFile};
+use crate::changes::{Changes, FeatureUpdate, FlagStore, NewFeature, Owner, StateKey, StateUpdate};
+use crate::error::WriteError;
+use crate::wire::FlagValue;
 
 /// Makes environment `env` match `file`. Events are written through `changes`' outbox.
-pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> ChangeResult<()> {
+pub fn apply_flag_file<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    file: &FlagFile,
+) -> Result<(), WriteError> {
     let project = changes.environment(env)?.project;
-    let previously_declared = declared_features(changes, env)?;
+    let previously_declared = changes.store.file_features(env)?;
     let mut declared = BTreeSet::new();
 
     for (name, desired) in &file.features {
-        let feature = match changes.feature_by_name(project, name)? {
-            Some(feature) if feature.owner == Owner::Api => {
-                return Err(ChangeError::ManagedByApi(name.clone()).into());
-            }
-            Some(feature) => {
-                let update = FeatureUpdate {
-                    feature_type: desired
-                        .feature_type
-                        .clone()
-                        .filter(|t| *t != feature.feature_type),
-                    description: desired
-                        .description
-                        .clone()
-                        .filter(|d| feature.description.as_ref() != Some(d))
-                        .map(Some),
-                    initial_value: None,
-                    default_enabled: None,
-                };
-                changes.update_feature(feature.id, &update, Owner::Files)?
-            }
-            None => changes.create_feature(
-                &NewFeature {
-                    project,
-                    name: name.clone(),
-                    feature_type: desired
-                        .feature_type
-                        .clone()
-                        .unwrap_or_else(|| "STANDARD".to_owned()),
-                    description: desired.description.clone(),
-                    initial_value: desired.value.clone(),
-                    default_enabled: desired.enabled,
-                },
-                Owner::Files,
-            )?,
-        };
-        declared.insert(feature.id);
-        changes
-            .tables
-            .file_features()?
-            .insert((env, feature.id), 1)?;
-
-        changes.set_state(
-            env,
-            feature.id,
-            &StateKey::Default,
-            &StateUpdate {
-                enabled: Some(desired.enabled),
-                value: Some(desired.value.clone()),
-                ..StateUpdate::default()
-            },
-            Owner::Files,
-        )?;
-        let mut wanted = BTreeSet::new();
-        for (identifier, state) in &desired.identities {
-            let key = StateKey::Identity(identifier.clone());
-            changes.set_state(
-                env,
-                feature.id,
-                &key,
-                &StateUpdate {
-                    enabled: Some(state.enabled),
-                    value: Some(state.value.clone()),
-                    ..StateUpdate::default()
-                },
-                Owner::Files,
-            )?;
-            wanted.insert(key);
-        }
-        for segment in &desired.segments {
-            let key = StateKey::Segment(segment.id);
-            changes.set_state(
-                env,
-                feature.id,
-                &key,
-                &StateUpdate {
-                    enabled: Some(segment.enabled),
-                    value: Some(segment.value.clone()),
-                    segment_name: Some(segment.name.clone()),
-                    priority: Some(segment.priority),
-                },
-                Owner::Files,
-            )?;
-            wanted.insert(key);
-        }
-        remove_overrides_except(changes, env, feature.id, &wanted)?;
+        let feature = declare_feature(changes, project, name, desired)?;
+        declared.insert(feature);
+        changes.store.set_file_feature(env, feature, true)?;
+        apply_states(changes, env, feature, desired)?;
     }
 
     for dropped in previously_declared.difference(&declared) {
-        changes.tables.file_features()?.remove((env, *dropped))?;
+        changes.store.set_file_feature(env, *dropped, false)?;
         let feature = match changes.feature(*dropped) {
             Ok(feature) => feature,
-            Err(Failure::Refused(_)) => continue, // already deleted
-            Err(storage) => return Err(storage),
+            Err(WriteError::UnknownFeature(_)) => continue, // already deleted
+            Err(error) => return Err(error),
         };
         if declared_elsewhere(changes, env, feature.id)? {
             changes.set_state(
@@ -136,13 +56,93 @@ pub fn apply_flag_file(changes: &mut Changes, env: u64, file: &FlagFile) -> Chan
     Ok(())
 }
 
-fn remove_overrides_except(
-    changes: &mut Changes,
+/// Creates the feature a file declares, or updates its definition; returns its id.
+fn declare_feature<S: FlagStore>(
+    changes: &mut Changes<S>,
+    project: u64,
+    name: &str,
+    desired: &DesiredFeature,
+) -> Result<u64, WriteError> {
+    let feature = match changes.feature_by_name(project, name)? {
+        Some(feature) if feature.owner == Owner::Api => {
+            return Err(WriteError::ManagedByApi(name.to_owned()));
+        }
+        Some(feature) => {
+            let update = FeatureUpdate {
+                feature_type: desired
+                    .feature_type
+                    .clone()
+                    .filter(|t| *t != feature.feature_type),
+                description: desired
+                    .description
+                    .clone()
+                    .filter(|d| feature.description.as_ref() != Some(d))
+                    .map(Some),
+                initial_value: None,
+                default_enabled: None,
+            };
+            changes.update_feature(feature.id, &update, Owner::Files)?
+        }
+        None => changes.create_feature(
+            &NewFeature {
+                project,
+                name: name.to_owned(),
+                feature_type: desired
+                    .feature_type
+                    .clone()
+                    .unwrap_or_else(|| "STANDARD".to_owned()),
+                description: desired.description.clone(),
+                initial_value: desired.value.clone(),
+                default_enabled: desired.enabled,
+            },
+            Owner::Files,
+        )?,
+    };
+    Ok(feature.id)
+}
+
+/// Sets the default state and the overrides a file declares for one feature, and removes the
+/// overrides it no longer declares.
+fn apply_states<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    feature: u64,
+    desired: &DesiredFeature,
+) -> Result<(), WriteError> {
+    let state = |enabled: bool, value: &Option<FlagValue>| StateUpdate {
+        enabled: Some(enabled),
+        value: Some(value.clone()),
+        ..StateUpdate::default()
+    };
+    let default = state(desired.enabled, &desired.value);
+    changes.set_state(env, feature, &StateKey::Default, &default, Owner::Files)?;
+    let mut wanted = BTreeSet::new();
+    for (identifier, identity) in &desired.identities {
+        let key = StateKey::Identity(identifier.clone());
+        let update = state(identity.enabled, &identity.value);
+        changes.set_state(env, feature, &key, &update, Owner::Files)?;
+        wanted.insert(key);
+    }
+    for segment in &desired.segments {
+        let key = StateKey::Segment(segment.id);
+        let update = StateUpdate {
+            segment_name: Some(segment.name.clone()),
+            priority: Some(segment.priority),
+            ..state(segment.enabled, &segment.value)
+        };
+        changes.set_state(env, feature, &key, &update, Owner::Files)?;
+        wanted.insert(key);
+    }
+    remove_overrides_except(changes, env, feature, &wanted)
+}
+
+fn remove_overrides_except<S: FlagStore>(
+    changes: &mut Changes<S>,
     env: u64,
     feature: u64,
     keep: &BTreeSet<StateKey>,
-) -> ChangeResult<()> {
-    let current = changes.states(env, feature)?;
+) -> Result<(), WriteError> {
+    let current = changes.store.states(env, feature)?;
     for key in current.keys() {
         if *key != StateKey::Default && !keep.contains(key) {
             changes.remove_override(env, feature, key, Owner::Files)?;
@@ -151,19 +151,20 @@ fn remove_overrides_except(
     Ok(())
 }
 
-fn declared_features(changes: &mut Changes, env: u64) -> ChangeResult<BTreeSet<u64>> {
-    let table = changes.tables.file_features()?;
-    let mut ids = BTreeSet::new();
-    for entry in table.range((env, 0)..=(env, u64::MAX))? {
-        ids.insert(entry?.0.value().1);
-    }
-    Ok(ids)
-}
-
-fn declared_elsewhere(changes: &mut Changes, env: u64, feature: u64) -> ChangeResult<bool> {
-    let table = changes.tables.file_features()?;
-    for other in changes.config.environments.keys().filter(|e| **e != env) {
-        if table.get((*other, feature))?.is_some() {
+fn declared_elsewhere<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    feature: u64,
+) -> Result<bool, WriteError> {
+    let others: Vec<u64> = changes
+        .config
+        .environments
+        .keys()
+        .copied()
+        .filter(|e| *e != env)
+        .collect();
+    for other in others {
+        if changes.store.is_file_feature(other, feature)? {
             return Ok(true);
         }
     }

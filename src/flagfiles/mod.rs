@@ -22,10 +22,11 @@ use tokio::sync::watch;
 pub use apply::apply_flag_file;
 pub use file::{FlagFile, FlagFileError, environment_of, parse};
 
-use crate::changes::{Changes, into_job};
+use crate::changes::{Author, Changes, CommittedEvent};
 use crate::config::Config;
+use crate::error::WriteError;
 use crate::metrics::Metrics;
-use crate::store::{Author, CommittedEvent, Store, WriteError};
+use crate::store::Store;
 use crate::watch::DirWatch;
 
 /// What became of one file on one pass.
@@ -275,12 +276,10 @@ impl FlagFiles {
         let result = self
             .store
             .write(move |tables| {
-                into_job((|| {
-                    let now = OffsetDateTime::now_utc();
-                    let mut changes = Changes::new(tables, &config, &author, now);
-                    apply_flag_file(&mut changes, env, &file)?;
-                    Ok(changes.into_events())
-                })())
+                let now = OffsetDateTime::now_utc();
+                let mut changes = Changes::new(tables, &config, &author, now);
+                apply_flag_file(&mut changes, env, &file)?;
+                Ok(changes.into_events())
             })
             .await;
         match result {
@@ -294,13 +293,13 @@ impl FlagFiles {
                 }
             }
             Err(error) => {
+                if let WriteError::Storage(_) = error {
+                    // The store, not the file, failed: the next pass tries again.
+                    self.seen.remove(path);
+                }
                 let error = match error {
-                    WriteError::Refused(refusal) => refusal.to_string(),
-                    WriteError::Storage(storage) => {
-                        // The store, not the file, failed: the next pass tries again.
-                        self.seen.remove(path);
-                        storage.to_string()
-                    }
+                    WriteError::Storage(storage) => storage.to_string(),
+                    refusal => refusal.to_string(),
                 };
                 FileOutcome::NotApplied {
                     path: path.to_path_buf(),

@@ -3,15 +3,16 @@
 //! transaction the caller got from [`Store::read`] or [`Store::write`], so none touches redb on a
 //! tokio worker.
 
-use crate::events::read_event;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::tables::{ATTEMPTS, DEAD_LETTERS, EVENT_BODIES, EVENTS, META, OUTBOX};
-use super::{EventRecord, StoreError, last_sequence};
+use super::events::{DeliveryEvent, delivery_event, event_id, instance_id};
+use super::rows::EventRow;
+use super::schema::{ATTEMPTS, DEAD_LETTERS, EVENTS, META, OUTBOX};
+use super::{StoreError, last_sequence};
 
 /// One outbox row with what it takes to send it.
 #[derive(Debug, Clone)]
@@ -108,13 +109,11 @@ pub struct ReplayFilter {
 }
 
 fn event_record(
-    events: &impl ReadableTable<u64, &'static str>,
+    events: &impl ReadableTable<u64, EventRow<'static>>,
     sequence: u64,
-) -> Result<EventRecord, StoreError> {
-    let record = events
-        .get(sequence)?
-        .ok_or_else(|| StoreError::new(format!("event {sequence} is missing")))?;
-    Ok(serde_json::from_str(record.value())?)
+) -> Result<DeliveryEvent, StoreError> {
+    delivery_event(events, sequence)?
+        .ok_or_else(|| StoreError::new(format!("event {sequence} is missing")))
 }
 
 /// Reads up to `limit` of `endpoint`'s rows after sequence `after`, with their events.
@@ -124,10 +123,10 @@ pub fn outbox_page(
     after: u64,
     limit: usize,
 ) -> Result<OutboxPage, StoreError> {
-    let last_sequence = last_sequence(&txn.open_table(META)?)?;
+    let meta = txn.open_table(META)?;
+    let (last_sequence, instance_id) = (last_sequence(&meta)?, instance_id(&meta)?);
     let outbox = txn.open_table(OUTBOX)?;
     let events = txn.open_table(EVENTS)?;
-    let bodies = txn.open_table(EVENT_BODIES)?;
     let mut rows = Vec::new();
     let mut exhausted = true;
     let Some(start) = after.checked_add(1) else {
@@ -145,15 +144,14 @@ pub fn outbox_page(
         let (key, value) = entry?;
         let (_, sequence) = key.value();
         let (attempts, next_attempt_at_ms) = value.value();
-        let (event, body) = read_event(&events, &bodies, sequence)?
-            .ok_or_else(|| StoreError::new(format!("event {sequence} is missing")))?;
+        let event = event_record(&events, sequence)?;
         rows.push(OutboxDelivery {
             sequence,
             attempts,
             next_attempt_at_ms,
-            event_id: event.id,
+            event_id: event_id(instance_id, sequence),
             committed_at_ms: event.committed_at_ms,
-            body,
+            body: event.body,
         });
     }
     Ok(OutboxPage {
@@ -288,9 +286,9 @@ pub fn dead_letter_pending(
     now_ms: u64,
     limit: usize,
 ) -> Result<usize, StoreError> {
+    let instance_id = instance_id(&txn.open_table(META)?)?;
     let mut outbox = txn.open_table(OUTBOX)?;
     let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
-    let events = txn.open_table(EVENTS)?;
     let mut rows = Vec::new();
     for entry in outbox.range((endpoint, 0)..=(endpoint, up_to))?.take(limit) {
         let (key, value) = entry?;
@@ -301,7 +299,7 @@ pub fn dead_letter_pending(
         let letter = DeadLetter {
             endpoint: endpoint.to_owned(),
             sequence: *sequence,
-            event_id: event_record(&events, *sequence)?.id,
+            event_id: event_id(instance_id, *sequence),
             reason: reason.to_owned(),
             attempts: *attempts,
             last_status: None,
@@ -364,6 +362,7 @@ pub fn list_pending(
     after: u64,
     limit: usize,
 ) -> Result<Vec<PendingRow>, StoreError> {
+    let instance_id = instance_id(&txn.open_table(META)?)?;
     let outbox = txn.open_table(OUTBOX)?;
     let events = txn.open_table(EVENTS)?;
     let mut rows = Vec::new();
@@ -381,8 +380,8 @@ pub fn list_pending(
         rows.push(PendingRow {
             endpoint: endpoint.to_owned(),
             sequence,
-            event_id: event.id,
-            event_type: event.event_type,
+            event_id: event_id(instance_id, sequence),
+            event_type: event.event_type.as_str().to_owned(),
             attempts,
             next_attempt_at_ms,
         });
@@ -513,7 +512,6 @@ pub fn prune_delivered_events(
         .map(|(name, _)| name)
         .collect();
     let mut events = txn.open_table(EVENTS)?;
-    let mut bodies = txn.open_table(EVENT_BODIES)?;
     let mut prunable = Vec::new();
     let mut next = 0;
     for (seen, entry) in events.range(from..)?.enumerate() {
@@ -526,8 +524,7 @@ pub fn prune_delivered_events(
         if oldest_pending.is_some_and(|pending| sequence >= pending) {
             break;
         }
-        let record: EventRecord = serde_json::from_str(value.value())?;
-        if record.committed_at_ms >= cutoff_ms {
+        if value.value().3 >= cutoff_ms {
             break;
         }
         let mut dead = false;
@@ -543,7 +540,6 @@ pub fn prune_delivered_events(
     }
     for sequence in &prunable {
         events.remove(*sequence)?;
-        bodies.remove(*sequence)?;
     }
     Ok((next, prunable.len()))
 }

@@ -1,50 +1,51 @@
-//! Storage: one redb file holding flag state, events and the outbox.
+//! Storage: one redb file holding flag state, events and the outbox. Every table, key and encoding
+//! of the sidecar is here and nowhere else.
 //!
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
+//!
+//! - [`schema`]: the tables, the schema version, and opening (or refusing) a file; [`rows`], how
+//!   the hot records are laid out; `migrate`, a schema-1 file carried over to schema 2.
+//! - [`tables`]: the tables of one write batch, opened once; [`flag_state`] implements the
+//!   domain's [`crate::changes::FlagStore`] over them.
+//! - [`events`]: event rows: appending, and reading them for the API and for delivery.
+//! - [`idempotency`]: answers kept for `Idempotency-Key` retries.
+//! - [`queries`]: what the API reads: features and an environment's document.
+//! - [`deliveries`]: the delivery side: outbox pages, outcomes, dead letters, pruning.
 
-mod cache;
 pub mod deliveries;
-mod records;
-pub mod tables;
+pub mod events;
+mod flag_state;
+pub mod idempotency;
+mod migrate;
+pub mod queries;
+mod rows;
+pub mod schema;
+mod tables;
 mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use cache::Tables;
-pub use records::*;
-pub use writer::{JobResult, WriteError};
-
-use tables::*;
-
-const SCHEMA_VERSION: u64 = 1;
-
-/// A storage failure: the disk, the file, or a record that does not decode. Cloneable so that one
-/// failed commit can answer every waiter of its batch.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("storage error: {message}")]
-pub struct StoreError {
-    message: String,
-}
-
-impl StoreError {
-    pub fn new(message: impl Into<String>) -> StoreError {
-        StoreError {
-            message: message.into(),
-        }
-    }
-}
+pub use crate::error::{StoreError, WriteError};
+pub use events::EventRecord;
+pub use tables::Tables;
 
 macro_rules! store_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
                 StoreError::new(e.to_string())
+            }
+        }
+        impl From<$t> for WriteError {
+            fn from(e: $t) -> Self {
+                WriteError::Storage(e.into())
             }
         }
     )*};
@@ -69,6 +70,7 @@ struct Inner {
     db: Arc<Database>,
     commands: mpsc::Sender<writer::Command>,
     commits: watch::Receiver<u64>,
+    commit_latency: Histogram,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -99,21 +101,24 @@ impl Store {
             .set_cache_size(options.cache_size_bytes)
             .create(path)
             .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
-        initialise(&db)?;
+        schema::initialise(&db, path)?;
         let db = Arc::new(db);
         let (commands_tx, commands_rx) = mpsc::channel(options.max_batch.max(1) * 4);
         let (commits_tx, commits_rx) = watch::channel(0);
-        let handle = writer::spawn(
-            db.clone(),
-            options.max_batch.max(1),
-            commands_rx,
-            commits_tx,
-        );
+        let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
+        let handle = writer::spawn(writer::Writer {
+            db: db.clone(),
+            max_batch: options.max_batch.max(1),
+            commands: commands_rx,
+            commits: commits_tx,
+            commit_latency: commit_latency.clone(),
+        });
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 commands: commands_tx,
                 commits: commits_rx,
+                commit_latency,
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -122,12 +127,11 @@ impl Store {
     /// Runs `work` in the writer's next batch, through the batch's cached [`Tables`], and returns
     /// once that batch's commit is durable. `work` may run more than once (when another job of its
     /// batch refuses, the batch is re-run without it), so it must not have effects outside the
-    /// transaction.
-    pub async fn write<T, E, F>(&self, work: F) -> Result<T, WriteError<E>>
+    /// transaction. A refusal ([`WriteError::is_refusal`]) leaves this job out of the batch.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, WriteError>
     where
-        F: FnMut(&mut Tables<'_>) -> JobResult<T, E> + Send + 'static,
+        F: FnMut(&mut Tables<'_>) -> Result<T, WriteError> + Send + 'static,
         T: Send + 'static,
-        E: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let outcome = writer::Outcome::new(reply);
@@ -136,11 +140,10 @@ impl Store {
     }
 
     /// As [`Store::write`], for work that opens its tables from the transaction itself.
-    pub async fn write_txn<T, E, F>(&self, work: F) -> Result<T, WriteError<E>>
+    pub async fn write_txn<T, F>(&self, work: F) -> Result<T, WriteError>
     where
-        F: FnMut(&WriteTransaction) -> JobResult<T, E> + Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
         T: Send + 'static,
-        E: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let outcome = writer::Outcome::new(reply);
@@ -148,11 +151,11 @@ impl Store {
             .await
     }
 
-    async fn submit<T, E>(
+    async fn submit<T>(
         &self,
         job: Box<dyn writer::Job>,
-        answer: oneshot::Receiver<Result<T, WriteError<E>>>,
-    ) -> Result<T, WriteError<E>> {
+        answer: oneshot::Receiver<Result<T, WriteError>>,
+    ) -> Result<T, WriteError> {
         self.inner
             .commands
             .send(writer::Command::Run(job))
@@ -183,6 +186,17 @@ impl Store {
         self.inner.commits.clone()
     }
 
+    /// Whether the writer still takes jobs: false once it has stopped (shut down or panicked),
+    /// after which no change can be acknowledged.
+    pub fn is_writing(&self) -> bool {
+        !self.inner.commands.is_closed()
+    }
+
+    /// Seconds from the start of each batch's transaction to the end of its durable commit.
+    pub fn commit_latency(&self) -> Histogram {
+        self.inner.commit_latency.clone()
+    }
+
     /// Commits the jobs already queued, stops the writer and waits for it; later writes fail.
     /// The file itself closes when the last clone of the store is dropped.
     pub async fn shutdown(&self) {
@@ -193,51 +207,8 @@ impl Store {
     }
 }
 
-fn initialise(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(META)?;
-        let version = meta.get("schema_version")?.map(|v| v.value());
-        match version {
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-                meta.insert("instance_id", fastrand::u64(..))?;
-                for counter in [
-                    "next_sequence",
-                    "next_feature_id",
-                    "next_state_id",
-                    "next_identity_id",
-                ] {
-                    meta.insert(counter, 1)?;
-                }
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(StoreError::new(format!(
-                    "database schema version {other} is not {SCHEMA_VERSION}; this flagpost cannot read it"
-                )));
-            }
-        }
-        // Create every table so that readers never meet a missing one.
-        txn.open_table(ENVIRONMENTS)?;
-        txn.open_table(FEATURES)?;
-        txn.open_table(FEATURE_NAMES)?;
-        txn.open_table(STATES)?;
-        txn.open_table(IDENTITIES)?;
-        txn.open_table(EVENTS)?;
-        txn.open_table(EVENT_BODIES)?;
-        txn.open_table(OUTBOX)?;
-        txn.open_table(ATTEMPTS)?;
-        txn.open_table(DEAD_LETTERS)?;
-        txn.open_table(IDEMPOTENCY)?;
-        txn.open_table(FILE_FEATURES)?;
-    }
-    txn.commit()?;
-    Ok(())
-}
-
 /// Reads a counter or identity value from `META`.
-pub fn meta_value(
+pub(crate) fn meta_value(
     table: &impl ReadableTable<&'static str, u64>,
     key: &str,
 ) -> Result<u64, StoreError> {
@@ -248,52 +219,11 @@ pub fn meta_value(
 }
 
 /// The sequence of the last committed event (0 when there is none).
-pub fn last_sequence(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+pub(crate) fn last_sequence(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<u64, StoreError> {
     Ok(meta_value(meta, "next_sequence")? - 1)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A refused job leaves nothing behind, even when it wrote before refusing and shared its
-    /// batch (and the batch's cached tables and counters) with jobs that commit.
-    #[tokio::test]
-    async fn a_refused_job_leaves_nothing_and_its_batch_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
-        let write = |key: u64, refuse: bool| {
-            let store = store.clone();
-            async move {
-                store
-                    .write(move |tables| {
-                        let id = tables.next_id("next_feature_id")?;
-                        tables.features()?.insert(key, "written")?;
-                        Ok(if refuse { Err("refused") } else { Ok(id) })
-                    })
-                    .await
-            }
-        };
-        let (a, b, c) = tokio::join!(write(10, false), write(20, true), write(30, false));
-        assert!(matches!(b, Err(WriteError::Refused("refused"))));
-        let ids = [a.unwrap(), c.unwrap()];
-        assert_eq!(ids, [1, 2], "no id was spent on the refused job");
-        let (present, next) = store
-            .read(|txn| {
-                let features = txn.open_table(FEATURES)?;
-                let present: Vec<u64> = [10, 20, 30]
-                    .into_iter()
-                    .filter(|k| features.get(k).ok().flatten().is_some())
-                    .collect();
-                Ok((
-                    present,
-                    meta_value(&txn.open_table(META)?, "next_feature_id")?,
-                ))
-            })
-            .await
-            .unwrap();
-        assert_eq!(present, [10, 30]);
-        assert_eq!(next, 3, "the counters reached META with the commit");
-        store.shutdown().await;
-    }
-}
+mod tests;

@@ -1,50 +1,109 @@
-//! Every redb table, in one place. Keys are chosen to sort the way they are scanned: big-endian
-//! integers and tuples, so that a lane's next deliveries or an environment's states are one range.
+//! [`Tables`]: the tables of one write batch, opened once.
 //!
-//! Records that are read whole and rarely (features, states, events' metadata) are JSON, which keeps
-//! the file inspectable and the schema easy to extend; hot fixed-size rows (the outbox) are tuples.
+//! Opening a redb table in a write transaction looks it up in the table tree and closing it writes
+//! its root back; a change touches most tables twice or more, so opening them per operation cost
+//! as much as the change itself. [`Tables`] opens each table on first use and keeps it open for
+//! every job of the batch that works through it, and keeps the id counters in memory until the
+//! batch ends.
 
-use redb::TableDefinition;
+use std::collections::BTreeMap;
 
-/// Counters and identity of this database: `next_sequence`, `next_feature_id`, `next_state_id`,
-/// `next_identity_id`, `instance_id`, `schema_version`.
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+use redb::{ReadableTable, Table, WriteTransaction};
 
-/// Environments as last synchronised from configuration: id → [`super::EnvironmentRecord`] JSON.
-pub const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
+use super::StoreError;
+use super::rows::{EventRow, FeatureRow, StateRow};
+use super::schema::*;
 
-/// Features, deleted ones included (as tombstones, so ids are never reused): id → JSON.
-pub const FEATURES: TableDefinition<u64, &str> = TableDefinition::new("features");
+macro_rules! cached_tables {
+    ($($field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
+        /// The tables of one write transaction, each opened once.
+        pub struct Tables<'t> {
+            txn: &'t WriteTransaction,
+            counters: BTreeMap<&'static str, u64>,
+            instance_id: Option<u64>,
+            meta: Option<Table<'t, &'static str, u64>>,
+            $($field: Option<Table<'t, $key, $value>>,)*
+        }
 
-/// Live features by (project, name) → id.
-pub const FEATURE_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("feature_names");
+        impl<'t> Tables<'t> {
+            pub(super) fn new(txn: &'t WriteTransaction) -> Tables<'t> {
+                Tables {
+                    txn,
+                    counters: BTreeMap::new(),
+                    instance_id: None,
+                    meta: None,
+                    $($field: None,)*
+                }
+            }
 
-/// Feature states: (environment, feature, state key) → [`super::StateRecord`] JSON. The state key
-/// is "" for the environment default, `identity:<identifier>` or `segment:<id, 20 digits>`, so that
-/// one feature's states in one environment are one contiguous range with the default first.
-pub const STATES: TableDefinition<(u64, u64, &str), &str> = TableDefinition::new("states");
+            $(
+                pub(super) fn $field(&mut self) -> Result<&mut Table<'t, $key, $value>, StoreError> {
+                    if self.$field.is_none() {
+                        self.$field = Some(self.txn.open_table($definition)?);
+                    }
+                    Ok(self.$field.as_mut().expect("opened above"))
+                }
+            )*
+        }
+    };
+}
 
-/// Identity ids: (environment, identifier) → id, assigned on first override.
-pub const IDENTITIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("identities");
+cached_tables! {
+    environments: ENVIRONMENTS, u64, &'static str;
+    features: FEATURES, u64, FeatureRow<'static>;
+    feature_names: FEATURE_NAMES, (u64, &'static str), u64;
+    states: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
+    identities: IDENTITIES, (u64, &'static str), u64;
+    events: EVENTS, u64, EventRow<'static>;
+    outbox: OUTBOX, (&'static str, u64), (u32, u64);
+    idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
+    file_features: FILE_FEATURES, (u64, u64), u8;
+}
 
-/// Event metadata: sequence → [`super::EventRecord`] JSON.
-pub const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+impl<'t> Tables<'t> {
+    fn meta(&mut self) -> Result<&mut Table<'t, &'static str, u64>, StoreError> {
+        if self.meta.is_none() {
+            self.meta = Some(self.txn.open_table(META)?);
+        }
+        Ok(self.meta.as_mut().expect("opened above"))
+    }
 
-/// Event bodies, the exact bytes that are signed and sent: sequence → body.
-pub const EVENT_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("event_bodies");
+    fn meta_value(&mut self, key: &str) -> Result<u64, StoreError> {
+        self.meta()?
+            .get(key)?
+            .map(|v| v.value())
+            .ok_or_else(|| StoreError::new(format!("meta {key} is missing")))
+    }
 
-/// Pending deliveries: (endpoint name, sequence) → (attempts made, next attempt at, unix ms).
-/// A row exists from the commit of its event until the endpoint took it or it was dead-lettered.
-pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64)> = TableDefinition::new("outbox");
+    /// Takes the next value of an id counter. Counters only grow, so ids are never reused; the
+    /// new values reach `META` when the batch closes its tables, in the same commit.
+    pub(super) fn take_counter(&mut self, counter: &'static str) -> Result<u64, StoreError> {
+        let next = match self.counters.get(counter) {
+            Some(next) => *next,
+            None => self.meta_value(counter)?,
+        };
+        self.counters.insert(counter, next + 1);
+        Ok(next)
+    }
 
-/// Delivery attempts: (sequence, endpoint name, attempt number) → attempt JSON.
-pub const ATTEMPTS: TableDefinition<(u64, &str, u32), &str> = TableDefinition::new("attempts");
+    /// This database's random id, part of every event id.
+    pub(super) fn instance_id(&mut self) -> Result<u64, StoreError> {
+        if let Some(id) = self.instance_id {
+            return Ok(id);
+        }
+        let id = self.meta_value("instance_id")?;
+        self.instance_id = Some(id);
+        Ok(id)
+    }
 
-/// Dead letters: (endpoint name, sequence) → reason, last status and error, JSON.
-pub const DEAD_LETTERS: TableDefinition<(&str, u64), &str> = TableDefinition::new("dead_letters");
-
-/// Answers to requests made with an `Idempotency-Key`: (token name, key) → stored answer JSON.
-pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::new("idempotency");
-
-/// Which features each environment's flag file declares: (environment, feature) → 1.
-pub const FILE_FEATURES: TableDefinition<(u64, u64), u8> = TableDefinition::new("file_features");
+    /// Writes the counters back and closes every table. Dropping `Tables` instead discards the
+    /// counters, which is right only when the transaction is aborted.
+    pub(super) fn close(mut self) -> Result<(), StoreError> {
+        let counters = std::mem::take(&mut self.counters);
+        let meta = self.meta()?;
+        for (counter, next) in counters {
+            meta.insert(counter, next)?;
+        }
+        Ok(())
+    }
+}

@@ -14,27 +14,14 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::StoreError;
-use super::cache::Tables;
-
-/// What a job's closure returns: `Ok(Ok(value))` to commit, `Ok(Err(refusal))` to be left out of the
-/// batch, `Err(storage error)` to fail the whole batch.
-pub type JobResult<T, E> = Result<Result<T, E>, StoreError>;
-
-/// Why a write did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError<E> {
-    /// The job refused; nothing of it was written.
-    #[error(transparent)]
-    Refused(E),
-    /// The batch could not commit (disk full, I/O error): nothing of it was written.
-    #[error(transparent)]
-    Storage(#[from] StoreError),
-}
+use super::tables::Tables;
+use super::{StoreError, WriteError};
 
 pub(super) trait Job: Send {
     /// Runs against the batch's transaction. `Ok(false)`: refused.
@@ -48,41 +35,48 @@ pub(super) trait Job: Send {
 }
 
 /// A job that works through the batch's cached [`Tables`].
-pub(super) struct TablesJob<F, T, E> {
+pub(super) struct TablesJob<F, T> {
     pub(super) work: F,
-    pub(super) outcome: Outcome<T, E>,
+    pub(super) outcome: Outcome<T>,
 }
 
 /// A job that opens what it needs from the transaction itself; the batch's cached tables are
 /// closed before it runs (a table cannot be open twice).
-pub(super) struct TxnJob<F, T, E> {
+pub(super) struct TxnJob<F, T> {
     pub(super) work: F,
-    pub(super) outcome: Outcome<T, E>,
+    pub(super) outcome: Outcome<T>,
 }
 
-pub(super) struct Outcome<T, E> {
-    result: Option<Result<T, E>>,
-    reply: oneshot::Sender<Result<T, WriteError<E>>>,
+pub(super) struct Outcome<T> {
+    /// `Some(Ok)`: ran and will commit with its batch; `Some(Err)`: refused.
+    result: Option<Result<T, WriteError>>,
+    reply: oneshot::Sender<Result<T, WriteError>>,
 }
 
-impl<T, E> Outcome<T, E> {
-    pub(super) fn new(reply: oneshot::Sender<Result<T, WriteError<E>>>) -> Outcome<T, E> {
+impl<T> Outcome<T> {
+    pub(super) fn new(reply: oneshot::Sender<Result<T, WriteError>>) -> Outcome<T> {
         Outcome {
             result: None,
             reply,
         }
     }
 
-    fn record(&mut self, result: JobResult<T, E>) -> Result<bool, StoreError> {
-        let result = result?;
-        let accepted = result.is_ok();
-        self.result = Some(result);
-        Ok(accepted)
+    /// Keeps a job's result: true when it may commit, false when it refused, and a storage error
+    /// (which fails the whole batch) passed on.
+    fn record(&mut self, result: Result<T, WriteError>) -> Result<bool, StoreError> {
+        match result {
+            Err(WriteError::Storage(error)) => Err(error),
+            result => {
+                let accepted = result.is_ok();
+                self.result = Some(result);
+                Ok(accepted)
+            }
+        }
     }
 
     fn finish(self, committed: Result<(), StoreError>) {
         let answer = match (self.result, committed) {
-            (Some(Err(refusal)), _) => Err(WriteError::Refused(refusal)),
+            (Some(Err(refusal)), _) => Err(refusal),
             (_, Err(storage)) => Err(WriteError::Storage(storage)),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (None, Ok(())) => unreachable!("a committed job has run"),
@@ -92,11 +86,10 @@ impl<T, E> Outcome<T, E> {
     }
 }
 
-impl<F, T, E> Job for TablesJob<F, T, E>
+impl<F, T> Job for TablesJob<F, T>
 where
-    F: FnMut(&mut Tables<'_>) -> JobResult<T, E> + Send,
+    F: FnMut(&mut Tables<'_>) -> Result<T, WriteError> + Send,
     T: Send,
-    E: Send,
 {
     fn run<'t>(
         &mut self,
@@ -112,11 +105,10 @@ where
     }
 }
 
-impl<F, T, E> Job for TxnJob<F, T, E>
+impl<F, T> Job for TxnJob<F, T>
 where
-    F: FnMut(&WriteTransaction) -> JobResult<T, E> + Send,
+    F: FnMut(&WriteTransaction) -> Result<T, WriteError> + Send,
     T: Send,
-    E: Send,
 {
     fn run<'t>(
         &mut self,
@@ -140,23 +132,27 @@ pub(super) enum Command {
     Stop,
 }
 
-pub(super) fn spawn(
-    db: Arc<Database>,
-    max_batch: usize,
-    mut commands: mpsc::Receiver<Command>,
-    commits: watch::Sender<u64>,
-) -> JoinHandle<()> {
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) max_batch: usize,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) commits: watch::Sender<u64>,
+    pub(super) commit_latency: Histogram,
+}
+
+pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("flagpost-writer".to_owned())
         .spawn(move || {
             let mut stopping = false;
             while !stopping {
-                let Some(Command::Run(first)) = commands.blocking_recv() else {
+                let Some(Command::Run(first)) = writer.commands.blocking_recv() else {
                     break;
                 };
                 let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match commands.try_recv() {
+                while batch.len() < writer.max_batch {
+                    match writer.commands.try_recv() {
                         Ok(Command::Run(job)) => batch.push(job),
                         Ok(Command::Stop) => {
                             stopping = true;
@@ -165,8 +161,8 @@ pub(super) fn spawn(
                         Err(_) => break,
                     }
                 }
-                if run_batch(&db, batch) {
-                    commits.send_modify(|n| *n += 1);
+                if run_batch(&writer.db, batch, &writer.commit_latency) {
+                    writer.commits.send_modify(|n| *n += 1);
                 }
             }
         })
@@ -174,7 +170,7 @@ pub(super) fn spawn(
 }
 
 /// Runs one batch to its end; true when something was committed.
-fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
+fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>, commit_latency: &Histogram) -> bool {
     let fail = |batch: Vec<Box<dyn Job>>, error: StoreError| {
         tracing::error!(%error, jobs = batch.len(), "write batch failed; nothing acknowledged");
         batch
@@ -186,6 +182,7 @@ fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
         if batch.is_empty() {
             return false;
         }
+        let started = Instant::now();
         let txn = match db.begin_write() {
             Ok(txn) => txn,
             Err(e) => return fail(batch, e.into()),
@@ -215,6 +212,7 @@ fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
         if let Err(error) = txn.commit() {
             return fail(batch, error.into());
         }
+        commit_latency.observe(started.elapsed().as_secs_f64());
         batch.into_iter().for_each(|job| job.finish(Ok(())));
         return true;
     }

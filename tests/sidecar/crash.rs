@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use flagpost::store::tables::{EVENT_BODIES, EVENTS, OUTBOX, STATES};
-use flagpost::store::{EventRecord, StateKey, StateRecord, Store, StoreOptions};
+use flagpost::changes::{EnvironmentRecord, StateKey};
+use flagpost::store::deliveries::{list_pending, outbox_endpoints};
+use flagpost::store::events::events_page;
+use flagpost::store::queries::read_document;
+use flagpost::store::{EventRecord, Store, StoreOptions};
 use hyper::{Method, StatusCode};
-use redb::ReadableTable;
 use serde_json::{Value, json};
 
 use crate::common::{Process, call, config_toml, free_addr, stream_changes_and_kill};
@@ -92,28 +94,32 @@ async fn kill_9_during_a_stream_of_changes_loses_nothing_acknowledged() {
     let (events, states, outbox) = store
         .read(|txn| {
             let mut events = Vec::new();
-            let bodies = txn.open_table(EVENT_BODIES)?;
-            for entry in txn.open_table(EVENTS)?.iter()? {
-                let (seq, record) = entry?;
-                let record: EventRecord = serde_json::from_str(record.value())?;
-                let body: Value =
-                    serde_json::from_slice(bodies.get(seq.value())?.unwrap().value())?;
-                events.push((record, body));
+            for (record, body) in events_page(txn, 0, usize::MAX)?.events {
+                events.push((record, serde_json::from_slice::<Value>(&body).unwrap()));
             }
+            // Every state of the one environment, as its document shows them.
+            let environment = EnvironmentRecord {
+                id: 1,
+                name: "Development".into(),
+                project: 1,
+                project_name: "Default".into(),
+            };
             let mut states = BTreeMap::new();
-            for entry in txn.open_table(STATES)?.iter()? {
-                let (key, value) = entry?;
-                let (_, feature, state_key) = key.value();
-                let state: StateRecord = serde_json::from_str(value.value())?;
-                states.insert(
-                    (feature, StateKey::decode(state_key).unwrap()),
-                    (state.enabled, state.value),
-                );
+            for feature in read_document(txn, &environment)?.features {
+                let id = feature.feature.id;
+                states.insert((id, StateKey::Default), (feature.enabled, feature.value));
+                for o in feature.identity_overrides {
+                    states.insert((id, StateKey::Identity(o.identifier)), (o.enabled, o.value));
+                }
+                for o in feature.segment_overrides {
+                    states.insert((id, StateKey::Segment(o.segment.id)), (o.enabled, o.value));
+                }
             }
             let mut outbox = std::collections::BTreeSet::new();
-            for entry in txn.open_table(OUTBOX)?.iter()? {
-                let (key, _) = entry?;
-                outbox.insert(key.value().1);
+            for endpoint in outbox_endpoints(txn)? {
+                for row in list_pending(txn, &endpoint, 0, usize::MAX)? {
+                    outbox.insert(row.sequence);
+                }
             }
             Ok((events, states, outbox))
         })

@@ -1,23 +1,20 @@
 //! Admin HTTP handlers for delivery: list pending deliveries, attempts and dead letters, and
-//! replay dead letters. A `Router` that the HTTP layer nests (under `/api/v1/admin`). Every route
+//! replay dead letters. A `Router` that the server nests (under `/api/v1/admin`). Every route
 //! takes the change API's bearer tokens (from the configuration in force). Answers carry endpoint
 //! names, sequences, event ids, statuses and errors: never a URL or a secret.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::client::now_millis;
-use super::dispatcher::Dispatcher;
-use super::metrics::DeliveryMetrics;
-use crate::store::StoreError;
+use super::error::ApiError;
+use crate::delivery::client::now_millis;
+use crate::delivery::{DeliveryMetrics, Dispatcher};
 use crate::store::deliveries::{
     AttemptRecord, DeadLetter, PendingRow, ReplayFilter, attempts_for_endpoint, attempts_for_event,
     count_pending, list_dead_letters, list_pending, outbox_endpoints, replay_dead_letters,
@@ -26,32 +23,7 @@ use crate::store::deliveries::{
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// What an admin request can go wrong with; the status for each is decided here only.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("storage is unavailable: {0}")]
-    Storage(#[from] StoreError),
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let status = match &self {
-            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
-    }
-}
-
-type AdminResult<T> = Result<Json<T>, AdminError>;
+type AdminResult<T> = Result<Json<T>, ApiError>;
 
 /// The delivery admin routes, relative to wherever they are nested:
 ///
@@ -80,17 +52,17 @@ async fn require_token(
     State(dispatcher): State<Arc<Dispatcher>>,
     request: Request,
     next: Next,
-) -> Result<Response, AdminError> {
-    crate::api::request::authenticate(request.headers(), &dispatcher.config())
-        .map_err(AdminError::Unauthorized)?;
+) -> Result<Response, ApiError> {
+    super::request::authenticate(request.headers(), &dispatcher.config())
+        .map_err(ApiError::Unauthorized)?;
     Ok(next.run(request).await)
 }
 
-fn limit(asked: Option<usize>) -> Result<usize, AdminError> {
+fn limit(asked: Option<usize>) -> Result<usize, ApiError> {
     match asked {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(AdminError::BadRequest(format!(
+        Some(n) => Err(ApiError::BadRequest(format!(
             "limit {n} is out of range: give 1 to {MAX_LIMIT}"
         ))),
     }
@@ -133,7 +105,7 @@ async fn pending(
         }
         None => {
             if query.after.is_some() {
-                return Err(AdminError::BadRequest(
+                return Err(ApiError::BadRequest(
                     "after needs an endpoint: counts are per endpoint".to_owned(),
                 ));
             }
@@ -191,7 +163,7 @@ async fn attempts(
             attempts
         }
         (None, None) => {
-            return Err(AdminError::BadRequest(
+            return Err(ApiError::BadRequest(
                 "give sequence (an event) or endpoint".to_owned(),
             ));
         }
@@ -223,7 +195,7 @@ async fn dead_letters(
         (None, Some(seq), Some(endpoint)) => Some((endpoint.clone(), seq)),
         (None, None, _) => None,
         _ => {
-            return Err(AdminError::BadRequest(
+            return Err(ApiError::BadRequest(
                 "after needs an endpoint (endpoint or after_endpoint)".to_owned(),
             ));
         }
@@ -260,12 +232,12 @@ async fn replay(
     if let Some(endpoint) = &filter.endpoint
         && !configured.contains(endpoint)
     {
-        return Err(AdminError::NotFound(format!(
+        return Err(ApiError::NotFound(format!(
             "endpoint {endpoint:?} is not configured: its dead letters cannot be replayed"
         )));
     }
     if filter.sequence.is_some() && filter.endpoint.is_none() {
-        return Err(AdminError::BadRequest(
+        return Err(ApiError::BadRequest(
             "sequence needs an endpoint: a dead letter is one event to one endpoint".to_owned(),
         ));
     }
@@ -274,17 +246,17 @@ async fn replay(
         .store()
         .write_txn(move |txn| {
             let is_endpoint = |name: &str| configured.contains(name);
-            let result = replay_dead_letters(txn, &job_filter, &is_endpoint, now_millis())?;
-            Ok(Ok::<_, std::convert::Infallible>(result))
+            Ok(replay_dead_letters(
+                txn,
+                &job_filter,
+                &is_endpoint,
+                now_millis(),
+            )?)
         })
-        .await
-        .map_err(|e| match e {
-            crate::store::WriteError::Storage(e) => AdminError::Storage(e),
-            crate::store::WriteError::Refused(never) => match never {},
-        })?;
+        .await?;
     let replayed = by_endpoint.values().sum();
     if replayed == 0 && filter.sequence.is_some() {
-        return Err(AdminError::NotFound(format!(
+        return Err(ApiError::NotFound(format!(
             "no dead letter for event {} to {:?}",
             filter.sequence.unwrap_or_default(),
             filter.endpoint.unwrap_or_default()

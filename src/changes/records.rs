@@ -1,4 +1,5 @@
-//! The records kept in the tables, and the keys of feature states.
+//! The domain's records: features, states and their keys, environments, authors, and the events
+//! a change committed. Plain values; how the store encodes them is its own business.
 
 use serde::{Deserialize, Serialize};
 
@@ -81,68 +82,10 @@ pub enum StateKey {
     Segment(u64),
 }
 
-impl StateKey {
-    /// The key's text in `STATES`: sorts the default first, then identities, then segments.
-    pub fn encode(&self) -> String {
-        match self {
-            StateKey::Default => String::new(),
-            StateKey::Identity(identifier) => format!("identity:{identifier}"),
-            StateKey::Segment(id) => format!("segment:{id:020}"),
-        }
-    }
-
-    pub fn decode(text: &str) -> Option<StateKey> {
-        if text.is_empty() {
-            Some(StateKey::Default)
-        } else if let Some(identifier) = text.strip_prefix("identity:") {
-            Some(StateKey::Identity(identifier.to_owned()))
-        } else {
-            text.strip_prefix("segment:")?
-                .parse()
-                .ok()
-                .map(StateKey::Segment)
-        }
-    }
-}
-
-/// An event's metadata; its body is in `EVENT_BODIES` under the same sequence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// The `webhook-id`: stable across every retry and replay.
-    pub id: String,
-    pub sequence: u64,
-    pub event_type: String,
-    pub environment: Option<u64>,
-    pub committed_at_ms: u64,
-    pub changed_by: String,
-}
-
 /// An event as reported to whoever made the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedEvent {
     pub id: String,
     pub sequence: u64,
     pub event_type: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_keys_round_trip_and_sort_default_first() {
-        let keys = [
-            StateKey::Default,
-            StateKey::Identity("user-42".into()),
-            StateKey::Segment(9),
-            StateKey::Segment(10),
-        ];
-        let mut encoded: Vec<String> = keys.iter().map(StateKey::encode).collect();
-        encoded.sort();
-        let decoded: Vec<StateKey> = encoded
-            .iter()
-            .map(|k| StateKey::decode(k).unwrap())
-            .collect();
-        assert_eq!(decoded, keys);
-    }
 }

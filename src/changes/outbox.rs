@@ -1,31 +1,27 @@
-//! Building events and putting them in the outbox.
+//! The events of one change: their bodies in the seed's shape, appended to the outbox.
 //!
 //! Every event is written in the same transaction as the state change it reports, with one outbox
 //! row per endpoint subscribed to it at that moment: the change, its events and its deliveries
 //! commit together or not at all.
 
-use redb::ReadableTable;
 use time::OffsetDateTime;
 
+use super::port::{FlagStore, NewEvent};
+use super::records::{Author, CommittedEvent, FeatureRecord, StateKey, StateRecord};
 use crate::config::Config;
-use crate::store::{
-    Author, CommittedEvent, EventRecord, FeatureRecord, StateKey, StateRecord, StoreError, Tables,
-};
+use crate::error::StoreError;
 use crate::wire::{
     AuditLogBody, AuthorBody, EventType, FeatureBody, FeatureSegmentBody, FeatureStateBody,
     FlagEventBody, ProjectBody, SegmentBody, envelope_bytes, format_timestamp,
 };
-
-/// The `webhook-id` of an event: unique to this database (its random instance id) and sequence.
-pub fn event_id(instance_id: u64, sequence: u64) -> String {
-    format!("evt_{instance_id:016x}_{sequence:012}")
-}
 
 /// Writes events of one change into the outbox, remembering what it wrote for the answer.
 pub struct Outbox<'a> {
     config: &'a Config,
     pub author: &'a Author,
     pub now: OffsetDateTime,
+    /// `now` in the wire format: formatted once, as every event of a change carries it.
+    timestamp: String,
     written: Vec<CommittedEvent>,
 }
 
@@ -35,12 +31,13 @@ impl<'a> Outbox<'a> {
             config,
             author,
             now,
+            timestamp: format_timestamp(now),
             written: Vec::new(),
         }
     }
 
     pub fn timestamp(&self) -> String {
-        format_timestamp(self.now)
+        self.timestamp.clone()
     }
 
     pub fn into_written(self) -> Vec<CommittedEvent> {
@@ -50,47 +47,35 @@ impl<'a> Outbox<'a> {
     /// Stores `body` as the next event, with a delivery row per subscribed endpoint.
     pub fn push(
         &mut self,
-        tables: &mut Tables,
+        store: &mut impl FlagStore,
         event_type: EventType,
         environment: Option<u64>,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        let sequence = tables.next_id("next_sequence")?;
-        let record = EventRecord {
-            id: event_id(tables.instance_id()?, sequence),
-            sequence,
-            event_type: event_type.as_str().to_owned(),
+        let subscribers = self.config.subscribers(environment, &event_type);
+        let committed = store.append_event(&NewEvent {
+            event_type,
             environment,
             committed_at_ms: (self.now.unix_timestamp_nanos() / 1_000_000) as u64,
-            changed_by: self.author.name.clone(),
-        };
-        tables
-            .events()?
-            .insert(sequence, serde_json::to_string(&record)?.as_str())?;
-        tables.event_bodies()?.insert(sequence, body)?;
-        let outbox = tables.outbox()?;
-        for endpoint in self.config.subscribers(environment, &event_type) {
-            outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64))?;
-        }
-        self.written.push(CommittedEvent {
-            id: record.id,
-            sequence,
-            event_type: record.event_type,
-        });
+            changed_by: &self.author.name,
+            body,
+            subscribers: &subscribers,
+        })?;
+        self.written.push(committed);
         Ok(())
     }
 
     /// `FLAG_UPDATED` (a state set) or `FLAG_DELETED` (a state removed: `new` is `None`).
     pub fn flag_event(
         &mut self,
-        tables: &mut Tables,
+        store: &mut impl FlagStore,
         environment: u64,
         feature: &FeatureRecord,
         key: &StateKey,
         previous: Option<&StateRecord>,
         new: Option<&StateRecord>,
     ) -> Result<(), StoreError> {
-        self.flag_event_with_features(tables, environment, feature, feature, key, previous, new)
+        self.flag_event_with_features(store, environment, feature, feature, key, previous, new)
     }
 
     /// As [`Outbox::flag_event`], for a change of the feature itself: `previous` is shown with the
@@ -98,7 +83,7 @@ impl<'a> Outbox<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn flag_event_with_features(
         &mut self,
-        tables: &mut Tables,
+        store: &mut impl FlagStore,
         environment: u64,
         previous_feature: &FeatureRecord,
         feature: &FeatureRecord,
@@ -118,13 +103,13 @@ impl<'a> Outbox<'a> {
             timestamp: self.timestamp(),
         };
         let body = envelope_bytes(&event_type, &data);
-        self.push(tables, event_type, Some(environment), &body)
+        self.push(store, event_type, Some(environment), &body)
     }
 
     /// `AUDIT_LOG_CREATED` for one change.
     pub fn audit(
         &mut self,
-        tables: &mut Tables,
+        store: &mut impl FlagStore,
         project: u64,
         environment: Option<u64>,
         log: String,
@@ -156,7 +141,7 @@ impl<'a> Outbox<'a> {
             related_object_type: related_object_type.to_owned(),
         };
         let body = envelope_bytes(&EventType::AuditLogCreated, &data);
-        self.push(tables, EventType::AuditLogCreated, environment, &body)
+        self.push(store, EventType::AuditLogCreated, environment, &body)
     }
 }
 
@@ -206,21 +191,4 @@ pub fn feature_body(feature: &FeatureRecord) -> FeatureBody {
         project: feature.project,
         feature_type: feature.feature_type.clone(),
     }
-}
-
-/// Reads an event's body and metadata, for delivery and for the admin API.
-pub fn read_event(
-    events: &impl ReadableTable<u64, &'static str>,
-    bodies: &impl ReadableTable<u64, &'static [u8]>,
-    sequence: u64,
-) -> Result<Option<(EventRecord, Vec<u8>)>, StoreError> {
-    let Some(record) = events.get(sequence)? else {
-        return Ok(None);
-    };
-    let record: EventRecord = serde_json::from_str(record.value())?;
-    let body = bodies
-        .get(sequence)?
-        .map(|b| b.value().to_vec())
-        .ok_or_else(|| StoreError::new(format!("event {sequence} has no body")))?;
-    Ok(Some((record, body)))
 }

@@ -1,0 +1,107 @@
+//! What the API reads: features, and an environment's document.
+//!
+//! The document is read in one read transaction together with the last committed sequence, so a
+//! receiver that applies it and then every event with a greater sequence misses nothing.
+
+use redb::{ReadTransaction, ReadableTable};
+
+use super::rows::{feature_of, feature_states, state_key_of, state_of};
+use super::schema::{FEATURES, META, STATES};
+use super::{StoreError, last_sequence};
+use crate::changes::{EnvironmentRecord, FeatureRecord, StateKey};
+use crate::document::{
+    EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
+    ProjectInfo, SegmentInfo, SegmentOverride,
+};
+
+/// A live feature.
+pub fn live_feature(txn: &ReadTransaction, id: u64) -> Result<Option<FeatureRecord>, StoreError> {
+    let table = txn.open_table(FEATURES)?;
+    let feature = table.get(id)?.map(|v| feature_of(id, v.value()));
+    Ok(feature.filter(|f| !f.deleted))
+}
+
+/// Every feature record (live and tombstones) of a project.
+pub fn project_features(
+    txn: &ReadTransaction,
+    project: u64,
+) -> Result<Vec<FeatureRecord>, StoreError> {
+    let table = txn.open_table(FEATURES)?;
+    let mut features = Vec::new();
+    for entry in table.iter()? {
+        let (id, row) = entry?;
+        let feature = feature_of(id.value(), row.value());
+        if feature.project == project {
+            features.push(feature);
+        }
+    }
+    Ok(features)
+}
+
+/// An environment's document, as of the last committed event.
+pub fn read_document(
+    txn: &ReadTransaction,
+    environment: &EnvironmentRecord,
+) -> Result<EnvironmentDocument, StoreError> {
+    let last_sequence = last_sequence(&txn.open_table(META)?)?;
+    let states = txn.open_table(STATES)?;
+    let mut features = Vec::new();
+    let mut deleted_feature_ids = Vec::new();
+    for feature in project_features(txn, environment.project)? {
+        if feature.deleted {
+            deleted_feature_ids.push(feature.id);
+            continue;
+        }
+        let mut document = FeatureDocument {
+            feature: FeatureInfo::from(&feature),
+            enabled: feature.default_enabled,
+            value: feature.initial_value.clone(),
+            identity_overrides: Vec::new(),
+            segment_overrides: Vec::new(),
+        };
+        let (env, id) = (environment.id, feature.id);
+        for entry in states.range(feature_states(env, id))? {
+            let (key, value) = entry?;
+            let state = state_of(value.value());
+            match state_key_of(key.value().2) {
+                Some(StateKey::Default) => {
+                    document.enabled = state.enabled;
+                    document.value = state.value;
+                }
+                Some(StateKey::Identity(identifier)) => {
+                    document.identity_overrides.push(IdentityOverride {
+                        identifier,
+                        enabled: state.enabled,
+                        value: state.value,
+                    })
+                }
+                Some(StateKey::Segment(segment)) => {
+                    document.segment_overrides.push(SegmentOverride {
+                        segment: SegmentInfo {
+                            id: segment,
+                            name: state.segment_name.unwrap_or_default(),
+                        },
+                        priority: state.priority.unwrap_or(0),
+                        enabled: state.enabled,
+                        value: state.value,
+                    })
+                }
+                None => {}
+            }
+        }
+        features.push(document);
+    }
+    Ok(EnvironmentDocument {
+        environment: EnvironmentInfo {
+            id: environment.id,
+            name: environment.name.clone(),
+            project: ProjectInfo {
+                id: environment.project,
+                name: environment.project_name.clone(),
+            },
+        },
+        last_sequence,
+        features,
+        deleted_feature_ids,
+    })
+}

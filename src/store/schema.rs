@@ -1,0 +1,112 @@
+//! Every redb table, in one place, and the schema version of the file.
+//!
+//! Keys are chosen to sort the way they are scanned: big-endian integers and tuples, so that a
+//! lane's next deliveries or an environment's states are one range. The records read and written
+//! on every change (features, states, events) are redb tuples ([`super::rows`]): no JSON is parsed
+//! or written on the change path. Records read rarely (environments, idempotency answers,
+//! delivery attempts and dead letters) are JSON, which keeps them easy to extend.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::StoreError;
+use super::rows::{EventRow, FeatureRow, StateRow};
+
+/// Counters and identity of this database: `next_sequence`, `next_feature_id`, `next_state_id`,
+/// `next_identity_id`, `instance_id`, `schema_version`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Environments as last synchronised from configuration: id → [`crate::changes::EnvironmentRecord`]
+/// JSON.
+pub const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
+
+/// Features, deleted ones included (as tombstones, so ids are never reused): id → [`FeatureRow`].
+pub const FEATURES: TableDefinition<u64, FeatureRow> = TableDefinition::new("features.v2");
+
+/// Live features by (project, name) → id.
+pub const FEATURE_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("feature_names");
+
+/// Feature states: (environment, feature, state key) → [`StateRow`]. The state key
+/// ([`super::rows::state_key`]) is empty for the environment default, then identities, then
+/// segments, so that one feature's states in one environment are one range, the default first.
+pub const STATES: TableDefinition<(u64, u64, &[u8]), StateRow> = TableDefinition::new("states.v2");
+
+/// Identity ids: (environment, identifier) → id, assigned on first override.
+pub const IDENTITIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("identities");
+
+/// Events: sequence → [`EventRow`], metadata and the exact body bytes that are signed and sent,
+/// read together. The event id is derived from the sequence ([`super::events::event_id`]).
+pub const EVENTS: TableDefinition<u64, EventRow> = TableDefinition::new("events.v2");
+
+/// Pending deliveries: (endpoint name, sequence) → (attempts made, next attempt at, unix ms).
+/// A row exists from the commit of its event until the endpoint took it or it was dead-lettered.
+pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64)> = TableDefinition::new("outbox");
+
+/// Delivery attempts: (sequence, endpoint name, attempt number) → attempt JSON.
+pub const ATTEMPTS: TableDefinition<(u64, &str, u32), &str> = TableDefinition::new("attempts");
+
+/// Dead letters: (endpoint name, sequence) → reason, last status and error, JSON.
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), &str> = TableDefinition::new("dead_letters");
+
+/// Answers to requests made with an `Idempotency-Key`: (token name, key) → stored answer JSON.
+pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::new("idempotency");
+
+/// Which features each environment's flag file declares: (environment, feature) → 1.
+pub const FILE_FEATURES: TableDefinition<(u64, u64), u8> = TableDefinition::new("file_features");
+
+/// The layout this build writes and reads.
+///
+/// - 1 (flagpost 0.1): features, states and event metadata as JSON, event bodies apart.
+/// - 2: features, states and events as redb tuples, each event's metadata with its body.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// Creates the tables and counters of a new file, migrates a file of schema 1, or refuses one it
+/// cannot read.
+pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get("schema_version")?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                meta.insert("instance_id", fastrand::u64(..))?;
+                for counter in [
+                    "next_sequence",
+                    "next_feature_id",
+                    "next_state_id",
+                    "next_identity_id",
+                ] {
+                    meta.insert(counter, 1)?;
+                }
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                super::migrate::from_schema_1(&txn)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                tracing::info!(file = %path.display(), "database migrated from schema 1 to 2");
+            }
+            Some(other) => {
+                return Err(StoreError::new(format!(
+                    "{}: database schema version {other}, which this flagpost (schema {SCHEMA_VERSION}) cannot read; run the flagpost that wrote it, or move the file aside to start empty",
+                    path.display()
+                )));
+            }
+        }
+        // Create every table so that readers never meet a missing one.
+        txn.open_table(ENVIRONMENTS)?;
+        txn.open_table(FEATURES)?;
+        txn.open_table(FEATURE_NAMES)?;
+        txn.open_table(STATES)?;
+        txn.open_table(IDENTITIES)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(ATTEMPTS)?;
+        txn.open_table(DEAD_LETTERS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(FILE_FEATURES)?;
+    }
+    txn.commit()?;
+    Ok(())
+}

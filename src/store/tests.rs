@@ -1,0 +1,124 @@
+use super::*;
+use crate::changes::{Counter, FlagStore};
+
+/// A refused job leaves nothing behind, even when it wrote before refusing and shared its
+/// batch (and the batch's cached tables and counters) with jobs that commit.
+#[tokio::test]
+async fn a_refused_job_leaves_nothing_and_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    let write = |key: &'static str, refuse: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tables| {
+                    let id = tables.next_id(Counter::Identity)?;
+                    tables.put_identity_id(1, key, id)?;
+                    if refuse {
+                        return Err(WriteError::Invalid("refused".into()));
+                    }
+                    Ok(id)
+                })
+                .await
+        }
+    };
+    let (a, b, c) = tokio::join!(write("a", false), write("b", true), write("c", false));
+    assert_eq!(b, Err(WriteError::Invalid("refused".into())));
+    let ids = [a.unwrap(), c.unwrap()];
+    assert_eq!(ids, [1, 2], "no id was spent on the refused job");
+    let (present, next) = store
+        .read(|txn| {
+            let identities = txn.open_table(schema::IDENTITIES)?;
+            let present: Vec<&str> = ["a", "b", "c"]
+                .into_iter()
+                .filter(|k| identities.get((1, *k)).ok().flatten().is_some())
+                .collect();
+            Ok((
+                present,
+                meta_value(&txn.open_table(schema::META)?, "next_identity_id")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(present, ["a", "c"]);
+    assert_eq!(next, 3, "the counters reached META with the commit");
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_writer_is_reported_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    assert!(store.is_writing());
+    store.shutdown().await;
+    assert!(!store.is_writing());
+    let refused = store.write(|_| Ok(())).await;
+    assert!(matches!(refused, Err(WriteError::Storage(_))));
+}
+
+#[tokio::test]
+async fn every_durable_commit_is_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    store
+        .write(|tables| Ok(tables.next_id(Counter::Feature)?))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("commit", "commit latency", store.commit_latency());
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("commit_count 1"), "{text}");
+    store.shutdown().await;
+}
+
+/// An event reads back whole for the admin API and without its author for delivery, from one row.
+#[tokio::test]
+async fn an_event_reads_back_for_the_admin_api_and_for_delivery() {
+    use crate::changes::{Author, Outbox};
+    use crate::config::Config;
+    use crate::wire::EventType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    let config = Config::parse("").unwrap();
+    let sequence = store
+        .write(move |tables| {
+            let author = Author::system("tests");
+            let now = time::OffsetDateTime::from_unix_timestamp(2).unwrap();
+            let mut outbox = Outbox::new(&config, &author, now);
+            let other = EventType::Other("ENVIRONMENT_CREATED".into());
+            outbox.push(tables, other, Some(7), b"{\"body\":1}")?;
+            Ok(outbox.into_written()[0].sequence)
+        })
+        .await
+        .unwrap();
+    let (whole, delivery, missing) = store
+        .read(move |txn| {
+            let meta = txn.open_table(schema::META)?;
+            let events = txn.open_table(schema::EVENTS)?;
+            let instance = events::instance_id(&meta)?;
+            Ok((
+                events::read_event(&events, instance, sequence)?,
+                events::delivery_event(&events, sequence)?,
+                events::delivery_event(&events, sequence + 1)?,
+            ))
+        })
+        .await
+        .unwrap();
+    let (record, body) = whole.unwrap();
+    assert_eq!(record.event_type, "ENVIRONMENT_CREATED");
+    assert_eq!(record.environment, Some(7));
+    assert_eq!(
+        (record.committed_at_ms, record.changed_by.as_str()),
+        (2000, "tests")
+    );
+    assert!(record.id.ends_with("_000000000001"), "{}", record.id);
+    assert_eq!(body, b"{\"body\":1}");
+    let delivery = delivery.unwrap();
+    assert_eq!(delivery.event_type.as_str(), "ENVIRONMENT_CREATED");
+    assert_eq!((delivery.sequence, delivery.committed_at_ms), (1, 2000));
+    assert_eq!(delivery.body, body);
+    assert!(missing.is_none());
+    store.shutdown().await;
+}
