@@ -70,7 +70,7 @@ impl<'a> Outbox<'a> {
         tables.event_bodies()?.insert(sequence, body)?;
         let outbox = tables.outbox()?;
         for endpoint in self.config.subscribers(environment, &event_type) {
-            outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64))?;
+            outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64, 0u32))?;
         }
         self.written.push(CommittedEvent {
             id: record.id,

@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::DeliveryConfig;
 use super::client::{ClientError, DeliveryClient};
+use super::config::DeliveryConfig;
 use super::lane::{Lane, LaneCommand, LaneShared};
 use super::metrics::DeliveryMetrics;
 use super::recorder::{Recorder, RecorderCommand};

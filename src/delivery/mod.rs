@@ -8,6 +8,7 @@
 //! - [`lane`]: one endpoint's deliveries, streamed from the outbox, bounded in flight.
 //! - [`dispatcher`]: one lane per configured endpoint, following configuration reloads.
 //! - [`recorder`]: outcomes written in batches, not one commit per delivery.
+//! - [`settle`]: how the recorder answers a lane once its outcomes are written.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the HTTP handlers that list and replay; [`cli`], the same from the command line.
 
@@ -21,6 +22,7 @@ mod lane;
 pub mod metrics;
 mod recorder;
 pub mod retry;
+mod settle;
 
 pub use client::{AttemptOutcome, DeliveryClient, SignedDelivery};
 pub use config::DeliveryConfig;

@@ -55,7 +55,7 @@ cached_tables! {
     identities: IDENTITIES, (u64, &'static str), u64;
     events: EVENTS, u64, &'static str;
     event_bodies: EVENT_BODIES, u64, &'static [u8];
-    outbox: OUTBOX, (&'static str, u64), (u32, u64);
+    outbox: OUTBOX, (&'static str, u64), (u32, u64, u32);
     idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
     file_features: FILE_FEATURES, (u64, u64), u8;
 }

@@ -33,15 +33,29 @@ pub const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 /// Event bodies, the exact bytes that are signed and sent: sequence → body.
 pub const EVENT_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("event_bodies");
 
-/// Pending deliveries: (endpoint name, sequence) → (attempts made, next attempt at, unix ms).
-/// A row exists from the commit of its event until the endpoint took it or it was dead-lettered.
-pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64)> = TableDefinition::new("outbox");
+/// Pending deliveries: (endpoint name, sequence) → (attempts made since the row was (re)queued,
+/// next attempt at unix ms, attempts recorded before it was last requeued by a replay). A row
+/// exists from the commit of its event until the endpoint took it or it was dead-lettered.
+pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64, u32)> = TableDefinition::new("outbox");
 
-/// Delivery attempts: (sequence, endpoint name, attempt number) → attempt JSON.
-pub const ATTEMPTS: TableDefinition<(u64, &str, u32), &str> = TableDefinition::new("attempts");
+/// Delivery attempts: (sequence, endpoint name, attempt number) → (at unix ms, latency ms,
+/// status, result, next attempt at unix ms, error); see `deliveries::AttemptRecord`.
+pub const ATTEMPTS: TableDefinition<(u64, &str, u32), AttemptRow> =
+    TableDefinition::new("attempts");
+pub type AttemptRow = (u64, f64, Option<u16>, u8, Option<u64>, Option<&'static str>);
 
-/// Dead letters: (endpoint name, sequence) → reason, last status and error, JSON.
-pub const DEAD_LETTERS: TableDefinition<(&str, u64), &str> = TableDefinition::new("dead_letters");
+/// Dead letters: (endpoint name, sequence) → (event id, reason, attempts, last status, last error,
+/// dead-lettered at unix ms); see `deliveries::DeadLetter`.
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), DeadLetterRow> =
+    TableDefinition::new("dead_letters");
+pub type DeadLetterRow = (
+    &'static str,
+    &'static str,
+    u32,
+    Option<u16>,
+    Option<&'static str>,
+    u64,
+);
 
 /// Answers to requests made with an `Idempotency-Key`: (token name, key) → stored answer JSON.
 pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::new("idempotency");
