@@ -92,6 +92,76 @@ impl Secret {
         mac.update(body);
         mac.verify_slice(expected).is_ok()
     }
+
+    /// Both keys of this secret, derived once for every signature made with them.
+    pub fn prepare(&self) -> SigningKey {
+        SigningKey {
+            flagsmith: self.flagsmith_mac(),
+            standard: HmacSha256::new_from_slice(&self.standard_key)
+                .expect("HMAC takes a key of any length"),
+        }
+    }
+}
+
+/// A secret's HMAC states, keyed and ready to take a message. Deriving an HMAC key hashes two
+/// blocks; a sender signs every attempt with the same secrets, so it keeps these and clones one
+/// per signature instead. Its `Debug` never shows anything derived from the secret.
+#[derive(Clone)]
+pub struct SigningKey {
+    flagsmith: HmacSha256,
+    standard: HmacSha256,
+}
+
+impl SigningKey {
+    /// The `X-Flagsmith-Signature` value for `body`.
+    pub fn flagsmith_signature(&self, body: &[u8]) -> String {
+        let mut mac = self.flagsmith.clone();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Appends one `v1,<base64>` entry of a `webhook-signature` header to `header`.
+    pub fn push_standard_signature(
+        &self,
+        header: &mut String,
+        id: &str,
+        timestamp: &str,
+        body: &[u8],
+    ) {
+        let mut mac = self.standard.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        header.push_str("v1,");
+        BASE64.encode_string(mac.finalize().into_bytes(), header);
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+/// The `webhook-signature` header value from prepared keys: one signature per key,
+/// space-separated, built in one string.
+pub fn standard_signature_header_with(
+    keys: &[SigningKey],
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> String {
+    // "v1," and 44 characters of base64 per signature, and a space between them.
+    let mut header = String::with_capacity(keys.len() * 48);
+    for (n, key) in keys.iter().enumerate() {
+        if n > 0 {
+            header.push(' ');
+        }
+        key.push_standard_signature(&mut header, id, timestamp, body);
+    }
+    header
 }
 
 impl fmt::Debug for Secret {
@@ -208,6 +278,24 @@ mod tests {
         for secret in [old, new] {
             verify_standard(&[secret], "evt_1", "100", &header, b"{}", 100, 300).unwrap();
         }
+    }
+
+    #[test]
+    fn prepared_keys_sign_exactly_as_the_secret_does() {
+        let old = Secret::new("old-secret").unwrap();
+        let new = Secret::new("whsec_bmV3LXNlY3JldC1ieXRlcw==").unwrap();
+        let keys = [new.prepare(), old.prepare()];
+        for _ in 0..2 {
+            assert_eq!(
+                keys[0].flagsmith_signature(b"{}"),
+                new.flagsmith_signature(b"{}")
+            );
+            assert_eq!(
+                standard_signature_header_with(&keys, "evt_1", "100", b"{}"),
+                standard_signature_header(&[new.clone(), old.clone()], "evt_1", "100", b"{}")
+            );
+        }
+        assert_eq!(format!("{:?}", keys[0]), "SigningKey(<redacted>)");
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct RawConfig {
     pub audit_webhooks: Vec<RawWebhook>,
     pub relay: Vec<RawRelaySource>,
     pub reload: RawReload,
-    pub delivery: crate::delivery::DeliveryConfig,
+    pub delivery: super::DeliveryConfig,
 }
 
 impl Default for RawConfig {

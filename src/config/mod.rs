@@ -13,6 +13,7 @@
 //! - [`secrets`]: where secrets come from, and API tokens;
 //! - [`endpoints`]: environments, web hooks and relay sources.
 
+mod delivery;
 mod endpoints;
 mod file;
 mod secrets;
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use delivery::{DeliveryConfig, Jitter, default_retry_delays};
 pub use endpoints::{Environment, Project, RelaySource, Webhook};
 pub use file::{
     RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawOrganisation, RawProject, RawRelaySource,
@@ -29,7 +31,6 @@ pub use file::{
 };
 pub use secrets::{ApiToken, SecretSource};
 
-use crate::delivery::DeliveryConfig;
 use crate::wire::EventType;
 
 /// A validated configuration: what is fixed for the life of the process, and what a reload

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderValue, Request, Uri};
+use http::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::retry::parse_retry_after;
 use crate::signing::{
-    FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, Secret, WEBHOOK_ID_HEADER,
-    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, standard_signature_header,
+    FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, Secret, SigningKey, WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, standard_signature_header_with,
 };
 
 /// The most of a response body that is read; the rest is dropped with the connection. Endpoints
@@ -33,6 +33,13 @@ pub enum ClientError {
     Tls(#[from] rustls::Error),
 }
 
+/// The headers every attempt sends, named once: a name parsed from a string is copied each time.
+static WEBHOOK_ID: HeaderName = HeaderName::from_static(WEBHOOK_ID_HEADER);
+static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(WEBHOOK_TIMESTAMP_HEADER);
+static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(WEBHOOK_SIGNATURE_HEADER);
+static FLAGSMITH_SIGNATURE: HeaderName = HeaderName::from_static(FLAGSMITH_SIGNATURE_HEADER);
+static SEQUENCE: HeaderName = HeaderName::from_static(SEQUENCE_HEADER);
+
 /// What one attempt is to send.
 pub struct SignedDelivery<'a> {
     pub url: &'a Uri,
@@ -40,6 +47,17 @@ pub struct SignedDelivery<'a> {
     /// signs `webhook-signature`.
     pub secrets: &'a [Secret],
     /// The event id: `webhook-id`, the same on every attempt.
+    pub event_id: &'a str,
+    pub sequence: u64,
+    pub body: Bytes,
+}
+
+/// A [`SignedDelivery`] whose secrets' keys are prepared: what a lane sends, keeping the keys of
+/// its endpoint's secrets from one configuration to the next.
+pub(crate) struct KeyedDelivery<'a> {
+    pub url: &'a Uri,
+    /// As [`SignedDelivery::secrets`], newest first.
+    pub keys: &'a [SigningKey],
     pub event_id: &'a str,
     pub sequence: u64,
     pub body: Bytes,
@@ -112,6 +130,19 @@ impl DeliveryClient {
     /// Signs `delivery` with this attempt's timestamp and posts it. Never fails: every way an
     /// attempt can go wrong is an outcome to record.
     pub async fn attempt(&self, delivery: SignedDelivery<'_>) -> AttemptOutcome {
+        let keys: Vec<SigningKey> = delivery.secrets.iter().map(Secret::prepare).collect();
+        self.attempt_keyed(KeyedDelivery {
+            url: delivery.url,
+            keys: &keys,
+            event_id: delivery.event_id,
+            sequence: delivery.sequence,
+            body: delivery.body,
+        })
+        .await
+    }
+
+    /// As [`DeliveryClient::attempt`], with keys prepared beforehand.
+    pub(crate) async fn attempt_keyed(&self, delivery: KeyedDelivery<'_>) -> AttemptOutcome {
         let now = SystemTime::now();
         let started_at_ms = unix_millis(now);
         let started = Instant::now();
@@ -164,41 +195,46 @@ impl DeliveryClient {
 
     fn signed_request(
         &self,
-        delivery: &SignedDelivery<'_>,
+        delivery: &KeyedDelivery<'_>,
         now: SystemTime,
     ) -> Result<Request<Full<Bytes>>, String> {
         let timestamp = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs()
-            .to_string();
-        let mut builder = Request::post(delivery.url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, self.user_agent.clone())
-            .header(WEBHOOK_ID_HEADER, delivery.event_id)
-            .header(WEBHOOK_TIMESTAMP_HEADER, &timestamp)
-            .header(SEQUENCE_HEADER, delivery.sequence);
-        if let Some(newest) = delivery.secrets.first() {
-            builder = builder
-                .header(
-                    FLAGSMITH_SIGNATURE_HEADER,
-                    newest.flagsmith_signature(&delivery.body),
-                )
-                .header(
-                    WEBHOOK_SIGNATURE_HEADER,
-                    standard_signature_header(
-                        delivery.secrets,
-                        delivery.event_id,
-                        &timestamp,
-                        &delivery.body,
-                    ),
-                );
-        }
+            .as_secs();
         // Only the event id can make a header invalid; the message names the header, not a value.
-        builder
-            .body(Full::new(delivery.body.clone()))
-            .map_err(|e| format!("cannot build the request: {e}"))
+        let event_id = HeaderValue::from_str(delivery.event_id)
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(WEBHOOK_ID.clone(), event_id);
+        headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+        headers.insert(SEQUENCE.clone(), HeaderValue::from(delivery.sequence));
+        if let Some(newest) = delivery.keys.first() {
+            let signature = standard_signature_header_with(
+                delivery.keys,
+                delivery.event_id,
+                &timestamp.to_string(),
+                &delivery.body,
+            );
+            headers.insert(
+                FLAGSMITH_SIGNATURE.clone(),
+                signed_value(newest.flagsmith_signature(&delivery.body))?,
+            );
+            headers.insert(WEBHOOK_SIGNATURE.clone(), signed_value(signature)?);
+        }
+        let mut request = Request::new(Full::new(delivery.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = delivery.url.clone();
+        *request.headers_mut() = headers;
+        Ok(request)
     }
+}
+
+/// A signature as a header value: hex or base64, always valid, taken without a copy.
+fn signed_value(signature: String) -> Result<HeaderValue, String> {
+    HeaderValue::try_from(signature).map_err(|e| format!("cannot build the request: {e}"))
 }
 
 /// The error and its causes on one line ("client error (Connect): tcp connect error: Connection

@@ -8,12 +8,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::DeliveryConfig;
 use super::client::{ClientError, DeliveryClient};
 use super::lane::{Lane, LaneCommand, LaneShared};
 use super::metrics::DeliveryMetrics;
 use super::recorder::{Recorder, RecorderCommand};
 use super::retry::DeadLetterReason;
+use super::retry::RetrySchedule;
+use crate::config::DeliveryConfig;
 use crate::config::{Config, Webhook};
 use crate::store::deliveries::{committed_sequence, outbox_endpoints};
 use crate::store::{Store, StoreError};
@@ -82,7 +83,7 @@ impl Dispatcher {
         let shared = Arc::new(LaneShared {
             store: store.clone(),
             client,
-            schedule: settings.schedule(),
+            schedule: RetrySchedule::from_config(&settings),
             config: settings,
             metrics: metrics.clone(),
             recorder: recorder_tx,

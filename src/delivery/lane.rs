@@ -6,7 +6,9 @@
 //! their retry): a backlog of a million rows is streamed from redb, never loaded whole. A cursor
 //! remembers how far the outbox was read; a row behind the cursor is either in memory or settled.
 //! New rows always get a higher sequence than any committed before them, so once a scan reaches the
-//! end of the outbox the lane only scans again when a later sequence has been committed.
+//! end of the outbox the lane only scans again when a later sequence has been committed. The next
+//! page is read while the lane delivers the rows it holds, so that it never waits on the disk with
+//! work in hand.
 //!
 //! Ordering: deliveries start in sequence order. An `ordered` endpoint has one request in flight
 //! and head-of-line retry: nothing after a failed delivery starts until it is delivered or
@@ -18,21 +20,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::DeliveryConfig;
-use super::client::{AttemptOutcome, DeliveryClient, SignedDelivery, now_millis};
+use super::client::{AttemptOutcome, DeliveryClient, KeyedDelivery, now_millis};
 use super::endpoint_health::{EndpointHealth, HealthPolicy};
 use super::metrics::{DeliveryMetrics, EndpointMetrics};
 use super::recorder::RecorderCommand;
 use super::retry::{RetryDecision, RetrySchedule};
+use super::settle::{LaneReturn, Settled};
+use crate::config::DeliveryConfig;
 use crate::config::Webhook;
-use crate::store::Store;
+use crate::signing::{Secret, SigningKey};
 use crate::store::deliveries::{
     AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, committed_sequence,
     count_pending, outbox_page,
 };
+use crate::store::{Store, StoreError};
 
 /// What every lane shares.
 pub(crate) struct LaneShared {
@@ -46,13 +50,34 @@ pub(crate) struct LaneShared {
     pub committed: watch::Receiver<u64>,
 }
 
-/// The recorder's word on a finished delivery: its row is out of the outbox (`recorded`), or
-/// the write failed and the row is still there.
-#[derive(Debug, Clone, Copy)]
-pub struct Settled {
-    pub sequence: u64,
-    pub recorded: bool,
+/// The endpoint's configuration in force, with its secrets' keys prepared once for every
+/// attempt made under it; made again when the configuration changes.
+struct Endpoint {
+    webhook: Arc<Webhook>,
+    keys: Vec<SigningKey>,
 }
+
+impl Endpoint {
+    fn new(webhook: Arc<Webhook>) -> Arc<Endpoint> {
+        let keys = webhook.secrets.iter().map(Secret::prepare).collect();
+        Arc::new(Endpoint { webhook, keys })
+    }
+}
+
+/// The page being read, once it is read; never, when none is. Cancel-safe: the read goes on
+/// in its task when another branch wins.
+async fn read_page(scanning: &mut Option<JoinHandle<PageRead>>) -> PageRead {
+    let Some(scan) = scanning else {
+        return std::future::pending().await;
+    };
+    let page = scan
+        .await
+        .unwrap_or_else(|e| Err(StoreError::new(format!("the outbox read failed: {e}"))));
+    *scanning = None;
+    page
+}
+
+type PageRead = Result<OutboxPage, StoreError>;
 
 pub(crate) enum LaneCommand {
     /// Rows were put back behind the cursor (a replay): read the outbox from the start again.
@@ -65,7 +90,10 @@ pub(crate) enum LaneCommand {
 #[derive(Debug, Clone)]
 struct Pending {
     sequence: u64,
+    /// Attempts since the row was (re)queued: the position in the retry schedule.
     attempts: u32,
+    /// Attempts recorded before the row was last requeued: attempt numbers go on from here.
+    earlier_attempts: u32,
     next_attempt_at_ms: u64,
     event_id: Arc<str>,
     committed_at_ms: u64,
@@ -76,6 +104,7 @@ pub(crate) struct Lane {
     name: Arc<str>,
     shared: Arc<LaneShared>,
     webhook: watch::Receiver<Arc<Webhook>>,
+    endpoint: Arc<Endpoint>,
     commands: mpsc::UnboundedReceiver<LaneCommand>,
     /// Every row of the outbox up to here has been read (or the lane knows it settled).
     cursor: u64,
@@ -88,9 +117,12 @@ pub(crate) struct Lane {
     /// Every sequence the lane holds or has handed to the recorder and not yet heard back about:
     /// a rescan skips these.
     unsettled: HashSet<u64>,
+    /// The page of the outbox being read, if one is.
+    scanning: Option<JoinHandle<PageRead>>,
     in_flight: JoinSet<(Pending, AttemptOutcome)>,
-    settled_tx: mpsc::UnboundedSender<Settled>,
-    settled_rx: mpsc::UnboundedReceiver<Settled>,
+    /// Handed to the recorder with every outcome; its notices come back on `settled`.
+    return_path: Arc<LaneReturn>,
+    settled: mpsc::UnboundedReceiver<Settled>,
     health: EndpointHealth,
     /// Rows up to this sequence are in the pending gauge already.
     counted_through: u64,
@@ -103,28 +135,39 @@ impl Lane {
         webhook: watch::Receiver<Arc<Webhook>>,
         commands: mpsc::UnboundedReceiver<LaneCommand>,
     ) -> Lane {
-        let name: Arc<str> = webhook.borrow().name.as_str().into();
-        let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+        let endpoint = Endpoint::new(webhook.borrow().clone());
+        let name: Arc<str> = endpoint.webhook.name.as_str().into();
+        let (settled_tx, settled) = mpsc::unbounded_channel();
         let health = EndpointHealth::new(HealthPolicy {
             failures_before_backoff: shared.config.lane_failures_before_backoff,
             initial_pause: shared.config.lane_backoff_initial,
             max_pause: shared.config.lane_backoff_max,
         });
         let metrics = shared.metrics.for_endpoint(&name);
+        let return_path = Arc::new(LaneReturn {
+            settled: settled_tx,
+            pending: metrics.pending.clone(),
+            dead_letters: shared
+                .metrics
+                .dead_letters
+                .get_or_create_owned(&DeliveryMetrics::endpoint(&name)),
+        });
         Lane {
             metrics,
             name,
             shared,
             webhook,
+            endpoint,
             commands,
             cursor: 0,
             exhausted: false,
             fresh: VecDeque::new(),
             waiting: BTreeMap::new(),
             unsettled: HashSet::new(),
+            scanning: None,
             in_flight: JoinSet::new(),
-            settled_tx,
-            settled_rx,
+            return_path,
+            settled,
             health,
             counted_through: 0,
         }
@@ -136,7 +179,11 @@ impl Lane {
         let mut config_open = true;
         let mut committed = self.shared.committed.clone();
         loop {
-            let webhook = self.webhook.borrow().clone();
+            if self.webhook.has_changed().unwrap_or(false) {
+                self.refresh_endpoint();
+            }
+            let endpoint = self.endpoint.clone();
+            let webhook = &endpoint.webhook;
             let active = webhook.enabled && stop_at.is_none();
             if stop_at.is_some() && self.in_flight.is_empty() {
                 break;
@@ -145,17 +192,12 @@ impl Lane {
             if !webhook.enabled && stop_at.is_none() && last_committed > self.counted_through {
                 self.count_new_rows().await;
             }
-            if active
-                && self.wants_rows(last_committed)
-                && let Err(error) = self.scan().await
-            {
-                tracing::error!(endpoint = %self.name, %error, "cannot read the outbox; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            if active && self.scanning.is_none() && self.wants_rows(last_committed) {
+                self.start_scan();
             }
             let now = now_millis();
             let wake = if active {
-                let room = self.dispatch(&webhook, now);
+                let room = self.dispatch(&endpoint, now);
                 self.next_wake(webhook.ordered, room, now)
             } else {
                 None
@@ -166,45 +208,69 @@ impl Lane {
             // New commits matter to an enabled lane at the end of its outbox (rows to read) and to
             // a disabled one (rows to count).
             let may_scan = (active && self.exhausted) || (!webhook.enabled && stop_at.is_none());
+            // While a page is read, settle notices wait: one applied meanwhile could let the page
+            // bring back a row whose removal committed after the page's snapshot.
+            let reading = self.scanning.is_some();
             tokio::select! {
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     if let Some(Ok((pending, outcome))) = joined {
                         self.attempted(pending, outcome).await;
                     }
                 }
-                Some(settled) = self.settled_rx.recv() => self.settle(settled),
-                changed = self.webhook.changed(), if config_open => {
-                    if changed.is_err() {
+                page = read_page(&mut self.scanning) => self.take_page(page).await,
+                Some(settled) = self.settled.recv(), if !reading => self.settle(settled),
+                changed = self.webhook.changed(), if config_open => match changed {
+                    Ok(()) => self.refresh_endpoint(),
+                    Err(_) => {
                         config_open = false;
                         stop_at.get_or_insert(Instant::now() + self.shared.config.shutdown_deadline);
                     }
-                }
+                },
                 _ = committed.changed(), if may_scan => {}
                 command = self.commands.recv(), if stop_at.is_none() => match command {
-                    Some(LaneCommand::Rescan) => {
-                        self.cursor = 0;
-                        self.exhausted = false;
-                    }
+                    Some(LaneCommand::Rescan) => self.rescan(),
                     Some(LaneCommand::Stop { deadline }) => stop_at = Some(deadline),
                     None => stop_at = Some(Instant::now() + self.shared.config.shutdown_deadline),
                 },
                 _ = tokio::time::sleep_until(sleep_until.unwrap_or_else(Instant::now)), if sleep_until.is_some() => {}
                 _ = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => {
-                    // Past the deadline: what is still in flight is abandoned. Its rows stay in
-                    // the outbox, so they are delivered again after the restart.
-                    let abandoned = self.in_flight.len();
-                    self.in_flight.shutdown().await;
-                    if abandoned > 0 {
-                        tracing::warn!(endpoint = %self.name, abandoned, "shutdown deadline passed with requests in flight");
-                    }
+                    self.abandon_in_flight().await;
                     break;
                 }
             }
             // Settle notices are cheap: take every one that is ready before the next scan.
-            while let Ok(settled) = self.settled_rx.try_recv() {
+            while self.scanning.is_none()
+                && let Ok(settled) = self.settled.try_recv()
+            {
                 self.settle(settled);
             }
         }
+    }
+
+    /// Takes the endpoint's new configuration, preparing its secrets' keys once for the
+    /// attempts made under it.
+    fn refresh_endpoint(&mut self) {
+        self.endpoint = Endpoint::new(self.webhook.borrow_and_update().clone());
+    }
+
+    /// Past the shutdown deadline: what is still in flight is abandoned. Its rows stay in the
+    /// outbox, so they are delivered again after the restart.
+    async fn abandon_in_flight(&mut self) {
+        let abandoned = self.in_flight.len();
+        self.in_flight.shutdown().await;
+        if abandoned > 0 {
+            tracing::warn!(endpoint = %self.name, abandoned, "shutdown deadline passed with requests in flight");
+        }
+    }
+
+    /// Rows were put back behind the cursor: read the outbox from the start again, and drop a
+    /// page being read, which may not hold them.
+    fn rescan(&mut self) {
+        if let Some(scan) = self.scanning.take() {
+            scan.abort();
+        }
+        self.cursor = 0;
+        self.exhausted = false;
     }
 
     /// Adds the rows committed since the last count to the pending gauge. At start this counts
@@ -256,15 +322,30 @@ impl Lane {
         }
     }
 
-    async fn scan(&mut self) -> Result<(), crate::store::StoreError> {
+    /// Starts reading the next page of the outbox after the cursor. It is read while the lane
+    /// goes on delivering what it holds, so that the lane never waits on the disk with rows in
+    /// hand; [`Lane::take_page`] takes the page in.
+    fn start_scan(&mut self) {
+        let store = self.shared.store.clone();
         let endpoint = self.name.to_string();
         let after = self.cursor;
         let limit = self.shared.config.scan_batch;
-        let page: OutboxPage = self
-            .shared
-            .store
-            .read(move |txn| outbox_page(txn, &endpoint, after, limit))
-            .await?;
+        self.scanning = Some(tokio::spawn(async move {
+            store
+                .read(move |txn| outbox_page(txn, &endpoint, after, limit))
+                .await
+        }));
+    }
+
+    async fn take_page(&mut self, page: Result<OutboxPage, StoreError>) {
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!(endpoint = %self.name, %error, "cannot read the outbox; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        };
         let now = now_millis();
         for row in page.rows {
             self.cursor = self.cursor.max(row.sequence);
@@ -278,6 +359,7 @@ impl Lane {
             let pending = Pending {
                 sequence: row.sequence,
                 attempts: row.attempts,
+                earlier_attempts: row.earlier_attempts,
                 next_attempt_at_ms: row.next_attempt_at_ms,
                 event_id: row.event_id.into(),
                 committed_at_ms: row.committed_at_ms,
@@ -295,11 +377,11 @@ impl Lane {
             // Every row up to there was read (and so counted) by now.
             self.counted_through = self.counted_through.max(page.last_sequence);
         }
-        Ok(())
     }
 
     /// Starts every due delivery the lane has room for; true when room is left.
-    fn dispatch(&mut self, webhook: &Arc<Webhook>, now: u64) -> bool {
+    fn dispatch(&mut self, endpoint: &Arc<Endpoint>, now: u64) -> bool {
+        let webhook = &endpoint.webhook;
         let max = if webhook.ordered {
             1
         } else {
@@ -312,12 +394,12 @@ impl Lane {
                 return true;
             };
             let client = self.shared.client.clone();
-            let webhook = webhook.clone();
+            let endpoint = endpoint.clone();
             self.in_flight.spawn(async move {
                 let outcome = client
-                    .attempt(SignedDelivery {
-                        url: &webhook.url,
-                        secrets: &webhook.secrets,
+                    .attempt_keyed(KeyedDelivery {
+                        url: &endpoint.webhook.url,
+                        keys: &endpoint.keys,
                         event_id: &pending.event_id,
                         sequence: pending.sequence,
                         body: pending.body.clone(),
@@ -370,14 +452,16 @@ impl Lane {
         due.map(|at| at.max(now))
     }
 
+    /// Decides what a finished attempt means for its delivery and sends the outcome to the
+    /// recorder. The attempt's number comes from the row the lane read: nothing is looked up.
     async fn attempted(&mut self, mut pending: Pending, outcome: AttemptOutcome) {
         let now = now_millis();
         pending.attempts = pending.attempts.saturating_add(1);
         self.metrics.observe_attempt(&outcome);
-        let mut attempt = AttemptRecord {
+        let attempt = AttemptRecord {
             endpoint: self.name.to_string(),
             sequence: pending.sequence,
-            attempt: pending.attempts,
+            attempt: pending.earlier_attempts.saturating_add(pending.attempts),
             at_ms: outcome.started_at_ms,
             latency_ms: outcome.latency.as_secs_f64() * 1000.0,
             status: outcome.status,
@@ -392,55 +476,66 @@ impl Lane {
                 .observe(now.saturating_sub(pending.committed_at_ms) as f64 / 1000.0);
             DeliveryOutcome::Delivered(attempt)
         } else {
-            let asked = outcome
-                .retry_after
-                .filter(|_| matches!(outcome.status, Some(429 | 503)))
-                .map(|d| d.min(self.shared.config.retry_after_cap));
-            self.health.on_failure(now, asked, fastrand::f64());
-            let decision = self.shared.schedule.decide(
-                pending.attempts,
-                outcome.status,
-                outcome.retry_after,
-                now,
-                fastrand::f64(),
-            );
-            match decision {
-                RetryDecision::RetryAt { at_ms, .. } => {
-                    tracing::debug!(endpoint = %self.name, sequence = pending.sequence, attempts = pending.attempts, failure = %outcome.describe(), "delivery failed; will retry");
-                    attempt.result = AttemptResult::WillRetry;
-                    attempt.next_attempt_at_ms = Some(at_ms);
-                    pending.next_attempt_at_ms = at_ms;
-                    let attempts = pending.attempts;
-                    self.waiting.insert(pending.sequence, pending);
-                    DeliveryOutcome::WillRetry {
-                        attempt,
-                        attempts,
-                        next_attempt_at_ms: at_ms,
-                    }
-                }
-                RetryDecision::DeadLetter(reason) => {
-                    tracing::warn!(endpoint = %self.name, sequence = pending.sequence, %reason, failure = %outcome.describe(), "delivery dead-lettered");
-                    attempt.result = AttemptResult::DeadLettered;
-                    let letter = DeadLetter {
-                        endpoint: self.name.to_string(),
-                        sequence: pending.sequence,
-                        event_id: pending.event_id.to_string(),
-                        reason: reason.to_string(),
-                        attempts: pending.attempts,
-                        last_status: outcome.status,
-                        last_error: outcome.error.clone(),
-                        dead_lettered_at_ms: now,
-                    };
-                    DeliveryOutcome::DeadLettered { attempt, letter }
-                }
-            }
+            self.failed(pending, attempt, &outcome, now)
         };
         let command = RecorderCommand::Outcome {
             outcome: recorded,
-            settled: self.settled_tx.clone(),
+            lane: self.return_path.clone(),
         };
         if self.shared.recorder.send(command).await.is_err() {
             tracing::error!(endpoint = %self.name, "the recorder has stopped; outcome not recorded");
+        }
+    }
+
+    /// A failed attempt: the delivery waits for its retry, or is given up.
+    fn failed(
+        &mut self,
+        mut pending: Pending,
+        mut attempt: AttemptRecord,
+        outcome: &AttemptOutcome,
+        now: u64,
+    ) -> DeliveryOutcome {
+        let asked = outcome
+            .retry_after
+            .filter(|_| matches!(outcome.status, Some(429 | 503)))
+            .map(|d| d.min(self.shared.config.retry_after_cap));
+        self.health.on_failure(now, asked, fastrand::f64());
+        let decision = self.shared.schedule.decide(
+            pending.attempts,
+            outcome.status,
+            outcome.retry_after,
+            now,
+            fastrand::f64(),
+        );
+        match decision {
+            RetryDecision::RetryAt { at_ms, .. } => {
+                tracing::debug!(endpoint = %self.name, sequence = pending.sequence, attempts = pending.attempts, failure = %outcome.describe(), "delivery failed; will retry");
+                attempt.result = AttemptResult::WillRetry;
+                attempt.next_attempt_at_ms = Some(at_ms);
+                pending.next_attempt_at_ms = at_ms;
+                let attempts = pending.attempts;
+                self.waiting.insert(pending.sequence, pending);
+                DeliveryOutcome::WillRetry {
+                    attempt,
+                    attempts,
+                    next_attempt_at_ms: at_ms,
+                }
+            }
+            RetryDecision::DeadLetter(reason) => {
+                tracing::warn!(endpoint = %self.name, sequence = pending.sequence, %reason, failure = %outcome.describe(), "delivery dead-lettered");
+                attempt.result = AttemptResult::DeadLettered;
+                let letter = DeadLetter {
+                    endpoint: self.name.to_string(),
+                    sequence: pending.sequence,
+                    event_id: pending.event_id.to_string(),
+                    reason: reason.to_string(),
+                    attempts: pending.attempts,
+                    last_status: outcome.status,
+                    last_error: outcome.error.clone(),
+                    dead_lettered_at_ms: now,
+                };
+                DeliveryOutcome::DeadLettered { attempt, letter }
+            }
         }
     }
 }

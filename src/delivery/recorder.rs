@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::now_millis;
-use super::lane::Settled;
 use super::metrics::DeliveryMetrics;
+use super::settle::LaneReturn;
 use crate::store::Store;
 use crate::store::deliveries::{
     DeliveryOutcome, dead_letter_pending, prune_attempts, prune_delivered_events, record_outcomes,
@@ -28,8 +28,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub(crate) enum RecorderCommand {
     Outcome {
         outcome: DeliveryOutcome,
-        /// Told the sequence once a delivered or dead-lettered row is gone from the outbox.
-        settled: mpsc::UnboundedSender<Settled>,
+        /// Told once a delivered or dead-lettered row is gone from the outbox.
+        lane: Arc<LaneReturn>,
     },
     /// Dead-letters every pending row of a removed endpoint; queued behind that endpoint's last
     /// outcomes, so none of them lands after it.
@@ -77,8 +77,8 @@ impl Recorder {
             let mut outcomes = Vec::new();
             for command in batch {
                 match command {
-                    RecorderCommand::Outcome { outcome, settled } => {
-                        outcomes.push((outcome, settled));
+                    RecorderCommand::Outcome { outcome, lane } => {
+                        outcomes.push((outcome, lane));
                     }
                     RecorderCommand::DeadLetterEndpoint {
                         endpoint,
@@ -96,14 +96,11 @@ impl Recorder {
         }
     }
 
-    async fn write_outcomes(
-        &self,
-        outcomes: Vec<(DeliveryOutcome, mpsc::UnboundedSender<Settled>)>,
-    ) {
+    async fn write_outcomes(&self, outcomes: Vec<(DeliveryOutcome, Arc<LaneReturn>)>) {
         if outcomes.is_empty() {
             return;
         }
-        let (records, settled): (Vec<DeliveryOutcome>, Vec<mpsc::UnboundedSender<Settled>>) =
+        let (records, lanes): (Vec<DeliveryOutcome>, Vec<Arc<LaneReturn>>) =
             outcomes.into_iter().unzip();
         let records = Arc::new(records);
         let job = records.clone();
@@ -115,30 +112,18 @@ impl Recorder {
             })
             .await;
         if let Err(error) = &written {
-            // The rows stay in the outbox; their lanes read them again (see `Settled`), so
+            // The rows stay in the outbox; their lanes read them again (see `Lane::settle`), so
             // at-least-once holds and only the record of this attempt is lost.
             self.metrics.record_failures.inc();
             tracing::error!(%error, outcomes = records.len(), "cannot record delivery outcomes");
         }
-        for (outcome, settled) in records.iter().zip(settled) {
-            let (endpoint, sequence, dead) = match outcome {
-                DeliveryOutcome::Delivered(a) => (&a.endpoint, a.sequence, false),
-                DeliveryOutcome::DeadLettered { attempt, .. } => {
-                    (&attempt.endpoint, attempt.sequence, true)
-                }
+        for (outcome, lane) in records.iter().zip(lanes) {
+            let (sequence, dead) = match outcome {
+                DeliveryOutcome::Delivered(attempt) => (attempt.sequence, false),
+                DeliveryOutcome::DeadLettered { attempt, .. } => (attempt.sequence, true),
                 DeliveryOutcome::WillRetry { .. } => continue,
             };
-            if written.is_ok() {
-                let label = DeliveryMetrics::endpoint(endpoint);
-                self.metrics.pending.get_or_create(&label).dec();
-                if dead {
-                    self.metrics.dead_letters.get_or_create(&label).inc();
-                }
-            }
-            let _ = settled.send(Settled {
-                sequence,
-                recorded: written.is_ok(),
-            });
+            lane.settle(sequence, written.is_ok(), dead);
         }
     }
 

@@ -6,19 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-/// How a nominal delay is spread, so that deliveries that failed together do not retry together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Jitter {
-    /// Exactly the nominal delay: for tests and for operators who want predictability.
-    None,
-    /// Uniform between 0 and the nominal delay ("full jitter"): spreads best, but the mean delay
-    /// (and the schedule's whole span) is halved.
-    Full,
-    /// Uniform between 75% and 125% of the nominal delay: spreads enough to break lockstep while
-    /// keeping the schedule's span as configured.
-    Spread,
-}
+use crate::config::{DeliveryConfig, Jitter};
 
 impl Jitter {
     /// `unit` is a random number in `[0, 1)`.
@@ -73,34 +61,21 @@ pub struct RetrySchedule {
 }
 
 impl RetrySchedule {
+    /// The schedule `[delivery]` configures.
+    pub fn from_config(config: &DeliveryConfig) -> RetrySchedule {
+        RetrySchedule::new(
+            config.retry_schedule.clone(),
+            config.jitter,
+            config.retry_after_cap,
+        )
+    }
+
     pub fn new(delays: Vec<Duration>, jitter: Jitter, retry_after_cap: Duration) -> RetrySchedule {
         RetrySchedule {
             delays,
             jitter,
             retry_after_cap,
         }
-    }
-
-    /// About a day in all, the first retries within seconds: most outages are a deploy or a
-    /// restart, so early retries catch them; the long tail covers a night without an operator.
-    pub fn default_delays() -> Vec<Duration> {
-        const MINUTE: u64 = 60;
-        const HOUR: u64 = 3600;
-        [
-            5,
-            30,
-            2 * MINUTE,
-            10 * MINUTE,
-            30 * MINUTE,
-            HOUR,
-            2 * HOUR,
-            4 * HOUR,
-            8 * HOUR,
-            8 * HOUR,
-        ]
-        .into_iter()
-        .map(Duration::from_secs)
-        .collect()
     }
 
     /// Attempts a delivery gets in all: the first and one per delay.

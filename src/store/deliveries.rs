@@ -2,6 +2,14 @@
 //! dead letters and their replay, attempt history, and pruning. Every function here runs inside a
 //! transaction the caller got from [`Store::read`] or [`Store::write`], so none touches redb on a
 //! tokio worker.
+//!
+//! Outbox rows, attempts and dead letters are redb tuples (see [`super::tables`]), written and
+//! read without a parser; [`rows`] holds the structs the admin API answers with, and turns rows
+//! into them and back.
+
+mod rows;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -11,8 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{DeliveryEvent, delivery_event, event_id, instance_id};
 use super::rows::EventRow;
-use super::schema::{ATTEMPTS, DEAD_LETTERS, EVENTS, META, OUTBOX};
+use super::schema::{ATTEMPTS, AttemptRow, DEAD_LETTERS, EVENTS, META, OUTBOX};
 use super::{StoreError, last_sequence};
+pub use rows::{AttemptRecord, AttemptResult, DeadLetter};
+use rows::{attempt_from_row, dead_letter_from_row};
+pub(super) use rows::{attempt_row, dead_letter_row};
 
 /// One outbox row with what it takes to send it.
 #[derive(Debug, Clone)]
@@ -20,6 +31,9 @@ pub struct OutboxDelivery {
     pub sequence: u64,
     /// Attempts made since the row was (re)queued: the position in the retry schedule.
     pub attempts: u32,
+    /// Attempts recorded before the row was last requeued (by a replay): the next attempt's
+    /// number is this plus `attempts` plus one.
+    pub earlier_attempts: u32,
     pub next_attempt_at_ms: u64,
     pub event_id: String,
     pub committed_at_ms: u64,
@@ -35,43 +49,6 @@ pub struct OutboxPage {
     /// The last sequence committed in the snapshot: every row of this endpoint up to it was seen
     /// once `exhausted`, so later rows can only have a higher sequence.
     pub last_sequence: u64,
-}
-
-/// One delivery attempt as kept in `ATTEMPTS` and listed by the admin API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptRecord {
-    pub endpoint: String,
-    pub sequence: u64,
-    /// Counts every attempt of this event to this endpoint, replays included.
-    pub attempt: u32,
-    pub at_ms: u64,
-    pub latency_ms: f64,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub result: AttemptResult,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptResult {
-    Delivered,
-    WillRetry,
-    DeadLettered,
-}
-
-/// A delivery that was given up, as kept in `DEAD_LETTERS`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub endpoint: String,
-    pub sequence: u64,
-    pub event_id: String,
-    pub reason: String,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub dead_lettered_at_ms: u64,
 }
 
 /// The outcome of one attempt, to be written with others in one transaction.
@@ -108,6 +85,8 @@ pub struct ReplayFilter {
     pub sequence: Option<u64>,
 }
 
+/// An event with what delivery needs of it, body included: the one place this module reads
+/// events, so that a change of their layout is made here only.
 fn event_record(
     events: &impl ReadableTable<u64, EventRow<'static>>,
     sequence: u64,
@@ -143,11 +122,12 @@ pub fn outbox_page(
         }
         let (key, value) = entry?;
         let (_, sequence) = key.value();
-        let (attempts, next_attempt_at_ms) = value.value();
+        let (attempts, next_attempt_at_ms, earlier_attempts) = value.value();
         let event = event_record(&events, sequence)?;
         rows.push(OutboxDelivery {
             sequence,
             attempts,
+            earlier_attempts,
             next_attempt_at_ms,
             event_id: event_id(instance_id, sequence),
             committed_at_ms: event.committed_at_ms,
@@ -215,10 +195,10 @@ fn first_row_per_endpoint<V: redb::Value + 'static>(
     }
 }
 
-/// The next attempt number of `sequence` to `endpoint`: one past the last recorded, so that a
-/// replayed delivery's attempts do not overwrite the history of the ones before.
-fn next_attempt_number(
-    attempts: &impl ReadableTable<(u64, &'static str, u32), &'static str>,
+/// How many attempts of `sequence` to `endpoint` are recorded: the number of the last one, so
+/// that a replayed delivery's attempts go on from there rather than overwrite the history.
+fn recorded_attempts(
+    attempts: &impl ReadableTable<(u64, &'static str, u32), AttemptRow>,
     sequence: u64,
     endpoint: &str,
 ) -> Result<u32, StoreError> {
@@ -227,11 +207,12 @@ fn next_attempt_number(
         .next_back()
         .transpose()?
         .map(|(key, _)| key.value().2);
-    Ok(last.map_or(1, |n| n.saturating_add(1)))
+    Ok(last.unwrap_or(0))
 }
 
-/// Writes a batch of outcomes. A row that is gone (its endpoint was removed and its deliveries
-/// dead-lettered meanwhile) is not brought back by a late retry.
+/// Writes a batch of outcomes, each attempt under the number its writer gave it. A row that is
+/// gone (its endpoint was removed and its deliveries dead-lettered meanwhile) is not brought back
+/// by a late retry. Nothing is read but the rows written: a success is one removal and one insert.
 pub fn record_outcomes(
     txn: &WriteTransaction,
     outcomes: &[DeliveryOutcome],
@@ -251,24 +232,26 @@ pub fn record_outcomes(
                 next_attempt_at_ms,
             } => {
                 let key = (attempt.endpoint.as_str(), attempt.sequence);
-                if outbox.get(key)?.is_some() {
-                    outbox.insert(key, (*made, *next_attempt_at_ms))?;
+                let earlier = attempt.attempt.saturating_sub(*made);
+                if outbox
+                    .insert(key, (*made, *next_attempt_at_ms, earlier))?
+                    .is_none()
+                {
+                    outbox.remove(key)?;
                 }
                 attempt
             }
             DeliveryOutcome::DeadLettered { attempt, letter } => {
                 let key = (attempt.endpoint.as_str(), attempt.sequence);
                 if outbox.remove(key)?.is_some() {
-                    dead_letters.insert(key, serde_json::to_string(letter)?.as_str())?;
+                    dead_letters.insert(key, dead_letter_row(letter))?;
                 }
                 attempt
             }
         };
-        let mut attempt = attempt.clone();
-        attempt.attempt = next_attempt_number(&attempts, attempt.sequence, &attempt.endpoint)?;
         attempts.insert(
             (attempt.sequence, attempt.endpoint.as_str(), attempt.attempt),
-            serde_json::to_string(&attempt)?.as_str(),
+            attempt_row(attempt),
         )?;
     }
     Ok(())
@@ -306,15 +289,13 @@ pub fn dead_letter_pending(
             last_error: None,
             dead_lettered_at_ms: now_ms,
         };
-        dead_letters.insert(
-            (endpoint, *sequence),
-            serde_json::to_string(&letter)?.as_str(),
-        )?;
+        dead_letters.insert((endpoint, *sequence), dead_letter_row(&letter))?;
     }
     Ok(rows.len())
 }
 
-/// Puts dead letters matching `filter` back in the outbox, due now and with a fresh schedule, if
+/// Puts dead letters matching `filter` back in the outbox, due now and with a fresh schedule (its
+/// attempt numbers going on from the last recorded), if
 /// `is_endpoint` says their endpoint is configured. Returns how many were requeued per endpoint,
 /// and how many matched an endpoint that is no longer configured (left where they are).
 pub fn replay_dead_letters(
@@ -325,6 +306,7 @@ pub fn replay_dead_letters(
 ) -> Result<(BTreeMap<String, u64>, u64), StoreError> {
     let mut outbox = txn.open_table(OUTBOX)?;
     let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+    let attempts = txn.open_table(ATTEMPTS)?;
     let mut matching = Vec::new();
     {
         let range = match &filter.endpoint {
@@ -349,7 +331,8 @@ pub fn replay_dead_letters(
             continue;
         }
         dead_letters.remove((endpoint.as_str(), sequence))?;
-        outbox.insert((endpoint.as_str(), sequence), (0, now_ms))?;
+        let earlier = recorded_attempts(&attempts, sequence, &endpoint)?;
+        outbox.insert((endpoint.as_str(), sequence), (0, now_ms, earlier))?;
         *replayed.entry(endpoint).or_insert(0) += 1;
     }
     Ok((replayed, unknown))
@@ -375,7 +358,7 @@ pub fn list_pending(
     {
         let (key, value) = entry?;
         let sequence = key.value().1;
-        let (attempts, next_attempt_at_ms) = value.value();
+        let (attempts, next_attempt_at_ms, _) = value.value();
         let event = event_record(&events, sequence)?;
         rows.push(PendingRow {
             endpoint: endpoint.to_owned(),
@@ -400,8 +383,8 @@ pub fn attempts_for_event(
         Bound::Included((sequence, "", 0)),
         Bound::Excluded((sequence.saturating_add(1), "", 0)),
     ))? {
-        let (_, value) = entry?;
-        records.push(serde_json::from_str(value.value())?);
+        let (key, value) = entry?;
+        records.push(attempt_from_row(key.value(), value.value())?);
     }
     Ok(records)
 }
@@ -420,8 +403,9 @@ pub fn attempts_for_endpoint(
             break;
         }
         let (key, value) = entry?;
-        if key.value().1 == endpoint {
-            records.push(serde_json::from_str(value.value())?);
+        let key = key.value();
+        if key.1 == endpoint {
+            records.push(attempt_from_row(key, value.value())?);
         }
     }
     Ok(records)
@@ -452,8 +436,8 @@ pub fn list_dead_letters(
         .range::<(&str, u64)>((lower, upper))?
         .take(limit)
     {
-        let (_, value) = entry?;
-        letters.push(serde_json::from_str(value.value())?);
+        let (key, value) = entry?;
+        letters.push(dead_letter_from_row(key.value(), value.value()));
     }
     Ok(letters)
 }
@@ -480,8 +464,8 @@ pub fn prune_attempts(
             next = sequence;
             break;
         }
-        let record: AttemptRecord = serde_json::from_str(value.value())?;
-        if record.at_ms < cutoff_ms {
+        let (at_ms, ..) = value.value();
+        if at_ms < cutoff_ms {
             old.push((sequence, endpoint.to_owned(), number));
         }
     }

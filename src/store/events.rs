@@ -62,7 +62,7 @@ pub(super) fn append(
     tables.events()?.insert(sequence, row)?;
     let outbox = tables.outbox()?;
     for endpoint in event.subscribers {
-        outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64))?;
+        outbox.insert((endpoint.as_str(), sequence), (0u32, 0u64, 0u32))?;
     }
     Ok(CommittedEvent {
         id: event_id(tables.instance_id()?, sequence),

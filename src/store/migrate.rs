@@ -1,5 +1,5 @@
-//! Migrating a file of schema 1 (flagpost 0.1: features, states and event metadata as JSON,
-//! event bodies in a table of their own) to schema 2, in the transaction that opens it: either
+//! Migrating a file of schema 1 (flagpost 0.1: features, states, event metadata, attempts and
+//! dead letters as JSON, event bodies in a table of their own) to schema 2, in the transaction that opens it: either
 //! every row is carried over and the old tables dropped, or (on any error) nothing changes and
 //! the file is refused with the reason.
 
@@ -25,7 +25,7 @@ fn undecodable(what: &str, error: impl std::fmt::Display) -> StoreError {
     ))
 }
 
-/// Carries every feature, state and event of a schema-1 file over to the schema-2 tables.
+/// Carries every feature, state, event and delivery row of a schema-1 file over to the schema-2 tables.
 pub(super) fn from_schema_1(txn: &WriteTransaction) -> Result<(), StoreError> {
     {
         let old = txn.open_table(FEATURES_1)?;
@@ -77,6 +77,7 @@ pub(super) fn from_schema_1(txn: &WriteTransaction) -> Result<(), StoreError> {
             new.insert(sequence, row)?;
         }
     }
+    deliveries::from_schema_1(txn)?;
     txn.delete_table(FEATURES_1)?;
     txn.delete_table(STATES_1)?;
     txn.delete_table(EVENTS_1)?;
@@ -98,5 +99,6 @@ fn state_key_1(text: &str) -> Option<StateKey> {
     }
 }
 
+mod deliveries;
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,9 @@
 //!
 //! Keys are chosen to sort the way they are scanned: big-endian integers and tuples, so that a
 //! lane's next deliveries or an environment's states are one range. The records read and written
-//! on every change (features, states, events) are redb tuples ([`super::rows`]): no JSON is parsed
-//! or written on the change path. Records read rarely (environments, idempotency answers,
-//! delivery attempts and dead letters) are JSON, which keeps them easy to extend.
+//! on every change or delivery (features, states, events, outbox rows, attempts, dead letters) are
+//! redb tuples ([`super::rows`], [`super::deliveries`]): no JSON is parsed or written on either
+//! path. Records read rarely (environments, idempotency answers) are JSON, easy to extend.
 
 use std::path::Path;
 
@@ -39,15 +39,30 @@ pub const IDENTITIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("
 /// read together. The event id is derived from the sequence ([`super::events::event_id`]).
 pub const EVENTS: TableDefinition<u64, EventRow> = TableDefinition::new("events.v2");
 
-/// Pending deliveries: (endpoint name, sequence) → (attempts made, next attempt at, unix ms).
-/// A row exists from the commit of its event until the endpoint took it or it was dead-lettered.
-pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64)> = TableDefinition::new("outbox");
+/// Pending deliveries: (endpoint name, sequence) → (attempts made since the row was (re)queued,
+/// next attempt at unix ms, attempts recorded before a replay last requeued it). A row exists
+/// from the commit of its event until the endpoint took it or it was dead-lettered.
+pub const OUTBOX: TableDefinition<(&str, u64), (u32, u64, u32)> = TableDefinition::new("outbox.v2");
 
-/// Delivery attempts: (sequence, endpoint name, attempt number) → attempt JSON.
-pub const ATTEMPTS: TableDefinition<(u64, &str, u32), &str> = TableDefinition::new("attempts");
+/// Delivery attempts: (sequence, endpoint name, attempt number) → [`AttemptRow`]; see
+/// `deliveries::AttemptRecord`.
+pub const ATTEMPTS: TableDefinition<(u64, &str, u32), AttemptRow> =
+    TableDefinition::new("attempts.v2");
+/// (at unix ms, latency ms, status, result, next attempt at unix ms, error).
+pub type AttemptRow = (u64, f64, Option<u16>, u8, Option<u64>, Option<&'static str>);
 
-/// Dead letters: (endpoint name, sequence) → reason, last status and error, JSON.
-pub const DEAD_LETTERS: TableDefinition<(&str, u64), &str> = TableDefinition::new("dead_letters");
+/// Dead letters: (endpoint name, sequence) → [`DeadLetterRow`]; see `deliveries::DeadLetter`.
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), DeadLetterRow> =
+    TableDefinition::new("dead_letters.v2");
+/// (event id, reason, attempts, last status, last error, dead-lettered at unix ms).
+pub type DeadLetterRow = (
+    &'static str,
+    &'static str,
+    u32,
+    Option<u16>,
+    Option<&'static str>,
+    u64,
+);
 
 /// Answers to requests made with an `Idempotency-Key`: (token name, key) → stored answer JSON.
 pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::new("idempotency");
@@ -58,7 +73,8 @@ pub const FILE_FEATURES: TableDefinition<(u64, u64), u8> = TableDefinition::new(
 /// The layout this build writes and reads.
 ///
 /// - 1 (flagpost 0.1): features, states and event metadata as JSON, event bodies apart.
-/// - 2: features, states and events as redb tuples, each event's metadata with its body.
+/// - 2: features, states, events, outbox rows, attempts and dead letters as redb tuples, each
+///   event's metadata with its body.
 pub const SCHEMA_VERSION: u64 = 2;
 
 /// Creates the tables and counters of a new file, migrates a file of schema 1, or refuses one it

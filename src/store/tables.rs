@@ -55,7 +55,7 @@ cached_tables! {
     states: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
     identities: IDENTITIES, (u64, &'static str), u64;
     events: EVENTS, u64, EventRow<'static>;
-    outbox: OUTBOX, (&'static str, u64), (u32, u64);
+    outbox: OUTBOX, (&'static str, u64), (u32, u64, u32);
     idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
     file_features: FILE_FEATURES, (u64, u64), u8;
 }

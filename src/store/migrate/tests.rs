@@ -5,6 +5,9 @@ use serde_json::json;
 
 use super::*;
 use crate::changes::EnvironmentRecord;
+use crate::store::deliveries::{
+    AttemptResult, attempts_for_event, list_dead_letters, list_pending,
+};
 use crate::store::events::events_page;
 use crate::store::queries::{live_feature, read_document};
 use crate::store::schema::META;
@@ -54,8 +57,29 @@ fn write_schema_1(path: &std::path::Path) {
                 .insert(sequence, format!("body {sequence}").as_bytes())
                 .unwrap();
         }
+        write_schema_1_deliveries(&txn);
     }
     txn.commit().unwrap();
+}
+
+/// Event 1 pending for "sink" after two attempts; event 2 dead-lettered for "gone".
+fn write_schema_1_deliveries(txn: &redb::WriteTransaction) {
+    let mut outbox = txn.open_table(deliveries::OUTBOX_1).unwrap();
+    outbox.insert(("sink", 1), (2, 5000)).unwrap();
+    let attempt = json!({"endpoint": "sink", "sequence": 1, "attempt": 2, "at_ms": 4000,
+        "latency_ms": 1.5, "status": 503, "error": "HTTP 503", "result": "will_retry",
+        "next_attempt_at_ms": 5000});
+    let mut attempts = txn.open_table(deliveries::ATTEMPTS_1).unwrap();
+    attempts
+        .insert((1, "sink", 2), attempt.to_string().as_str())
+        .unwrap();
+    let letter = json!({"endpoint": "gone", "sequence": 2, "event_id": "evt_2",
+        "reason": "endpoint removed", "attempts": 0, "last_status": null, "last_error": null,
+        "dead_lettered_at_ms": 6000});
+    let mut letters = txn.open_table(deliveries::DEAD_LETTERS_1).unwrap();
+    letters
+        .insert(("gone", 2), letter.to_string().as_str())
+        .unwrap();
 }
 
 #[tokio::test]
@@ -95,6 +119,23 @@ async fn a_schema_1_file_is_migrated_at_open_and_reads_the_same() {
         (1000, "tests")
     );
     assert_eq!(body, b"body 2");
+    let (pending, attempts, letters) = store
+        .read(|txn| {
+            Ok((
+                list_pending(txn, "sink", 0, 10)?,
+                attempts_for_event(txn, 1)?,
+                list_dead_letters(txn, None, None, 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (pending[0].attempts, pending[0].next_attempt_at_ms),
+        (2, 5000)
+    );
+    assert_eq!(attempts[0].status, Some(503));
+    assert_eq!(attempts[0].result, AttemptResult::WillRetry);
+    assert_eq!(letters[0].reason, "endpoint removed");
     store.shutdown().await;
     drop(store);
     // Opened again, it is a schema-2 file like any other.

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
-use super::retry::{Jitter, RetrySchedule};
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,7 +51,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            retry_schedule: RetrySchedule::default_delays(),
+            retry_schedule: default_retry_delays(),
             jitter: Jitter::Spread,
             retry_after_cap: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(10),
@@ -96,14 +94,42 @@ impl DeliveryConfig {
         }
         problems
     }
+}
 
-    pub fn schedule(&self) -> RetrySchedule {
-        RetrySchedule::new(
-            self.retry_schedule.clone(),
-            self.jitter,
-            self.retry_after_cap,
-        )
-    }
+/// How a nominal delay is spread, so that deliveries that failed together do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    /// Exactly the nominal delay: for tests and for operators who want predictability.
+    None,
+    /// Uniform between 0 and the nominal delay ("full jitter"): spreads best, but the mean delay
+    /// (and the schedule's whole span) is halved.
+    Full,
+    /// Uniform between 75% and 125% of the nominal delay: spreads enough to break lockstep while
+    /// keeping the schedule's span as configured.
+    Spread,
+}
+
+/// About a day in all, the first retries within seconds: most outages are a deploy or a
+/// restart, so early retries catch them; the long tail covers a night without an operator.
+pub fn default_retry_delays() -> Vec<Duration> {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 3600;
+    [
+        5,
+        30,
+        2 * MINUTE,
+        10 * MINUTE,
+        30 * MINUTE,
+        HOUR,
+        2 * HOUR,
+        4 * HOUR,
+        8 * HOUR,
+        8 * HOUR,
+    ]
+    .into_iter()
+    .map(Duration::from_secs)
+    .collect()
 }
 
 fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
