@@ -5,6 +5,7 @@
 //! secret files too), compared with the last text seen, and then:
 //!
 //! - an unreadable or invalid file is counted and logged, and the last good configuration stays;
+//!   an empty or whitespace-only file is invalid ([`refuse_empty`]), never the built-in defaults;
 //! - a change to a restart-only ("fixed") setting is counted and logged by name, and the running
 //!   values stay: the caller gets only the live part, never a half-applied fixed part;
 //! - the live part goes to the caller, which swaps it in and counts it as applied.
@@ -34,6 +35,21 @@ pub trait Reloadable: Sized + Send + 'static {
     fn needs_restart(running: &Self::Fixed, wanted: &Self::Fixed) -> Vec<&'static str>;
 
     fn into_parts(self) -> (Self::Fixed, Self::Live);
+}
+
+/// Refuses a configuration file that is empty or only whitespace, in both programs, at start and
+/// on reload. Editors and sync tools truncate a file before writing it, so an empty file is far
+/// more often a save caught half-way than a wish for the built-in defaults (which running with no
+/// file at all still gives).
+pub fn refuse_empty(text: &str, path: &Path) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!(
+            "{} is empty; an empty file is refused because editors and sync tools truncate \
+             before writing (run with no file at all for the built-in defaults)",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The label value of `config_reloads_total{result}`; the variants are spelled as the metric
@@ -154,7 +170,8 @@ impl<C: Reloadable> ConfigWatch<C> {
     async fn validate(&self, text: Vec<u8>) -> Result<C, String> {
         let path = self.path.clone();
         let parsed = tokio::task::spawn_blocking(move || match String::from_utf8(text) {
-            Ok(text) => C::parse(&text, &path).map_err(|e| e.to_string()),
+            Ok(text) => refuse_empty(&text, &path)
+                .and_then(|()| C::parse(&text, &path).map_err(|e| e.to_string())),
             Err(_) => Err(format!("{}: not UTF-8 text", path.display())),
         })
         .await;

@@ -163,6 +163,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Empty or whitespace only: the message names the file and says why it is refused.
+    #[error("{0}")]
+    Empty(String),
     #[error("{path}: not valid TOML for this configuration: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: {} error(s):\n  {}", .errors.len(), .errors.join("\n  "))]
@@ -183,6 +186,7 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        flagpost::reload::refuse_empty(&text, path).map_err(ConfigError::Empty)?;
         Config::parse(&text, &path.display().to_string())
     }
 

@@ -101,6 +101,10 @@ impl Config {
             source_name: Some(path.display().to_string()),
             problems: vec![format!("cannot read: {e}")],
         })?;
+        crate::reload::refuse_empty(&text, path).map_err(|problem| ConfigError {
+            source_name: Some(path.display().to_string()),
+            problems: vec![problem],
+        })?;
         Config::parse(&text).map_err(|mut e| {
             e.source_name = Some(path.display().to_string());
             e

@@ -43,3 +43,16 @@ fn check_reports_every_error_and_exits_non_zero() {
         "{text}"
     );
 }
+
+/// Issue 8, item 4: an empty or whitespace-only file is invalid, with a message that says why.
+#[test]
+fn check_refuses_an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagpost.toml");
+    for text in ["", "  \n\t\n"] {
+        std::fs::write(&path, text).unwrap();
+        let (ok, output) = check(&path);
+        assert!(!ok, "{output}");
+        assert!(output.contains("flagpost.toml is empty"), "{output}");
+    }
+}

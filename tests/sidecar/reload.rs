@@ -93,3 +93,37 @@ async fn valid_edits_apply_live_and_invalid_ones_keep_the_last_good_configuratio
     );
     assert_eq!(body["events"].as_array().unwrap().len(), 2);
 }
+
+/// Issue 8, item 4: a file truncated while running (`: > flagpost.toml`, as editors and sync tools
+/// do before writing) is refused and counted; the last good configuration, tokens included, stays.
+#[tokio::test]
+async fn an_emptied_file_is_refused_and_the_last_good_configuration_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let path = dir.path().join("flagpost.toml");
+    std::fs::write(&path, config_toml(dir.path(), addr, "")).unwrap();
+    let process = Process::start(&path, addr);
+    process.wait_ready().await;
+    let base = process.url("");
+
+    std::fs::write(&path, " \n\t\n").unwrap();
+    wait_until("the emptied file is counted as invalid", || async {
+        metric(&base, "flagpost_config_reloads_total{result=\"invalid\"}").await >= 1
+    })
+    .await;
+    let body = serde_json::to_vec(&json!({"project": 1, "name": "after_empty"})).unwrap();
+    let (status, body) = send(
+        Method::POST,
+        &format!("{base}/api/v1/features"),
+        Some(crate::common::TOKEN),
+        Some(body),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "the token still works: {body}");
+    assert_eq!(
+        metric(&base, "flagpost_config_reloads_total{result=\"applied\"}").await,
+        0
+    );
+}

@@ -157,3 +157,49 @@ fn check_reports_every_error_and_no_secret() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Issue 8, item 4: an empty or whitespace-only file is invalid, at start (`check`) and on reload,
+/// where the last good configuration (its secrets) stays in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_is_refused_at_start_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, " \n\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flagpost-receiver"))
+        .args(["check", "--config"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("empty.toml is empty"), "{stderr}");
+
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "old-secret\n").unwrap();
+    let config_path = config_dir.join("receiver.toml");
+    let text = config_with_secret_file(dir.path(), &secret_file);
+    std::fs::write(&config_path, &text).unwrap();
+    let receiver = Receiver::start_watching(dir.path(), &text, Some(config_path.clone())).await;
+    assert_eq!(post_signed(&receiver, "old-secret", "a").await, 200);
+
+    std::fs::write(&config_path, "").unwrap();
+    eventually("the emptied file being refused", async || {
+        metrics_text(&receiver)
+            .await
+            .contains("config_reloads_total{result=\"invalid\"}")
+    })
+    .await;
+    assert_eq!(
+        post_signed(&receiver, "old-secret", "b").await,
+        200,
+        "the secret stays"
+    );
+    assert!(
+        !metrics_text(&receiver)
+            .await
+            .contains("config_reloads_total{result=\"applied\"}")
+    );
+    receiver.stop().await;
+}
