@@ -147,6 +147,13 @@ async fn parse_body<T: DeserializeOwned>(
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    // serde reads a JSON array into a struct by field position (`[false, "x"]` as a state
+    // update); every documented body is an object, so anything else is refused here, for every route.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".to_owned(),
+        ));
+    }
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     let request = RequestIdentity::of(&parts, &bytes)?;

@@ -358,3 +358,54 @@ async fn overrides_can_be_removed_and_features_deleted() {
     assert!(again > feature);
     sidecar.stop().await;
 }
+
+/// Issue 8, item 8: serde would read a JSON array into a body struct by field position; every
+/// documented body is an object, so anything else is refused with 400 and nothing changes.
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_on_every_route() {
+    let sidecar = Sidecar::start().await;
+    let feature = create_feature(&sidecar, "stable").await;
+    let before = document(&sidecar).await;
+    let sequence = last_sequence(&sidecar.url("")).await;
+    let routes = [
+        (Method::POST, "/api/v1/features".to_owned()),
+        (Method::PATCH, format!("/api/v1/features/{feature}")),
+        (
+            Method::PUT,
+            format!("/api/v1/environments/1/features/{feature}/state"),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/environments/1/features/{feature}/identities/u1"),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/environments/1/features/{feature}/segments/7"),
+        ),
+    ];
+    let bodies = [
+        json!([false, "positional"]),
+        json!([1, "positional_name"]),
+        json!([]),
+        json!("a string"),
+        json!(7),
+        json!(null),
+    ];
+    for (method, path) in &routes {
+        for body in &bodies {
+            let (status, answer) =
+                call(method.clone(), &sidecar.url(path), Some(body.clone())).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path} {body}: {answer}"
+            );
+            assert!(
+                answer["error"].as_str().unwrap().contains("JSON object"),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(document(&sidecar).await, before);
+    assert_eq!(last_sequence(&sidecar.url("")).await, sequence);
+}

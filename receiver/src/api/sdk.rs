@@ -182,7 +182,12 @@ pub(crate) async fn identity_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    crate::intake::request::check_content_type(&headers)?;
     let env = sdk_environment(&shared, &headers)?;
+    // serde reads a JSON array into a struct by field position; the documented body is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(LookupError::BadRequest("must be a JSON object".to_owned()).into());
+    }
     let request: IdentityRequest = serde_json::from_slice(&body)
         .map_err(|error| LookupError::BadRequest(error.to_string()))?;
     if request.identifier.is_empty() {

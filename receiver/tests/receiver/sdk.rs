@@ -76,3 +76,34 @@ async fn the_flagsmith_python_sdk_reads_environment_and_identity_flags() {
     );
     receiver.stop().await;
 }
+
+/// Issue 8, item 8: `POST /api/v1/identities/` takes only its documented JSON object (an array
+/// would be read by field position), and only as `application/json`, as other routes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_take_only_a_json_object_sent_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = "[[environments]]\nid = 3\nkeys = [\"sdk-env-key\"]\n";
+    let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", rest)).await;
+    let json_type = [
+        ("x-environment-key", "sdk-env-key"),
+        ("content-type", "application/json"),
+    ];
+    for body in [&br#"["user-42", []]"#[..], b"[]", b"\"user-42\"", b"null"] {
+        let (status, answer) = receiver.post("/api/v1/identities/", &json_type, body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("JSON object"),
+            "{answer}"
+        );
+    }
+    let good = br#"{"identifier": "user-42", "traits": []}"#;
+    let (status, answer) = receiver.post("/api/v1/identities/", &json_type, good).await;
+    assert_eq!(status, 200, "{answer}");
+    let plain = [
+        ("x-environment-key", "sdk-env-key"),
+        ("content-type", "text/plain"),
+    ];
+    let (status, answer) = receiver.post("/api/v1/identities/", &plain, good).await;
+    assert_eq!(status, 415, "{answer}");
+    receiver.stop().await;
+}
