@@ -105,7 +105,9 @@ pub async fn run(
     background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
 
     tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
-    let app = api::router(state).nest("/api/v1/admin", admin::router(dispatcher.clone()));
+    let app = api::router(state)
+        .nest("/api/v1/admin", admin::router(dispatcher.clone()))
+        .layer(axum::middleware::map_response(api::error::json_errors));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -409,3 +409,31 @@ async fn a_body_that_is_not_a_json_object_is_refused_on_every_route() {
     assert_eq!(document(&sidecar).await, before);
     assert_eq!(last_sequence(&sidecar.url("")).await, sequence);
 }
+
+/// Issue 8, item 13: every error is `{"error": "..."}`, including those no handler makes: a query
+/// or replay body axum cannot read, a method a route does not take (405), a path with no route.
+#[tokio::test]
+async fn every_error_is_a_json_object_with_an_error() {
+    let sidecar = Sidecar::start().await;
+    let replay = Some(serde_json::to_vec(&json!({"endpoint": 5})).unwrap());
+    let cases = [
+        (Method::GET, "/api/v1/admin/attempts?sequence=abc", None),
+        (Method::GET, "/api/v1/events?after=abc", None),
+        (Method::POST, "/api/v1/admin/dead-letters/replay", replay),
+        (Method::DELETE, "/api/v1/events", None),
+        (Method::PUT, "/api/v1/features", None),
+        (Method::GET, "/api/v1/admin/nowhere", None),
+        (Method::GET, "/no/such/path", None),
+    ];
+    for (method, path, body) in cases {
+        let (status, answer) = send(method.clone(), &sidecar.url(path), Some(TOKEN), body, &[])
+            .await
+            .unwrap();
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        let message = answer["error"].as_str();
+        assert!(
+            message.is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {status} {answer}"
+        );
+    }
+}

@@ -58,6 +58,7 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .with_state(shared)
 }
 

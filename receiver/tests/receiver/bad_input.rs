@@ -275,3 +275,23 @@ async fn unsigned_headers_are_not_believed_from_a_flagsmith_sender() {
     );
     assert_eq!(receiver.env_flags(5).await[0]["value"], "new");
 }
+
+/// Issue 8, item 13: every error is `{"error": "..."}`, including those no handler makes: a path
+/// parameter axum cannot read, a method a route does not take (405), a path with no route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_json_object_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", "")).await;
+    for path in ["/v1/environments/abc/flags", "/no/such/path", "/webhook"] {
+        let (status, answer) = receiver.get(path, &[]).await;
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(
+            answer["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{path}: {status} {answer}"
+        );
+    }
+    let (status, answer) = receiver.post("/healthz", &[], b"").await;
+    assert_eq!(status, 405, "{answer}");
+    assert!(answer["error"].as_str().is_some(), "{answer}");
+    receiver.stop().await;
+}
