@@ -233,6 +233,8 @@ pub struct ProjectBody {
 pub enum WireError {
     #[error("body is not valid JSON for a web hook: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("data.timestamp is neither empty nor an RFC 3339 time")]
+    BadTimestamp,
     #[error("{event_type} needs {field}")]
     Missing {
         event_type: &'static str,
@@ -253,7 +255,8 @@ pub enum IncomingEvent {
 pub struct IncomingFlagEvent {
     pub deleted: bool,
     pub changed_by: String,
-    /// `None` when the sender sent an empty or unparseable timestamp.
+    /// `None` when the sender sent no timestamp or an empty one; any other that does not parse
+    /// is refused ([`WireError::BadTimestamp`]), never ranked by arrival.
     pub timestamp: Option<OffsetDateTime>,
     /// The state the event is about: `new_state` of an update, `previous_state` of a deletion.
     pub state: IncomingState,
@@ -385,10 +388,14 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
             "data.new_state"
         },
     })?;
+    let timestamp = match data.timestamp.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_timestamp(text).ok_or(WireError::BadTimestamp)?),
+    };
     Ok(IncomingEvent::Flag(Box::new(IncomingFlagEvent {
         deleted,
         changed_by: data.changed_by.unwrap_or_default(),
-        timestamp: data.timestamp.as_deref().and_then(parse_timestamp),
+        timestamp,
         state,
     })))
 }

@@ -6,9 +6,81 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
+
+/// `body` with its `data.timestamp` replaced by `timestamp`.
+fn stamped(body: &[u8], timestamp: &str) -> Vec<u8> {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let replaced = text.replace(
+        "\"timestamp\":\"2026-01-01T00:00:00.000000Z\"",
+        &format!("\"timestamp\":{}", json!(timestamp)),
+    );
+    assert_ne!(replaced, text, "the test body has the usual timestamp");
+    replaced.into_bytes()
+}
+
+/// Posts `body` with `headers` and asserts a refusal with `status`, counted as `reason`, that left
+/// environment 5 as `before`.
+async fn assert_refused(
+    receiver: &Receiver,
+    name: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    (status, reason): (u16, &str),
+    before: &Value,
+) {
+    let (got, answer) = receiver.post("/webhook", headers, body).await;
+    assert_eq!(got, status, "{name}: {answer}");
+    assert!(answer["error"].as_str().is_some(), "{name}: {answer}");
+    assert_eq!(&receiver.env_flags(5).await, before, "{name}: unchanged");
+    let (_, metrics) = receiver.get("/metrics", &[]).await;
+    let counted = format!("flagpost_receiver_webhooks_refused_total{{reason=\"{reason}\"}}");
+    assert!(metrics.as_str().unwrap().contains(&counted), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_that_does_not_parse_is_refused_and_an_empty_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", "")).await;
+    let future = stamped(
+        &flag_event(5, 1, &Key::Default, false, true, json!("2099")),
+        "2099-01-01T00:00:00.000000Z",
+    );
+    let signed = Signed::new(&future, "evt-2099", None);
+    assert_eq!(
+        receiver
+            .post("/webhook", &signed.as_refs(), &future)
+            .await
+            .0,
+        200
+    );
+    let before = receiver.env_flags(5).await;
+    assert_eq!(before[0]["value"], "2099");
+
+    let change = flag_event(5, 1, &Key::Default, false, false, json!("undated"));
+    let garbled = stamped(&change, "not a date");
+    let signed = Signed::new(&garbled, "evt-garbled", None);
+    let refused = (400, "malformed");
+    assert_refused(
+        &receiver,
+        "not a date",
+        &signed.as_refs(),
+        &garbled,
+        refused,
+        &before,
+    )
+    .await;
+
+    // The empty string Flagsmith may send keeps its rule: ordered by arrival, so it applies.
+    let empty = stamped(&change, "");
+    let signed = Signed::new(&empty, "evt-empty", None);
+    let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &empty).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("applied")));
+    assert_eq!(receiver.env_flags(5).await[0]["value"], "undated");
+    receiver.stop().await;
+}
 
 /// The real binary with stderr to a file logs plain text: colour only on a terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
