@@ -13,6 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+mod unique_keys;
+use unique_keys::UniqueKeys;
+
 /// The `event_type` of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -357,9 +360,11 @@ struct RawFlagData {
 }
 
 /// Reads a web hook body. Flag events must carry the state they are about; other event types are
-/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON.
+/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON. A body with a
+/// duplicate key in any object is refused, in the same single pass that reads it.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
-    let envelope: RawEnvelope = serde_json::from_slice(body)?;
+    let UniqueKeys(envelope) = serde_json::from_slice(body)?;
+    let envelope: RawEnvelope = serde_json::from_value(envelope)?;
     let deleted = match envelope.event_type {
         EventType::FlagUpdated => false,
         EventType::FlagDeleted => true,
