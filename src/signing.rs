@@ -201,9 +201,17 @@ pub enum VerifyError {
     MissingId,
 }
 
-/// Checks an `X-Flagsmith-Signature` header against each secret in turn.
+/// Checks an `X-Flagsmith-Signature` header against each secret in turn. Only the documented form
+/// verifies: 64 lowercase hex digits, nothing around them (no upper case, no padding).
 pub fn verify_flagsmith(secrets: &[Secret], body: &[u8], header: &str) -> Result<(), VerifyError> {
-    let expected = hex::decode(header.trim()).map_err(|_| VerifyError::Mismatch)?;
+    let documented = header.len() == 64
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !documented {
+        return Err(VerifyError::Mismatch);
+    }
+    let expected = hex::decode(header).map_err(|_| VerifyError::Mismatch)?;
     if secrets
         .iter()
         .any(|s| s.verifies_flagsmith(body, &expected))
@@ -296,6 +304,26 @@ mod tests {
             );
         }
         assert_eq!(format!("{:?}", keys[0]), "SigningKey(<redacted>)");
+    }
+
+    #[test]
+    fn only_lowercase_unpadded_hex_verifies_a_flagsmith_signature() {
+        let secret = Secret::new("s").unwrap();
+        let good = secret.flagsmith_signature(b"x");
+        let secrets = std::slice::from_ref(&secret);
+        verify_flagsmith(secrets, b"x", &good).unwrap();
+        for bad in [
+            good.to_uppercase(),
+            format!(" {good}"),
+            format!("{good} "),
+            format!("{good}00"),
+        ] {
+            assert_eq!(
+                verify_flagsmith(secrets, b"x", &bad),
+                Err(VerifyError::Mismatch),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

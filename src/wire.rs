@@ -13,6 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+mod unique_keys;
+use unique_keys::UniqueKeys;
+
 /// The `event_type` of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -233,6 +236,8 @@ pub struct ProjectBody {
 pub enum WireError {
     #[error("body is not valid JSON for a web hook: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("data.timestamp is neither empty nor an RFC 3339 time")]
+    BadTimestamp,
     #[error("{event_type} needs {field}")]
     Missing {
         event_type: &'static str,
@@ -253,7 +258,8 @@ pub enum IncomingEvent {
 pub struct IncomingFlagEvent {
     pub deleted: bool,
     pub changed_by: String,
-    /// `None` when the sender sent an empty or unparseable timestamp.
+    /// `None` when the sender sent no timestamp or an empty one; any other that does not parse
+    /// is refused ([`WireError::BadTimestamp`]), never ranked by arrival.
     pub timestamp: Option<OffsetDateTime>,
     /// The state the event is about: `new_state` of an update, `previous_state` of a deletion.
     pub state: IncomingState,
@@ -354,9 +360,11 @@ struct RawFlagData {
 }
 
 /// Reads a web hook body. Flag events must carry the state they are about; other event types are
-/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON.
+/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON. A body with a
+/// duplicate key in any object is refused, in the same single pass that reads it.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
-    let envelope: RawEnvelope = serde_json::from_slice(body)?;
+    let UniqueKeys(envelope) = serde_json::from_slice(body)?;
+    let envelope: RawEnvelope = serde_json::from_value(envelope)?;
     let deleted = match envelope.event_type {
         EventType::FlagUpdated => false,
         EventType::FlagDeleted => true,
@@ -385,10 +393,14 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
             "data.new_state"
         },
     })?;
+    let timestamp = match data.timestamp.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_timestamp(text).ok_or(WireError::BadTimestamp)?),
+    };
     Ok(IncomingEvent::Flag(Box::new(IncomingFlagEvent {
         deleted,
         changed_by: data.changed_by.unwrap_or_default(),
-        timestamp: data.timestamp.as_deref().and_then(parse_timestamp),
+        timestamp,
         state,
     })))
 }

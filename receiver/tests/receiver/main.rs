@@ -10,5 +10,6 @@ mod config;
 mod conformance;
 mod crash;
 mod dedupe;
+mod hardening;
 mod ordering;
 mod sdk;
