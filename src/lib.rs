@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod document;
 pub mod error;
 pub mod flagfiles;
+pub mod http_error;
 pub mod metrics;
 pub mod process;
 pub mod reload;

@@ -2,7 +2,7 @@
 //! API, the relay and the admin API all answer through [`ApiError`].
 
 use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -91,30 +91,8 @@ impl IntoResponse for ApiError {
 /// rejections of a path, query or body, its empty 404 and 405) through [`ApiError`], keeping their
 /// status and other headers (a 405's `Allow`). One mapping for every route, the admin API's too.
 pub async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
-    let message = match (text.is_empty(), status) {
-        (false, _) => text,
-        (true, StatusCode::NOT_FOUND) => "no such route".to_owned(),
-        (true, StatusCode::METHOD_NOT_ALLOWED) => "method not allowed on this route".to_owned(),
-        (true, _) => status.canonical_reason().unwrap_or("refused").to_owned(),
-    };
-    let mut answer = ApiError::Rejected { status, message }.into_response();
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().append(name, value.clone());
-        }
-    }
-    answer
+    crate::http_error::reword_non_json_error(response, |status, message| {
+        ApiError::Rejected { status, message }.into_response()
+    })
+    .await
 }
