@@ -25,8 +25,10 @@ use super::error::ApiError;
 use super::request::PathParams;
 use crate::changes::relay::{RelayVerdict, RelayedChange};
 use crate::changes::{Author, CommittedEvent, Outbox};
+use crate::config::Config;
+use crate::error::WriteError;
 use crate::signing::{FLAGSMITH_SIGNATURE_HEADER, verify_flagsmith};
-use crate::store::relayed;
+use crate::store::{Tables, relayed};
 use crate::wire::{EventType, IncomingEvent, parse_incoming};
 
 /// What a relayed body must be: an envelope with an event type and data.
@@ -94,55 +96,81 @@ async fn accept(
         IncomingEvent::NotApplied(_) => None,
     };
 
-    let author = Author::system(format!("relay:{}", source.name));
-    let environment = source.environment;
-    let retention_ms = config.idempotency_retention.as_millis() as u64;
+    let request = RelayRequest {
+        author: Author::system(format!("relay:{}", source.name)),
+        source: source.name,
+        environment: source.environment,
+        event_type: envelope.event_type,
+        body,
+        sha256,
+        ordered,
+    };
     let relayed = state
         .store
-        .write(move |tables| {
-            let event_type = envelope.event_type.clone();
-            if let Some((id, sequence)) = relayed::relayed_event(tables, &source.name, &sha256)? {
-                let event_type = event_type.as_str().to_owned();
-                let event = CommittedEvent {
-                    id,
-                    sequence,
-                    event_type,
-                };
-                return Ok(Relayed::Duplicate(vec![event]));
-            }
-            let verdict = match &ordered {
-                None => RelayVerdict::Relay(None),
-                Some(change) => {
-                    change.judge(relayed::key_history(tables, &source.name, &change.key)?.as_ref())
-                }
-            };
-            let history = match verdict {
-                RelayVerdict::Superseded => return Ok(Relayed::Superseded),
-                RelayVerdict::Duplicate => return Ok(Relayed::Duplicate(Vec::new())),
-                RelayVerdict::Relay(history) => history,
-            };
-            let now = OffsetDateTime::now_utc();
-            let mut outbox = Outbox::new(&config, &author, now);
-            outbox.push(tables, event_type, Some(environment), &body)?;
-            let events = outbox.into_written();
-            let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
-            let sequence = events.last().map_or(0, |event| event.sequence);
-            let forget_before = now_ms.saturating_sub(retention_ms);
-            relayed::remember_body(
-                tables,
-                &source.name,
-                &sha256,
-                sequence,
-                now_ms,
-                forget_before,
-            )?;
-            if let (Some(change), Some(history)) = (&ordered, history) {
-                relayed::keep_key_history(tables, &source.name, &change.key, &history)?;
-            }
-            Ok(Relayed::Stored(events))
-        })
+        .write(move |tables| store_relayed(tables, &config, &request))
         .await?;
     Ok(answer(state, relayed))
+}
+
+/// A verified relayed body, and what its order depends on.
+struct RelayRequest {
+    author: Author,
+    source: String,
+    environment: u64,
+    event_type: EventType,
+    body: Bytes,
+    sha256: [u8; 32],
+    /// `None` for a body that is not a flag event: nothing to order by.
+    ordered: Option<RelayedChange>,
+}
+
+/// In the writer's transaction: answers a body relayed before with the event it became, leaves
+/// out a late one, and stores any other as the next event, remembering it and its key's history.
+fn store_relayed(
+    tables: &mut Tables,
+    config: &Config,
+    request: &RelayRequest,
+) -> Result<Relayed, WriteError> {
+    let source = request.source.as_str();
+    if let Some((id, sequence)) = relayed::relayed_event(tables, source, &request.sha256)? {
+        let event_type = request.event_type.as_str().to_owned();
+        let event = CommittedEvent {
+            id,
+            sequence,
+            event_type,
+        };
+        return Ok(Relayed::Duplicate(vec![event]));
+    }
+    let verdict = match &request.ordered {
+        None => RelayVerdict::Relay(None),
+        Some(change) => change.judge(relayed::key_history(tables, source, &change.key)?.as_ref()),
+    };
+    let history = match verdict {
+        RelayVerdict::Superseded => return Ok(Relayed::Superseded),
+        RelayVerdict::Duplicate => return Ok(Relayed::Duplicate(Vec::new())),
+        RelayVerdict::Relay(history) => history,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut outbox = Outbox::new(config, &request.author, now);
+    let event_type = request.event_type.clone();
+    outbox.push(tables, event_type, Some(request.environment), &request.body)?;
+    let events = outbox.into_written();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+    let sequence = events.last().map_or(0, |event| event.sequence);
+    let retention_ms = u64::try_from(config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
+    let forget_before = now_ms.saturating_sub(retention_ms);
+    relayed::remember_body(
+        tables,
+        source,
+        &request.sha256,
+        sequence,
+        now_ms,
+        forget_before,
+    )?;
+    if let (Some(change), Some(history)) = (&request.ordered, history) {
+        relayed::keep_key_history(tables, source, &change.key, &history)?;
+    }
+    Ok(Relayed::Stored(events))
 }
 
 fn answer(state: &AppState, relayed: Relayed) -> Response {

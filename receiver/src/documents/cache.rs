@@ -11,7 +11,6 @@ use flagpost::document::{EnvironmentDocument, FeatureDocument};
 
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
-use crate::documents::sender::SenderCheck;
 use crate::documents::state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
 
 /// One environment's part of the cache.
@@ -119,11 +118,6 @@ impl FlagCache {
 
     /// Applies one change, recording in `dirty` every key whose stored row must change.
     pub fn apply(&mut self, change: &Change, now_unix: i64, dirty: &mut Vec<Dirty>) -> Outcome {
-        if let Some(sender) = change.sender
-            && self.check_sender(change.env, sender, dirty) == SenderCheck::Retired
-        {
-            return Outcome::Superseded;
-        }
         let env_id = change.env;
         let feature_id = change.feature;
         if change.deleted && change.scope == Scope::Default {

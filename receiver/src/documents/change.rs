@@ -29,7 +29,8 @@ pub struct Change {
     pub order: Order,
     /// The flagpost database whose sequence `order.seq` is (the instance its signed
     /// `webhook-id` names); `None` for an unsequenced change. Sequences of two databases do not
-    /// compare: see [`crate::documents::sender`].
+    /// compare: the writer checks it ([`crate::documents::FlagCache::check_sender`]) before
+    /// applying the change.
     pub sender: Option<u64>,
 }
 

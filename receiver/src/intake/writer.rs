@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now_unix;
-use crate::documents::{Change, FlagCache, Outcome, SenderCheck};
+use crate::documents::{Change, Dirty, FlagCache, Outcome, SenderCheck};
 use crate::error::WriteError;
 use crate::storage::{Batch, Storage};
 
@@ -292,6 +292,26 @@ impl Job {
     }
 }
 
+/// Applies one accepted change, unless it comes from a flagpost database its environment no
+/// longer follows ([`crate::documents::sender`]).
+fn apply_change(
+    staged: &mut FlagCache,
+    change: &Change,
+    now: i64,
+    dirty: &mut Vec<Dirty>,
+) -> IntakeOutcome {
+    let stale = change.sender.is_some_and(|sender| {
+        staged.check_sender(change.env, sender, dirty) == SenderCheck::Retired
+    });
+    if stale {
+        return IntakeOutcome::Superseded;
+    }
+    match staged.apply(change, now, dirty) {
+        Outcome::Applied => IntakeOutcome::Applied,
+        Outcome::Superseded => IntakeOutcome::Superseded,
+    }
+}
+
 /// Runs every job on `staged` and writes what changed; answers each job's answer, and whether
 /// the cache changed (and must be published).
 fn run_batch(
@@ -312,10 +332,9 @@ fn run_batch(
                 } else {
                     match change {
                         None => Answer::Intake(IntakeOutcome::NotApplied),
-                        Some(change) => match staged.apply(change, now, &mut dirty) {
-                            Outcome::Applied => Answer::Intake(IntakeOutcome::Applied),
-                            Outcome::Superseded => Answer::Intake(IntakeOutcome::Superseded),
-                        },
+                        Some(change) => {
+                            Answer::Intake(apply_change(staged, change, now, &mut dirty))
+                        }
                     }
                 }
             }
