@@ -116,3 +116,82 @@ fn forget_sequences(entry: &mut FeatureEntry) {
         slot.order = unsequenced(slot.order);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flagpost::wire::FlagValue;
+
+    use super::*;
+    use crate::documents::{Change, FeatureMeta, Outcome, Scope};
+
+    fn change(feature: u64, seq: u64, sender: u64, deleted: bool, value: &str) -> Change {
+        // Each database's events are made later than the one before it.
+        let order = Order {
+            seq: Some(seq),
+            ts_micros: Some(sender as i64 * 1_000 + seq as i64),
+        };
+        Change {
+            env: 1,
+            env_name: None,
+            feature,
+            meta: FeatureMeta {
+                name: format!("f{feature}"),
+                order,
+                ..FeatureMeta::default()
+            },
+            scope: Scope::Default,
+            deleted,
+            state: FlagState {
+                enabled: true,
+                value: Some(FlagValue::String(value.into())),
+            },
+            segment_priority: None,
+            segment_name: None,
+            order,
+            sender: Some(sender),
+        }
+    }
+
+    /// As the writer applies a change: its sender checked first.
+    fn apply(cache: &mut FlagCache, change: &Change) -> Option<Outcome> {
+        let mut dirty = Vec::new();
+        let sender = change.sender.unwrap();
+        (cache.check_sender(change.env, sender, &mut dirty) != SenderCheck::Retired)
+            .then(|| cache.apply(change, 0, &mut dirty))
+    }
+
+    fn value(cache: &FlagCache, feature: u64) -> Option<FlagValue> {
+        let entry = cache.env(1)?.features.get(&feature)?;
+        entry.default_state()?.value.clone()
+    }
+
+    #[test]
+    fn a_new_database_is_followed_and_the_old_one_is_stale() {
+        let mut cache = FlagCache::default();
+        apply(&mut cache, &change(1, 100, 0xa, false, "old"));
+        apply(&mut cache, &change(2, 101, 0xa, true, "gone"));
+        // The new database counts from 1 again, and numbers features from 1 again.
+        assert_eq!(
+            apply(&mut cache, &change(1, 1, 0xb, false, "new")),
+            Some(Outcome::Applied)
+        );
+        assert_eq!(
+            apply(&mut cache, &change(2, 2, 0xb, false, "back")),
+            Some(Outcome::Applied)
+        );
+        let env = cache.env(1).unwrap();
+        assert_eq!(
+            (env.sender, env.retired_senders.clone()),
+            (Some(0xb), vec![0xa])
+        );
+        assert_eq!(env.loaded_at, None, "to be bootstrapped again");
+        assert_eq!(value(&cache, 1), Some(FlagValue::String("new".into())));
+        assert_eq!(value(&cache, 2), Some(FlagValue::String("back".into())));
+        // A late event of the old database changes nothing.
+        assert_eq!(
+            apply(&mut cache, &change(1, 999, 0xa, false, "stale")),
+            None
+        );
+        assert_eq!(value(&cache, 1), Some(FlagValue::String("new".into())));
+    }
+}
