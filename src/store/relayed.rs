@@ -117,3 +117,39 @@ pub fn keep_key_history(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    #[tokio::test]
+    async fn bodies_are_forgotten_after_the_retention_and_key_histories_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("relay.redb"), StoreOptions::default()).unwrap();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let history = RelayedKey {
+            timestamp_micros: 5,
+            deleted: false,
+            bodies: vec![a, b],
+        };
+        let kept = history.clone();
+        let found = store
+            .write(move |tables| {
+                remember_body(tables, "upstream", &a, 7, 1_000, 0)?;
+                keep_key_history(tables, "upstream", "1/7/", &kept)?;
+                // b is relayed long after a: a is past the retention and forgotten.
+                remember_body(tables, "upstream", &b, 8, 100_000, 50_000)?;
+                Ok((
+                    relayed_event(tables, "upstream", &a)?,
+                    relayed_event(tables, "upstream", &b)?.map(|(_, sequence)| sequence),
+                    relayed_event(tables, "elsewhere", &b)?,
+                    key_history(tables, "upstream", "1/7/")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(found, (None, Some(8), None, Some(history)));
+        store.shutdown().await;
+    }
+}

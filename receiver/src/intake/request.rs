@@ -110,6 +110,10 @@ pub fn parse_event_id(id: &str) -> Option<EventOrigin> {
     if !(12..=20).contains(&sequence.len()) || !sequence.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
+    // Zero-padded to 12 digits, no further: a 13th digit is never a leading zero.
+    if sequence.len() > 12 && sequence.starts_with('0') {
+        return None;
+    }
     Some(EventOrigin {
         instance: u64::from_str_radix(instance, 16).ok()?,
         sequence: sequence.parse().ok()?,
@@ -190,6 +194,7 @@ mod tests {
             "evt_000000000000000A_000000000001",
             "evt_0000000000000001_+00000000001",
             "evt_0000000000000001_00000000001",
+            "evt_0000000000000001_0000000000001",
             "evt_0000000000000001_000000000001_",
             "evt_0000000000000001_000000000001x",
             "evt_0000000000000001_99999999999999999999",
