@@ -198,12 +198,10 @@ fn event_body(
     .unwrap()
 }
 
-fn signed_request(
-    addr: SocketAddr,
-    body: Vec<u8>,
-    id: &str,
-    seq: u64,
-) -> hyper::Request<Full<Bytes>> {
+/// flagpost's event `seq` as flagpost sends it: the receiver orders by the sequence its signed
+/// `webhook-id` names, so the id is flagpost's for that sequence.
+fn signed_request(addr: SocketAddr, body: Vec<u8>, seq: u64) -> hyper::Request<Full<Bytes>> {
+    let id = &flagpost::store::events::event_id(0xbe4c_0000_0000_0001, seq);
     let secret = Secret::new(SECRET).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
     hyper::Request::post(format!("http://{addr}/webhook"))
@@ -240,11 +238,7 @@ fn lookup() {
                 None,
                 json!(format!("value-of-feature-{feature}")),
             );
-            send_one(
-                addr,
-                signed_request(addr, body, &format!("setup-{feature}"), feature),
-            )
-            .await;
+            send_one(addr, signed_request(addr, body, feature)).await;
         }
         let request = hyper::Request::get(format!("http://{addr}/api/v1/flags/"))
             .header("host", addr.to_string())
@@ -309,7 +303,7 @@ fn drive_intake(addr: SocketAddr, next: &Arc<AtomicU64>, failed: &Arc<AtomicU64>
                     // 50 features x 2,000 identities: a bounded cache that keeps changing.
                     let identifier = format!("user-{}", n % 2_000);
                     let body = event_body(1, n % 50 + 1, Some(&identifier), json!(n));
-                    let request = signed_request(addr, body, &format!("bench-{n}"), n);
+                    let request = signed_request(addr, body, n);
                     match sender.send_request(request).await {
                         Ok(response) => {
                             let status = response.status();

@@ -49,9 +49,11 @@ impl Shared {
             return Err(BootstrapError::NotConfiguredEnvironment(env));
         }
         let result = async {
-            let doc = self.documents.fetch(settings, env).await?;
-            let last_sequence = doc.last_sequence;
-            self.writer.load_document(doc).await?;
+            let fetched = self.documents.fetch(settings, env).await?;
+            let last_sequence = fetched.document.last_sequence;
+            self.writer
+                .load_flagpost_document(fetched.document, fetched.sender)
+                .await?;
             Ok(last_sequence)
         }
         .await;

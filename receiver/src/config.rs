@@ -57,6 +57,7 @@ impl Default for FileConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct IntakeFile {
     pub allow_unsigned: bool,
+    pub require_standard_signature: bool,
     pub timestamp_tolerance_secs: u64,
     pub max_body_bytes: usize,
     pub dedupe_retention_secs: u64,
@@ -67,6 +68,9 @@ impl Default for IntakeFile {
     fn default() -> Self {
         IntakeFile {
             allow_unsigned: false,
+            // A real Flagsmith sends only X-Flagsmith-Signature: requiring the timestamped one
+            // is for receivers fed by flagpost alone (the shipped file sets it).
+            require_standard_signature: false,
             timestamp_tolerance_secs: 300,
             max_body_bytes: 1024 * 1024,
             dedupe_retention_secs: 3 * 24 * 3600,
@@ -131,6 +135,8 @@ pub struct Fixed {
 pub struct Live {
     pub secrets: Vec<Secret>,
     pub allow_unsigned: bool,
+    /// Refuse requests signed only with `X-Flagsmith-Signature` (no timestamp: replayable).
+    pub require_standard_signature: bool,
     pub timestamp_tolerance_secs: u64,
     pub max_body_bytes: usize,
     pub dedupe_retention_secs: u64,
@@ -226,6 +232,7 @@ impl Config {
             live: Live {
                 secrets,
                 allow_unsigned: intake.allow_unsigned,
+                require_standard_signature: intake.require_standard_signature,
                 timestamp_tolerance_secs: intake.timestamp_tolerance_secs,
                 max_body_bytes: intake.max_body_bytes,
                 dedupe_retention_secs: intake.dedupe_retention_secs,
@@ -269,6 +276,11 @@ fn check_fixed(file: &FileConfig, errors: &mut Vec<String>) -> Option<SocketAddr
 
 /// Checks the intake limits; answers the secrets that resolve.
 fn check_intake(intake: &IntakeFile, errors: &mut Vec<String>) -> Vec<Secret> {
+    if intake.allow_unsigned && intake.require_standard_signature {
+        errors.push(
+            "intake.allow_unsigned and intake.require_standard_signature: cannot both be true (unsigned senders would pass where X-Flagsmith-Signature is refused)".into(),
+        );
+    }
     if intake.timestamp_tolerance_secs == 0 {
         errors.push("intake.timestamp_tolerance_secs: must be at least 1".into());
     }
@@ -373,7 +385,19 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/receiver.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let config = Config::parse(&text, path).unwrap();
-        assert_eq!(config, Config::default());
+        // The one setting the shipped file changes: it is set up for flagpost senders, so it
+        // requires their timestamped signature (issue 8, item 3).
+        let mut expected = Config::default();
+        assert!(!expected.live.require_standard_signature);
+        expected.live.require_standard_signature = true;
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn unsigned_senders_and_a_required_standard_signature_exclude_each_other() {
+        let text = "[intake]\nallow_unsigned = true\nrequire_standard_signature = true\n";
+        let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("require_standard_signature"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http::StatusCode;
 
 /// Why a write was not acknowledged: the one error of the write path (intake, writer, storage).
 ///
-/// A web hook is refused before it reaches the writer (the first six variants, each counted by
+/// A web hook is refused before it reaches the writer (the first eight variants, each counted by
 /// its [`WriteError::refusal`] reason), or its batch is not durably committed (the rest). It is
 /// `Clone` so that one failed commit answers every waiter of its batch with the cause itself.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +30,16 @@ pub enum WriteError {
     Malformed(Arc<WireError>),
     #[error("{SEQUENCE_HEADER} must be a whole number")]
     BadSequence,
+    /// The sequence header is not what the signed `webhook-id` names (or the id names none):
+    /// the order a receiver believes comes only from what a verified signature covers.
+    #[error("{SEQUENCE_HEADER} {claimed} is not the sequence the signed webhook-id names ({})", .signed.map_or("none: not a flagpost event id evt_<database>_<sequence>".to_owned(), |s| s.to_string()))]
+    UnsignedSequence { claimed: u64, signed: Option<u64> },
+    /// `intake.require_standard_signature`: a request signed only with `X-Flagsmith-Signature`,
+    /// which has no timestamp, so a captured one could be replayed at any time.
+    #[error(
+        "only X-Flagsmith-Signature was sent; this receiver requires the Standard Webhooks signature (webhook-id, webhook-timestamp, webhook-signature)"
+    )]
+    StandardSignatureRequired,
     /// The database failed (its cause is opaque here: only the storage module names redb).
     #[error("database: {0}")]
     Database(Arc<dyn std::error::Error + Send + Sync>),
@@ -60,6 +70,8 @@ impl WriteError {
             WriteError::Signature(VerifyError::BadTimestamp) => "bad_timestamp",
             WriteError::Signature(_) => "bad_signature",
             WriteError::Malformed(_) | WriteError::BadSequence => "malformed",
+            WriteError::UnsignedSequence { .. } => "unsigned_sequence",
+            WriteError::StandardSignatureRequired => "standard_signature_required",
             WriteError::Database(_)
             | WriteError::Corrupt(_)
             | WriteError::WriterGone
@@ -71,10 +83,13 @@ impl WriteError {
         match self {
             WriteError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            WriteError::Body(_) | WriteError::Malformed(_) | WriteError::BadSequence => {
-                StatusCode::BAD_REQUEST
+            WriteError::Body(_)
+            | WriteError::Malformed(_)
+            | WriteError::BadSequence
+            | WriteError::UnsignedSequence { .. } => StatusCode::BAD_REQUEST,
+            WriteError::Signature(_) | WriteError::StandardSignatureRequired => {
+                StatusCode::UNAUTHORIZED
             }
-            WriteError::Signature(_) => StatusCode::UNAUTHORIZED,
             WriteError::Database(_)
             | WriteError::Corrupt(_)
             | WriteError::WriterGone

@@ -13,6 +13,7 @@ use super::request::{BodilessRequest, Caller, JsonBody, PathParams, commit};
 use crate::changes::{Changes, EnvironmentRecord, FlagStore, Owner, StateKey, StateUpdate};
 use crate::config::{Config, Environment};
 use crate::error::WriteError;
+use crate::store::events::database_instance;
 use crate::store::queries::read_document;
 
 /// An environment named in a path: its id or its name.
@@ -67,11 +68,15 @@ pub async fn document(
             .map(|p| p.name.clone())
             .unwrap_or_default(),
     };
-    let document = state
+    let (document, instance) = state
         .store
-        .read(move |txn| read_document(txn, &record))
+        .read(move |txn| Ok((read_document(txn, &record)?, database_instance(txn)?)))
         .await?;
-    Ok(Json(json!(document)))
+    let mut answer = json!(document);
+    // The database `last_sequence` counts in, written as in event ids: a receiver tells by it a
+    // flagpost that started again on a new database (its sequences count from 1 again).
+    answer["instance"] = json!(format!("{instance:016x}"));
+    Ok(Json(answer))
 }
 
 /// Sets the state at `key` of a feature in an environment.

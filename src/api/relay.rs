@@ -4,6 +4,12 @@
 //! This lets flagpost be the durable, retrying, public-facing receiver for a Flagsmith that
 //! retries only a few times and will not call private addresses, and fan its events out to
 //! private receivers. Nothing here touches flagpost's own flag state.
+//!
+//! A relayed event gets flagpost's next sequence, which receivers order by, so a body sent again
+//! (a Flagsmith retry after a timeout, or a captured request) must not be stored again: the same
+//! bytes from the same source answer `"status": "duplicate"` with the event they became, and a
+//! body older than what was relayed for its key answers `"status": "superseded"` and is not
+//! relayed ([`crate::changes::relay`]). Both are 200: the sender has nothing to retry.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,12 +18,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use sha2::{Digest, Sha256};
+
 use super::AppState;
 use super::error::ApiError;
 use super::request::PathParams;
-use crate::changes::{Author, Outbox};
+use crate::changes::relay::{RelayVerdict, RelayedChange};
+use crate::changes::{Author, CommittedEvent, Outbox};
+use crate::config::Config;
+use crate::error::WriteError;
 use crate::signing::{FLAGSMITH_SIGNATURE_HEADER, verify_flagsmith};
-use crate::wire::EventType;
+use crate::store::{Tables, relayed};
+use crate::wire::{EventType, IncomingEvent, parse_incoming};
 
 /// What a relayed body must be: an envelope with an event type and data.
 #[derive(serde::Deserialize)]
@@ -38,6 +50,16 @@ pub async fn relay(
         state.metrics.refused("relay", error.reason());
     }
     result
+}
+
+/// What became of a relayed body, as the answer says it (`status`).
+enum Relayed {
+    /// Stored as these events (202).
+    Stored(Vec<CommittedEvent>),
+    /// The same bytes were relayed before: these were their events (200).
+    Duplicate(Vec<CommittedEvent>),
+    /// Older than what was relayed for its key: acknowledged, not relayed (200).
+    Superseded,
 }
 
 async fn accept(
@@ -64,26 +86,102 @@ async fn accept(
         .map_err(|_| ApiError::Unauthorized("X-Flagsmith-Signature does not match"))?;
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Flagsmith web hook: {e}")))?;
+    let sha256: [u8; 32] = Sha256::digest(&body).into();
+    // A flag event is read as receivers read it (a timestamp that does not parse is refused
+    // here, not by every receiver after delivery), for the key and timestamp it is ordered by.
+    let ordered = match parse_incoming(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a Flagsmith web hook: {e}")))?
+    {
+        IncomingEvent::Flag(event) => Some(RelayedChange::of(&event, sha256)),
+        IncomingEvent::NotApplied(_) => None,
+    };
 
-    let author = Author::system(format!("relay:{}", source.name));
-    let environment = source.environment;
-    let events = state
+    let request = RelayRequest {
+        author: Author::system(format!("relay:{}", source.name)),
+        source: source.name,
+        environment: source.environment,
+        event_type: envelope.event_type,
+        body,
+        sha256,
+        ordered,
+    };
+    let relayed = state
         .store
-        .write(move |tables| {
-            let mut outbox = Outbox::new(&config, &author, OffsetDateTime::now_utc());
-            outbox.push(
-                tables,
-                envelope.event_type.clone(),
-                Some(environment),
-                &body,
-            )?;
-            Ok(outbox.into_written())
-        })
+        .write(move |tables| store_relayed(tables, &config, &request))
         .await?;
-    state.metrics.change_committed("relay", &events);
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "events": events })),
-    )
-        .into_response())
+    Ok(answer(state, relayed))
+}
+
+/// A verified relayed body, and what its order depends on.
+struct RelayRequest {
+    author: Author,
+    source: String,
+    environment: u64,
+    event_type: EventType,
+    body: Bytes,
+    sha256: [u8; 32],
+    /// `None` for a body that is not a flag event: nothing to order by.
+    ordered: Option<RelayedChange>,
+}
+
+/// In the writer's transaction: answers a body relayed before with the event it became, leaves
+/// out a late one, and stores any other as the next event, remembering it and its key's history.
+fn store_relayed(
+    tables: &mut Tables,
+    config: &Config,
+    request: &RelayRequest,
+) -> Result<Relayed, WriteError> {
+    let source = request.source.as_str();
+    if let Some((id, sequence)) = relayed::relayed_event(tables, source, &request.sha256)? {
+        let event_type = request.event_type.as_str().to_owned();
+        let event = CommittedEvent {
+            id,
+            sequence,
+            event_type,
+        };
+        return Ok(Relayed::Duplicate(vec![event]));
+    }
+    let verdict = match &request.ordered {
+        None => RelayVerdict::Relay(None),
+        Some(change) => change.judge(relayed::key_history(tables, source, &change.key)?.as_ref()),
+    };
+    let history = match verdict {
+        RelayVerdict::Superseded => return Ok(Relayed::Superseded),
+        RelayVerdict::Duplicate => return Ok(Relayed::Duplicate(Vec::new())),
+        RelayVerdict::Relay(history) => history,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut outbox = Outbox::new(config, &request.author, now);
+    let event_type = request.event_type.clone();
+    outbox.push(tables, event_type, Some(request.environment), &request.body)?;
+    let events = outbox.into_written();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+    let sequence = events.last().map_or(0, |event| event.sequence);
+    let retention_ms = u64::try_from(config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
+    let forget_before = now_ms.saturating_sub(retention_ms);
+    relayed::remember_body(
+        tables,
+        source,
+        &request.sha256,
+        sequence,
+        now_ms,
+        forget_before,
+    )?;
+    if let (Some(change), Some(history)) = (&request.ordered, history) {
+        relayed::keep_key_history(tables, source, &change.key, &history)?;
+    }
+    Ok(Relayed::Stored(events))
+}
+
+fn answer(state: &AppState, relayed: Relayed) -> Response {
+    let (status, outcome, events) = match relayed {
+        Relayed::Stored(events) => {
+            state.metrics.change_committed("relay", &events);
+            (StatusCode::ACCEPTED, "relayed", events)
+        }
+        Relayed::Duplicate(events) => (StatusCode::OK, "duplicate", events),
+        Relayed::Superseded => (StatusCode::OK, "superseded", Vec::new()),
+    };
+    let body = json!({ "status": outcome, "events": events });
+    (status, axum::Json(body)).into_response()
 }

@@ -14,6 +14,7 @@ mod memory;
 mod outbox;
 mod port;
 mod records;
+pub mod relay;
 mod states;
 #[cfg(test)]
 mod tests;

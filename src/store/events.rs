@@ -21,6 +21,11 @@ pub fn instance_id(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, 
     meta_value(meta, "instance_id")
 }
 
+/// This database's random id, read in `txn` (what a document names beside its `last_sequence`).
+pub fn database_instance(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    instance_id(&txn.open_table(META)?)
+}
+
 /// An event's metadata, as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

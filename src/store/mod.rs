@@ -9,7 +9,8 @@
 //! - [`tables`]: the tables of one write batch, opened once; [`flag_state`] implements the
 //!   domain's [`crate::changes::FlagStore`] over them.
 //! - [`events`]: event rows: appending, and reading them for the API and for delivery.
-//! - [`idempotency`]: answers kept for `Idempotency-Key` retries.
+//! - [`idempotency`]: answers kept for `Idempotency-Key` retries; [`relayed`]: what the relay
+//!   remembers of the bodies and keys it relayed.
 //! - [`queries`]: what the API reads: features and an environment's document.
 //! - [`deliveries`]: the delivery side: outbox pages, outcomes, dead letters, pruning.
 
@@ -19,6 +20,7 @@ mod flag_state;
 pub mod idempotency;
 mod migrate;
 pub mod queries;
+pub mod relayed;
 mod rows;
 pub mod schema;
 mod tables;

@@ -61,6 +61,12 @@ cached_tables! {
 }
 
 impl<'t> Tables<'t> {
+    /// The batch's transaction, for tables that are not cached here (the relay's, in
+    /// `super::relayed`, opened only by the rare job that needs them).
+    pub(super) fn txn(&self) -> &'t WriteTransaction {
+        self.txn
+    }
+
     fn meta(&mut self) -> Result<&mut Table<'t, &'static str, u64>, StoreError> {
         if self.meta.is_none() {
             self.meta = Some(self.txn.open_table(META)?);

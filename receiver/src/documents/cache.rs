@@ -27,6 +27,10 @@ pub struct EnvCache {
     pub features: HashMap<u64, Arc<FeatureEntry>>,
     /// Deleted feature ids: nothing for them is ever applied again.
     pub deleted_features: HashSet<u64>,
+    /// The flagpost database whose sequences this environment's keys are ordered by, and the
+    /// ones it followed before (see [`crate::documents::sender`]).
+    pub sender: Option<u64>,
+    pub retired_senders: Vec<u64>,
     /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
     rendered: OnceLock<Bytes>,
 }
@@ -40,6 +44,8 @@ impl Clone for EnvCache {
             refreshed_at: self.refreshed_at,
             features: self.features.clone(),
             deleted_features: self.deleted_features.clone(),
+            sender: self.sender,
+            retired_senders: self.retired_senders.clone(),
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
         }
@@ -81,6 +87,9 @@ pub enum Dirty {
     FeatureDeleted(u64, u64),
     /// Every key of the feature may have changed (a document replaced it).
     FeatureRewritten(u64, u64),
+    /// The feature's tombstone goes (its environment follows a new sender database, which
+    /// numbers features afresh).
+    Undeleted(u64, u64),
 }
 
 /// Every environment's flags.
@@ -365,6 +374,7 @@ mod tests {
             segment_priority: None,
             segment_name: None,
             order,
+            sender: None,
         }
     }
 

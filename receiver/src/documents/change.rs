@@ -27,10 +27,16 @@ pub struct Change {
     pub segment_priority: Option<i64>,
     pub segment_name: Option<String>,
     pub order: Order,
+    /// The flagpost database whose sequence `order.seq` is (the instance its signed
+    /// `webhook-id` names); `None` for an unsequenced change. Sequences of two databases do not
+    /// compare: the writer checks it ([`crate::documents::FlagCache::check_sender`]) before
+    /// applying the change.
+    pub sender: Option<u64>,
 }
 
 impl Change {
-    /// Reads a `FLAG_UPDATED` / `FLAG_DELETED` event, with flagpost's sequence when it sent one.
+    /// Reads a `FLAG_UPDATED` / `FLAG_DELETED` event, with flagpost's sequence when it sent one
+    /// (its database, [`Change::sender`], is set by whoever read the event's id).
     pub fn from_event(event: &IncomingFlagEvent, seq: Option<u64>) -> Change {
         let state = &event.state;
         let scope = if let Some(segment) = &state.feature_segment {
@@ -80,6 +86,7 @@ impl Change {
                 .as_ref()
                 .and_then(|s| s.segment.name.clone()),
             order,
+            sender: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Checking and reading one web hook request: content type, size, signature, body, sequence, request id.
+//! Checking and reading one web hook request: content type, size, signature, body, the signed
+//! origin (database and sequence) of a flagpost event, request id.
 //!
 //! Everything here is checked before the writer sees the request, so a refused request never
 //! reaches the cache. The checks run on the raw body bytes, never on re-serialised JSON.
@@ -54,7 +55,8 @@ pub enum Verified {
 }
 
 /// Verifies the signature: Standard Webhooks when `webhook-signature` is present, else
-/// `X-Flagsmith-Signature`, else refused unless unsigned senders are allowed.
+/// `X-Flagsmith-Signature` (refused when `require_standard_signature` is set: it has no timestamp,
+/// so a captured request replays for ever), else refused unless unsigned senders are allowed.
 pub fn verify(
     headers: &HeaderMap,
     body: &[u8],
@@ -76,6 +78,9 @@ pub fn verify(
         )?;
         Ok(Verified::Standard)
     } else if let Some(signature) = header(headers, FLAGSMITH_SIGNATURE_HEADER) {
+        if live.require_standard_signature {
+            return Err(WriteError::StandardSignatureRequired);
+        }
         verify_flagsmith(&live.secrets, body, signature)?;
         Ok(Verified::Flagsmith)
     } else if live.allow_unsigned {
@@ -85,31 +90,117 @@ pub fn verify(
     }
 }
 
+/// Where a flagpost event stands in its sender's history, as its `webhook-id` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOrigin {
+    /// The random id of the flagpost database that committed the event.
+    pub instance: u64,
+    pub sequence: u64,
+}
+
+/// Reads a flagpost event id, `evt_{instance:016x}_{sequence:012}` (written by
+/// `flagpost::store::events::event_id`); `None` for any other id. Only the exact form is read:
+/// no sign, no upper case, no padding, so that one event has one id.
+pub fn parse_event_id(id: &str) -> Option<EventOrigin> {
+    let (instance, sequence) = id.strip_prefix("evt_")?.split_once('_')?;
+    let lower_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    if instance.len() != 16 || !instance.bytes().all(lower_hex) {
+        return None;
+    }
+    if !(12..=20).contains(&sequence.len()) || !sequence.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // Zero-padded to 12 digits, no further: a 13th digit is never a leading zero.
+    if sequence.len() > 12 && sequence.starts_with('0') {
+        return None;
+    }
+    Some(EventOrigin {
+        instance: u64::from_str_radix(instance, 16).ok()?,
+        sequence: sequence.parse().ok()?,
+    })
+}
+
+/// The origin a receiver orders by: read from `webhook-id`, and only when a Standard Webhooks
+/// signature (which covers the id) verified. `x-flagpost-sequence` is never believed on its own:
+/// from a Standard sender it must name the id's own sequence, or the request is refused.
+fn signed_origin(
+    headers: &HeaderMap,
+    verified: Verified,
+) -> Result<Option<EventOrigin>, WriteError> {
+    if verified != Verified::Standard {
+        // Nothing signed names an order: no header of such a request decides it.
+        return Ok(None);
+    }
+    let origin = header(headers, WEBHOOK_ID_HEADER).and_then(parse_event_id);
+    let Some(claimed) = header(headers, SEQUENCE_HEADER) else {
+        return Ok(origin);
+    };
+    let claimed = claimed
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| WriteError::BadSequence)?;
+    match origin {
+        Some(origin) if origin.sequence == claimed => Ok(Some(origin)),
+        _ => Err(WriteError::UnsignedSequence {
+            claimed,
+            signed: origin.map(|origin| origin.sequence),
+        }),
+    }
+}
+
 /// Reads a verified body into what the writer applies.
 ///
-/// `webhook-id` and flagpost's sequence are believed only from a Standard Webhooks sender, whose
-/// signature proves it holds the secret and sent this request within the tolerance. Otherwise
-/// anyone holding one old signed body could send it again with a fresh id (past the duplicate
-/// check) and a huge sequence (freezing the key against every later event): such a request is
-/// recognised by its body's SHA-256 and ordered by its timestamp, as a Flagsmith one is.
+/// `webhook-id`, and the origin it names, are believed only from a Standard Webhooks sender,
+/// whose signature covers the id and proves it holds the secret and sent this request within the
+/// tolerance. Otherwise anyone holding one old signed body could send it again with a fresh id
+/// (past the duplicate check) and a huge sequence (freezing the key against every later event):
+/// such a request is recognised by its body's SHA-256 and ordered by its timestamp, as a
+/// Flagsmith one is.
 pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Accepted, WriteError> {
-    let trusted = |name: &str| header(headers, name).filter(|_| verified == Verified::Standard);
-    let seq = match trusted(SEQUENCE_HEADER) {
-        None => None,
-        Some(value) => Some(
-            value
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| WriteError::BadSequence)?,
-        ),
-    };
+    let origin = signed_origin(headers, verified)?;
     let change = match parse_incoming(body)? {
-        IncomingEvent::Flag(event) => Some(Change::from_event(&event, seq)),
+        IncomingEvent::Flag(event) => {
+            let mut change = Change::from_event(&event, origin.map(|o| o.sequence));
+            change.sender = origin.map(|o| o.instance);
+            Some(change)
+        }
         IncomingEvent::NotApplied(_) => None,
     };
-    let request_id = match trusted(WEBHOOK_ID_HEADER) {
+    let signed_id = header(headers, WEBHOOK_ID_HEADER).filter(|_| verified == Verified::Standard);
+    let request_id = match signed_id {
         Some(id) if !id.is_empty() => format!("id:{id}"),
         _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
     };
     Ok(Accepted { request_id, change })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagpost_event_ids_read_back_and_nothing_else_does() {
+        for (instance, sequence) in [(0, 1), (0x8c1f_0000_dead_beef, 42), (u64::MAX, u64::MAX)] {
+            let id = flagpost::store::events::event_id(instance, sequence);
+            assert_eq!(
+                parse_event_id(&id),
+                Some(EventOrigin { instance, sequence }),
+                "{id}"
+            );
+        }
+        for id in [
+            "evt-1",
+            "evt_1_000000000001",
+            "evt_000000000000000A_000000000001",
+            "evt_0000000000000001_+00000000001",
+            "evt_0000000000000001_00000000001",
+            "evt_0000000000000001_0000000000001",
+            "evt_0000000000000001_000000000001_",
+            "evt_0000000000000001_000000000001x",
+            "evt_0000000000000001_99999999999999999999",
+            "",
+        ] {
+            assert_eq!(parse_event_id(id), None, "{id}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now_unix;
-use crate::documents::{Change, FlagCache, Outcome};
+use crate::documents::{Change, Dirty, FlagCache, Outcome, SenderCheck};
 use crate::error::WriteError;
 use crate::storage::{Batch, Storage};
 
@@ -65,6 +65,8 @@ enum Job {
     },
     Document {
         doc: Box<EnvironmentDocument>,
+        /// The flagpost database the document was read from, when it names one.
+        sender: Option<u64>,
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Forget {
@@ -139,9 +141,21 @@ impl Writer {
 
     /// Loads a full environment document (bootstrap).
     pub async fn load_document(&self, doc: EnvironmentDocument) -> Result<(), WriteError> {
+        self.load_flagpost_document(doc, None).await
+    }
+
+    /// Loads a full environment document read from the flagpost database `sender`: a document
+    /// of a database the environment no longer follows is dropped, one of a new database is
+    /// followed (see [`crate::documents::sender`]).
+    pub async fn load_flagpost_document(
+        &self,
+        doc: EnvironmentDocument,
+        sender: Option<u64>,
+    ) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Document {
             doc: Box::new(doc),
+            sender,
             reply,
         })
         .await?;
@@ -206,7 +220,7 @@ impl WriterThread {
             .storage
             .write(|batch| run_batch(batch, &mut staged, jobs));
         match result {
-            Ok((answers, elapsed)) => {
+            Ok(((answers, changed), elapsed)) => {
                 self.commit_latency.observe(elapsed.as_secs_f64());
                 tracing::debug!(
                     jobs = jobs.len(),
@@ -214,7 +228,7 @@ impl WriterThread {
                     "batch committed"
                 );
                 // Published before anyone is answered: an acknowledged change is visible.
-                let replaced = answers.iter().any(Answer::changed_cache).then(|| {
+                let replaced = changed.then(|| {
                     let replaced = self.published.swap(Arc::new(staged));
                     self.commits.send_modify(|n| *n += 1);
                     replaced
@@ -242,13 +256,6 @@ enum Answer {
 }
 
 impl Answer {
-    fn changed_cache(&self) -> bool {
-        matches!(
-            self,
-            Answer::Intake(IntakeOutcome::Applied) | Answer::Document
-        )
-    }
-
     fn send(self, job: Job) {
         // A waiter that gave up (client gone) no longer needs the answer.
         match (job, self) {
@@ -285,11 +292,33 @@ impl Job {
     }
 }
 
+/// Applies one accepted change, unless it comes from a flagpost database its environment no
+/// longer follows ([`crate::documents::sender`]).
+fn apply_change(
+    staged: &mut FlagCache,
+    change: &Change,
+    now: i64,
+    dirty: &mut Vec<Dirty>,
+) -> IntakeOutcome {
+    let stale = change.sender.is_some_and(|sender| {
+        staged.check_sender(change.env, sender, dirty) == SenderCheck::Retired
+    });
+    if stale {
+        return IntakeOutcome::Superseded;
+    }
+    match staged.apply(change, now, dirty) {
+        Outcome::Applied => IntakeOutcome::Applied,
+        Outcome::Superseded => IntakeOutcome::Superseded,
+    }
+}
+
+/// Runs every job on `staged` and writes what changed; answers each job's answer, and whether
+/// the cache changed (and must be published).
 fn run_batch(
     batch: &mut Batch<'_>,
     staged: &mut FlagCache,
     jobs: &[Job],
-) -> Result<Vec<Answer>, WriteError> {
+) -> Result<(Vec<Answer>, bool), WriteError> {
     let now = now_unix();
     let mut dirty = Vec::new();
     let mut answers = Vec::with_capacity(jobs.len());
@@ -303,20 +332,27 @@ fn run_batch(
                 } else {
                     match change {
                         None => Answer::Intake(IntakeOutcome::NotApplied),
-                        Some(change) => match staged.apply(change, now, &mut dirty) {
-                            Outcome::Applied => Answer::Intake(IntakeOutcome::Applied),
-                            Outcome::Superseded => Answer::Intake(IntakeOutcome::Superseded),
-                        },
+                        Some(change) => {
+                            Answer::Intake(apply_change(staged, change, now, &mut dirty))
+                        }
                     }
                 }
             }
-            Job::Document { doc, .. } => {
-                staged.apply_document(doc, now, &mut dirty);
+            Job::Document { doc, sender, .. } => {
+                let env = doc.environment.id;
+                let stale = sender.is_some_and(|sender| {
+                    staged.check_sender(env, sender, &mut dirty) == SenderCheck::Retired
+                });
+                if !stale {
+                    staged.apply_document(doc, now, &mut dirty);
+                }
                 Answer::Document
             }
             Job::Forget { before_unix, .. } => Answer::Forgot(batch.forget_before(*before_unix)?),
         });
     }
+    // Whatever changed a key (a change applied, a document, a sender followed) is published.
+    let changed = !dirty.is_empty();
     batch.write(staged, &mut dirty)?;
-    Ok(answers)
+    Ok((answers, changed))
 }

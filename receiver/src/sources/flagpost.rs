@@ -4,7 +4,10 @@
 //! The document is read with flagpost's own types ([`flagpost::document`]): one contract, written
 //! and read by the same code. The writer applies it as of its `last_sequence`, so webhooks that
 //! arrived meanwhile with a greater sequence stay (see
-//! [`crate::documents::FlagCache::apply_document`]).
+//! [`crate::documents::FlagCache::apply_document`]). flagpost names, beside the document, the
+//! database its `last_sequence` counts in (`"instance"`, as in event ids), so that a document of
+//! a database that started again is followed, and one of a database left behind is dropped
+//! ([`crate::documents::sender`]).
 
 use bytes::Bytes;
 use flagpost::document::EnvironmentDocument;
@@ -37,6 +40,47 @@ pub fn parse_document(
     Ok(doc)
 }
 
+/// A document as flagpost serves it, with the database it was read from (`None` from a flagpost
+/// that does not name it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagpostDocument {
+    pub document: EnvironmentDocument,
+    pub sender: Option<u64>,
+}
+
+/// The `"instance"` flagpost adds beside its document: 16 lower-case hex digits, the database
+/// part of its event ids.
+#[derive(serde::Deserialize)]
+struct DocumentInstance {
+    #[serde(default)]
+    instance: Option<String>,
+}
+
+/// Reads a document body and the database it names; `expected_env` is the environment it was
+/// asked for.
+pub fn parse_flagpost_document(
+    body: &[u8],
+    expected_env: u64,
+) -> Result<FlagpostDocument, BootstrapError> {
+    let document = parse_document(body, expected_env)?;
+    let named: DocumentInstance =
+        serde_json::from_slice(body).map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+    let sender = match named.instance {
+        None => None,
+        Some(hex) => Some(
+            Some(&hex)
+                .filter(|hex| hex.len() == 16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| {
+                    BootstrapError::Invalid(format!(
+                        "instance {hex:?} is not 16 hex digits (a flagpost database id)"
+                    ))
+                })?,
+        ),
+    };
+    Ok(FlagpostDocument { document, sender })
+}
+
 /// An HTTP(S) client for flagpost's change API.
 #[derive(Clone)]
 pub struct DocumentClient {
@@ -62,7 +106,7 @@ impl DocumentClient {
         &self,
         settings: &Bootstrap,
         env: u64,
-    ) -> Result<EnvironmentDocument, BootstrapError> {
+    ) -> Result<FlagpostDocument, BootstrapError> {
         let url = format!(
             "{}/api/v1/environments/{env}/document",
             settings.flagpost_url
@@ -96,7 +140,7 @@ impl DocumentClient {
         let body = tokio::time::timeout(settings.timeout, fetch)
             .await
             .map_err(|_| BootstrapError::Timeout(settings.timeout))??;
-        parse_document(&body, env)
+        parse_flagpost_document(&body, env)
     }
 }
 
@@ -116,6 +160,25 @@ mod tests {
             parse_document(body, 2),
             Err(BootstrapError::Invalid(_))
         ));
+        assert_eq!(parse_flagpost_document(body, 1).unwrap().sender, None);
+    }
+
+    #[test]
+    fn the_database_a_document_names_is_read_and_a_bad_one_refused() {
+        let named = |instance: &str| {
+            format!(r#"{{"environment": {{"id": 1}}, "last_sequence": 5, "instance": {instance}}}"#)
+        };
+        let read = parse_flagpost_document(named("\"00000000000000ff\"").as_bytes(), 1).unwrap();
+        assert_eq!((read.sender, read.document.last_sequence), (Some(255), 5));
+        for bad in ["\"ff\"", "\"zz00000000000000\"", "17"] {
+            assert!(
+                matches!(
+                    parse_flagpost_document(named(bad).as_bytes(), 1),
+                    Err(BootstrapError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,4 +3,6 @@
 
 pub mod flagpost;
 
-pub use self::flagpost::{DocumentClient, parse_document};
+pub use self::flagpost::{
+    DocumentClient, FlagpostDocument, parse_document, parse_flagpost_document,
+};

@@ -97,6 +97,15 @@ impl<'txn> Batch<'txn> {
                 Dirty::FeatureRewritten(env, feature) => {
                     self.rewrite_feature(*env, *feature, feature_entry(cache, *env, *feature))?
                 }
+                Dirty::Undeleted(env, feature) => {
+                    // Unless the same batch deleted it again afterwards.
+                    let deleted = cache
+                        .env(*env)
+                        .is_some_and(|e| e.deleted_features.contains(feature));
+                    if !deleted {
+                        self.deleted.remove((*env, *feature))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -108,6 +117,8 @@ impl<'txn> Batch<'txn> {
             document_seq: env.document_seq,
             loaded_at: env.loaded_at,
             refreshed_at: env.refreshed_at,
+            sender: env.sender,
+            retired_senders: env.retired_senders.clone(),
         })
         .expect("environment rows serialise");
         self.envs.insert(id, row.as_str())?;

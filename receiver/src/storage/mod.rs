@@ -58,6 +58,12 @@ struct EnvRow {
     document_seq: Option<u64>,
     loaded_at: Option<i64>,
     refreshed_at: Option<i64>,
+    /// The sender database followed, and those followed before (absent in rows written before
+    /// senders were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retired_senders: Vec<u64>,
 }
 
 fn scope_key(scope: &Scope) -> String {
@@ -131,6 +137,8 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
         env.document_seq = stored.document_seq;
         env.loaded_at = stored.loaded_at;
         env.refreshed_at = stored.refreshed_at;
+        env.sender = stored.sender;
+        env.retired_senders = stored.retired_senders;
     }
     for row in txn.open_table(DELETED_FEATURES)?.iter()? {
         let (key, _) = row?;

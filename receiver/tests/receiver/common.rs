@@ -188,13 +188,33 @@ pub async fn request(
     (status, value)
 }
 
-/// Headers of a web hook signed with [`TEST_SECRET`] both ways, with flagpost's sequence.
+/// The flagpost database the tests' sequenced web hooks come from.
+pub const TEST_DATABASE: u64 = 0x7e57_da7a_ba5e_0001;
+
+/// Headers of a web hook signed with [`TEST_SECRET`] (Standard Webhooks), with flagpost's sequence.
 pub struct Signed {
     pub headers: Vec<(String, String)>,
 }
 
 impl Signed {
+    /// With `seq`, the request is flagpost's event `seq` of [`TEST_DATABASE`]: its `webhook-id` is
+    /// that event's id (`webhook_id` is not used), as the order a receiver believes is the one
+    /// its signed id names. Without, `webhook_id` names the request.
     pub fn new(body: &[u8], webhook_id: &str, seq: Option<u64>) -> Signed {
+        match seq {
+            Some(seq) => Signed::from_database(body, TEST_DATABASE, seq),
+            None => Signed::with_id(body, webhook_id, None),
+        }
+    }
+
+    /// flagpost's event `seq` of database `database`, as flagpost sends it.
+    pub fn from_database(body: &[u8], database: u64, seq: u64) -> Signed {
+        let id = flagpost::store::events::event_id(database, seq);
+        Signed::with_id(body, &id, Some(seq))
+    }
+
+    /// Signed with `webhook_id` as it is, and `x-flagpost-sequence: seq` when given.
+    pub fn with_id(body: &[u8], webhook_id: &str, seq: Option<u64>) -> Signed {
         let secret = Secret::new(TEST_SECRET).unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
         let mut headers = vec![

@@ -83,7 +83,8 @@ async fn every_acknowledged_event_survives_kill_9() {
     let (config, port) = write_binary_config(dir.path());
     let mut child = start_binary(&config, port).await;
     let default = flag_event(1, 1, &Key::Default, false, true, json!("default"));
-    let signed = Signed::new(&default, "evt-default", Some(1));
+    // Unsequenced: sender 0's first override is flagpost's event 1.
+    let signed = Signed::new(&default, "evt-default", None);
     let (status, answer) = request(
         "POST",
         &format!("http://127.0.0.1:{port}/webhook"),

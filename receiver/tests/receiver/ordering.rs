@@ -160,3 +160,102 @@ async fn over_http_a_scrambled_delivery_ends_like_the_ordered_one() {
     assert_ne!(results[0]["env"], Value::Null);
     assert_eq!(results[1], results[0]);
 }
+
+async fn default_value(receiver: &Receiver, env: u64) -> Value {
+    receiver.env_flags(env).await[0]["value"].clone()
+}
+
+/// Issue 8, item 2: the order a receiver believes is the sequence its signed `webhook-id` names.
+/// A proxy holding no secret rewrites `x-flagpost-sequence` to 18446744073709551615: refused, and
+/// flagpost's next change still applies. A sequence header with an id that names no sequence
+/// is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_header_the_signed_id_does_not_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", "")).await;
+    let event = |value: &str| flag_event(5, 1, &Key::Default, false, true, json!(value));
+    let one = event("one");
+    let signed = Signed::new(&one, "", Some(1));
+    let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &one).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("applied")));
+
+    let two = event("two");
+    let rewritten: Vec<(String, String)> = Signed::from_database(&two, TEST_DATABASE, 2)
+        .headers
+        .into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "x-flagpost-sequence" => (name, u64::MAX.to_string()),
+            _ => (name, value),
+        })
+        .collect();
+    let no_sequence_in_id = Signed::with_id(&two, "evt-from-a-proxy", Some(u64::MAX)).headers;
+    for (case, headers) in [
+        ("rewritten", rewritten),
+        ("id without one", no_sequence_in_id),
+    ] {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let (status, answer) = receiver.post("/webhook", &headers, &two).await;
+        assert_eq!(status, 400, "{case}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains("x-flagpost-sequence"), "{case}: {answer}");
+        assert_eq!(default_value(&receiver, 5).await, "one", "{case}");
+    }
+    let (_, metrics) = receiver.get("/metrics", &[]).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("flagpost_receiver_webhooks_refused_total{reason=\"unsigned_sequence\"} 2"),
+        "{metrics}"
+    );
+
+    let three = event("three");
+    let signed = Signed::new(&three, "", Some(3));
+    let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &three).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("applied")));
+    assert_eq!(default_value(&receiver, 5).await, "three");
+    receiver.stop().await;
+}
+
+/// Issue 8, item 3: a captured flagpost request sent again with only its `X-Flagsmith-Signature`
+/// (no timestamp, so never stale) is ordered by arrival and applied; with
+/// `intake.require_standard_signature` it is refused and the lookup stays on the newer state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_request_resent_with_only_the_flagsmith_signature_is_refused_when_required() {
+    let secret = flagpost::signing::Secret::new(TEST_SECRET).unwrap();
+    let old = flag_event(5, 1, &Key::Default, false, true, json!("old"));
+    let new = flag_event(5, 1, &Key::Default, false, true, json!("new"));
+    let flagsmith_signature = secret.flagsmith_signature(&old);
+    let replay = [
+        ("content-type", "application/json"),
+        ("x-flagsmith-signature", flagsmith_signature.as_str()),
+    ];
+    for (required, expected_status, expected_value) in [(false, 200, "old"), (true, 401, "new")] {
+        let dir = tempfile::tempdir().unwrap();
+        let intake = format!("require_standard_signature = {required}");
+        let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), &intake, "")).await;
+        for (seq, body) in [(1, &old), (2, &new)] {
+            let signed = Signed::new(body, "", Some(seq));
+            let (status, answer) = receiver.post("/webhook", &signed.as_refs(), body).await;
+            assert_eq!((status, answer["status"].as_str()), (200, Some("applied")));
+        }
+        let (status, answer) = receiver.post("/webhook", &replay, &old).await;
+        assert_eq!(status, expected_status, "required = {required}: {answer}");
+        assert_eq!(
+            default_value(&receiver, 5).await,
+            expected_value,
+            "required = {required}"
+        );
+        if required {
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(error.contains("Standard Webhooks"), "{answer}");
+            let (_, metrics) = receiver.get("/metrics", &[]).await;
+            let reason = "reason=\"standard_signature_required\"} 1";
+            assert!(metrics.as_str().unwrap().contains(reason), "{metrics}");
+        }
+        receiver.stop().await;
+    }
+}
