@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod event_format;
 mod flag_files;
+mod input_rules;
 mod relay;
 mod reload;
 #[path = "../support/mod.rs"]
