@@ -11,5 +11,6 @@ mod flag_files;
 mod input_rules;
 mod relay;
 mod reload;
+mod removed_endpoints;
 #[path = "../support/mod.rs"]
 mod support;
