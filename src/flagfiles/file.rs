@@ -4,9 +4,9 @@
 //! ```toml
 //! [features.dark_mode]
 //! enabled = true
-//! value = "v2"                 # string, integer, float or boolean; leave out for null
+//! value = "v2"                 # string, integer (64-bit), float or boolean; leave out for null
 //! description = "Dark theme"   # optional
-//! type = "STANDARD"            # optional
+//! type = "STANDARD"            # optional: STANDARD or MULTIVARIATE
 //!
 //! [features.dark_mode.identities.user-42]
 //! enabled = false
