@@ -13,7 +13,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+mod number_range;
 mod unique_keys;
+
+pub use number_range::{INTEGER_RANGE, first_integer_out_of_range};
 use unique_keys::UniqueKeys;
 
 /// The `event_type` of an envelope.
@@ -92,8 +95,22 @@ impl<'de> Deserialize<'de> for FlagValue {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<FlagValue, E> {
                 Ok(FlagValue::Integer(v))
             }
+            // An integer wider than i64 would only be kept as a float, losing digits: refused
+            // (see `number_range`), as TOML and JSON readers hand such integers over here.
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<FlagValue, E> {
-                Ok(i64::try_from(v).map_or(FlagValue::Float(v as f64), FlagValue::Integer))
+                i64::try_from(v)
+                    .map(FlagValue::Integer)
+                    .map_err(|_| out_of_range(v))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<FlagValue, E> {
+                i64::try_from(v)
+                    .map(FlagValue::Integer)
+                    .map_err(|_| out_of_range(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<FlagValue, E> {
+                i64::try_from(v)
+                    .map(FlagValue::Integer)
+                    .map_err(|_| out_of_range(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<FlagValue, E> {
                 Ok(FlagValue::Float(v))
@@ -107,6 +124,12 @@ impl<'de> Deserialize<'de> for FlagValue {
         }
         deserializer.deserialize_any(Visitor)
     }
+}
+
+fn out_of_range<E: de::Error>(v: impl fmt::Display) -> E {
+    E::custom(format_args!(
+        "integer {v} is outside the range of a flag value ({INTEGER_RANGE})"
+    ))
 }
 
 impl fmt::Display for FlagValue {

@@ -638,7 +638,12 @@ async fn a_removed_endpoint_has_its_pending_deliveries_dead_lettered_and_they_ca
     let sink = Sink::start(Vec::new(), Answer::Status(200)).await;
     let mut hook = Hook::new("leaving", sink.url("/"));
     hook.enabled = false;
-    let h = Harness::start(&[hook], fast_settings(3)).await;
+    // No grace: this test is about what follows it (tests/sidecar/removed_endpoints.rs: the grace).
+    let settings = DeliveryConfig {
+        removed_endpoint_grace: Duration::ZERO,
+        ..fast_settings(3)
+    };
+    let h = Harness::start(&[hook], settings).await;
     for n in 0..3 {
         h.commit_event(&format!(r#"{{"n":{n}}}"#)).await;
     }

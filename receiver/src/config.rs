@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use flagpost::config::SecretSource;
-use flagpost::config::describe_toml_error;
+use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
@@ -342,8 +342,17 @@ fn check_bootstrap(bootstrap: &BootstrapFile, errors: &mut Vec<String>) -> Optio
     {
         errors.push(format!(
             "bootstrap.flagpost_url: {:?} must start with http:// or https://",
-            bootstrap.flagpost_url
+            redact_url(&bootstrap.flagpost_url)
         ));
+    }
+    // Credentials in the URL would be printed wherever the URL is (hyper logs its pool keys,
+    // userinfo included, at TRACE); flagpost takes a bearer token, which has a field of its own.
+    if redact_url(&bootstrap.flagpost_url) != bootstrap.flagpost_url {
+        errors.push(
+            "bootstrap.flagpost_url: must not carry credentials (user:password@): \
+             give them as bootstrap.token"
+                .into(),
+        );
     }
     if bootstrap.timeout_secs == 0 || bootstrap.retry_secs == 0 {
         errors.push("bootstrap.timeout_secs and bootstrap.retry_secs: must be at least 1".into());

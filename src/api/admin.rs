@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::delivery::client::now_millis;
-use crate::delivery::{DeliveryMetrics, Dispatcher};
+use crate::delivery::{DeliveryMetrics, Dispatcher, DropError};
 use crate::store::deliveries::{
     AttemptRecord, DeadLetter, PendingRow, ReplayFilter, attempts_for_endpoint, attempts_for_event,
     count_pending, list_dead_letters, list_pending, outbox_endpoints, replay_dead_letters,
@@ -34,12 +34,15 @@ type AdminResult<T> = Result<Json<T>, ApiError>;
 /// - `GET /dead-letters[?endpoint=NAME][&after_endpoint=NAME&after=SEQ][&limit=N]`.
 /// - `POST /dead-letters/replay` with `{}` (all), `{"endpoint": NAME}`, or
 ///   `{"endpoint": NAME, "sequence": SEQ}` (one).
+/// - `POST /deliveries/drop-removed` with `{"endpoint": NAME}`: dead-letters now the waiting
+///   deliveries of an endpoint removed from the configuration.
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
         .route("/deliveries/pending", get(pending))
         .route("/attempts", get(attempts))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/replay", post(replay))
+        .route("/deliveries/drop-removed", post(drop_removed))
         .route_layer(middleware::from_fn_with_state(
             dispatcher.clone(),
             require_token,
@@ -275,4 +278,36 @@ async fn replay(
         by_endpoint,
         skipped_unconfigured,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropRemovedRequest {
+    endpoint: String,
+}
+
+#[derive(Debug, Serialize)]
+struct DropRemovedAnswer {
+    endpoint: String,
+    dead_lettered: usize,
+}
+
+/// Dead-letters a removed endpoint's waiting deliveries before its grace ends.
+async fn drop_removed(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Json(request): Json<DropRemovedRequest>,
+) -> AdminResult<DropRemovedAnswer> {
+    let endpoint = request.endpoint;
+    match dispatcher.drop_removed(endpoint.clone()).await {
+        Ok(dead_lettered) => Ok(Json(DropRemovedAnswer {
+            endpoint,
+            dead_lettered,
+        })),
+        Err(error @ DropError::NotRemoved(_)) => Err(ApiError::NotFound(error.to_string())),
+        Err(error @ DropError::Configured(_)) => Err(ApiError::Rejected {
+            status: axum::http::StatusCode::CONFLICT,
+            message: error.to_string(),
+        }),
+        Err(DropError::Stopped) => Err(ApiError::WriterStopped),
+    }
 }

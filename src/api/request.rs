@@ -154,6 +154,13 @@ async fn parse_body<T: DeserializeOwned>(
             "the body must be a JSON object".to_owned(),
         ));
     }
+    // serde_json would read an integer wider than 64 bits as a float, losing digits.
+    if let Some(integer) = crate::wire::first_integer_out_of_range(&bytes) {
+        return Err(ApiError::Write(WriteError::Invalid(format!(
+            "integer {integer} is outside the range taken ({})",
+            crate::wire::INTEGER_RANGE
+        ))));
+    }
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     let request = RequestIdentity::of(&parts, &bytes)?;

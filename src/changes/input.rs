@@ -80,19 +80,60 @@ mod present {
 pub const MAX_NAME_LEN: usize = 150;
 pub const MAX_IDENTIFIER_LEN: usize = 2000;
 
+/// The feature types Flagsmith gives its features today. (Its "test endpoint" sample still says
+/// `CONFIG`, a type from before remote config merged into `STANDARD`; receivers read any type, but
+/// flagpost only makes these.)
+pub const FEATURE_TYPES: [&str; 2] = ["STANDARD", "MULTIVARIATE"];
+
+/// A feature name must be usable as a path segment of every route and every SDK's URL: 1 to
+/// [`MAX_NAME_LEN`] of `A-Z a-z 0-9 _ - .`, not made only of dots (clients normalise `.` and `..`
+/// out of URLs) and not only of digits (routes take a number as a feature id).
 pub fn validate_feature_name(name: &str) -> Result<(), WriteError> {
-    let valid = !name.is_empty()
+    let rule = || {
+        format!(
+            "must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.', \
+             not only dots and not only digits"
+        )
+    };
+    let shown = || {
+        let mut shown: String = name.chars().take(40).collect();
+        if shown.len() < name.len() {
+            shown.push('…');
+        }
+        shown
+    };
+    let allowed = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if valid {
-        Ok(())
+    let problem = if !allowed {
+        Some(rule())
+    } else if name.chars().all(|c| c == '.') {
+        Some("must not be only dots: URLs cannot carry it".to_owned())
+    } else if name.chars().all(|c| c.is_ascii_digit()) {
+        Some("must not be only digits: routes read a number as a feature id".to_owned())
     } else {
-        Err(WriteError::Invalid(format!(
-            "feature name {name:?} must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"
-        )))
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(WriteError::Invalid(format!(
+            "feature name {:?} {problem}",
+            shown()
+        ))),
     }
+}
+
+/// A feature's `type` must be one of [`FEATURE_TYPES`].
+pub fn validate_feature_type(feature_type: &str) -> Result<(), WriteError> {
+    if FEATURE_TYPES.contains(&feature_type) {
+        return Ok(());
+    }
+    Err(WriteError::Invalid(format!(
+        "type must be {} (as in Flagsmith)",
+        FEATURE_TYPES.join(" or ")
+    )))
 }
 
 pub fn validate_identifier(identifier: &str) -> Result<(), WriteError> {

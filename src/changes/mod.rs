@@ -20,8 +20,8 @@ mod states;
 mod tests;
 
 pub use input::{
-    FeatureUpdate, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, NewFeature, StateUpdate,
-    validate_feature_name, validate_identifier,
+    FEATURE_TYPES, FeatureUpdate, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, NewFeature, StateUpdate,
+    validate_feature_name, validate_feature_type, validate_identifier,
 };
 pub use outbox::{Outbox, feature_body, state_body};
 pub use port::{Counter, FlagStore, NewEvent};
@@ -128,6 +128,7 @@ impl<'a, S: FlagStore> Changes<'a, S> {
         owner: Owner,
     ) -> Result<FeatureRecord, WriteError> {
         validate_feature_name(&new.name)?;
+        validate_feature_type(&new.feature_type)?;
         validate_value(&new.initial_value)?;
         if !self.config.projects.contains_key(&new.project) {
             return Err(WriteError::UnknownProject(new.project));
@@ -176,6 +177,7 @@ impl<'a, S: FlagStore> Changes<'a, S> {
         self.check_owner(&before, owner)?;
         let mut after = before.clone();
         if let Some(feature_type) = &update.feature_type {
+            validate_feature_type(feature_type)?;
             after.feature_type = feature_type.clone();
         }
         if let Some(description) = &update.description {

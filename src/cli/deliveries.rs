@@ -50,6 +50,12 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Dead-letters now the deliveries waiting for an endpoint removed from the configuration
+    /// (they wait for `delivery.removed_endpoint_grace` otherwise); replayable as any dead letter.
+    DropRemoved {
+        #[arg(long)]
+        endpoint: String,
+    },
     /// Puts dead letters back in the outbox: one (--endpoint and --sequence), an endpoint's
     /// (--endpoint), or every one (--all, so that it is never done by accident).
     Replay {
@@ -167,6 +173,11 @@ fn admin_request(command: DeliveriesCommand) -> Result<(Method, String, Option<V
                 ])
             ),
             None,
+        ),
+        DeliveriesCommand::DropRemoved { endpoint } => (
+            Method::POST,
+            "/deliveries/drop-removed".to_owned(),
+            Some(json!({ "endpoint": endpoint })),
         ),
         DeliveriesCommand::Replay {
             endpoint,

@@ -46,6 +46,12 @@ pub struct DeliveryConfig {
     pub scan_batch: usize,
     /// The most outcomes (delivered, retry, dead letter) recorded in one write. Default 2048.
     pub record_batch: usize,
+    /// How long the pending deliveries of an endpoint removed from the configuration wait,
+    /// paused, for it to come back under the same name before they are dead-lettered as
+    /// "endpoint removed". Default 24h, the span of the default retry schedule; "0s"
+    /// dead-letters them at once.
+    #[serde(with = "humantime_serde")]
+    pub removed_endpoint_grace: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -64,6 +70,7 @@ impl Default for DeliveryConfig {
             delivered_retention: Duration::from_secs(7 * 24 * 3600),
             scan_batch: 256,
             record_batch: 2048,
+            removed_endpoint_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -91,6 +98,10 @@ impl DeliveryConfig {
         }
         if self.record_batch == 0 {
             problems.push("delivery.record_batch must be at least 1".to_owned());
+        }
+        // tokio's timers end about 2^36 s ahead; a year is far past any sensible grace.
+        if self.removed_endpoint_grace > Duration::from_secs(366 * 24 * 3600) {
+            problems.push("delivery.removed_endpoint_grace must be at most 366 days".to_owned());
         }
         problems
     }

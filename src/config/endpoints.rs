@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::endpoint_url::{Credentials, redact_url, split_credentials};
 use super::file::{RawEnvironment, RawRelaySource, RawWebhook};
 use crate::signing::Secret;
 use crate::wire::EventType;
@@ -27,7 +28,10 @@ pub struct Environment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub name: String,
+    /// Never with userinfo: credentials written in the URL are in `credentials`.
     pub url: http::Uri,
+    /// `Authorization: Basic` made of the userinfo written in the URL, sent with every request.
+    pub credentials: Option<Credentials>,
     pub secrets: Vec<Secret>,
     pub enabled: bool,
     pub events: BTreeSet<String>,
@@ -173,12 +177,12 @@ fn webhook(
     }
     let url = match w.url.parse::<http::Uri>() {
         Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => {
-            Some(url)
+            Some(split_credentials(&url))
         }
         _ => {
             problems.push(format!(
                 "{at}: url {:?} is not an http:// or https:// URL",
-                w.url
+                redact_url(&w.url)
             ));
             None
         }
@@ -210,9 +214,11 @@ fn webhook(
     if problems.len() > before {
         return None;
     }
+    let (url, credentials) = url?;
     Some(Webhook {
         name: w.name.clone(),
-        url: url?,
+        url,
+        credentials,
         secrets,
         enabled: w.enabled,
         events,

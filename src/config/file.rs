@@ -8,30 +8,6 @@ use serde::Deserialize;
 
 use super::SecretSource;
 
-/// A TOML error as line, column and message, with every quoted string blanked: the offending value
-/// could be a secret, and this text goes to logs.
-pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let mut message = String::new();
-    let mut in_quotes = false;
-    for c in error.message().chars() {
-        if c == '"' {
-            in_quotes = !in_quotes;
-            message.push_str(if in_quotes { "\"…" } else { "\"" });
-        } else if !in_quotes {
-            message.push(c);
-        }
-    }
-    match error.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {}", message.trim_end())
-        }
-        None => message.trim_end().to_owned(),
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {

@@ -14,9 +14,11 @@
 //! - [`endpoints`]: environments, web hooks and relay sources.
 
 mod delivery;
+mod endpoint_url;
 mod endpoints;
 mod file;
 mod secrets;
+mod toml_error;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,12 +26,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use delivery::{DeliveryConfig, Jitter, default_retry_delays};
+pub use endpoint_url::{Credentials, redact_url, split_credentials};
 pub use endpoints::{Environment, Project, RelaySource, Webhook};
 pub use file::{
     RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawOrganisation, RawProject, RawRelaySource,
-    RawReload, RawStorage, RawToken, RawWebhook, describe_toml_error,
+    RawReload, RawStorage, RawToken, RawWebhook,
 };
 pub use secrets::{ApiToken, SecretSource};
+pub use toml_error::describe_toml_error;
 
 use crate::wire::EventType;
 

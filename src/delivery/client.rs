@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::retry::parse_retry_after;
+use crate::config::{Credentials, split_credentials};
 use crate::signing::{
     FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, Secret, SigningKey, WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, standard_signature_header_with,
@@ -42,6 +43,7 @@ static SEQUENCE: HeaderName = HeaderName::from_static(SEQUENCE_HEADER);
 
 /// What one attempt is to send.
 pub struct SignedDelivery<'a> {
+    /// Userinfo in it is sent as `Authorization: Basic`, never as part of the URL.
     pub url: &'a Uri,
     /// Newest first: the first signs `X-Flagsmith-Signature` (which has room for one), every one
     /// signs `webhook-signature`.
@@ -55,7 +57,9 @@ pub struct SignedDelivery<'a> {
 /// A [`SignedDelivery`] whose secrets' keys are prepared: what a lane sends, keeping the keys of
 /// its endpoint's secrets from one configuration to the next.
 pub(crate) struct KeyedDelivery<'a> {
+    /// Without userinfo: [`Credentials`] carry it.
     pub url: &'a Uri,
+    pub credentials: Option<&'a Credentials>,
     /// As [`SignedDelivery::secrets`], newest first.
     pub keys: &'a [SigningKey],
     pub event_id: &'a str,
@@ -131,8 +135,10 @@ impl DeliveryClient {
     /// attempt can go wrong is an outcome to record.
     pub async fn attempt(&self, delivery: SignedDelivery<'_>) -> AttemptOutcome {
         let keys: Vec<SigningKey> = delivery.secrets.iter().map(Secret::prepare).collect();
+        let (url, credentials) = split_credentials(delivery.url);
         self.attempt_keyed(KeyedDelivery {
-            url: delivery.url,
+            url: &url,
+            credentials: credentials.as_ref(),
             keys: &keys,
             event_id: delivery.event_id,
             sequence: delivery.sequence,
@@ -211,6 +217,9 @@ impl DeliveryClient {
         headers.insert(WEBHOOK_ID.clone(), event_id);
         headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
         headers.insert(SEQUENCE.clone(), HeaderValue::from(delivery.sequence));
+        if let Some(credentials) = delivery.credentials {
+            headers.insert(AUTHORIZATION, credentials.header().clone());
+        }
         if let Some(newest) = delivery.keys.first() {
             let signature = standard_signature_header_with(
                 delivery.keys,

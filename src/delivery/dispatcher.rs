@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::client::{ClientError, DeliveryClient};
 use super::lane::{Lane, LaneCommand, LaneShared};
 use super::metrics::DeliveryMetrics;
-use super::recorder::{Recorder, RecorderCommand};
-use super::retry::DeadLetterReason;
+use super::recorder::Recorder;
+use super::removed::{DropError, RemovedEndpoints};
 use super::retry::RetrySchedule;
 use crate::config::DeliveryConfig;
 use crate::config::{Config, Webhook};
@@ -32,6 +32,10 @@ pub enum DeliveryError {
 
 enum SupervisorCommand {
     Rescan(Vec<String>),
+    DropRemoved {
+        endpoint: String,
+        done: oneshot::Sender<Result<usize, DropError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -53,7 +57,8 @@ struct LaneEntry {
 
 impl Dispatcher {
     /// Starts a lane for every endpoint in `config` and follows its changes. Endpoints that have
-    /// rows in the outbox but are no longer configured get them dead-lettered as "endpoint removed".
+    /// rows in the outbox but are no longer configured keep them for the removed-endpoint grace
+    /// (see [`super::removed`]), then get them dead-lettered as "endpoint removed".
     pub async fn start(
         store: Store,
         config: watch::Receiver<Arc<Config>>,
@@ -80,6 +85,7 @@ impl Dispatcher {
             delivered_retention: settings.delivered_retention,
         };
         let recorder_task = tokio::spawn(recorder.run(recorder_rx));
+        let removed = RemovedEndpoints::new(settings.removed_endpoint_grace);
         let shared = Arc::new(LaneShared {
             store: store.clone(),
             client,
@@ -94,11 +100,12 @@ impl Dispatcher {
         let mut supervisor = Supervisor {
             shared,
             lanes: HashMap::new(),
+            removed,
             config: config.clone(),
         };
         let configured: Vec<String> = config.borrow().webhooks().map(|w| w.name.clone()).collect();
         for name in known.into_iter().filter(|n| !configured.contains(n)) {
-            supervisor.dead_letter_removed(name);
+            supervisor.removed.insert(name, None);
         }
         supervisor.reconcile();
         let task = tokio::spawn(supervisor.run(commands_rx, recorder_task));
@@ -127,6 +134,16 @@ impl Dispatcher {
     /// Tells the lanes of `endpoints` that rows were put back behind their cursor (a replay).
     pub fn rescan(&self, endpoints: Vec<String>) {
         let _ = self.commands.send(SupervisorCommand::Rescan(endpoints));
+    }
+
+    /// Dead-letters now the waiting deliveries of `endpoint`, an endpoint removed from the
+    /// configuration whose grace has not ended; answers how many.
+    pub async fn drop_removed(&self, endpoint: String) -> Result<usize, DropError> {
+        let (done, answer) = oneshot::channel();
+        self.commands
+            .send(SupervisorCommand::DropRemoved { endpoint, done })
+            .map_err(|_| DropError::Stopped)?;
+        answer.await.map_err(|_| DropError::Stopped)?
     }
 
     /// Stops every lane (in-flight requests get the configured deadline), records their outcomes
@@ -171,6 +188,7 @@ async fn follow_commits(store: Store, committed: watch::Sender<u64>) {
 struct Supervisor {
     shared: Arc<LaneShared>,
     lanes: HashMap<String, LaneEntry>,
+    removed: RemovedEndpoints,
     config: watch::Receiver<Arc<Config>>,
 }
 
@@ -182,11 +200,17 @@ impl Supervisor {
     ) {
         let mut config_open = true;
         let done = loop {
+            let grace_end = self.removed.next_grace_end();
             tokio::select! {
                 changed = self.config.changed(), if config_open => match changed {
                     Ok(()) => self.reconcile(),
                     Err(_) => config_open = false,
                 },
+                () = tokio::time::sleep_until(grace_end.unwrap_or_else(Instant::now)),
+                    if grace_end.is_some() =>
+                {
+                    self.removed.expire(&self.shared.store, &self.shared.recorder);
+                }
                 command = commands.recv() => match command {
                     Some(SupervisorCommand::Rescan(endpoints)) => {
                         for name in endpoints {
@@ -194,6 +218,9 @@ impl Supervisor {
                                 let _ = lane.commands.send(LaneCommand::Rescan);
                             }
                         }
+                    }
+                    Some(SupervisorCommand::DropRemoved { endpoint, done }) => {
+                        self.drop_removed(endpoint, done);
                     }
                     Some(SupervisorCommand::Shutdown(done)) => break Some(done),
                     None => break None,
@@ -231,12 +258,7 @@ impl Supervisor {
             let lane = self.lanes.remove(&name).expect("listed above");
             let deadline = Instant::now() + self.shared.config.shutdown_deadline;
             let _ = lane.commands.send(LaneCommand::Stop { deadline });
-            let (store, recorder) = (self.shared.store.clone(), self.shared.recorder.clone());
-            tokio::spawn(async move {
-                let up_to = store.read(committed_sequence).await;
-                let _ = lane.task.await;
-                dead_letter_all(&recorder, name, up_to).await;
-            });
+            self.removed.insert(name, Some(lane.task));
         }
         for (name, webhook) in desired {
             match self.lanes.get(name) {
@@ -255,12 +277,20 @@ impl Supervisor {
                     let (webhook_tx, webhook_rx) = watch::channel(Arc::new(webhook.clone()));
                     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
                     let lane = Lane::new(self.shared.clone(), webhook_rx, commands_rx);
+                    // Back from a removal: after the old lane has settled what it had in flight.
+                    let previous = self.removed.take_back(name);
+                    let task = tokio::spawn(async move {
+                        if let Some(previous) = previous {
+                            let _ = previous.await;
+                        }
+                        lane.run().await;
+                    });
                     self.lanes.insert(
                         name.to_owned(),
                         LaneEntry {
                             webhook: webhook_tx,
                             commands: commands_tx,
-                            task: tokio::spawn(lane.run()),
+                            task,
                         },
                     );
                 }
@@ -268,39 +298,15 @@ impl Supervisor {
         }
     }
 
-    fn dead_letter_removed(&self, name: String) {
-        let (store, recorder) = (self.shared.store.clone(), self.shared.recorder.clone());
-        tokio::spawn(async move {
-            let up_to = store.read(committed_sequence).await;
-            dead_letter_all(&recorder, name, up_to).await;
-        });
-    }
-}
-
-/// Dead-letters the rows of a removed endpoint up to `up_to`: the last sequence committed when it
-/// was removed, read at once so that a commit racing the removal is not missed. (A change that
-/// read the configuration just before the removal may still add a row after; such a row waits for
-/// the next start, which dead-letters rows of unconfigured endpoints.)
-async fn dead_letter_all(
-    recorder: &mpsc::Sender<RecorderCommand>,
-    endpoint: String,
-    up_to: Result<u64, StoreError>,
-) {
-    let up_to = match up_to {
-        Ok(up_to) => up_to,
-        Err(error) => {
-            tracing::error!(%error, endpoint, "cannot dead-letter a removed endpoint's deliveries; they stay pending");
+    /// An operator's drop of a removed endpoint's waiting deliveries.
+    fn drop_removed(&mut self, endpoint: String, done: oneshot::Sender<Result<usize, DropError>>) {
+        let configured = self.config.borrow().webhooks().any(|w| w.name == endpoint);
+        if configured {
+            let _ = done.send(Err(DropError::Configured(endpoint)));
             return;
         }
-    };
-    let (done, moved) = oneshot::channel();
-    let command = RecorderCommand::DeadLetterEndpoint {
-        endpoint,
-        up_to,
-        reason: DeadLetterReason::EndpointRemoved.to_string(),
-        done,
-    };
-    if recorder.send(command).await.is_ok() {
-        let _ = moved.await;
+        let (store, recorder) = (&self.shared.store, &self.shared.recorder);
+        self.removed
+            .dead_letter(endpoint, store, recorder, Some(done));
     }
 }

@@ -399,6 +399,7 @@ impl Lane {
                 let outcome = client
                     .attempt_keyed(KeyedDelivery {
                         url: &endpoint.webhook.url,
+                        credentials: endpoint.webhook.credentials.as_ref(),
                         keys: &endpoint.keys,
                         event_id: &pending.event_id,
                         sequence: pending.sequence,

@@ -8,6 +8,7 @@
 //! - [`lane`]: one endpoint's deliveries, streamed from the outbox, bounded in flight.
 //! - [`dispatcher`]: one lane per configured endpoint, following configuration reloads.
 //! - [`recorder`]: outcomes written in batches, not one commit per delivery.
+//! - [`removed`]: endpoints removed from the configuration, whose deliveries wait for a grace.
 //! - [`settle`]: how the recorder answers a lane once its outcomes are written.
 //! - [`metrics`]: Prometheus metrics.
 //!
@@ -20,6 +21,7 @@ pub mod endpoint_health;
 mod lane;
 pub mod metrics;
 mod recorder;
+mod removed;
 pub mod retry;
 mod settle;
 
@@ -28,4 +30,5 @@ pub use client::{AttemptOutcome, DeliveryClient, SignedDelivery};
 pub use dispatcher::{DeliveryError, Dispatcher};
 pub use endpoint_health::{EndpointHealth, HealthPolicy};
 pub use metrics::DeliveryMetrics;
+pub use removed::DropError;
 pub use retry::{DeadLetterReason, RetryDecision, RetrySchedule};

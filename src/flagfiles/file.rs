@@ -4,9 +4,9 @@
 //! ```toml
 //! [features.dark_mode]
 //! enabled = true
-//! value = "v2"                 # string, integer, float or boolean; leave out for null
+//! value = "v2"                 # string, integer (64-bit), float or boolean; leave out for null
 //! description = "Dark theme"   # optional
-//! type = "STANDARD"            # optional
+//! type = "STANDARD"            # optional: STANDARD or MULTIVARIATE
 //!
 //! [features.dark_mode.identities.user-42]
 //! enabled = false
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::changes::{validate_feature_name, validate_identifier};
+use crate::changes::{validate_feature_name, validate_feature_type, validate_identifier};
 use crate::wire::FlagValue;
 
 /// A flag file that parsed and validated.
@@ -135,6 +135,10 @@ pub fn parse(path: &Path, text: &str) -> Result<FlagFile, FlagFileError> {
         let line = Some(line_of(text, spanned.span().start));
         let feature = spanned.into_inner();
         validate_feature_name(&name).map_err(|e| error(line, e.to_string()))?;
+        if let Some(feature_type) = &feature.feature_type {
+            validate_feature_type(feature_type)
+                .map_err(|e| error(line, format!("feature {name}: {e}")))?;
+        }
         for value in std::iter::once(&feature.value)
             .chain(feature.identities.values().map(|s| &s.value))
             .chain(feature.segments.iter().map(|s| &s.value))
@@ -154,6 +158,16 @@ pub fn parse(path: &Path, text: &str) -> Result<FlagFile, FlagFileError> {
         }
         let mut segment_ids = std::collections::BTreeSet::new();
         for segment in &feature.segments {
+            if i64::try_from(segment.id).is_err() {
+                return Err(error(
+                    line,
+                    format!(
+                        "feature {name}: segment id {} is outside the range taken ({})",
+                        segment.id,
+                        crate::wire::INTEGER_RANGE
+                    ),
+                ));
+            }
             if !segment_ids.insert(segment.id) {
                 return Err(error(
                     line,

@@ -4,10 +4,13 @@
 mod api;
 mod check;
 mod common;
+mod config_secrets;
 mod crash;
 mod event_format;
 mod flag_files;
+mod input_rules;
 mod relay;
 mod reload;
+mod removed_endpoints;
 #[path = "../support/mod.rs"]
 mod support;

@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod bootstrap;
 mod config;
+mod config_secrets;
 mod conformance;
 mod crash;
 mod dedupe;
