@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use flagpost::config::SecretSource;
 use flagpost::config::describe_toml_error;
+pub use flagpost::config::{SecretSource, ServerConfig};
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub redb_cache_mib: usize,
     pub snapshot_path: PathBuf,
     pub snapshot_debounce_ms: u64,
+    pub server: ServerConfig,
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
@@ -46,6 +47,7 @@ impl Default for FileConfig {
             redb_cache_mib: 16,
             snapshot_path: "flagpost-receiver.snapshot.json".into(),
             snapshot_debounce_ms: 200,
+            server: ServerConfig::default(),
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
@@ -124,6 +126,8 @@ pub struct Fixed {
     /// `None` when the snapshot file is switched off.
     pub snapshot_path: Option<PathBuf>,
     pub snapshot_debounce: Duration,
+    /// `[server]`: connection limits and timeouts, shared with the sidecar.
+    pub server: ServerConfig,
 }
 
 /// What a running receiver takes from a reloaded file.
@@ -202,6 +206,7 @@ impl Config {
     fn validate(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
         let listen = check_fixed(&file, &mut errors);
+        errors.extend(file.server.problems());
         let intake = &file.intake;
         let secrets = check_intake(intake, &mut errors);
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
@@ -222,6 +227,7 @@ impl Config {
                 storage_cache_bytes: file.redb_cache_mib * 1024 * 1024,
                 snapshot_path,
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
+                server: file.server,
             },
             live: Live {
                 secrets,

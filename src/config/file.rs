@@ -46,6 +46,7 @@ pub struct RawConfig {
     pub relay: Vec<RawRelaySource>,
     pub reload: RawReload,
     pub delivery: super::DeliveryConfig,
+    pub server: super::ServerConfig,
 }
 
 impl Default for RawConfig {
@@ -71,6 +72,7 @@ impl Default for RawConfig {
             relay: Vec::new(),
             reload: RawReload::default(),
             delivery: Default::default(),
+            server: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod api;
 mod check;
 mod common;
+mod connections;
 mod crash;
 mod event_format;
 mod flag_files;

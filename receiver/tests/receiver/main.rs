@@ -8,6 +8,7 @@ mod bad_input;
 mod bootstrap;
 mod config;
 mod conformance;
+mod connections;
 mod crash;
 mod dedupe;
 mod hardening;
