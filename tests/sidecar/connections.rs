@@ -70,8 +70,8 @@ async fn beyond_the_connection_cap_a_connection_waits_for_a_free_slot() {
     sidecar.stop().await;
 }
 
-/// A client that writes a whole over-limit body before reading gets the 413 and its JSON error,
-/// not a reset.
+/// A client that writes a whole over-limit body before reading, still writing when the server
+/// answers, gets the 413 and its JSON error, not a reset.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_over_limit_body_written_whole_still_reads_its_413() {
     let sidecar = Sidecar::start().await;
@@ -86,7 +86,10 @@ async fn an_over_limit_body_written_whole_still_reads_its_413() {
              content-type: application/json\r\ncontent-length: {}",
             body.len()
         );
-        let (status, answer) = send_whole_then_read(sidecar.addr, &head, &body).await;
+        // Twice the limit before the answer: enough for the server to refuse.
+        let before = 2 * 64 * 1024;
+        let (status, answer) =
+            send_body_across_the_answer(sidecar.addr, &head, &body, before).await;
         assert_eq!(status, 413, "{path}: {answer}");
         let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
         assert!(answer["error"].is_string(), "{path}: {answer}");

@@ -87,20 +87,30 @@ async fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)>
     Ok(parse_answer(&answer))
 }
 
-/// Writes `head` (a request line and headers, without the blank line) and then the whole of
-/// `body`, as a client that does not wait for an answer does, and only then reads: the status
-/// and body of the answer. Panics if the server resets the connection on the way.
-pub async fn send_whole_then_read(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+/// Writes `head` (a request line and headers, without the blank line) and the first `before`
+/// bytes of `body`, waits until the answer has arrived (as for a client still writing when the
+/// server answers early), writes the rest of `body` in pieces, and only then reads: the answer's
+/// status and body. Panics if the server resets the connection on the way.
+pub async fn send_body_across_the_answer(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+    before: usize,
+) -> (u16, String) {
     guard("a request written whole, then its answer", async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(format!("{head}\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        stream
-            .write_all(body)
-            .await
-            .unwrap_or_else(|e| panic!("writing the body failed: {e}"));
+        stream.write_all(&body[..before]).await.unwrap();
+        stream.readable().await.unwrap();
+        for (i, piece) in body[before..].chunks(16 * 1024).enumerate() {
+            stream
+                .write_all(piece)
+                .await
+                .unwrap_or_else(|e| panic!("writing piece {i} after the answer failed: {e}"));
+        }
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap_or_else(|e| {
             panic!(

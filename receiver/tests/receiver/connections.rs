@@ -75,8 +75,8 @@ async fn beyond_the_connection_cap_a_connection_waits_for_a_free_slot() {
     receiver.stop().await;
 }
 
-/// A client that writes a whole over-limit body before reading gets the 413 and its JSON error,
-/// not a reset: whether the body's length is declared (refused before it is read) or chunked
+/// A client that writes a whole over-limit body before reading, still writing when the receiver
+/// answers, gets the 413 and its JSON error, not a reset: whether the body's length is declared (refused before it is read) or chunked
 /// (refused once the limit is passed).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_over_limit_body_written_whole_still_reads_its_413() {
@@ -98,7 +98,8 @@ async fn an_over_limit_body_written_whole_still_reads_its_413() {
         ("declared", declared.as_str(), &body),
         ("chunked", chunked, &chunked_body),
     ] {
-        let (status, answer) = send_whole_then_read(receiver.addr, head, body).await;
+        let before = 64 * 1024;
+        let (status, answer) = send_body_across_the_answer(receiver.addr, head, body, before).await;
         assert_eq!(status, 413, "{name}: {answer}");
         let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
         assert!(answer["error"].is_string(), "{name}: {answer}");
