@@ -404,6 +404,20 @@ mod tests {
     }
 
     #[test]
+    fn the_server_section_is_validated() {
+        let text = "[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n";
+        let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("server.header_read_timeout"), "{err}");
+        assert!(err.contains("server.max_connections"), "{err}");
+        let config = Config::parse("[server]\nheader_read_timeout = \"2s\"\n", "t.toml").unwrap();
+        assert_eq!(
+            config.fixed.server.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(config.fixed.server.max_connections, 4096);
+    }
+
+    #[test]
     fn every_error_is_reported_and_secrets_are_not_echoed() {
         let text = r#"
             listen = "nowhere"
