@@ -140,7 +140,11 @@ impl Connection {
             Ok(()) if *self.stopping.borrow() => {}
             Ok(()) => {
                 let stream = connection.into_parts().io.into_inner();
-                let _ = tokio::time::timeout(LINGER_TIME, linger(stream)).await;
+                // A shutdown does not wait for a client that is slow to close.
+                tokio::select! {
+                    _ = tokio::time::timeout(LINGER_TIME, linger(stream)) => {}
+                    _ = self.stopping.wait_for(|stop| *stop) => {}
+                }
             }
         }
     }
