@@ -2,8 +2,8 @@
 //! Flagsmith-format web hooks to every subscribed endpoint until each has taken each event.
 //!
 //! The wire format ([`wire`]), signing ([`signing`]), directory watching ([`watch`]), configuration
-//! reload ([`reload`]), metrics set-up ([`metrics`]) and process set-up ([`process`]) are shared with
-//! `flagpost-receiver`.
+//! reload ([`reload`]), metrics set-up ([`metrics`]), process set-up ([`process`]) and HTTP serving
+//! with its connection limits and timeouts ([`serve`]) are shared with `flagpost-receiver`.
 
 pub mod api;
 pub mod changes;
@@ -17,6 +17,7 @@ pub mod http_error;
 pub mod metrics;
 pub mod process;
 pub mod reload;
+pub mod serve;
 pub mod server;
 pub mod signing;
 pub mod store;

@@ -108,9 +108,7 @@ pub async fn run(
     let app = api::router(state)
         .nest("/api/v1/admin", admin::router(dispatcher.clone()))
         .layer(axum::middleware::map_response(api::error::json_errors));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::serve::serve(listener, app, &initial.fixed.server, shutdown).await;
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
     dispatcher.shutdown().await;

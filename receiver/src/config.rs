@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use flagpost::config::SecretSource;
+pub use flagpost::config::{SecretSource, ServerConfig};
 use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::signing::Secret;
 use serde::Deserialize;
@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub redb_cache_mib: usize,
     pub snapshot_path: PathBuf,
     pub snapshot_debounce_ms: u64,
+    pub server: ServerConfig,
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
@@ -46,6 +47,7 @@ impl Default for FileConfig {
             redb_cache_mib: 16,
             snapshot_path: "flagpost-receiver.snapshot.json".into(),
             snapshot_debounce_ms: 200,
+            server: ServerConfig::default(),
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
@@ -128,6 +130,8 @@ pub struct Fixed {
     /// `None` when the snapshot file is switched off.
     pub snapshot_path: Option<PathBuf>,
     pub snapshot_debounce: Duration,
+    /// `[server]`: connection limits and timeouts, shared with the sidecar.
+    pub server: ServerConfig,
 }
 
 /// What a running receiver takes from a reloaded file.
@@ -208,6 +212,7 @@ impl Config {
     fn validate(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
         let listen = check_fixed(&file, &mut errors);
+        errors.extend(file.server.problems());
         let intake = &file.intake;
         let secrets = check_intake(intake, &mut errors);
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
@@ -228,6 +233,7 @@ impl Config {
                 storage_cache_bytes: file.redb_cache_mib * 1024 * 1024,
                 snapshot_path,
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
+                server: file.server,
             },
             live: Live {
                 secrets,
@@ -428,6 +434,20 @@ mod tests {
         .map(|text| Secret::new(text).unwrap())
         .collect();
         assert_eq!(config.live.secrets, expected);
+    }
+
+    #[test]
+    fn the_server_section_is_validated() {
+        let text = "[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n";
+        let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("server.header_read_timeout"), "{err}");
+        assert!(err.contains("server.max_connections"), "{err}");
+        let config = Config::parse("[server]\nheader_read_timeout = \"2s\"\n", "t.toml").unwrap();
+        assert_eq!(
+            config.fixed.server.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(config.fixed.server.max_connections, 4096);
     }
 
     #[test]

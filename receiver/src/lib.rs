@@ -102,9 +102,7 @@ pub async fn run(
     }
 
     let router = api::router(shared.clone(), &fixed.webhook_path);
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = flagpost::serve::serve(listener, router, &fixed.server, shutdown).await;
 
     for task in &tasks {
         task.abort();

@@ -46,6 +46,7 @@ impl Reloadable for Config {
                 "snapshot_debounce_ms",
                 running.snapshot_debounce != wanted.snapshot_debounce,
             ),
+            ("server", running.server != wanted.server),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub relay: Vec<RawRelaySource>,
     pub reload: RawReload,
     pub delivery: super::DeliveryConfig,
+    pub server: super::ServerConfig,
 }
 
 impl Default for RawConfig {
@@ -47,6 +48,7 @@ impl Default for RawConfig {
             relay: Vec::new(),
             reload: RawReload::default(),
             delivery: Default::default(),
+            server: Default::default(),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! - [`file`]: the file's serde types and their defaults;
 //! - [`secrets`]: where secrets come from, and API tokens;
-//! - [`endpoints`]: environments, web hooks and relay sources.
+//! - [`endpoints`]: environments, web hooks and relay sources;
+//! - [`server`]: `[server]`, connection limits and timeouts, shared with the receiver.
 
 mod delivery;
 mod endpoint_url;
@@ -19,6 +20,7 @@ mod endpoints;
 mod file;
 mod secrets;
 mod toml_error;
+mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub use file::{
 };
 pub use secrets::{ApiToken, SecretSource};
 pub use toml_error::describe_toml_error;
+pub use server::ServerConfig;
 
 use crate::wire::EventType;
 
@@ -62,6 +65,7 @@ pub struct Fixed {
     pub flag_files: RawFlagFiles,
     pub reload: RawReload,
     pub delivery: DeliveryConfig,
+    pub server: ServerConfig,
 }
 
 /// The database file and how it is opened.
@@ -149,6 +153,7 @@ impl Config {
             endpoints::audit_webhooks(&raw.audit_webhooks, &mut webhook_names, &mut problems);
         let relay_sources = endpoints::relay_sources(&raw.relay, &environments, &mut problems);
         problems.extend(raw.delivery.problems());
+        problems.extend(raw.server.problems());
         if !problems.is_empty() {
             return Err(ConfigError {
                 source_name: None,
@@ -165,6 +170,7 @@ impl Config {
             flag_files: raw.flag_files,
             reload: raw.reload,
             delivery: raw.delivery,
+            server: raw.server,
         };
         let live = Live {
             organisation_id: raw.organisation.id,
@@ -239,6 +245,7 @@ impl Fixed {
             ("flag_files", self.flag_files != wanted.flag_files),
             ("reload", self.reload != wanted.reload),
             ("delivery", self.delivery != wanted.delivery),
+            ("server", self.server != wanted.server),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))
@@ -313,6 +320,7 @@ mod tests {
         );
         assert_eq!(example.max_body_bytes, defaults.max_body_bytes);
         assert_eq!(example.fixed.delivery, defaults.fixed.delivery);
+        assert_eq!(example.fixed.server, defaults.fixed.server);
         assert_eq!(example.environments, defaults.environments);
     }
 

@@ -5,6 +5,7 @@ mod api;
 mod check;
 mod common;
 mod config_secrets;
+mod connections;
 mod crash;
 mod event_format;
 mod flag_files;

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod connections;
 pub mod process;
 pub mod sink;

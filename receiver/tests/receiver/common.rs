@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 #[path = "../../../tests/support/config.rs"]
 #[allow(dead_code)]
 mod config;
+#[path = "../../../tests/support/connections.rs"]
+#[allow(dead_code)]
+pub mod connections;
 #[path = "../../../tests/support/process.rs"]
 #[allow(dead_code)]
 mod process;

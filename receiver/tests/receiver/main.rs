@@ -9,6 +9,7 @@ mod bootstrap;
 mod config;
 mod config_secrets;
 mod conformance;
+mod connections;
 mod crash;
 mod dedupe;
 mod hardening;
