@@ -9,5 +9,6 @@ mod event_format;
 mod flag_files;
 mod relay;
 mod reload;
+mod storage;
 #[path = "../support/mod.rs"]
 mod support;
