@@ -13,3 +13,4 @@ mod dedupe;
 mod hardening;
 mod ordering;
 mod sdk;
+mod storage;
