@@ -195,3 +195,99 @@ async fn after_a_full_disk_the_writer_recovers_by_itself_and_loses_nothing() {
     assert_all_there(&receiver, &acknowledged).await;
     receiver.stop().await;
 }
+
+/// Damage that appears after the start check, met by the writer's reads (the cache answers
+/// lookups from memory; the writer reads the file to remember request ids): the web hook is
+/// answered 503 with a JSON error and no panic's text, never acknowledged, and `/readyz` reports
+/// the storage. A 1 MiB page cache under a larger file makes those reads reach the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_met_by_the_writer_is_refused_and_nothing_is_acknowledged_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "redb_cache_mib = 1\n{}",
+        test_config(dir.path())
+            .without_snapshot()
+            .intake(ANY_AGE)
+            .toml()
+    );
+    let receiver = Receiver::start(dir.path(), &toml).await;
+    send_default(&receiver).await;
+    let receiver = std::sync::Arc::new(receiver);
+    let big = "x".repeat(4096);
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..8u64 {
+        let receiver = receiver.clone();
+        let big = big.clone();
+        senders.spawn(async move {
+            for n in (sender * 1000)..(sender * 1000 + 100) {
+                let body = flag_event(
+                    1,
+                    2,
+                    &Key::Identity(format!("u-{n}")),
+                    false,
+                    true,
+                    json!(big),
+                );
+                let signed = Signed::new(&body, &format!("big-{n}"), Some(n + 2));
+                assert_eq!(
+                    receiver.post("/webhook", &signed.as_refs(), &body).await.0,
+                    200
+                );
+            }
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        done.unwrap();
+    }
+
+    let path = cache_file(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 2 << 20, "the file outgrows the page cache");
+    bytes[4096..].iter_mut().for_each(|b| *b ^= 0xff);
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Updates of the oldest rows, whose pages left the cache long ago. redb checks pages only
+    // when it opens a file, so a change whose pages happen to be intact may commit; the first
+    // that meets the damage is refused, and after it nothing is acknowledged until the file
+    // passes the check again.
+    let update = |n: u64| {
+        let body = flag_event(
+            1,
+            2,
+            &Key::Identity(format!("u-{n}")),
+            false,
+            false,
+            json!(n),
+        );
+        let signed = Signed::new(&body, &format!("update-{n}"), Some(n + 100_000));
+        (body, signed)
+    };
+    let mut met = None;
+    for n in 0..100u64 {
+        let (body, signed) = update(n);
+        let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &body).await;
+        if status != 200 {
+            met = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = met.expect("a change met the damage");
+    assert_eq!(status, 503, "{answer}");
+    let error = answer["error"].as_str().expect("a JSON error");
+    for panic_text in ["panicked", "unreachable", "unwrap", ".rs:"] {
+        assert!(!error.contains(panic_text), "{error}");
+    }
+    for n in 1000..1010u64 {
+        let (body, signed) = update(n);
+        let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &body).await;
+        assert_eq!(
+            status, 503,
+            "acknowledged after the damage was met: {answer}"
+        );
+    }
+    let (status, ready) = receiver.get("/readyz", &[]).await;
+    assert_eq!(status, 503, "{ready}");
+    // Lookups still answer from memory.
+    let (status, flag) = receiver.get("/v1/environments/1/flags/1", &[]).await;
+    assert_eq!(status, 200, "{flag}");
+}
