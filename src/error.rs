@@ -7,13 +7,28 @@
 #[error("storage error: {message}")]
 pub struct StoreError {
     message: String,
+    file_failed: bool,
 }
 
 impl StoreError {
     pub fn new(message: impl Into<String>) -> StoreError {
         StoreError {
             message: message.into(),
+            file_failed: false,
         }
+    }
+
+    /// The disk or the file failed (an I/O error, a damaged page): the database is not trusted
+    /// again until it has been reopened through its integrity check.
+    pub fn file_failed(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            file_failed: true,
+        }
+    }
+
+    pub fn is_file_failure(&self) -> bool {
+        self.file_failed
     }
 }
 

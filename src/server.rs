@@ -20,7 +20,7 @@ use crate::delivery::{DeliveryMetrics, Dispatcher};
 use crate::flagfiles::FlagFiles;
 use crate::metrics::{self, Metrics};
 use crate::reload::{ConfigWatch, ReloadTiming};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions, UnusableFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,11 +35,12 @@ pub enum ServeError {
 }
 
 /// Opens the store named by the configuration (blocking work, off the runtime's workers).
-pub async fn open_store(config: &Fixed) -> Result<Store, StoreError> {
+pub async fn open_store(config: &Fixed, unusable_file: UnusableFile) -> Result<Store, StoreError> {
     let path = config.storage.path.clone();
     let options = StoreOptions {
         cache_size_bytes: config.storage.cache_size_mib << 20,
         max_batch: config.storage.max_batch,
+        unusable_file,
     };
     tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
@@ -47,14 +48,33 @@ pub async fn open_store(config: &Fixed) -> Result<Store, StoreError> {
 }
 
 /// Runs the sidecar until `shutdown` completes, then stops taking changes, finishes what is in
-/// flight and closes the database.
+/// flight and closes the database. An empty or damaged database file is refused.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store = open_store(&config.fixed).await?;
+    run_with(
+        listener,
+        config,
+        config_path,
+        UnusableFile::Refuse,
+        shutdown,
+    )
+    .await
+}
+
+/// As [`run`], choosing what happens to an empty or damaged database file
+/// (`serve --new-database` moves it aside and starts a new one).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    config_path: Option<PathBuf>,
+    unusable_file: UnusableFile,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = open_store(&config.fixed, unusable_file).await?;
     let config = Arc::new(ArcSwap::from_pointee(config));
     sync_environments(&store, &config.load_full())
         .await

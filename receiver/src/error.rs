@@ -45,6 +45,9 @@ pub enum WriteError {
     Database(Arc<dyn std::error::Error + Send + Sync>),
     #[error("a stored row cannot be read: {0}")]
     Corrupt(String),
+    /// The database file is empty or damaged (refused at start), or failed while in use.
+    #[error("{0}")]
+    DatabaseFile(String),
     #[error("the storage writer has stopped")]
     WriterGone,
     #[error("cannot start the writer thread: {0}")]
@@ -74,6 +77,7 @@ impl WriteError {
             WriteError::StandardSignatureRequired => "standard_signature_required",
             WriteError::Database(_)
             | WriteError::Corrupt(_)
+            | WriteError::DatabaseFile(_)
             | WriteError::WriterGone
             | WriteError::WriterThread(_) => return None,
         })
@@ -92,6 +96,7 @@ impl WriteError {
             }
             WriteError::Database(_)
             | WriteError::Corrupt(_)
+            | WriteError::DatabaseFile(_)
             | WriteError::WriterGone
             | WriteError::WriterThread(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -181,7 +186,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            // A full disk fails every request the same way: one line per interval, with a count.
+            let error = self.to_string();
+            if let Some(suppressed) = flagpost::process::ERROR_LOG.admit("request failed", &error) {
+                tracing::warn!(%error, suppressed, "request failed");
+            }
         }
         (
             status,

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The writer has stopped: nothing can be acknowledged.
     #[error("the store's writer has stopped")]
     WriterStopped,
+    /// The writer is running but its last commit failed; it retries by itself.
+    #[error("the store cannot commit: {0}")]
+    CannotCommit(String),
     /// An answer made outside a handler (axum's rejections, 404, 405), re-worded by [`json_errors`].
     #[error("{message}")]
     Rejected { status: StatusCode, message: String },
@@ -45,7 +48,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::WriterStopped => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::WriterStopped | ApiError::CannotCommit(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Rejected { status, .. } => *status,
             ApiError::Write(error) => match error {
                 WriteError::UnknownEnvironment(_)
@@ -71,7 +74,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType => "content_type",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Write(WriteError::Storage(_)) | ApiError::WriterStopped => "storage",
+            ApiError::Write(WriteError::Storage(_))
+            | ApiError::WriterStopped
+            | ApiError::CannotCommit(_) => "storage",
             ApiError::Write(_) => "refused",
             ApiError::Rejected { .. } => "rejected",
         }
@@ -81,7 +86,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status().is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            // A full disk fails every request the same way: one line per interval, with a count.
+            let error = self.to_string();
+            if let Some(suppressed) = crate::process::ERROR_LOG.admit("request failed", &error) {
+                tracing::error!(%error, suppressed, "request failed");
+            }
         }
         (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
     }

@@ -63,7 +63,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/relay/{source}", post(relay::relay))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         // Bodies are read with this limit; a larger one is refused with 413 before it is buffered.
@@ -88,6 +88,16 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, error::A
         Ok("ok")
     } else {
         Err(error::ApiError::WriterStopped)
+    }
+}
+
+/// Ready while the store commits. A writer that cannot commit (a full disk, a damaged file) is
+/// reported here rather than on `/healthz`: it retries and recovers by itself once space is freed,
+/// and a restart (what a failing liveness probe brings) would not free any.
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, error::ApiError> {
+    match state.store.commit_failure() {
+        None => Ok("ready"),
+        Some(failure) => Err(error::ApiError::CannotCommit(failure)),
     }
 }
 

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::process::{init_logging, shutdown_signal};
+use crate::store::UnusableFile;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,11 @@ enum Command {
         /// Configuration file (TOML); without one the built-in defaults apply.
         #[arg(long, env = "FLAGPOST_CONFIG")]
         config: Option<PathBuf>,
+        /// Start a new database where the database file is empty, truncated or damaged (the file is
+        /// moved aside, not deleted). Without it such a file is refused: a new database restarts
+        /// the event sequences receivers order by.
+        #[arg(long)]
+        new_database: bool,
     },
     /// Validate a configuration and its flag files; exits non-zero listing every error.
     Check {
@@ -45,7 +51,10 @@ enum Command {
 pub fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            new_database,
+        } => serve(config, new_database),
         Command::Check { config } => return check(config),
         Command::Deliveries(args) => run_deliveries(args),
     };
@@ -58,7 +67,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(config_path: Option<PathBuf>, new_database: bool) -> anyhow::Result<()> {
+    let unusable_file = if new_database {
+        UnusableFile::StartNew
+    } else {
+        UnusableFile::Refuse
+    };
     let config = Config::load(config_path.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -66,7 +80,14 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        crate::server::run(listener, config, config_path, shutdown_signal()).await?;
+        crate::server::run_with(
+            listener,
+            config,
+            config_path,
+            unusable_file,
+            shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
 }

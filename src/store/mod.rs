@@ -4,6 +4,8 @@
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
 //!
+//! - [`open`]: opening a file through its integrity check, refusing an empty or damaged one;
+//!   `database`: the open handle, which the writer reopens after an I/O error, and its health.
 //! - [`schema`]: the tables, the schema version, and opening (or refusing) a file; [`rows`], how
 //!   the hot records are laid out; `migrate`, a schema-1 file carried over to schema 2.
 //! - [`tables`]: the tables of one write batch, opened once; [`flag_state`] implements the
@@ -14,11 +16,13 @@
 //! - [`queries`]: what the API reads: features and an environment's document.
 //! - [`deliveries`]: the delivery side: outbox pages, outcomes, dead letters, pruning.
 
+mod database;
 pub mod deliveries;
 pub mod events;
 mod flag_state;
 pub mod idempotency;
 mod migrate;
+pub mod open;
 pub mod queries;
 pub mod relayed;
 mod rows;
@@ -26,23 +30,26 @@ pub mod schema;
 mod tables;
 mod writer;
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::error::{StoreError, WriteError};
+use database::SharedDatabase;
 pub use events::EventRecord;
+pub use open::OpenError;
 pub use tables::Tables;
 
 macro_rules! store_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::new(e.to_string())
+                redb::Error::from(e).into()
             }
         }
         impl From<$t> for WriteError {
@@ -53,14 +60,44 @@ macro_rules! store_error_from {
     )*};
 }
 store_error_from!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
+    redb::CommitError
 );
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            // The file or the disk: redb refuses every later transaction ("Previous I/O error")
+            // until the file is reopened, and damage must be found by the integrity check.
+            redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::Corrupted(_)
+            | redb::Error::LockPoisoned(_) => StoreError::file_failed(e.to_string()),
+            e => StoreError::new(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::Error> for WriteError {
+    fn from(e: redb::Error) -> Self {
+        WriteError::Storage(e.into())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::new(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for WriteError {
+    fn from(e: serde_json::Error) -> Self {
+        WriteError::Storage(e.into())
+    }
+}
 
 /// The database and its writer. Cheap to clone.
 #[derive(Clone)]
@@ -69,7 +106,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<SharedDatabase>,
     commands: mpsc::Sender<writer::Command>,
     commits: watch::Receiver<u64>,
     commit_latency: Histogram,
@@ -80,6 +117,20 @@ pub struct StoreOptions {
     pub cache_size_bytes: usize,
     /// The most jobs one commit takes.
     pub max_batch: usize,
+    /// What to do with a file that is there but holds no usable database.
+    pub unusable_file: UnusableFile,
+}
+
+/// What [`Store::open`] does with an empty (0-byte), truncated or damaged file. A missing file is
+/// always a new database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnusableFile {
+    /// Refuse to start, saying what to do (the default: a new database restarts the event
+    /// sequences that receivers order by).
+    #[default]
+    Refuse,
+    /// Move it aside and start a new database (`flagpost serve --new-database`).
+    StartNew,
 }
 
 impl Default for StoreOptions {
@@ -87,6 +138,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_size_bytes: 64 << 20,
             max_batch: 4096,
+            unusable_file: UnusableFile::Refuse,
         }
     }
 }
@@ -99,12 +151,13 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let db = Database::builder()
-            .set_cache_size(options.cache_size_bytes)
-            .create(path)
-            .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+        let db = open_or_start_new(path, &options)?;
         schema::initialise(&db, path)?;
-        let db = Arc::new(db);
+        let db = Arc::new(SharedDatabase::new(
+            db,
+            path.to_owned(),
+            options.cache_size_bytes,
+        ));
         let (commands_tx, commands_rx) = mpsc::channel(options.max_batch.max(1) * 4);
         let (commits_tx, commits_rx) = watch::channel(0);
         let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
@@ -163,24 +216,39 @@ impl Store {
             .send(writer::Command::Run(job))
             .await
             .map_err(|_| StoreError::new("the writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| StoreError::new("the writer stopped before answering"))?
+        answer.await.map_err(|_| {
+            StoreError::new("the database failed while writing this change; it was not committed")
+        })?
     }
 
-    /// Runs `work` in a read transaction on the blocking pool.
+    /// Runs `work` in a read transaction on the blocking pool. redb may panic on a page damaged
+    /// after the start check: the panic stays here (its text goes to the log, never to a client),
+    /// the read answers a storage error, and the writer refuses every write until the file passes
+    /// its integrity check again.
     pub async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let db = self.inner.db.clone();
+        let shared = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            work(&txn)
+            let db = shared.current()?;
+            let read = std::panic::catch_unwind(AssertUnwindSafe(|| work(&db.begin_read()?)))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::file_failed(
+                        "the database file is damaged: a read failed; restore it from a backup",
+                    ))
+                });
+            if let Err(error) = &read
+                && error.is_file_failure()
+            {
+                // No write is acknowledged until the file is reopened and passes its check.
+                shared.failed(error, true);
+            }
+            read
         })
         .await
-        .map_err(|e| StoreError::new(format!("read task failed: {e}")))?
+        .map_err(|_| StoreError::new("the read did not complete"))?
     }
 
     /// Changes each time a batch commits; lanes wait on it for new outbox rows.
@@ -192,6 +260,12 @@ impl Store {
     /// after which no change can be acknowledged.
     pub fn is_writing(&self) -> bool {
         !self.inner.commands.is_closed()
+    }
+
+    /// Why the writer cannot commit (a full disk, a damaged file), while it cannot: it retries on
+    /// its own and this turns `None` with its next durable commit.
+    pub fn commit_failure(&self) -> Option<String> {
+        self.inner.db.failure()
     }
 
     /// Seconds from the start of each batch's transaction to the end of its durable commit.
@@ -207,6 +281,27 @@ impl Store {
         let _ = self.inner.commands.send(writer::Command::Stop).await;
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }
+}
+
+/// Opens the file, or (with [`UnusableFile::StartNew`]) moves an empty or damaged one aside and
+/// starts a new database; otherwise an unusable file is refused with what to do.
+fn open_or_start_new(path: &Path, options: &StoreOptions) -> Result<redb::Database, StoreError> {
+    let refused = match open::open_checked(path, options.cache_size_bytes) {
+        Ok(db) => return Ok(db),
+        Err(error) if error.is_unusable_file() => error,
+        Err(error) => return Err(StoreError::new(error.to_string())),
+    };
+    if options.unusable_file == UnusableFile::Refuse {
+        return Err(StoreError::new(format!(
+            "{refused}: refusing to start, since a new database would restart the event sequences \
+             that receivers order by. Restore the file from a backup, or start a new database on \
+             purpose with `flagpost serve --new-database` (the file is moved aside, not deleted)"
+        )));
+    }
+    let aside = open::move_aside(path)
+        .map_err(|e| StoreError::new(format!("{refused}, and cannot move it aside: {e}")))?;
+    tracing::warn!(file = %path.display(), moved_to = %aside.display(), reason = %refused, "unusable database moved aside; starting a new database");
+    open::open_checked(path, options.cache_size_bytes).map_err(|e| StoreError::new(e.to_string()))
 }
 
 /// Reads a counter or identity value from `META`.

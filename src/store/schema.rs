@@ -80,7 +80,8 @@ pub const SCHEMA_VERSION: u64 = 2;
 /// Creates the tables and counters of a new file, migrates a file of schema 1, or refuses one it
 /// cannot read.
 pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
     {
         let mut meta = txn.open_table(META)?;
         let version = meta.get("schema_version")?.map(|v| v.value());

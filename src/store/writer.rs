@@ -11,17 +11,29 @@
 //! it: every job's effects are all-or-nothing, and no job needs to order its checks before its
 //! writes. Refusals are rare (most bad input is caught before it reaches the writer), so the
 //! re-run costs nothing in the common case.
+//!
+//! A batch that cannot commit (a full disk, a damaged file) answers every waiter with the cause and
+//! leaves the writer *failing*: it then closes and reopens the file where redb needs it (after an
+//! I/O error, or a panic inside redb), tries an empty commit every [`RETRY_EVERY`] until one is
+//! durable, and refuses each batch that arrives before. So it recovers on its own once space is
+//! freed, and nothing is acknowledged that did not commit.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::database::SharedDatabase;
 use super::tables::Tables;
 use super::{StoreError, WriteError};
+use crate::process::ERROR_LOG;
+
+/// How often a failing writer tries to commit again without being asked to.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) trait Job: Send {
     /// Runs against the batch's transaction. `Ok(false)`: refused.
@@ -134,7 +146,7 @@ pub(super) enum Command {
 
 /// The writer thread's state.
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    pub(super) db: Arc<SharedDatabase>,
     pub(super) max_batch: usize,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) commits: watch::Sender<u64>,
@@ -147,7 +159,7 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
         .spawn(move || {
             let mut stopping = false;
             while !stopping {
-                let Some(Command::Run(first)) = writer.commands.blocking_recv() else {
+                let Some(Command::Run(first)) = writer.next_command() else {
                     break;
                 };
                 let mut batch = vec![first];
@@ -161,32 +173,136 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
                         Err(_) => break,
                     }
                 }
-                if run_batch(&writer.db, batch, &writer.commit_latency) {
-                    writer.commits.send_modify(|n| *n += 1);
-                }
+                writer.take(batch);
             }
         })
         .expect("the writer thread starts")
 }
 
-/// Runs one batch to its end; true when something was committed.
-fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>, commit_latency: &Histogram) -> bool {
-    let fail = |batch: Vec<Box<dyn Job>>, error: StoreError| {
-        tracing::error!(%error, jobs = batch.len(), "write batch failed; nothing acknowledged");
-        batch
-            .into_iter()
-            .for_each(|job| job.finish(Err(error.clone())));
-        false
+impl Writer {
+    /// The next command; while the writer is failing, it wakes every [`RETRY_EVERY`] to try to
+    /// commit again, so that health recovers without waiting for a change.
+    fn next_command(&mut self) -> Option<Command> {
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(50);
+        while self.db.failure().is_some() {
+            match self.commands.try_recv() {
+                Ok(command) => return Some(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            std::thread::sleep(step);
+            waited += step;
+            if waited >= RETRY_EVERY {
+                waited = Duration::ZERO;
+                let _ = self.recover();
+            }
+        }
+        self.commands.blocking_recv()
+    }
+
+    /// Commits `batch` (or refuses it while the store cannot commit), then answers its waiters.
+    fn take(&mut self, batch: Vec<Box<dyn Job>>) {
+        if let Err(error) = self.recover() {
+            return fail(batch, error);
+        }
+        let db = match self.db.current() {
+            Ok(db) => db,
+            Err(error) => return fail(batch, error),
+        };
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_batch(&db, batch, &self.commit_latency)
+        }));
+        match ran {
+            Ok(Ok(committed)) => {
+                self.db.committed();
+                if committed {
+                    self.commits.send_modify(|n| *n += 1);
+                }
+            }
+            Ok(Err(error)) => {
+                // After an I/O error redb answers every transaction "Previous I/O error" until
+                // the file is reopened; damage must be found by the integrity check of a reopen.
+                self.db.failed(&error, error.is_file_failure());
+            }
+            Err(_) => {
+                // The batch's waiters were dropped with it, and are answered "not committed".
+                let error =
+                    StoreError::file_failed("the database failed while writing (damaged file?)");
+                log_failure(&error, 0);
+                self.db.failed(&error, true);
+            }
+        }
+    }
+
+    /// Reopens the file where needed and, while the writer is failing, tries an empty durable
+    /// commit: `Ok` once the store commits again.
+    fn recover(&self) -> Result<(), StoreError> {
+        let Some(failure) = self.db.failure() else {
+            return Ok(());
+        };
+        if self.db.needs_reopen()
+            && let Err(error) = self.db.reopen()
+        {
+            self.db.failed(&error, true);
+            return Err(error);
+        }
+        let probe = self.db.current().and_then(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
+            txn.commit()?;
+            Ok(())
+        });
+        match probe {
+            Ok(()) => {
+                self.db.committed();
+                Ok(())
+            }
+            Err(error) => {
+                self.db.failed(&error, error.is_file_failure());
+                tracing::debug!(%error, previous = %failure, "the store still cannot commit");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Answers every job of a batch that did not commit.
+fn fail(batch: Vec<Box<dyn Job>>, error: StoreError) {
+    log_failure(&error, batch.len());
+    batch
+        .into_iter()
+        .for_each(|job| job.finish(Err(error.clone())));
+}
+
+/// One line per kind of failure per interval, however many batches fail.
+fn log_failure(error: &StoreError, jobs: usize) {
+    if let Some(suppressed) = ERROR_LOG.admit("write batch failed", &error.to_string()) {
+        tracing::error!(%error, jobs, suppressed, "write batch failed; nothing acknowledged");
+    }
+}
+
+/// Runs one batch to its end: `Ok(true)` when something was committed; an error (every waiter
+/// already answered with it) when the batch could not commit.
+fn run_batch(
+    db: &Database,
+    mut batch: Vec<Box<dyn Job>>,
+    commit_latency: &Histogram,
+) -> Result<bool, StoreError> {
+    let failed = |batch: Vec<Box<dyn Job>>, error: StoreError| {
+        fail(batch, error.clone());
+        Err(error)
     };
     'attempt: loop {
         if batch.is_empty() {
-            return false;
+            return Ok(false);
         }
         let started = Instant::now();
-        let txn = match db.begin_write() {
+        let mut txn = match db.begin_write() {
             Ok(txn) => txn,
-            Err(e) => return fail(batch, e.into()),
+            Err(e) => return failed(batch, e.into()),
         };
+        txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
         let mut tables = None;
         for i in 0..batch.len() {
             match batch[i].run(&txn, &mut tables) {
@@ -201,19 +317,19 @@ fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>, commit_latency: &Histo
                 Err(error) => {
                     drop(tables);
                     let _ = txn.abort();
-                    return fail(batch, error);
+                    return failed(batch, error);
                 }
             }
         }
         if let Some(Err(error)) = tables.map(Tables::close) {
             let _ = txn.abort();
-            return fail(batch, error);
+            return failed(batch, error);
         }
         if let Err(error) = txn.commit() {
-            return fail(batch, error.into());
+            return failed(batch, error.into());
         }
         commit_latency.observe(started.elapsed().as_secs_f64());
         batch.into_iter().for_each(|job| job.finish(Ok(())));
-        return true;
+        return Ok(true);
     }
 }

@@ -13,5 +13,6 @@ mod input_rules;
 mod relay;
 mod reload;
 mod removed_endpoints;
+mod storage;
 #[path = "../support/mod.rs"]
 mod support;

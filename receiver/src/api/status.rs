@@ -31,18 +31,27 @@ pub(crate) async fn healthz(State(shared): AppState) -> Response {
     }
 }
 
+/// Ready once every configured environment is loaded, and while the writer commits. A writer that
+/// cannot commit (a full disk, a damaged file) is reported here, not on `/healthz`: it recovers by
+/// itself once space is freed, lookups keep answering from memory meanwhile, and a restart (what
+/// a failing liveness probe brings) would free no space.
 pub(crate) async fn readyz(State(shared): AppState) -> Response {
     let waiting = if shared.live.load().bootstrap.is_some() {
         shared.environments_waiting()
     } else {
         Vec::new()
     };
-    let status = if waiting.is_empty() {
+    let failure = shared.writer.commit_failure();
+    let ready = waiting.is_empty() && failure.is_none();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "ready": waiting.is_empty(), "waiting_for": waiting });
+    let mut body = serde_json::json!({ "ready": ready, "waiting_for": waiting });
+    if let Some(failure) = failure {
+        body["error"] = format!("the storage cannot commit: {failure}").into();
+    }
     json_response(status, serde_json::to_vec(&body).expect("serialises"))
 }
 

@@ -6,10 +6,16 @@
 //! fills while the previous commit runs, so batches grow with the load by themselves. Only after
 //! the commit does it publish the staged cache (readers never see a change that could still be
 //! lost) and answer each job's waiter.
+//!
+//! A batch that cannot commit (a full disk, a damaged file) is answered with the cause, nothing of
+//! it published, and the writer is *failing* ([`Writer::commit_failure`], on `/readyz`): it reopens
+//! the file where redb needs it (after an I/O error) and tries an empty commit every
+//! [`RETRY_EVERY`], refusing what arrives meanwhile, so it recovers by itself once space is freed.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use flagpost::document::EnvironmentDocument;
@@ -23,6 +29,9 @@ use crate::storage::{Batch, Storage};
 
 /// The most jobs one commit takes; bounds the latency of the first job in a burst.
 const MAX_BATCH: usize = 4096;
+
+/// How often a failing writer tries to commit again without being asked to.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// What happened to one accepted web hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +90,11 @@ enum Job {
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     commit_latency: Histogram,
+    failure: Failure,
 }
+
+/// Why the writer's last commit failed; `None` once one succeeded.
+type Failure = Arc<Mutex<Option<String>>>;
 
 /// What readers use: the last committed cache, and a counter that moves after each commit.
 #[derive(Clone)]
@@ -100,12 +113,16 @@ pub fn start(
     let (jobs, queue) = mpsc::channel(MAX_BATCH);
     let (commits_tx, commits) = watch::channel(0);
     let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
+    let failure = Failure::default();
     let published = Published {
         cache: cache.clone(),
         commits,
     };
     let thread = WriterThread {
-        storage,
+        storage: Some(storage),
+        path: path.to_owned(),
+        cache_bytes,
+        failure: failure.clone(),
         published: cache,
         commits: commits_tx,
         commit_latency: commit_latency.clone(),
@@ -117,6 +134,7 @@ pub fn start(
     let writer = Writer {
         jobs,
         commit_latency,
+        failure,
     };
     Ok((writer, published, thread))
 }
@@ -175,6 +193,15 @@ impl Writer {
         !self.jobs.is_closed()
     }
 
+    /// Why the writer cannot commit (a full disk, a damaged file), while it cannot; it retries by
+    /// itself, and this turns `None` with its next durable commit.
+    pub fn commit_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Seconds from the start of each batch's write transaction to the end of its durable
     /// commit, observed after every commit (a clone sharing the writer's histogram).
     pub fn commit_latency(&self) -> Histogram {
@@ -191,16 +218,20 @@ impl Writer {
 
 /// What the writer thread owns.
 struct WriterThread {
-    storage: Storage,
+    /// `None` while the file could not be reopened.
+    storage: Option<Storage>,
+    path: std::path::PathBuf,
+    cache_bytes: usize,
+    failure: Failure,
     published: Arc<ArcSwap<FlagCache>>,
     commits: watch::Sender<u64>,
     commit_latency: Histogram,
 }
 
 impl WriterThread {
-    fn run(self, mut queue: mpsc::Receiver<Job>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = queue.blocking_recv() {
+        while let Some(first) = self.next_job(&mut queue) {
             jobs.push(first);
             while jobs.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -208,17 +239,87 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut jobs);
+            match self.recover() {
+                Ok(()) => self.commit(&mut jobs),
+                Err(error) => fail(&mut jobs, error),
+            }
         }
         // Every handle is gone: the database closes here, cleanly, when `self` drops.
     }
 
+    /// The next job; while failing, wakes every [`RETRY_EVERY`] to try to commit again, so that
+    /// `/readyz` recovers without waiting for a web hook.
+    fn next_job(&mut self, queue: &mut mpsc::Receiver<Job>) -> Option<Job> {
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        while self.failing() {
+            match queue.try_recv() {
+                Ok(job) => return Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            std::thread::sleep(step);
+            waited += step;
+            if waited >= RETRY_EVERY {
+                waited = Duration::ZERO;
+                let _ = self.recover();
+            }
+        }
+        queue.blocking_recv()
+    }
+
+    fn failing(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn set_failure(&self, failure: Option<&WriteError>) {
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() && slot.is_some() {
+            tracing::info!("the storage commits again");
+        }
+        *slot = failure.map(ToString::to_string);
+    }
+
+    /// While failing: reopens the file if redb needs it, then tries an empty durable commit.
+    fn recover(&mut self) -> Result<(), WriteError> {
+        if !self.failing() {
+            return Ok(());
+        }
+        let storage = match self.storage.take() {
+            Some(storage) if storage.is_usable() => Ok(storage),
+            Some(storage) => storage.reopen(),
+            None => Storage::open_file(&self.path, self.cache_bytes),
+        };
+        let probe = storage.and_then(|storage| {
+            let committed = storage.write(|_| Ok(()));
+            self.storage = Some(storage);
+            committed
+        });
+        match probe {
+            Ok(_) => {
+                self.set_failure(None);
+                Ok(())
+            }
+            Err(error) => {
+                self.set_failure(Some(&error));
+                Err(error)
+            }
+        }
+    }
+
     /// Commits every job in `jobs` in one transaction, then publishes and answers them.
-    fn commit(&self, jobs: &mut Vec<Job>) {
+    fn commit(&mut self, jobs: &mut Vec<Job>) {
+        let Some(storage) = &self.storage else {
+            return fail(
+                jobs,
+                WriteError::DatabaseFile("the database is not open".into()),
+            );
+        };
         let mut staged = FlagCache::clone(&self.published.load());
-        let result = self
-            .storage
-            .write(|batch| run_batch(batch, &mut staged, jobs));
+        let result = storage.write(|batch| run_batch(batch, &mut staged, jobs));
         match result {
             Ok(((answers, changed), elapsed)) => {
                 self.commit_latency.observe(elapsed.as_secs_f64());
@@ -240,12 +341,25 @@ impl WriterThread {
                 drop(replaced);
             }
             Err(error) => {
-                tracing::error!(%error, jobs = jobs.len(), "commit failed; nothing in it was acknowledged");
-                for job in jobs.drain(..) {
-                    job.fail(error.clone());
+                if matches!(error, WriteError::DatabaseFile(_)) {
+                    // Damaged since the start check: closed, so that recovery runs that check.
+                    self.storage = None;
                 }
+                self.set_failure(Some(&error));
+                fail(jobs, error);
             }
         }
+    }
+}
+
+/// Answers every job of a batch that did not commit; one log line per kind per interval.
+fn fail(jobs: &mut Vec<Job>, error: WriteError) {
+    let text = error.to_string();
+    if let Some(suppressed) = flagpost::process::ERROR_LOG.admit("commit failed", &text) {
+        tracing::error!(error = %text, jobs = jobs.len(), suppressed, "commit failed; nothing in it was acknowledged");
+    }
+    for job in jobs.drain(..) {
+        job.fail(error.clone());
     }
 }
 

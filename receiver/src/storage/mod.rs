@@ -2,14 +2,21 @@
 //! transactions ([`batch`]). The only module of the receiver that names redb.
 //!
 //! Every call here blocks; only the writer thread (and start-up, before the server runs) calls it.
+//!
+//! The file is opened through flagpost's checked open (`flagpost::store::open`): a missing file is
+//! a new cache, a 0-byte or damaged one is refused with what to do (never silently an empty
+//! cache), and every commit is two-phase so that a damaged file is never mistaken for a commit
+//! torn by a crash.
 
 pub mod batch;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use flagpost::store::open::{OpenError, TWO_PHASE_COMMIT, open_checked};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -85,16 +92,43 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> WriteError {
 /// The open database; owned by the writer thread.
 pub struct Storage {
     db: Database,
+    path: PathBuf,
+    cache_bytes: usize,
 }
 
 impl Storage {
-    /// Opens (or creates) the database, makes sure every table exists, and reads the whole
-    /// cache into memory.
+    /// Opens (or, where no file exists, creates) the database, makes sure every table exists, and
+    /// reads the whole cache into memory. An empty or damaged file is refused.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<(Storage, FlagCache), WriteError> {
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
-        let txn = db.begin_write()?;
+        let storage = Storage::open_file(path, cache_bytes)?;
+        let cache = catch_damage(|| load(&storage.db))?;
+        Ok((storage, cache))
+    }
+
+    /// Closes the file and opens it again, through the same checks as at start: what redb needs
+    /// after an I/O error ("Previous I/O error occurred"), e.g. once a full disk has room again.
+    pub fn reopen(self) -> Result<Storage, WriteError> {
+        let Storage {
+            db,
+            path,
+            cache_bytes,
+        } = self;
+        // redb holds a lock on the file for one open handle at a time.
+        drop(db);
+        Storage::open_file(&path, cache_bytes)
+    }
+
+    /// Whether the handle still takes transactions: after an I/O error redb refuses each one
+    /// until the file is reopened.
+    pub fn is_usable(&self) -> bool {
+        self.db.begin_write().map(|txn| txn.abort()).is_ok()
+    }
+
+    /// Opens the file through its checks and makes sure every table exists, without loading.
+    pub fn open_file(path: &Path, cache_bytes: usize) -> Result<Storage, WriteError> {
+        let db = open_checked(path, cache_bytes).map_err(refused)?;
+        let mut txn = db.begin_write()?;
+        txn.set_two_phase_commit(TWO_PHASE_COMMIT);
         txn.open_table(ENVIRONMENTS)?;
         txn.open_table(FEATURES)?;
         txn.open_table(DELETED_FEATURES)?;
@@ -102,26 +136,61 @@ impl Storage {
         txn.open_table(SEEN)?;
         txn.open_table(SEEN_BY_TIME)?;
         txn.commit()?;
-        let cache = load(&db)?;
-        Ok((Storage { db }, cache))
+        Ok(Storage {
+            db,
+            path: path.to_owned(),
+            cache_bytes,
+        })
     }
 
     /// Runs `work` on one write transaction with every table open, then commits durably: when
     /// this returns `Ok`, everything `work` wrote survives a crash. Also answers how long the
-    /// transaction took, from its start to the end of the commit.
+    /// transaction took, from its start to the end of the commit. A panic inside redb (a page
+    /// damaged since the start check) is answered as [`WriteError::DatabaseFile`].
     pub fn write<T>(
         &self,
         work: impl FnOnce(&mut Batch<'_>) -> Result<T, WriteError>,
     ) -> Result<(T, std::time::Duration), WriteError> {
         let started = Instant::now();
-        let txn = self.db.begin_write()?;
-        let answer = {
-            let mut batch = Batch::open(&txn)?;
-            work(&mut batch)?
-        };
-        txn.commit()?;
-        Ok((answer, started.elapsed()))
+        catch_damage(|| {
+            let mut txn = self.db.begin_write()?;
+            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+            let answer = {
+                let mut batch = Batch::open(&txn)?;
+                work(&mut batch)?
+            };
+            txn.commit()?;
+            Ok((answer, started.elapsed()))
+        })
     }
+}
+
+/// Runs `work`, answering a panic inside redb as a damaged file: its text goes to the log (the
+/// panic hook), never to a client.
+fn catch_damage<T>(work: impl FnOnce() -> Result<T, WriteError>) -> Result<T, WriteError> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(WriteError::DatabaseFile(
+            "the database file is damaged: reading it failed; delete it (or restore a backup) and \
+             restart, and the cache is loaded again from its sources"
+                .into(),
+        ))
+    })
+}
+
+/// The refusal of a file that cannot be opened, with what to do about it.
+fn refused(error: OpenError) -> WriteError {
+    let advice = match &error {
+        OpenError::Empty(_) => {
+            "refusing to start on it as an empty cache; if it was reset on purpose, delete it and \
+             restart (the cache is loaded again from its sources), else restore it from a backup"
+        }
+        OpenError::Damaged { .. } => {
+            "refusing to start; delete it (or move it aside) and restart to load the cache again \
+             from its sources, or restore it from a backup"
+        }
+        OpenError::Unavailable { .. } => return WriteError::DatabaseFile(error.to_string()),
+    };
+    WriteError::DatabaseFile(format!("{error}: {advice}"))
 }
 
 /// Reads the whole cache into memory.

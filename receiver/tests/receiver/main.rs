@@ -16,3 +16,4 @@ mod hardening;
 mod ordering;
 mod sdk;
 mod senders;
+mod storage;
