@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::request::ObjectBody;
 use crate::delivery::client::now_millis;
 use crate::delivery::{DeliveryMetrics, Dispatcher, DropError};
 use crate::store::deliveries::{
@@ -227,7 +228,7 @@ struct ReplayAnswer {
 
 async fn replay(
     State(dispatcher): State<Arc<Dispatcher>>,
-    Json(filter): Json<ReplayFilter>,
+    ObjectBody(filter): ObjectBody<ReplayFilter>,
 ) -> AdminResult<ReplayAnswer> {
     let config = dispatcher.config();
     let configured: std::collections::BTreeSet<String> =
@@ -295,7 +296,7 @@ struct DropRemovedAnswer {
 /// Dead-letters a removed endpoint's waiting deliveries before its grace ends.
 async fn drop_removed(
     State(dispatcher): State<Arc<Dispatcher>>,
-    Json(request): Json<DropRemovedRequest>,
+    ObjectBody(request): ObjectBody<DropRemovedRequest>,
 ) -> AdminResult<DropRemovedAnswer> {
     let endpoint = request.endpoint;
     match dispatcher.drop_removed(endpoint.clone()).await {

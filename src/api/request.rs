@@ -129,7 +129,18 @@ async fn parse_body<T: DeserializeOwned>(
     body: axum::body::Body,
     state: &AppState,
 ) -> Result<JsonBody<T>, ApiError> {
-    let limit = state.config.load().max_body_bytes;
+    let bytes = read_json_bytes(&parts, body, state.config.load().max_body_bytes).await?;
+    let value = decode_object(&bytes)?;
+    let request = RequestIdentity::of(&parts, &bytes)?;
+    Ok(JsonBody { value, request })
+}
+
+/// The body of a request that says it is `application/json`, within `limit` bytes.
+async fn read_json_bytes(
+    parts: &Parts,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -144,9 +155,13 @@ async fn parse_body<T: DeserializeOwned>(
     if is_json != Some(true) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
+    axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
+}
+
+/// Decodes a body that must be a JSON object into `T`.
+fn decode_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde reads a JSON array into a struct by field position (`[false, "x"]` as a state
     // update); every documented body is an object, so anything else is refused here, for every route.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -155,16 +170,31 @@ async fn parse_body<T: DeserializeOwned>(
         ));
     }
     // serde_json would read an integer wider than 64 bits as a float, losing digits.
-    if let Some(integer) = crate::wire::first_integer_out_of_range(&bytes) {
+    if let Some(integer) = crate::wire::first_integer_out_of_range(bytes) {
         return Err(ApiError::Write(WriteError::Invalid(format!(
             "integer {integer} is outside the range taken ({})",
             crate::wire::INTEGER_RANGE
         ))));
     }
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let request = RequestIdentity::of(&parts, &bytes)?;
-    Ok(JsonBody { value, request })
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// A small JSON object body for routes outside the change API (the delivery admin routes), read
+/// by the same rules as [`JsonBody`] but with no `Idempotency-Key`.
+pub struct ObjectBody<T>(pub T);
+
+/// The most an [`ObjectBody`] may be: its bodies are a few fields.
+const OBJECT_BODY_LIMIT: usize = 64 * 1024;
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ObjectBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_json_bytes(&parts, body, OBJECT_BODY_LIMIT).await?;
+        decode_object(&bytes).map(ObjectBody)
+    }
 }
 
 /// The identity of a request that has no body (DELETE).

@@ -19,8 +19,8 @@ mod endpoint_url;
 mod endpoints;
 mod file;
 mod secrets;
-mod toml_error;
 mod server;
+mod toml_error;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -35,8 +35,8 @@ pub use file::{
     RawReload, RawStorage, RawToken, RawWebhook,
 };
 pub use secrets::{ApiToken, SecretSource};
-pub use toml_error::describe_toml_error;
 pub use server::ServerConfig;
+pub use toml_error::describe_toml_error;
 
 use crate::wire::EventType;
 

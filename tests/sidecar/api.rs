@@ -382,6 +382,12 @@ async fn a_body_that_is_not_a_json_object_is_refused_on_every_route() {
             Method::PUT,
             format!("/api/v1/environments/1/features/{feature}/segments/7"),
         ),
+        // The delivery admin routes read their bodies by the same rule.
+        (Method::POST, "/api/v1/admin/dead-letters/replay".to_owned()),
+        (
+            Method::POST,
+            "/api/v1/admin/deliveries/drop-removed".to_owned(),
+        ),
     ];
     let bodies = [
         json!([false, "positional"]),
