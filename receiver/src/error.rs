@@ -41,6 +41,19 @@ pub enum WriteError {
     WriterThread(Arc<std::io::Error>),
 }
 
+/// Why an environment document is refused (from an upstream Flagsmith or from storage).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the document is not JSON: {0}")]
+    NotJson(String),
+    #[error("the document is not a JSON object")]
+    NotAnObject,
+    #[error("the document is not an environment document: {0}")]
+    Shape(String),
+    #[error("the document is for environment {found}, not {expected}")]
+    OtherEnvironment { expected: u64, found: u64 },
+}
+
 impl From<WireError> for WriteError {
     fn from(error: WireError) -> Self {
         WriteError::Malformed(Arc::new(error))
