@@ -80,12 +80,14 @@ pub async fn run(
         writer,
         metrics: metrics::Metrics::new(registry),
         documents: sources::DocumentClient::default(),
+        upstreams: sources::upstream::Upstreams::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
     let mut tasks = vec![
         tokio::spawn(shared.clone().bootstrap_loop()),
         tokio::spawn(shared.clone().prune_loop()),
+        tokio::spawn(sources::upstream::supervise(shared.clone())),
     ];
     if let Some(path) = fixed.snapshot_path.clone() {
         tasks.push(tokio::spawn(snapshot::keep_written(

@@ -66,6 +66,8 @@ pub struct IdentityInput {
 pub struct ResolvedFlag {
     pub feature_id: u64,
     pub name: String,
+    /// `STANDARD` or `MULTIVARIATE`.
+    pub feature_type: String,
     pub enabled: bool,
     pub value: serde_json::Value,
     /// For multivariate features: the option's key, `"control"`, or `None` for a keyless option.
@@ -77,6 +79,8 @@ pub struct ResolvedFlag {
     pub state_id: Option<u64>,
     /// Whether an identity override decided it.
     pub identity_override: bool,
+    /// Flagsmith's id of the identity whose override decided it, when the document tells it.
+    pub identity_id: Option<u64>,
 }
 
 /// An evaluation's answer: flags by feature id, and the segments the identity is in.
@@ -247,12 +251,14 @@ impl PreparedEnvironment {
         ResolvedFlag {
             feature_id: u64::from(flag.metadata.feature_id),
             name: flag.name,
+            feature_type: flag.metadata.feature_type,
             enabled: flag.enabled,
             value: value_json(&flag.value),
             variant,
             reason: flag.reason,
             state_id: winning.and_then(|f| f.key.parse().ok()),
             identity_override: false,
+            identity_id: None,
         }
     }
 
@@ -262,9 +268,9 @@ impl PreparedEnvironment {
         identifier: &str,
         overlay: &[IdentityOverlay],
     ) {
-        let from_document = self
-            .identities
-            .get(identifier)
+        let entry = self.identities.get(identifier);
+        let identity_id = entry.and_then(|entry| entry.django_id);
+        let from_document = entry
             .map(|entry| entry.overrides.as_slice())
             .unwrap_or_default();
         let from_webhooks = overlay.iter().filter_map(|o| {
@@ -295,6 +301,7 @@ impl PreparedEnvironment {
             flag.reason = IDENTITY_OVERRIDE_REASON.to_owned();
             flag.state_id = identity_override.state_id;
             flag.identity_override = true;
+            flag.identity_id = identity_id;
             let multivariate = self.multivariate.get(&flag.name).copied().unwrap_or(false);
             flag.variant = multivariate.then(|| "control".to_owned());
         }
@@ -320,13 +327,15 @@ fn apply_overlay(
     overlay: &FeatureOverlay,
 ) {
     if let Some(None) = overlay.default {
-        // Deleted: its overrides go with it, as in Flagsmith.
-        context.features.remove(&overlay.name);
+        // Deleted: its overrides go with it, as in Flagsmith. By id: a feature re-created under
+        // the same name has a new id.
+        let other = |feature: &FeatureContext| u64::from(feature.metadata.feature_id) != overlay.id;
+        context.features.retain(|_, feature| other(feature));
         for segment in context.segments.values_mut() {
-            segment.overrides.retain(|o| o.name != overlay.name);
+            segment.overrides.retain(other);
         }
         for entry in identities.values_mut() {
-            entry.overrides.retain(|o| o.feature_name != overlay.name);
+            entry.overrides.retain(|o| o.feature_id != overlay.id);
         }
         return;
     }
