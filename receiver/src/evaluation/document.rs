@@ -49,6 +49,8 @@ pub struct EvaluationSettings {
     /// `use_identity_composite_key_for_hashing`: hash `<client key>_<identifier>`, else the
     /// identity's Flagsmith id.
     pub composite_key_hashing: bool,
+    /// `hide_sensitive_data`: answers leave out ids, feature details and traits.
+    pub hide_sensitive_data: bool,
 }
 
 impl Default for EvaluationSettings {
@@ -56,6 +58,7 @@ impl Default for EvaluationSettings {
         EvaluationSettings {
             hide_disabled_flags: false,
             composite_key_hashing: true,
+            hide_sensitive_data: false,
         }
     }
 }
@@ -85,6 +88,8 @@ struct Settings {
     updated_at: Option<String>,
     #[serde(default)]
     use_identity_composite_key_for_hashing: Option<bool>,
+    #[serde(default)]
+    hide_sensitive_data: Option<bool>,
     #[serde(default)]
     identity_overrides: Option<Vec<DocumentIdentity>>,
 }
@@ -116,6 +121,7 @@ impl EvaluationDocument {
                         "hide_disabled_flags"
                             | "updated_at"
                             | "use_identity_composite_key_for_hashing"
+                            | "hide_sensitive_data"
                     )
                 })
                 .map(|(key, value)| (key.clone(), value.clone()))
@@ -147,6 +153,7 @@ impl EvaluationDocument {
                 composite_key_hashing: settings
                     .use_identity_composite_key_for_hashing
                     .unwrap_or(true),
+                hide_sensitive_data: settings.hide_sensitive_data.unwrap_or(false),
             },
             context,
             identities,

@@ -282,18 +282,15 @@ impl PreparedEnvironment {
                 state_id: None,
             })
         });
-        let removed = |name: &str| {
-            overlay
-                .iter()
-                .any(|o| o.state.is_none() && o.feature_name == name)
-        };
-        let overridden = |name: &str| overlay.iter().any(|o| o.feature_name == name);
+        // A web hook's override, or its removal, replaces the document's for that feature.
+        let overridden = |id: u64| overlay.iter().any(|o| o.feature_id == id);
         let document = from_document
             .iter()
-            .filter(|o| !overridden(&o.feature_name) && !removed(&o.feature_name))
+            .filter(|o| !overridden(o.feature_id))
             .cloned();
         for identity_override in document.chain(from_webhooks) {
-            let Some(flag) = flags.get_mut(&identity_override.feature_name) else {
+            let by_id = |flag: &&mut ResolvedFlag| flag.feature_id == identity_override.feature_id;
+            let Some(flag) = flags.values_mut().find(by_id) else {
                 continue;
             };
             flag.enabled = identity_override.enabled;
@@ -339,11 +336,18 @@ fn apply_overlay(
         }
         return;
     }
+    // Matched by id: a web hook may name a feature otherwise than the document does.
+    let is_this = |feature: &FeatureContext| u64::from(feature.metadata.feature_id) == overlay.id;
+    let name = context
+        .features
+        .values()
+        .find(|feature| is_this(feature))
+        .map_or_else(|| overlay.name.clone(), |feature| feature.name.clone());
     if let Some(Some(state)) = &overlay.default {
         let feature = context
             .features
-            .entry(overlay.name.clone())
-            .or_insert_with(|| new_feature(overlay));
+            .entry(name.clone())
+            .or_insert_with(|| new_feature(overlay, &name));
         feature.enabled = state.enabled;
         feature.value = state.value.clone();
     }
@@ -352,9 +356,9 @@ fn apply_overlay(
         let Some(segment) = context.segments.get_mut(&segment_id.to_string()) else {
             continue;
         };
-        segment.overrides.retain(|o| o.name != overlay.name);
+        segment.overrides.retain(|o| !is_this(o));
         if let Some(state) = state {
-            let mut feature = new_feature(overlay);
+            let mut feature = new_feature(overlay, &name);
             feature.enabled = state.enabled;
             feature.value = state.value.clone();
             feature.priority = priority.map(|p| p as f64);
@@ -363,10 +367,10 @@ fn apply_overlay(
     }
 }
 
-fn new_feature(overlay: &FeatureOverlay) -> FeatureContext {
+fn new_feature(overlay: &FeatureOverlay, name: &str) -> FeatureContext {
     let mut feature: FeatureContext = serde_json::from_value(serde_json::json!({
         "key": "",
-        "name": overlay.name,
+        "name": name,
         "enabled": false,
         "value": null,
         "metadata": {"feature_id": overlay.id, "feature_type": overlay.feature_type.as_deref().unwrap_or("STANDARD")},

@@ -14,3 +14,4 @@ mod engine_suite;
 mod hardening;
 mod ordering;
 mod sdk;
+mod upstream;
