@@ -7,6 +7,7 @@
 //! `IN` lists every identifier (a scan per request). Here they are a map by identifier.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, environment_to_context};
 use flagsmith_flag_engine::environments::Environment;
@@ -76,7 +77,7 @@ pub struct EvaluationDocument {
     /// The environment's context without identity overrides, multivariate options in id order.
     pub context: EngineEvaluationContext,
     /// Identifier -> its overrides, as the document holds them.
-    pub identities: HashMap<String, IdentityEntry>,
+    pub identities: Arc<HashMap<String, IdentityEntry>>,
 }
 
 /// The parts of a document the engine crate does not read.
@@ -156,7 +157,7 @@ impl EvaluationDocument {
                 hide_sensitive_data: settings.hide_sensitive_data.unwrap_or(false),
             },
             context,
-            identities,
+            identities: Arc::new(identities),
         })
     }
 }

@@ -7,7 +7,7 @@
 //! identity, evaluates and gives it back.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use flagsmith_flag_engine::engine::get_evaluation_result;
 use flagsmith_flag_engine::engine_eval::context::IdentityContext;
@@ -95,7 +95,8 @@ pub struct Evaluation {
 pub struct PreparedEnvironment {
     base: EngineEvaluationContext,
     settings: EvaluationSettings,
-    identities: HashMap<String, IdentityEntry>,
+    /// Shared with the document: a million identity overrides are not copied per change.
+    identities: Arc<HashMap<String, IdentityEntry>>,
     /// Feature name -> whether it is multivariate (its type, as the document or web hook said).
     multivariate: HashMap<String, bool>,
     idle: Mutex<Vec<EngineEvaluationContext>>,
@@ -110,7 +111,7 @@ impl PreparedEnvironment {
                 variant.key.get_or_insert_with(|| KEYLESS_OPTION.to_owned());
             }
         }
-        Self::new(context, EvaluationSettings::default(), HashMap::new())
+        Self::new(context, EvaluationSettings::default(), Arc::default())
     }
 
     /// Prepares an environment from its document (if any) and the web-hook changes on top.
@@ -127,12 +128,13 @@ impl PreparedEnvironment {
                 }))
                 .expect("an empty context literal reads"),
                 EvaluationSettings::default(),
-                HashMap::new(),
+                Arc::default(),
             ),
         };
-        let mut identities = identities;
+        // A deleted feature leaves the context, so the document's identity overrides of it
+        // find no flag to override.
         for feature in overlay {
-            apply_overlay(&mut context, &mut identities, feature);
+            apply_overlay(&mut context, feature);
         }
         Self::new(context, settings, identities)
     }
@@ -140,7 +142,7 @@ impl PreparedEnvironment {
     fn new(
         base: EngineEvaluationContext,
         settings: EvaluationSettings,
-        identities: HashMap<String, IdentityEntry>,
+        identities: Arc<HashMap<String, IdentityEntry>>,
     ) -> PreparedEnvironment {
         let multivariate = base
             .features
@@ -317,12 +319,8 @@ impl PreparedEnvironment {
     }
 }
 
-/// Applies one feature's web-hook changes to the context and the document's identity overrides.
-fn apply_overlay(
-    context: &mut EngineEvaluationContext,
-    identities: &mut HashMap<String, IdentityEntry>,
-    overlay: &FeatureOverlay,
-) {
+/// Applies one feature's web-hook changes to the context.
+fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay) {
     if let Some(None) = overlay.default {
         // Deleted: its overrides go with it, as in Flagsmith. By id: a feature re-created under
         // the same name has a new id.
@@ -330,9 +328,6 @@ fn apply_overlay(
         context.features.retain(|_, feature| other(feature));
         for segment in context.segments.values_mut() {
             segment.overrides.retain(other);
-        }
-        for entry in identities.values_mut() {
-            entry.overrides.retain(|o| o.feature_id != overlay.id);
         }
         return;
     }
