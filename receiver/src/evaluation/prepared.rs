@@ -158,6 +158,16 @@ impl PreparedEnvironment {
         }
     }
 
+    /// The environment's context: features and segments, web-hook changes applied.
+    pub fn context(&self) -> &EngineEvaluationContext {
+        &self.base
+    }
+
+    /// The document's identity overrides, by identifier.
+    pub fn document_identities(&self) -> &HashMap<String, IdentityEntry> {
+        &self.identities
+    }
+
     pub fn settings(&self) -> EvaluationSettings {
         self.settings
     }
