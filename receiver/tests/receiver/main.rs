@@ -15,3 +15,4 @@ mod hardening;
 mod ordering;
 mod sdk;
 mod upstream;
+mod upstream_triggers;

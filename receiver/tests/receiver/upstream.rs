@@ -44,6 +44,8 @@ pub enum Answer {
 pub struct StandIn {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     pub analytics: Arc<Mutex<Vec<Bytes>>>,
+    /// Document requests taken, by server key.
+    pub hits: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl StandIn {
@@ -78,6 +80,12 @@ async fn serve_document(State(stand_in): State<StandIn>, headers: HeaderMap) -> 
         .get("x-environment-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    *stand_in
+        .hits
+        .lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default() += 1;
     let answer = stand_in.answers.lock().unwrap().get(key).cloned();
     match answer {
         Some(Answer::Document(bytes)) => (StatusCode::OK, bytes),
@@ -263,7 +271,7 @@ async fn live_value(receiver: &Receiver, feature: &str) -> Value {
 }
 
 /// Starts a receiver on both recorded environments, holding step `n`'s documents.
-async fn receiver_at_step(
+pub async fn receiver_at_step(
     dir: &std::path::Path,
     n: usize,
     timeout_secs: u64,
