@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::common::*;
 use crate::upstream::*;
 
 fn hits(stand_in: &StandIn, server_key: &str) -> u64 {
