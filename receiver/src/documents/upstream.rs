@@ -23,7 +23,7 @@ use crate::evaluation::{
 };
 
 /// A document fetched from an upstream Flagsmith, as the cache holds it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamDocument {
     /// The bytes as Flagsmith sent them: `GET /api/v1/environment-document/` serves them as
     /// they are.
@@ -88,6 +88,17 @@ impl FlagCache {
         if held.is_some_and(|held| !doc.is_newer_than(held)) {
             return Outcome::Superseded;
         }
+        // A document that carries no identity overrides (`use_identity_overrides_in_local_eval`
+        // off) says nothing about them: those held stay, the last document's and the web hooks'.
+        let keep_identities = !doc.parsed.carries_identity_overrides;
+        let doc = match held {
+            Some(held) if keep_identities => {
+                let mut carried = UpstreamDocument::clone(&doc);
+                carried.parsed.identities = held.parsed.identities.clone();
+                Arc::new(carried)
+            }
+            _ => doc,
+        };
         let began = doc.fetch_began_micros;
         let listed: HashSet<u64> = doc
             .parsed
@@ -98,7 +109,8 @@ impl FlagCache {
             .collect();
         let env = self.env_mut(env_id);
         for (id, entry) in env.features.iter_mut() {
-            if drop_superseded(Arc::make_mut(entry), began) || !listed.contains(id) {
+            if drop_superseded(Arc::make_mut(entry), began, keep_identities) || !listed.contains(id)
+            {
                 dirty.push(Dirty::FeatureRewritten(env_id, *id));
             }
         }
@@ -115,8 +127,9 @@ impl FlagCache {
     }
 }
 
-/// Drops the keys of `entry` taken before `began`; answers whether any went.
-fn drop_superseded(entry: &mut FeatureEntry, began: i64) -> bool {
+/// Drops the keys of `entry` taken before `began`, identity overrides too unless
+/// `keep_identities`; answers whether any went.
+fn drop_superseded(entry: &mut FeatureEntry, began: i64, keep_identities: bool) -> bool {
     let before =
         entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());
     if entry
@@ -126,7 +139,9 @@ fn drop_superseded(entry: &mut FeatureEntry, began: i64) -> bool {
     {
         entry.default = None;
     }
-    entry.identities.retain(|slot| slot.arrived_micros > began);
+    if !keep_identities {
+        entry.identities.retain(|slot| slot.arrived_micros > began);
+    }
     entry.segments.retain(|_, slot| slot.arrived_micros > began);
     let after =
         entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());

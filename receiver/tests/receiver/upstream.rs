@@ -170,7 +170,7 @@ fn essentials(flags: &Value) -> Vec<Value> {
 }
 
 /// Compares the receiver's `/flags/` and identity answers with Flagsmith's recorded ones.
-async fn compare_step(receiver: &Receiver, recorded: &Value) -> Vec<String> {
+async fn compare_step(receiver: &Receiver, recorded: &Value, n: usize) -> Vec<String> {
     let mut differences = Vec::new();
     for (env, _, client, _) in ENVS {
         let key = [("x-environment-key", client)];
@@ -178,10 +178,11 @@ async fn compare_step(receiver: &Receiver, recorded: &Value) -> Vec<String> {
         if essentials(&flags) != essentials(&recorded["flags"][env]) {
             differences.push(format!("{env} /flags/"));
         }
+        // With `use_identity_overrides_in_local_eval` off (qa, steps 36-44) the document carries
+        // no identity overrides: those of the last document that did stay in force (36-40). The
+        // override created at step 41 only a web hook carries: the live replay sends those.
         let document = &recorded["environment_documents"][env];
-        // With the setting off, the document carries no identity overrides: only web hooks
-        // bring them (the live replay shows that window).
-        if document["use_identity_overrides_in_local_eval"] == false {
+        if document["use_identity_overrides_in_local_eval"] == false && n >= 41 {
             continue;
         }
         for (identifier, identity) in recorded["identities"][env].as_object().unwrap() {
@@ -230,7 +231,7 @@ async fn every_recorded_step_answers_as_flagsmith_from_its_documents() {
             wait_for_document(&receiver, server, &document(&recorded, env)).await;
         }
         differences.extend(
-            compare_step(&receiver, &recorded)
+            compare_step(&receiver, &recorded, n)
                 .await
                 .into_iter()
                 .map(|d| format!("step {n:03}: {d}")),
