@@ -184,6 +184,7 @@ impl EnvCache {
                     let state = slot.state.as_ref().map(|state| OverlayState {
                         enabled: state.enabled,
                         value: flagsmith_value(state.value.as_ref()),
+                        state_id: state.state_id,
                     });
                     let priority = slot.state.as_ref().and_then(|state| state.priority);
                     (*segment, state, priority)
@@ -203,6 +204,7 @@ impl EnvCache {
                     feature_id: *id,
                     feature_name: entry.meta.name.clone(),
                     state: slot.state.as_ref().map(overlay_state),
+                    identity_id: slot.state.as_ref().and_then(|state| state.identity_id),
                 })
             })
             .collect()
@@ -213,6 +215,7 @@ fn overlay_state(state: &FlagState) -> OverlayState {
     OverlayState {
         enabled: state.enabled,
         value: flagsmith_value(state.value.as_ref()),
+        state_id: state.state_id,
     }
 }
 
@@ -259,6 +262,8 @@ mod tests {
             state: FlagState {
                 enabled: true,
                 value: Some(FlagValue::String("from a web hook".into())),
+                state_id: None,
+                identity_id: None,
             },
             segment_priority: None,
             segment_name: None,

@@ -32,6 +32,8 @@ pub const IDENTITY_OVERRIDE_REASON: &str = "IDENTITY_OVERRIDE";
 pub struct OverlayState {
     pub enabled: bool,
     pub value: FlagsmithValue,
+    /// The feature state's id, when the web hook told it.
+    pub state_id: Option<u64>,
 }
 
 /// The web-hook changes to one feature that apply on top of the document.
@@ -52,6 +54,8 @@ pub struct IdentityOverlay {
     pub feature_id: u64,
     pub feature_name: String,
     pub state: Option<OverlayState>,
+    /// The identity's Flagsmith id, when the web hook told it.
+    pub identity_id: Option<u64>,
 }
 
 /// Who a request is for.
@@ -302,21 +306,23 @@ impl PreparedEnvironment {
             .map(|entry| entry.overrides.as_slice())
             .unwrap_or_default();
         let from_webhooks = overlay.iter().filter_map(|o| {
-            o.state.as_ref().map(|state| IdentityOverride {
+            let state = o.state.as_ref()?;
+            let identity_override = IdentityOverride {
                 feature_id: o.feature_id,
                 feature_name: o.feature_name.clone(),
                 enabled: state.enabled,
                 value: state.value.clone(),
-                state_id: None,
-            })
+                state_id: state.state_id,
+            };
+            Some((identity_override, o.identity_id))
         });
         // A web hook's override, or its removal, replaces the document's for that feature.
         let overridden = |id: u64| overlay.iter().any(|o| o.feature_id == id);
         let document = from_document
             .iter()
             .filter(|o| !overridden(o.feature_id))
-            .cloned();
-        for identity_override in document.chain(from_webhooks) {
+            .map(|o| (o.clone(), identity_id));
+        for (identity_override, identity_id) in document.chain(from_webhooks) {
             let by_id = |flag: &&mut ResolvedFlag| flag.feature_id == identity_override.feature_id;
             let Some(flag) = flags.values_mut().find(by_id) else {
                 continue;
@@ -371,6 +377,9 @@ fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay
             .or_insert_with(|| new_feature(overlay, &name));
         feature.enabled = state.enabled;
         feature.value = state.value.clone();
+        if let Some(state_id) = state.state_id {
+            feature.key = state_id.to_string();
+        }
     }
     for (segment_id, state, priority) in &overlay.segments {
         // A segment the document does not hold has no rules here: nobody can match it.
@@ -383,6 +392,7 @@ fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay
             feature.enabled = state.enabled;
             feature.value = state.value.clone();
             feature.priority = priority.map(|p| p as f64);
+            feature.key = state.state_id.map(|id| id.to_string()).unwrap_or_default();
             segment.overrides.push(feature);
         }
     }
