@@ -39,7 +39,7 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         )
         .route(
             "/v1/environments/{env}/identities/{identifier}/flags",
-            get(native::identity_flags_route),
+            get(native::identity_flags_route).post(native::identity_flags_with_traits_route),
         )
         .route("/api/v1/flags/", get(sdk::flags_route))
         .route("/api/v1/flags", get(sdk::flags_route))
@@ -51,6 +51,16 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
             "/api/v1/identities",
             get(sdk::identity_get).post(sdk::identity_post),
         )
+        .route(
+            "/api/v1/environment-document/",
+            get(sdk::environment_document),
+        )
+        .route(
+            "/api/v1/environment-document",
+            get(sdk::environment_document),
+        )
+        .route("/api/v1/analytics/flags/", post(sdk::analytics))
+        .route("/api/v1/analytics/flags", post(sdk::analytics))
         .route(
             "/admin/environments/{env}/bootstrap",
             post(status::bootstrap_environment),

@@ -36,11 +36,36 @@ pub(crate) async fn healthz(State(shared): AppState) -> Response {
 /// itself once space is freed, lookups keep answering from memory meanwhile, and a restart (what
 /// a failing liveness probe brings) would free no space.
 pub(crate) async fn readyz(State(shared): AppState) -> Response {
-    let waiting = if shared.live.load().bootstrap.is_some() {
+    let live = shared.live.load();
+    let mut waiting = if live.bootstrap.is_some() {
         shared.environments_waiting()
     } else {
         Vec::new()
     };
+    // An environment with an upstream waits for its first document.
+    let cache = shared.cache.load();
+    let now = now_unix();
+    let fetches = shared.upstreams.status();
+    let mut documents = serde_json::Map::new();
+    for env in live.upstreams.keys() {
+        let held = cache.env(*env).and_then(|env| env.upstream.clone());
+        if held.is_none() && !waiting.contains(env) {
+            waiting.push(*env);
+        }
+        let fetch = fetches.get(env).cloned().unwrap_or_default();
+        documents.insert(
+            env.to_string(),
+            serde_json::json!({
+                "fetched_at": held.as_ref().map(|doc| doc.fetched_at),
+                "age_seconds": held.as_ref().map(|doc| now.saturating_sub(doc.fetched_at)),
+                "updated_at": held.as_ref().and_then(|doc| doc.parsed.updated_at.clone()),
+                "fetches": fetch.fetched,
+                "failures_in_a_row": fetch.failures_in_a_row,
+                "last_error": fetch.last_error,
+            }),
+        );
+    }
+    waiting.sort_unstable();
     let failure = shared.writer.commit_failure();
     let ready = waiting.is_empty() && failure.is_none();
     let status = if ready {
@@ -48,7 +73,11 @@ pub(crate) async fn readyz(State(shared): AppState) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = serde_json::json!({ "ready": ready, "waiting_for": waiting });
+    let mut body = serde_json::json!({
+        "ready": ready,
+        "waiting_for": waiting,
+        "documents": documents,
+    });
     if let Some(failure) = failure {
         body["error"] = format!("the storage cannot commit: {failure}").into();
     }

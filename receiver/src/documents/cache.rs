@@ -12,6 +12,8 @@ use flagpost::document::{EnvironmentDocument, FeatureDocument};
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
 use crate::documents::state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+use crate::documents::upstream::UpstreamDocument;
+use crate::evaluation::PreparedEnvironment;
 
 /// One environment's part of the cache.
 #[derive(Debug, Default)]
@@ -31,8 +33,13 @@ pub struct EnvCache {
     /// ones it followed before (see [`crate::documents::sender`]).
     pub sender: Option<u64>,
     pub retired_senders: Vec<u64>,
+    /// The last good document from an upstream Flagsmith; the keys above are then the web-hook
+    /// changes taken since its fetch began, applied on top of it.
+    pub upstream: Option<Arc<UpstreamDocument>>,
     /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
     rendered: OnceLock<Bytes>,
+    /// The environment prepared for evaluation, kept until it next changes.
+    pub(crate) prepared: OnceLock<Arc<PreparedEnvironment>>,
 }
 
 impl Clone for EnvCache {
@@ -46,8 +53,10 @@ impl Clone for EnvCache {
             deleted_features: self.deleted_features.clone(),
             sender: self.sender,
             retired_senders: self.retired_senders.clone(),
+            upstream: self.upstream.clone(),
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
+            prepared: OnceLock::new(),
         }
     }
 }
@@ -90,6 +99,8 @@ pub enum Dirty {
     /// The feature's tombstone goes (its environment follows a new sender database, which
     /// numbers features afresh).
     Undeleted(u64, u64),
+    /// The environment's upstream document changed.
+    Upstream(u64),
 }
 
 /// Every environment's flags.
@@ -111,8 +122,9 @@ impl FlagCache {
     pub fn env_mut(&mut self, id: u64) -> &mut EnvCache {
         let env = self.envs.entry(id).or_default();
         let env = Arc::make_mut(env);
-        // Anything rendered from the old content is stale now.
+        // Anything rendered or prepared from the old content is stale now.
         env.rendered = OnceLock::new();
+        env.prepared = OnceLock::new();
         env
     }
 
@@ -260,13 +272,23 @@ impl FlagCache {
 /// Writes `change` into its key's slot (it was admitted).
 fn write_slot(entry: &mut FeatureEntry, change: &Change) {
     let order = change.order;
+    let arrived_micros = change.arrived_micros;
     let state = (!change.deleted).then(|| change.state.clone());
     match &change.scope {
-        Scope::Default => entry.default = Some(Slot { order, state }),
+        Scope::Default => {
+            entry.default = Some(Slot {
+                order,
+                state,
+                arrived_micros,
+            })
+        }
         Scope::Identity(identifier) => {
-            entry
-                .identities
-                .insert(identifier.clone(), Slot { order, state });
+            let slot = Slot {
+                order,
+                state,
+                arrived_micros,
+            };
+            entry.identities.insert(identifier.clone(), slot);
         }
         Scope::Segment(segment) => {
             let state = state.map(|state| SegmentState {
@@ -274,8 +296,14 @@ fn write_slot(entry: &mut FeatureEntry, change: &Change) {
                 value: state.value,
                 priority: change.segment_priority,
                 name: change.segment_name.clone(),
+                state_id: state.state_id,
             });
-            entry.segments.insert(*segment, Slot { order, state });
+            let slot = Slot {
+                order,
+                state,
+                arrived_micros,
+            };
+            entry.segments.insert(*segment, slot);
         }
     }
 }
@@ -294,11 +322,14 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
     let loaded = |state: FlagState| Slot {
         order: at,
         state: Some(state),
+        arrived_micros: 0,
     };
     if entry.default.is_none() {
         entry.default = Some(loaded(FlagState {
             enabled: feature.enabled,
             value: feature.value.clone(),
+            state_id: None,
+            identity_id: None,
         }));
     }
     for identity in &feature.identity_overrides {
@@ -306,6 +337,8 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
             let slot = loaded(FlagState {
                 enabled: identity.enabled,
                 value: identity.value.clone(),
+                state_id: None,
+                identity_id: None,
             });
             entry
                 .identities
@@ -323,7 +356,9 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
                     value: segment.value.clone(),
                     priority: Some(segment.priority),
                     name: Some(segment.segment.name.clone()),
+                    state_id: None,
                 }),
+                arrived_micros: 0,
             });
     }
 }
@@ -370,11 +405,14 @@ mod tests {
             state: FlagState {
                 enabled: true,
                 value: Some(FlagValue::String(value.into())),
+                state_id: None,
+                identity_id: None,
             },
             segment_priority: None,
             segment_name: None,
             order,
             sender: None,
+            arrived_micros: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use flagpost::wire::{IdRef, IdentityRef, IncomingFlagEvent};
 
+use crate::clock::now_micros;
 use crate::documents::order::Order;
 use crate::documents::state::{FeatureMeta, FlagState};
 
@@ -32,6 +33,9 @@ pub struct Change {
     /// compare: the writer checks it ([`crate::documents::FlagCache::check_sender`]) before
     /// applying the change.
     pub sender: Option<u64>,
+    /// When the receiver took it (unix microseconds): a document fetched from an upstream
+    /// Flagsmith supersedes the changes taken before its fetch began.
+    pub arrived_micros: i64,
 }
 
 impl Change {
@@ -79,6 +83,11 @@ impl Change {
             state: FlagState {
                 enabled: state.enabled,
                 value: state.feature_state_value.clone(),
+                state_id: state.id,
+                identity_id: match &state.identity {
+                    Some(IdentityRef::Id(id)) => Some(*id),
+                    _ => None,
+                },
             },
             segment_priority: state.feature_segment.as_ref().and_then(|s| s.priority),
             segment_name: state
@@ -87,6 +96,7 @@ impl Change {
                 .and_then(|s| s.segment.name.clone()),
             order,
             sender: None,
+            arrived_micros: now_micros(),
         }
     }
 }

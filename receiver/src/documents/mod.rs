@@ -14,11 +14,14 @@
 //! - a document from flagpost counts as applied at its `last_sequence` for every key;
 //! - sequences count within one flagpost database: an environment follows the database its
 //!   events come from, and a new one (the sender started again) re-bases it ([`sender`]).
+//! - a document from an upstream Flagsmith supersedes every change taken before its fetch began.
 //!
 //! - [`order`]: which of two changes is newer; [`state`]: what one feature holds, its identity
 //!   overrides in [`overrides`] (shared in shards, so a change copies few of them);
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
 //!   changes and documents to it; [`sender`]: which flagpost database an environment follows.
+//!   changes and documents to it; [`upstream`]: documents from an upstream Flagsmith, with the
+//!   web-hook changes taken since their fetch began on top.
 
 pub mod cache;
 pub mod change;
@@ -26,6 +29,7 @@ pub mod order;
 pub mod overrides;
 pub mod sender;
 pub mod state;
+pub mod upstream;
 
 pub use cache::{Dirty, EnvCache, FlagCache, Outcome};
 pub use change::{Change, Scope};
@@ -33,3 +37,4 @@ pub use order::Order;
 pub use overrides::IdentityOverrides;
 pub use sender::SenderCheck;
 pub use state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+pub use upstream::{UpstreamDocument, flagsmith_value};

@@ -105,6 +105,7 @@ fn forget_sequences(entry: &mut FeatureEntry) {
             let slot = Slot {
                 order: unsequenced(slot.order),
                 state: slot.state.clone(),
+                arrived_micros: slot.arrived_micros,
             };
             (identifier.into(), slot)
         })
@@ -144,11 +145,14 @@ mod tests {
             state: FlagState {
                 enabled: true,
                 value: Some(FlagValue::String(value.into())),
+                state_id: None,
+                identity_id: None,
             },
             segment_priority: None,
             segment_name: None,
             order,
             sender: Some(sender),
+            arrived_micros: 0,
         }
     }
 

@@ -15,6 +15,12 @@ use crate::documents::overrides::IdentityOverrides;
 pub struct FlagState {
     pub enabled: bool,
     pub value: Option<FlagValue>,
+    /// The feature state's id, when the web hook told it (Flagsmith answers it as `id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_id: Option<u64>,
+    /// The identity's Flagsmith id, for an identity override whose web hook told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<u64>,
 }
 
 /// A segment override: the flag state plus what the segment is.
@@ -24,6 +30,9 @@ pub struct SegmentState {
     pub value: Option<FlagValue>,
     pub priority: Option<i64>,
     pub name: Option<String>,
+    /// The feature state's id, when the web hook told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_id: Option<u64>,
 }
 
 /// One cache key's content: `state: None` is a tombstone (the key was deleted at `order`).
@@ -31,6 +40,14 @@ pub struct SegmentState {
 pub struct Slot<T> {
     pub order: Order,
     pub state: Option<T>,
+    /// When the change arrived (unix microseconds; 0 for a flagpost document's keys): an upstream
+    /// document drops the keys that arrived before its fetch began.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arrived_micros: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// What a feature is, as the latest change told.

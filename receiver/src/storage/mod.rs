@@ -9,6 +9,7 @@
 //! torn by a crash.
 
 pub mod batch;
+mod documents;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -135,6 +136,7 @@ impl Storage {
         txn.open_table(STATES)?;
         txn.open_table(SEEN)?;
         txn.open_table(SEEN_BY_TIME)?;
+        documents::create(&txn)?;
         txn.commit()?;
         Ok(Storage {
             db,
@@ -217,6 +219,7 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
             .deleted_features
             .insert(feature);
     }
+    documents::load(&txn, &mut envs)?;
     let mut features: HashMap<(u64, u64), FeatureEntry> = HashMap::new();
     for row in txn.open_table(FEATURES)?.iter()? {
         let (key, value) = row?;
