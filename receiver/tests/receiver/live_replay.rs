@@ -130,12 +130,13 @@ async fn post_webhooks(port: u16, step: &Value) -> HashMap<String, Instant> {
     acknowledged
 }
 
-/// A document without `identity_uuid`, which Flagsmith makes afresh on every request.
-fn without_identity_uuids(mut document: Value) -> Value {
-    if let Some(overrides) = document["identity_overrides"].as_array_mut() {
-        for entry in overrides {
-            entry.as_object_mut().unwrap().remove("identity_uuid");
-        }
+/// What tells one recorded document from another: all but `identity_overrides`, whose changes
+/// always move `updated_at` too, and which the receiver may complete from web hooks where the
+/// document leaves them out (`use_identity_overrides_in_local_eval` false). Project-level
+/// `hide_disabled_flags`, which leaves `updated_at` alone, is compared.
+fn document_version(mut document: Value) -> Value {
+    if let Some(fields) = document.as_object_mut() {
+        fields.remove("identity_overrides");
     }
     document
 }
@@ -155,7 +156,7 @@ async fn wait_for_documents(
     for (env, _, _, server_key) in ENVIRONMENTS {
         let begun = since.get(env).copied().unwrap_or(served_from);
         stand_in.fetched(server_key, begun, n).await;
-        let want = without_identity_uuids(step["environment_documents"][env].clone());
+        let want = document_version(step["environment_documents"][env].clone());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, held) = request(
@@ -165,7 +166,7 @@ async fn wait_for_documents(
                 Vec::new(),
             )
             .await;
-            if status == 200 && without_identity_uuids(held.clone()) == want {
+            if status == 200 && document_version(held.clone()) == want {
                 break;
             }
             assert!(
