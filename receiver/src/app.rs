@@ -13,6 +13,7 @@ use crate::error::BootstrapError;
 use crate::intake::Writer;
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
+use crate::sources::upstream::Upstreams;
 
 /// How often remembered request ids older than the retention are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -23,6 +24,7 @@ pub struct Shared {
     pub writer: Writer,
     pub metrics: Metrics,
     pub documents: DocumentClient,
+    pub upstreams: Upstreams,
 }
 
 impl Shared {

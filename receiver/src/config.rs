@@ -81,6 +81,44 @@ pub struct EnvironmentFile {
     pub id: u64,
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Server-side keys: they also read `GET /api/v1/environment-document/`.
+    #[serde(default)]
+    pub server_keys: Vec<String>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamFile>,
+}
+
+/// An upstream Flagsmith the environment's document is fetched from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Flagsmith's API base: the document is `{url}/api/v1/environment-document/`.
+    pub url: String,
+    /// A server-side environment key of that Flagsmith.
+    pub server_key: SecretSource,
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    #[serde(default = "default_upstream_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// Flagsmith's own SDKs poll every 60 s.
+fn default_poll_interval_secs() -> u64 {
+    60
+}
+
+fn default_upstream_timeout_secs() -> u64 {
+    10
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Without a trailing `/`.
+    pub url: String,
+    pub server_key: Redacted,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -134,8 +172,12 @@ pub struct Live {
     pub timestamp_tolerance_secs: u64,
     pub max_body_bytes: usize,
     pub dedupe_retention_secs: u64,
-    /// `X-Environment-Key` value -> environment id.
+    /// `X-Environment-Key` value -> environment id (client and server keys).
     pub environment_keys: HashMap<String, u64>,
+    /// Server-side keys -> environment id: those read the environment document.
+    pub server_keys: HashMap<String, u64>,
+    /// Environments fetched from an upstream Flagsmith.
+    pub upstreams: HashMap<u64, Upstream>,
     /// Configured environments, in file order.
     pub environments: Vec<u64>,
     pub bootstrap: Option<Bootstrap>,
@@ -205,6 +247,7 @@ impl Config {
         let intake = &file.intake;
         let secrets = check_intake(intake, &mut errors);
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
+        let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
@@ -230,6 +273,8 @@ impl Config {
                 max_body_bytes: intake.max_body_bytes,
                 dedupe_retention_secs: intake.dedupe_retention_secs,
                 environment_keys,
+                server_keys,
+                upstreams,
                 environments,
                 bootstrap,
             },
@@ -307,17 +352,76 @@ fn check_environments(
             ));
         }
         environments.push(env.id);
-        for (k, key) in env.keys.iter().enumerate() {
+        let listed = env.keys.iter().map(|key| ("keys", key));
+        let server = env.server_keys.iter().map(|key| ("server_keys", key));
+        for (k, (field, key)) in listed.chain(server).enumerate() {
+            let k = if field == "keys" {
+                k
+            } else {
+                k - env.keys.len()
+            };
             if key.is_empty() {
-                errors.push(format!("environments[{i}].keys[{k}]: is empty"));
+                errors.push(format!("environments[{i}].{field}[{k}]: is empty"));
             } else if environment_keys.insert(key.clone(), env.id).is_some() {
                 errors.push(format!(
-                    "environments[{i}].keys[{k}]: the same key is given twice"
+                    "environments[{i}].{field}[{k}]: the same key is given twice"
                 ));
             }
         }
     }
     (environment_keys, environments)
+}
+
+/// Answers the server keys (key -> environment) and each environment's upstream.
+fn check_upstreams(
+    listed: &[EnvironmentFile],
+    errors: &mut Vec<String>,
+) -> (HashMap<String, u64>, HashMap<u64, Upstream>) {
+    let mut server_keys = HashMap::new();
+    let mut upstreams = HashMap::new();
+    for (i, env) in listed.iter().enumerate() {
+        for key in &env.server_keys {
+            server_keys.insert(key.clone(), env.id);
+        }
+        let Some(upstream) = &env.upstream else {
+            continue;
+        };
+        let what = format!("environments[{i}].upstream");
+        if !(upstream.url.starts_with("http://") || upstream.url.starts_with("https://")) {
+            errors.push(format!(
+                "{what}.url: {:?} must start with http:// or https://",
+                upstream.url
+            ));
+        }
+        if upstream.poll_interval_secs == 0 || upstream.timeout_secs == 0 {
+            errors.push(format!(
+                "{what}.poll_interval_secs and {what}.timeout_secs: must be at least 1"
+            ));
+        }
+        let server_key = match upstream.server_key.resolve() {
+            Ok(key) if !key.is_empty() => Some(Redacted(key)),
+            Ok(_) => {
+                errors.push(format!("{what}.server_key: is empty"));
+                None
+            }
+            Err(error) => {
+                errors.push(format!("{what}.server_key: {error}"));
+                None
+            }
+        };
+        if let Some(server_key) = server_key {
+            upstreams.insert(
+                env.id,
+                Upstream {
+                    url: upstream.url.trim_end_matches('/').to_owned(),
+                    server_key,
+                    poll_interval: Duration::from_secs(upstream.poll_interval_secs),
+                    timeout: Duration::from_secs(upstream.timeout_secs),
+                },
+            );
+        }
+    }
+    (server_keys, upstreams)
 }
 
 /// `None` when bootstrap is off (no `flagpost_url`).

@@ -41,6 +41,57 @@ pub enum WriteError {
     WriterThread(Arc<std::io::Error>),
 }
 
+/// Why an environment document is refused (from an upstream Flagsmith or from storage).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the document is not JSON: {0}")]
+    NotJson(String),
+    #[error("the document is not a JSON object")]
+    NotAnObject,
+    #[error("the document is not an environment document: {0}")]
+    Shape(String),
+    #[error("the document is for environment {found}, not {expected}")]
+    OtherEnvironment { expected: u64, found: u64 },
+}
+
+/// Why a fetch from an upstream Flagsmith was refused; the last good document stays.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach the upstream: {0}")]
+    Transport(String),
+    #[error("the upstream answered {0}")]
+    Status(http::StatusCode),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the upstream's answer is over the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Document(#[from] DocumentError),
+    #[error("cannot store the document: {0}")]
+    Write(#[from] WriteError),
+}
+
+impl UpstreamError {
+    /// The metric label of a failed fetch.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamError::Transport(_) => "unreachable",
+            UpstreamError::Status(status)
+                if *status == http::StatusCode::UNAUTHORIZED
+                    || *status == http::StatusCode::FORBIDDEN =>
+            {
+                "unauthorized"
+            }
+            UpstreamError::Status(_) => "bad_status",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::TooLarge(_) => "too_large",
+            UpstreamError::Document(DocumentError::OtherEnvironment { .. }) => "other_environment",
+            UpstreamError::Document(_) => "invalid",
+            UpstreamError::Write(_) => "not_stored",
+        }
+    }
+}
+
 impl From<WireError> for WriteError {
     fn from(error: WireError) -> Self {
         WriteError::Malformed(Arc::new(error))
@@ -98,6 +149,11 @@ pub enum LookupError {
     MissingIdentifier,
     #[error("request body: {0}")]
     BadRequest(String),
+    /// Flagsmith's own wording for this refusal.
+    #[error("Invalid or missing Environment key")]
+    NotAServerKey,
+    #[error("environment {0} has no environment document yet (it is fetched from its upstream)")]
+    NoDocument(u64),
 }
 
 /// Why an environment's document was not loaded.
@@ -146,6 +202,8 @@ impl ApiError {
                 LookupError::MissingIdentifier | LookupError::BadRequest(_) => {
                     StatusCode::BAD_REQUEST
                 }
+                LookupError::NotAServerKey => StatusCode::FORBIDDEN,
+                LookupError::NoDocument(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::Bootstrap(error) => match error {
                 BootstrapError::NotConfigured | BootstrapError::NotConfiguredEnvironment(_) => {

@@ -5,6 +5,7 @@
 //! them):
 //! - [`config`]: the TOML file, defaults, validation; [`error`]: every domain error, and the one
 //!   mapping to HTTP statuses; [`clock`]: now, in unix seconds.
+//! - [`evaluation`]: Flagsmith's engine behind one seam: documents read, prepared, evaluated.
 //! - [`documents`]: each environment's flags and the ordering rules (the domain: pure).
 //! - [`storage`]: the redb tables, rows and transactions; the only module that names redb.
 //! - [`intake`]: a web hook's checks, and the one writer thread (dedupe, group commit).
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod documents;
 pub mod error;
+pub mod evaluation;
 pub mod intake;
 pub mod metrics;
 pub mod reload;
@@ -78,12 +80,14 @@ pub async fn run(
         writer,
         metrics: metrics::Metrics::new(registry),
         documents: sources::DocumentClient::default(),
+        upstreams: sources::upstream::Upstreams::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
     let mut tasks = vec![
         tokio::spawn(shared.clone().bootstrap_loop()),
         tokio::spawn(shared.clone().prune_loop()),
+        tokio::spawn(sources::upstream::supervise(shared.clone())),
     ];
     if let Some(path) = fixed.snapshot_path.clone() {
         tasks.push(tokio::spawn(snapshot::keep_written(

@@ -47,8 +47,17 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     accepted: Family<OutcomeLabels, Counter>,
     data_age: Family<EnvironmentLabels, Gauge>,
+    document_age: Family<EnvironmentLabels, Gauge>,
     reloads: ReloadMetrics,
     bootstraps: Family<ResultLabels, Counter>,
+    upstream_fetches: Family<EnvironmentResultLabels, Counter>,
+    analytics: Family<EnvironmentLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvironmentResultLabels {
+    environment: u64,
+    result: &'static str,
 }
 
 impl Metrics {
@@ -74,6 +83,12 @@ impl Metrics {
             "Seconds since the environment last took a change or a document",
             data_age.clone(),
         );
+        let document_age = Family::default();
+        subsystem(&mut registry).register(
+            "upstream_document_age_seconds",
+            "Seconds since the environment's document was last fetched from its upstream Flagsmith",
+            document_age.clone(),
+        );
         let reloads = ReloadMetrics::register(subsystem(&mut registry));
         let bootstraps = Family::default();
         subsystem(&mut registry).register(
@@ -81,11 +96,26 @@ impl Metrics {
             "Environment documents loaded from flagpost, by result",
             bootstraps.clone(),
         );
+        let upstream_fetches = Family::default();
+        subsystem(&mut registry).register(
+            "upstream_fetches",
+            "Environment documents fetched from an upstream Flagsmith, by environment and result",
+            upstream_fetches.clone(),
+        );
+        let analytics = Family::default();
+        subsystem(&mut registry).register(
+            "sdk_analytics",
+            "Flag analytics posted by SDKs (POST /api/v1/analytics/flags/), by environment",
+            analytics.clone(),
+        );
         Metrics {
+            upstream_fetches,
+            analytics,
             registry,
             refused,
             accepted,
             data_age,
+            document_age,
             reloads,
             bootstraps,
         }
@@ -112,6 +142,21 @@ impl Metrics {
             .inc();
     }
 
+    pub fn upstream_fetch(&self, environment: u64, result: &'static str) {
+        self.upstream_fetches
+            .get_or_create(&EnvironmentResultLabels {
+                environment,
+                result,
+            })
+            .inc();
+    }
+
+    pub fn analytics(&self, environment: u64) {
+        self.analytics
+            .get_or_create(&EnvironmentLabels { environment })
+            .inc();
+    }
+
     /// The text exposition, with each environment's data age computed now.
     pub fn render(&self, cache: &FlagCache, now_unix: i64) -> String {
         for (environment, env) in cache.envs() {
@@ -119,6 +164,11 @@ impl Metrics {
                 self.data_age
                     .get_or_create(&EnvironmentLabels { environment })
                     .set(now_unix.saturating_sub(at));
+            }
+            if let Some(doc) = &env.upstream {
+                self.document_age
+                    .get_or_create(&EnvironmentLabels { environment })
+                    .set(now_unix.saturating_sub(doc.fetched_at));
             }
         }
         let mut text = String::new();

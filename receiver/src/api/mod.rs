@@ -52,6 +52,16 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
             get(sdk::identity_get).post(sdk::identity_post),
         )
         .route(
+            "/api/v1/environment-document/",
+            get(sdk::environment_document),
+        )
+        .route(
+            "/api/v1/environment-document",
+            get(sdk::environment_document),
+        )
+        .route("/api/v1/analytics/flags/", post(sdk::analytics))
+        .route("/api/v1/analytics/flags", post(sdk::analytics))
+        .route(
             "/admin/environments/{env}/bootstrap",
             post(status::bootstrap_environment),
         )

@@ -1,24 +1,27 @@
-//! The Flagsmith-SDK-compatible API: the shapes of Flagsmith's `GET /api/v1/flags/` and
-//! `GET`/`POST /api/v1/identities/`, so that an official SDK can use the receiver as its `api_url`
-//! for remote evaluation.
+//! Flagsmith's SDK routes, answered by Flagsmith's engine from each environment's document and
+//! the web-hook changes on top of it ([`crate::evaluation`]):
 //!
-//! The SDKs read, per flag, `enabled`, `feature_state_value` and `feature.{id,name}`; the rest of
-//! Flagsmith's feature-state object is filled from the cache so that other readers find the fields
-//! they expect. Identities resolve to the identity override, else the environment default: the
-//! receiver has no segment rules, so it cannot tell whether an identity is in a segment, and
-//! segment overrides never apply here (see the README).
+//! - `GET /api/v1/flags/`: the environment's flags (rendered once per change);
+//! - `GET /api/v1/identities/?identifier=` and `POST /api/v1/identities/` with traits: the flags
+//!   for one identity, its traits as sent (the receiver stores no traits: see the README);
+//! - `GET /api/v1/environment-document/` for server-side keys: the document as held, so that
+//!   SDKs in local evaluation mode run against the receiver;
+//! - `POST /api/v1/analytics/flags/`: accepted, counted and forwarded to the upstream if any.
+
+use std::hash::{BuildHasher, RandomState};
 
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::response::Response;
-use flagpost::wire::FlagValue;
+use flagsmith_flag_engine::types::FlagsmithValue;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{AppState, json_response};
 use crate::app::Shared;
-use crate::documents::{EnvCache, FeatureEntry, FlagState};
+use crate::documents::{EnvCache, FeatureMeta};
 use crate::error::{ApiError, LookupError};
+use crate::evaluation::{IdentityInput, ResolvedFlag};
 
 const ENVIRONMENT_KEY_HEADER: &str = "x-environment-key";
 
@@ -28,70 +31,76 @@ struct SdkFeature<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     feature_type: &'a str,
-    description: &'a Option<String>,
-    initial_value: &'a Option<FlagValue>,
+    description: Option<&'a str>,
+    initial_value: Option<&'a flagpost::wire::FlagValue>,
     default_enabled: bool,
-    created_date: &'a Option<String>,
+    created_date: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct SdkFlag<'a> {
+    id: Option<u64>,
     feature: SdkFeature<'a>,
     enabled: bool,
-    feature_state_value: &'a Option<FlagValue>,
+    feature_state_value: &'a serde_json::Value,
     environment: u64,
-    identity: Option<()>,
+    identity: Option<u64>,
     feature_segment: Option<()>,
+    /// Identity answers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a Option<String>>,
 }
 
-fn sdk_flag<'a>(env: u64, entry: &'a FeatureEntry, id: u64, state: &'a FlagState) -> SdkFlag<'a> {
-    let meta = &entry.meta;
+fn sdk_flag<'a>(
+    env_id: u64,
+    env: &'a EnvCache,
+    flag: &'a ResolvedFlag,
+    for_identity: bool,
+) -> SdkFlag<'a> {
+    // What the document does not carry (description, initial value, ...) comes from web hooks.
+    let meta: Option<&FeatureMeta> = env.features.get(&flag.feature_id).map(|e| &e.meta);
     SdkFlag {
+        id: flag.state_id,
         feature: SdkFeature {
-            id,
-            name: &meta.name,
-            feature_type: meta.feature_type.as_deref().unwrap_or("STANDARD"),
-            description: &meta.description,
-            initial_value: &meta.initial_value,
-            default_enabled: meta.default_enabled.unwrap_or(false),
-            created_date: &meta.created_date,
+            id: flag.feature_id,
+            name: &flag.name,
+            feature_type: &flag.feature_type,
+            description: meta.and_then(|m| m.description.as_deref()),
+            initial_value: meta.and_then(|m| m.initial_value.as_ref()),
+            default_enabled: meta.and_then(|m| m.default_enabled).unwrap_or(false),
+            created_date: meta.and_then(|m| m.created_date.as_deref()),
         },
-        enabled: state.enabled,
-        feature_state_value: &state.value,
-        environment: env,
-        identity: None,
+        enabled: flag.enabled,
+        feature_state_value: &flag.value,
+        environment: env_id,
+        identity: flag.identity_id,
         feature_segment: None,
+        variant: for_identity.then_some(&flag.variant),
     }
-}
-
-/// Flags of the environment resolved for `identifier` (or the defaults when `None`), by feature id.
-fn flags<'a>(env_id: u64, env: &'a EnvCache, identifier: Option<&str>) -> Vec<SdkFlag<'a>> {
-    let mut flags: Vec<_> = env
-        .live_features()
-        .filter_map(|(id, entry)| {
-            let state = identifier
-                .and_then(|identifier| entry.identity_state(identifier))
-                .or_else(|| entry.default_state())?;
-            Some(sdk_flag(env_id, entry, id, state))
-        })
-        .collect();
-    flags.sort_by_key(|flag| flag.feature.id);
-    flags
 }
 
 /// The body of `GET /api/v1/flags/`, rendered once per change of the environment.
 pub fn environment_flags(env_id: u64, env: &EnvCache) -> Bytes {
     env.rendered(|env| {
-        Bytes::from(serde_json::to_vec(&flags(env_id, env, None)).expect("flags serialise"))
+        let evaluation = env.prepared().evaluate(None, &[]);
+        let flags: Vec<SdkFlag<'_>> = evaluation
+            .flags
+            .iter()
+            .map(|flag| sdk_flag(env_id, env, flag, false))
+            .collect();
+        Bytes::from(serde_json::to_vec(&flags).expect("flags serialise"))
     })
 }
 
 /// `POST /api/v1/identities/` as the SDKs send it.
 #[derive(Debug, Deserialize)]
 pub struct IdentityRequest {
-    pub identifier: String,
+    #[serde(default)]
+    pub identifier: Option<String>,
     #[serde(default)]
     pub traits: Vec<Trait>,
+    #[serde(default)]
+    pub transient: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,14 +108,36 @@ pub struct Trait {
     pub trait_key: String,
     #[serde(default)]
     pub trait_value: serde_json::Value,
+    #[serde(default)]
+    pub transient: bool,
+}
+
+#[derive(Serialize)]
+struct TraitView<'a> {
+    id: Option<u64>,
+    trait_key: &'a str,
+    trait_value: &'a serde_json::Value,
+    transient: bool,
 }
 
 #[derive(Serialize)]
 struct IdentityResponse<'a> {
     identifier: &'a str,
     flags: Vec<SdkFlag<'a>>,
-    /// Echoed as sent: the receiver stores no traits.
-    traits: &'a [Trait],
+    traits: Vec<TraitView<'a>>,
+}
+
+/// The traits the engine reads: a `null` value deletes a trait in Flagsmith, so it is left out,
+/// and so is a value that is no scalar.
+fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, FlagsmithValue> {
+    traits
+        .iter()
+        .filter(|t| !t.trait_value.is_null())
+        .filter_map(|t| {
+            let value = serde_json::from_value(t.trait_value.clone()).ok()?;
+            Some((t.trait_key.clone(), value))
+        })
+        .collect()
 }
 
 /// The body of `GET`/`POST /api/v1/identities/`; an environment with no data yet gives no flags.
@@ -116,22 +147,47 @@ pub fn identity_flags(
     identifier: &str,
     traits: &[Trait],
 ) -> Vec<u8> {
+    let input = IdentityInput {
+        identifier: identifier.to_owned(),
+        key: None,
+        traits: engine_traits(traits),
+    };
+    let evaluation = env.map(|env| {
+        let overlay = env.identity_overlay(identifier);
+        (env, env.prepared().evaluate(Some(&input), &overlay))
+    });
+    let flags = evaluation
+        .as_ref()
+        .map(|(env, evaluation)| {
+            evaluation
+                .flags
+                .iter()
+                .map(|flag| sdk_flag(env_id, env, flag, true))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut traits: Vec<TraitView<'_>> = traits
+        .iter()
+        .filter(|t| !t.trait_value.is_null())
+        .map(|t| TraitView {
+            id: None,
+            trait_key: &t.trait_key,
+            trait_value: &t.trait_value,
+            transient: t.transient,
+        })
+        .collect();
+    traits.sort_by(|a, b| a.trait_key.cmp(b.trait_key));
     let response = IdentityResponse {
         identifier,
-        flags: env
-            .map(|env| flags(env_id, env, Some(identifier)))
-            .unwrap_or_default(),
+        flags,
         traits,
     };
     serde_json::to_vec(&response).expect("identity response serialises")
 }
 
-/// The environment an SDK request is for, from its `X-Environment-Key`.
+/// The environment an SDK request is for, from its `X-Environment-Key` (client or server key).
 fn sdk_environment(shared: &Shared, headers: &HeaderMap) -> Result<u64, LookupError> {
-    let key = headers
-        .get(ENVIRONMENT_KEY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .ok_or(LookupError::MissingEnvironmentKey)?;
+    let key = environment_key(headers).ok_or(LookupError::MissingEnvironmentKey)?;
     shared
         .live
         .load()
@@ -139,6 +195,12 @@ fn sdk_environment(shared: &Shared, headers: &HeaderMap) -> Result<u64, LookupEr
         .get(key)
         .copied()
         .ok_or(LookupError::UnknownEnvironmentKey)
+}
+
+fn environment_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(ENVIRONMENT_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// Takes the request whole (not a `HeaderMap`, which the extractor would clone): this is the
@@ -177,6 +239,16 @@ pub(crate) async fn identity_get(
     Ok(json_response(StatusCode::OK, body))
 }
 
+/// A fresh identifier for a request that names none, as Flagsmith makes one (32 hex digits).
+fn random_identifier() -> String {
+    let hasher = RandomState::new();
+    format!(
+        "{:016x}{:016x}",
+        hasher.hash_one(std::time::SystemTime::now()),
+        hasher.hash_one(std::thread::current().id())
+    )
+}
+
 pub(crate) async fn identity_post(
     State(shared): AppState,
     headers: HeaderMap,
@@ -190,15 +262,59 @@ pub(crate) async fn identity_post(
     }
     let request: IdentityRequest = serde_json::from_slice(&body)
         .map_err(|error| LookupError::BadRequest(error.to_string()))?;
-    if request.identifier.is_empty() {
-        return Err(LookupError::MissingIdentifier.into());
+    // An identity with traits but no identifier is a new anonymous identity in Flagsmith.
+    let identifier = request
+        .identifier
+        .filter(|identifier| !identifier.is_empty())
+        .unwrap_or_else(random_identifier);
+    let mut traits = request.traits;
+    if request.transient {
+        traits.iter_mut().for_each(|t| t.transient = true);
     }
     let cache = shared.cache.load();
     let body = identity_flags(
         env,
         cache.env(env).map(|e| e.as_ref()),
-        &request.identifier,
-        &request.traits,
+        &identifier,
+        &traits,
     );
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// `GET /api/v1/environment-document/`: server-side keys only, as in Flagsmith.
+pub(crate) async fn environment_document(
+    State(shared): AppState,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let env = environment_key(&headers)
+        .and_then(|key| shared.live.load().server_keys.get(key).copied())
+        .ok_or(LookupError::NotAServerKey)?;
+    let cache = shared.cache.load();
+    let doc = cache
+        .env(env)
+        .and_then(|env| env.upstream.as_ref())
+        .ok_or(LookupError::NoDocument(env))?;
+    Ok(json_response(StatusCode::OK, doc.raw.clone()))
+}
+
+/// `POST /api/v1/analytics/flags/`: SDKs report evaluation counts here. Accepted whatever its
+/// content (an SDK logs any error), counted, and forwarded to the environment's upstream.
+pub(crate) async fn analytics(
+    State(shared): AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Ok(env) = sdk_environment(&shared, &headers) {
+        shared.metrics.analytics(env);
+        if let Some(upstream) = shared.live.load().upstreams.get(&env).cloned() {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let client = shared.upstreams.client();
+                if let Err(error) = client.forward_analytics(&upstream, body).await {
+                    tracing::debug!(env, %error, "flag analytics not forwarded");
+                }
+            });
+        }
+    }
+    json_response(StatusCode::OK, Bytes::from_static(b"{}"))
 }

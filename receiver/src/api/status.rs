@@ -32,17 +32,46 @@ pub(crate) async fn healthz(State(shared): AppState) -> Response {
 }
 
 pub(crate) async fn readyz(State(shared): AppState) -> Response {
-    let waiting = if shared.live.load().bootstrap.is_some() {
+    let live = shared.live.load();
+    let mut waiting = if live.bootstrap.is_some() {
         shared.environments_waiting()
     } else {
         Vec::new()
     };
+    // An environment with an upstream waits for its first document.
+    let cache = shared.cache.load();
+    let now = now_unix();
+    let fetches = shared.upstreams.status();
+    let mut documents = serde_json::Map::new();
+    for env in live.upstreams.keys() {
+        let held = cache.env(*env).and_then(|env| env.upstream.clone());
+        if held.is_none() && !waiting.contains(env) {
+            waiting.push(*env);
+        }
+        let fetch = fetches.get(env).cloned().unwrap_or_default();
+        documents.insert(
+            env.to_string(),
+            serde_json::json!({
+                "fetched_at": held.as_ref().map(|doc| doc.fetched_at),
+                "age_seconds": held.as_ref().map(|doc| now.saturating_sub(doc.fetched_at)),
+                "updated_at": held.as_ref().and_then(|doc| doc.parsed.updated_at.clone()),
+                "fetches": fetch.fetched,
+                "failures_in_a_row": fetch.failures_in_a_row,
+                "last_error": fetch.last_error,
+            }),
+        );
+    }
+    waiting.sort_unstable();
     let status = if waiting.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "ready": waiting.is_empty(), "waiting_for": waiting });
+    let body = serde_json::json!({
+        "ready": waiting.is_empty(),
+        "waiting_for": waiting,
+        "documents": documents,
+    });
     json_response(status, serde_json::to_vec(&body).expect("serialises"))
 }
 

@@ -12,6 +12,8 @@ use flagpost::document::{EnvironmentDocument, FeatureDocument};
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
 use crate::documents::state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+use crate::documents::upstream::UpstreamDocument;
+use crate::evaluation::PreparedEnvironment;
 
 /// One environment's part of the cache.
 #[derive(Debug, Default)]
@@ -27,8 +29,13 @@ pub struct EnvCache {
     pub features: HashMap<u64, Arc<FeatureEntry>>,
     /// Deleted feature ids: nothing for them is ever applied again.
     pub deleted_features: HashSet<u64>,
+    /// The last good document from an upstream Flagsmith; the keys above are then the web-hook
+    /// changes taken since its fetch began, applied on top of it.
+    pub upstream: Option<Arc<UpstreamDocument>>,
     /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
     rendered: OnceLock<Bytes>,
+    /// The environment prepared for evaluation, kept until it next changes.
+    pub(crate) prepared: OnceLock<Arc<PreparedEnvironment>>,
 }
 
 impl Clone for EnvCache {
@@ -40,8 +47,10 @@ impl Clone for EnvCache {
             refreshed_at: self.refreshed_at,
             features: self.features.clone(),
             deleted_features: self.deleted_features.clone(),
+            upstream: self.upstream.clone(),
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
+            prepared: OnceLock::new(),
         }
     }
 }
@@ -81,6 +90,8 @@ pub enum Dirty {
     FeatureDeleted(u64, u64),
     /// Every key of the feature may have changed (a document replaced it).
     FeatureRewritten(u64, u64),
+    /// The environment's upstream document changed.
+    Upstream(u64),
 }
 
 /// Every environment's flags.
@@ -102,8 +113,9 @@ impl FlagCache {
     pub fn env_mut(&mut self, id: u64) -> &mut EnvCache {
         let env = self.envs.entry(id).or_default();
         let env = Arc::make_mut(env);
-        // Anything rendered from the old content is stale now.
+        // Anything rendered or prepared from the old content is stale now.
         env.rendered = OnceLock::new();
+        env.prepared = OnceLock::new();
         env
     }
 
@@ -251,13 +263,23 @@ impl FlagCache {
 /// Writes `change` into its key's slot (it was admitted).
 fn write_slot(entry: &mut FeatureEntry, change: &Change) {
     let order = change.order;
+    let arrived_micros = change.arrived_micros;
     let state = (!change.deleted).then(|| change.state.clone());
     match &change.scope {
-        Scope::Default => entry.default = Some(Slot { order, state }),
+        Scope::Default => {
+            entry.default = Some(Slot {
+                order,
+                state,
+                arrived_micros,
+            })
+        }
         Scope::Identity(identifier) => {
-            entry
-                .identities
-                .insert(identifier.clone(), Slot { order, state });
+            let slot = Slot {
+                order,
+                state,
+                arrived_micros,
+            };
+            entry.identities.insert(identifier.clone(), slot);
         }
         Scope::Segment(segment) => {
             let state = state.map(|state| SegmentState {
@@ -266,7 +288,12 @@ fn write_slot(entry: &mut FeatureEntry, change: &Change) {
                 priority: change.segment_priority,
                 name: change.segment_name.clone(),
             });
-            entry.segments.insert(*segment, Slot { order, state });
+            let slot = Slot {
+                order,
+                state,
+                arrived_micros,
+            };
+            entry.segments.insert(*segment, slot);
         }
     }
 }
@@ -285,6 +312,7 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
     let loaded = |state: FlagState| Slot {
         order: at,
         state: Some(state),
+        arrived_micros: 0,
     };
     if entry.default.is_none() {
         entry.default = Some(loaded(FlagState {
@@ -315,6 +343,7 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
                     priority: Some(segment.priority),
                     name: Some(segment.segment.name.clone()),
                 }),
+                arrived_micros: 0,
             });
     }
 }
@@ -365,6 +394,7 @@ mod tests {
             segment_priority: None,
             segment_name: None,
             order,
+            arrived_micros: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use flagpost::wire::{IdRef, IdentityRef, IncomingFlagEvent};
 
+use crate::clock::now_micros;
 use crate::documents::order::Order;
 use crate::documents::state::{FeatureMeta, FlagState};
 
@@ -27,6 +28,9 @@ pub struct Change {
     pub segment_priority: Option<i64>,
     pub segment_name: Option<String>,
     pub order: Order,
+    /// When the receiver took it (unix microseconds): a document fetched from an upstream
+    /// Flagsmith supersedes the changes taken before its fetch began.
+    pub arrived_micros: i64,
 }
 
 impl Change {
@@ -80,6 +84,7 @@ impl Change {
                 .as_ref()
                 .and_then(|s| s.segment.name.clone()),
             order,
+            arrived_micros: now_micros(),
         }
     }
 }

@@ -11,21 +11,25 @@
 //! - deleting an environment default removes the feature, its overrides with it, and leaves a
 //!   tombstone on the feature id so that nothing for it, of any key, comes back;
 //! - deleting an override leaves a tombstone on that key, ordered like any other state;
-//! - a document from flagpost counts as applied at its `last_sequence` for every key.
+//! - a document from flagpost counts as applied at its `last_sequence` for every key;
+//! - a document from an upstream Flagsmith supersedes every change taken before its fetch began.
 //!
 //! - [`order`]: which of two changes is newer; [`state`]: what one feature holds, its identity
 //!   overrides in [`overrides`] (shared in shards, so a change copies few of them);
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
-//!   changes and documents to it.
+//!   changes and documents to it; [`upstream`]: documents from an upstream Flagsmith, with the
+//!   web-hook changes taken since their fetch began on top.
 
 pub mod cache;
 pub mod change;
 pub mod order;
 pub mod overrides;
 pub mod state;
+pub mod upstream;
 
 pub use cache::{Dirty, EnvCache, FlagCache, Outcome};
 pub use change::{Change, Scope};
 pub use order::Order;
 pub use overrides::IdentityOverrides;
 pub use state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+pub use upstream::{UpstreamDocument, flagsmith_value};

@@ -31,6 +31,14 @@ pub struct SegmentState {
 pub struct Slot<T> {
     pub order: Order,
     pub state: Option<T>,
+    /// When the change arrived (unix microseconds; 0 for a flagpost document's keys): an upstream
+    /// document drops the keys that arrived before its fetch began.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arrived_micros: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// What a feature is, as the latest change told.

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now_unix;
-use crate::documents::{Change, FlagCache, Outcome};
+use crate::documents::{Change, FlagCache, Outcome, UpstreamDocument};
 use crate::error::WriteError;
 use crate::storage::{Batch, Storage};
 
@@ -70,6 +70,10 @@ enum Job {
     Forget {
         before_unix: i64,
         reply: oneshot::Sender<Result<u64, WriteError>>,
+    },
+    Upstream {
+        doc: Arc<UpstreamDocument>,
+        reply: oneshot::Sender<Result<Outcome, WriteError>>,
     },
 }
 
@@ -142,6 +146,18 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Document {
             doc: Box::new(doc),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| WriteError::WriterGone)?
+    }
+
+    /// Loads a document fetched from an upstream Flagsmith, durably; `Superseded` when the cache
+    /// already holds a newer one.
+    pub async fn load_upstream(&self, doc: UpstreamDocument) -> Result<Outcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Upstream {
+            doc: Arc::new(doc),
             reply,
         })
         .await?;
@@ -239,13 +255,16 @@ enum Answer {
     Intake(IntakeOutcome),
     Document,
     Forgot(u64),
+    Upstream(Outcome),
 }
 
 impl Answer {
     fn changed_cache(&self) -> bool {
         matches!(
             self,
-            Answer::Intake(IntakeOutcome::Applied) | Answer::Document
+            Answer::Intake(IntakeOutcome::Applied)
+                | Answer::Document
+                | Answer::Upstream(Outcome::Applied)
         )
     }
 
@@ -260,6 +279,9 @@ impl Answer {
             }
             (Job::Forget { reply, .. }, Answer::Forgot(n)) => {
                 let _ = reply.send(Ok(n));
+            }
+            (Job::Upstream { reply, .. }, Answer::Upstream(outcome)) => {
+                let _ = reply.send(Ok(outcome));
             }
             // `run_batch` answers each job with its own kind, in order.
             (job, _) => job.fail(WriteError::Corrupt(
@@ -279,6 +301,9 @@ impl Job {
                 let _ = reply.send(Err(error));
             }
             Job::Forget { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Upstream { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
         }
@@ -315,6 +340,9 @@ fn run_batch(
                 Answer::Document
             }
             Job::Forget { before_unix, .. } => Answer::Forgot(batch.forget_before(*before_unix)?),
+            Job::Upstream { doc, .. } => {
+                Answer::Upstream(staged.apply_upstream(doc.clone(), now, &mut dirty))
+            }
         });
     }
     batch.write(staged, &mut dirty)?;

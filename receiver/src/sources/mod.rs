@@ -1,6 +1,8 @@
 //! Where documents come from, besides web hooks: [`flagpost`], an environment's full document
-//! from flagpost's change API (bootstrap, and reload on demand).
+//! from flagpost's change API (bootstrap, and reload on demand); [`upstream`], Flagsmith's
+//! environment document from an upstream Flagsmith (at start, after web hooks, on a poll).
 
 pub mod flagpost;
+pub mod upstream;
 
 pub use self::flagpost::{DocumentClient, parse_document};

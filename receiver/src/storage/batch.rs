@@ -7,6 +7,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
+use crate::storage::documents::{self, DocumentsTable};
 use crate::storage::{
     DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, SEEN, SEEN_BY_TIME, STATES, json, scope_key,
 };
@@ -21,6 +22,7 @@ pub struct Batch<'txn> {
     features: Table<'txn, (u64, u64), &'static str>,
     deleted: Table<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
+    documents: DocumentsTable<'txn>,
 }
 
 impl<'txn> Batch<'txn> {
@@ -32,6 +34,7 @@ impl<'txn> Batch<'txn> {
             features: txn.open_table(FEATURES)?,
             deleted: txn.open_table(DELETED_FEATURES)?,
             states: txn.open_table(STATES)?,
+            documents: documents::open(txn)?,
         })
     }
 
@@ -96,6 +99,10 @@ impl<'txn> Batch<'txn> {
                 }
                 Dirty::FeatureRewritten(env, feature) => {
                     self.rewrite_feature(*env, *feature, feature_entry(cache, *env, *feature))?
+                }
+                Dirty::Upstream(env) => {
+                    let held = cache.env(*env).map(|env| env.as_ref());
+                    documents::write(&mut self.documents, *env, held)?
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! Every call here blocks; only the writer thread (and start-up, before the server runs) calls it.
 
 pub mod batch;
+mod documents;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -95,6 +96,7 @@ impl Storage {
         txn.open_table(STATES)?;
         txn.open_table(SEEN)?;
         txn.open_table(SEEN_BY_TIME)?;
+        documents::create(&txn)?;
         txn.commit()?;
         let cache = load(&db)?;
         Ok((Storage { db }, cache))
@@ -140,6 +142,7 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
             .deleted_features
             .insert(feature);
     }
+    documents::load(&txn, &mut envs)?;
     let mut features: HashMap<(u64, u64), FeatureEntry> = HashMap::new();
     for row in txn.open_table(FEATURES)?.iter()? {
         let (key, value) = row?;

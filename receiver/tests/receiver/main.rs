@@ -10,6 +10,7 @@ mod config;
 mod conformance;
 mod crash;
 mod dedupe;
+mod engine_suite;
 mod hardening;
 mod live_replay;
 mod local_evaluation;

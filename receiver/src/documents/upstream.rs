@@ -1,0 +1,214 @@
+//! Documents from an upstream Flagsmith, and how the web-hook changes sit on top of them
+//! (DESIGN.md "Ordering in the receiver", point 5).
+//!
+//! Flagsmith's document carries no sequence. It supersedes every change the receiver took before
+//! its fetch began, so those keys are dropped when it is loaded; changes taken during the fetch
+//! stay and apply on top of it. A document never replaces one whose fetch began later, nor one
+//! with a later `updated_at`: a slow fetch that finishes late cannot take the cache backwards.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flagpost::wire::FlagValue;
+use flagsmith_flag_engine::types::{FlagsmithValue, FlagsmithValueType};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::documents::cache::{Dirty, EnvCache, FlagCache, Outcome};
+use crate::documents::state::{FeatureEntry, FlagState};
+use crate::error::DocumentError;
+use crate::evaluation::{
+    EvaluationDocument, FeatureOverlay, IdentityOverlay, OverlayState, PreparedEnvironment,
+};
+
+/// A document fetched from an upstream Flagsmith, as the cache holds it.
+#[derive(Debug)]
+pub struct UpstreamDocument {
+    /// The bytes as Flagsmith sent them: `GET /api/v1/environment-document/` serves them as
+    /// they are.
+    pub raw: Bytes,
+    pub parsed: EvaluationDocument,
+    /// When its fetch began (unix microseconds).
+    pub fetch_began_micros: i64,
+    /// When it was fetched (unix seconds): the data age.
+    pub fetched_at: i64,
+}
+
+impl UpstreamDocument {
+    /// Reads and checks a document; `expected_env` is the environment it was fetched for.
+    pub fn parse(
+        raw: Bytes,
+        expected_env: u64,
+        fetch_began_micros: i64,
+        fetched_at: i64,
+    ) -> Result<UpstreamDocument, DocumentError> {
+        let parsed = EvaluationDocument::parse(&raw)?;
+        if parsed.env_id != expected_env {
+            return Err(DocumentError::OtherEnvironment {
+                expected: expected_env,
+                found: parsed.env_id,
+            });
+        }
+        Ok(UpstreamDocument {
+            raw,
+            parsed,
+            fetch_began_micros,
+            fetched_at,
+        })
+    }
+
+    fn updated_at(&self) -> Option<OffsetDateTime> {
+        let text = self.parsed.updated_at.as_deref()?;
+        OffsetDateTime::parse(text, &Rfc3339).ok()
+    }
+
+    /// Whether this document may replace `held`.
+    fn is_newer_than(&self, held: &UpstreamDocument) -> bool {
+        if self.fetch_began_micros <= held.fetch_began_micros {
+            return false;
+        }
+        match (self.updated_at(), held.updated_at()) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
+        }
+    }
+}
+
+impl FlagCache {
+    /// Loads a document from an upstream Flagsmith (see the module's comment).
+    pub fn apply_upstream(
+        &mut self,
+        doc: Arc<UpstreamDocument>,
+        now_unix: i64,
+        dirty: &mut Vec<Dirty>,
+    ) -> Outcome {
+        let env_id = doc.parsed.env_id;
+        let held = self.env(env_id).and_then(|env| env.upstream.as_ref());
+        if held.is_some_and(|held| !doc.is_newer_than(held)) {
+            return Outcome::Superseded;
+        }
+        let began = doc.fetch_began_micros;
+        let listed: HashSet<u64> = doc
+            .parsed
+            .context
+            .features
+            .values()
+            .map(|feature| u64::from(feature.metadata.feature_id))
+            .collect();
+        let env = self.env_mut(env_id);
+        for (id, entry) in env.features.iter_mut() {
+            if drop_superseded(Arc::make_mut(entry), began) || !listed.contains(id) {
+                dirty.push(Dirty::FeatureRewritten(env_id, *id));
+            }
+        }
+        // A feature the document no longer lists and no later change holds is gone upstream.
+        env.features
+            .retain(|id, entry| listed.contains(id) || !entry.is_empty());
+        env.name = Some(doc.parsed.name.clone());
+        env.loaded_at = Some(now_unix);
+        env.refreshed_at = Some(now_unix);
+        env.upstream = Some(doc);
+        dirty.push(Dirty::Env(env_id));
+        dirty.push(Dirty::Upstream(env_id));
+        Outcome::Applied
+    }
+}
+
+/// Drops the keys of `entry` taken before `began`; answers whether any went.
+fn drop_superseded(entry: &mut FeatureEntry, began: i64) -> bool {
+    let before =
+        entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());
+    if entry
+        .default
+        .as_ref()
+        .is_some_and(|slot| slot.arrived_micros <= began)
+    {
+        entry.default = None;
+    }
+    entry.identities.retain(|slot| slot.arrived_micros > began);
+    entry.segments.retain(|_, slot| slot.arrived_micros > began);
+    let after =
+        entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());
+    before != after
+}
+
+impl EnvCache {
+    /// This environment prepared for evaluation: built on the first request after a change.
+    pub fn prepared(&self) -> Arc<PreparedEnvironment> {
+        self.prepared
+            .get_or_init(|| {
+                let document = self.upstream.as_ref().map(|doc| &doc.parsed);
+                let name = self.name.as_deref().unwrap_or_default();
+                Arc::new(PreparedEnvironment::build(document, name, &self.overlay()))
+            })
+            .clone()
+    }
+
+    /// The changes held on top of the document, for the environment and its segments.
+    fn overlay(&self) -> Vec<FeatureOverlay> {
+        let deleted = self.deleted_features.iter().map(|id| FeatureOverlay {
+            id: *id,
+            name: String::new(),
+            feature_type: None,
+            default: Some(None),
+            segments: Vec::new(),
+        });
+        let held = self.features.iter().map(|(id, entry)| FeatureOverlay {
+            id: *id,
+            name: entry.meta.name.clone(),
+            feature_type: entry.meta.feature_type.clone(),
+            default: entry
+                .default
+                .as_ref()
+                .map(|slot| slot.state.as_ref().map(overlay_state)),
+            segments: entry
+                .segments
+                .iter()
+                .map(|(segment, slot)| {
+                    let state = slot.state.as_ref().map(|state| OverlayState {
+                        enabled: state.enabled,
+                        value: flagsmith_value(state.value.as_ref()),
+                    });
+                    let priority = slot.state.as_ref().and_then(|state| state.priority);
+                    (*segment, state, priority)
+                })
+                .collect(),
+        });
+        deleted.chain(held).collect()
+    }
+
+    /// The identity overrides held on top of the document for `identifier`.
+    pub fn identity_overlay(&self, identifier: &str) -> Vec<IdentityOverlay> {
+        self.features
+            .iter()
+            .filter_map(|(id, entry)| {
+                let slot = entry.identities.get(identifier)?;
+                Some(IdentityOverlay {
+                    feature_id: *id,
+                    feature_name: entry.meta.name.clone(),
+                    state: slot.state.as_ref().map(overlay_state),
+                })
+            })
+            .collect()
+    }
+}
+
+fn overlay_state(state: &FlagState) -> OverlayState {
+    OverlayState {
+        enabled: state.enabled,
+        value: flagsmith_value(state.value.as_ref()),
+    }
+}
+
+/// A web hook's value as the engine holds values.
+pub fn flagsmith_value(value: Option<&FlagValue>) -> FlagsmithValue {
+    let (value_type, value) = match value {
+        None => (FlagsmithValueType::None, String::new()),
+        Some(FlagValue::Bool(b)) => (FlagsmithValueType::Bool, b.to_string()),
+        Some(FlagValue::Integer(i)) => (FlagsmithValueType::Integer, i.to_string()),
+        Some(FlagValue::Float(f)) => (FlagsmithValueType::Float, f.to_string()),
+        Some(FlagValue::String(s)) => (FlagsmithValueType::String, s.clone()),
+    };
+    FlagsmithValue { value_type, value }
+}

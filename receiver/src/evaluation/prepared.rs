@@ -1,0 +1,391 @@
+//! An environment prepared for evaluation: the engine's context built once per change of the
+//! document or of the web-hook changes on top of it, then evaluated per request.
+//!
+//! The engine reads the identity from its context, so each request needs a context of its own.
+//! Cloning the environment's context per request is what makes Flagsmith's Edge Proxy slow; here
+//! each prepared environment keeps a small pool of clones, and a request borrows one, sets its
+//! identity, evaluates and gives it back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use flagsmith_flag_engine::engine::get_evaluation_result;
+use flagsmith_flag_engine::engine_eval::context::IdentityContext;
+use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, FeatureContext, FlagResult};
+use flagsmith_flag_engine::types::{FlagsmithValue, FlagsmithValueType};
+
+use crate::evaluation::document::{
+    EvaluationDocument, EvaluationSettings, IdentityEntry, IdentityOverride, KEYLESS_OPTION,
+};
+
+/// How many idle contexts a prepared environment keeps (about the number of worker threads).
+const POOL_SIZE: usize = 16;
+
+/// The engine's reason when an identity override decides a flag.
+pub const IDENTITY_OVERRIDE_REASON: &str = "IDENTITY_OVERRIDE";
+
+/// A flag state a web hook set (`None` where it deleted the key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayState {
+    pub enabled: bool,
+    pub value: FlagsmithValue,
+}
+
+/// The web-hook changes to one feature that apply on top of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureOverlay {
+    pub id: u64,
+    pub name: String,
+    pub feature_type: Option<String>,
+    /// `Some(None)`: the environment default was deleted (the feature is gone).
+    pub default: Option<Option<OverlayState>>,
+    /// Segment id -> (its override, or `None` where deleted; its priority).
+    pub segments: Vec<(u64, Option<OverlayState>, Option<i64>)>,
+}
+
+/// An identity override a web hook set or removed, for the identity being evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityOverlay {
+    pub feature_id: u64,
+    pub feature_name: String,
+    pub state: Option<OverlayState>,
+}
+
+/// Who a request is for.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityInput {
+    pub identifier: String,
+    /// The hashing key when the caller knows it (the engine suite gives one); else it follows the
+    /// document's settings.
+    pub key: Option<String>,
+    pub traits: HashMap<String, FlagsmithValue>,
+}
+
+/// One flag as evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFlag {
+    pub feature_id: u64,
+    pub name: String,
+    /// `STANDARD` or `MULTIVARIATE`.
+    pub feature_type: String,
+    pub enabled: bool,
+    pub value: serde_json::Value,
+    /// For multivariate features: the option's key, `"control"`, or `None` for a keyless option.
+    pub variant: Option<String>,
+    /// What decided it, as the engine says: `DEFAULT`/`STATIC`, `TARGETING_MATCH; segment=NAME`,
+    /// `SPLIT; weight=N`, or [`IDENTITY_OVERRIDE_REASON`].
+    pub reason: String,
+    /// The winning feature state's id (`django_id`), when known.
+    pub state_id: Option<u64>,
+    /// Whether an identity override decided it.
+    pub identity_override: bool,
+    /// Flagsmith's id of the identity whose override decided it, when the document tells it.
+    pub identity_id: Option<u64>,
+}
+
+/// An evaluation's answer: flags by feature id, and the segments the identity is in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub flags: Vec<ResolvedFlag>,
+    pub segments: Vec<String>,
+}
+
+/// An environment ready to answer.
+#[derive(Debug)]
+pub struct PreparedEnvironment {
+    base: EngineEvaluationContext,
+    settings: EvaluationSettings,
+    identities: HashMap<String, IdentityEntry>,
+    /// Feature name -> whether it is multivariate (its type, as the document or web hook said).
+    multivariate: HashMap<String, bool>,
+    idle: Mutex<Vec<EngineEvaluationContext>>,
+}
+
+impl PreparedEnvironment {
+    /// Prepares a context as the engine suite states it (no identity overrides apart).
+    pub fn from_context(mut context: EngineEvaluationContext) -> PreparedEnvironment {
+        context.identity = None;
+        for feature in context.features.values_mut() {
+            for variant in &mut feature.variants {
+                variant.key.get_or_insert_with(|| KEYLESS_OPTION.to_owned());
+            }
+        }
+        Self::new(context, EvaluationSettings::default(), HashMap::new())
+    }
+
+    /// Prepares an environment from its document (if any) and the web-hook changes on top.
+    pub fn build(
+        document: Option<&EvaluationDocument>,
+        name: &str,
+        overlay: &[FeatureOverlay],
+    ) -> PreparedEnvironment {
+        let (mut context, settings, identities) = match document {
+            Some(doc) => (doc.context.clone(), doc.settings, doc.identities.clone()),
+            None => (
+                serde_json::from_value(serde_json::json!({
+                    "environment": {"key": "", "name": name},
+                }))
+                .expect("an empty context literal reads"),
+                EvaluationSettings::default(),
+                HashMap::new(),
+            ),
+        };
+        let mut identities = identities;
+        for feature in overlay {
+            apply_overlay(&mut context, &mut identities, feature);
+        }
+        Self::new(context, settings, identities)
+    }
+
+    fn new(
+        base: EngineEvaluationContext,
+        settings: EvaluationSettings,
+        identities: HashMap<String, IdentityEntry>,
+    ) -> PreparedEnvironment {
+        let multivariate = base
+            .features
+            .values()
+            .map(|f| (f.name.clone(), f.metadata.feature_type == "MULTIVARIATE"))
+            .collect();
+        PreparedEnvironment {
+            base,
+            settings,
+            identities,
+            multivariate,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn settings(&self) -> EvaluationSettings {
+        self.settings
+    }
+
+    /// The client key the document named (empty without a document).
+    pub fn api_key(&self) -> &str {
+        &self.base.environment.key
+    }
+
+    /// Evaluates the environment for `identity` (the environment's own flags when `None`), with
+    /// `overlay`: identity overrides that web hooks set or removed for this identity.
+    pub fn evaluate(
+        &self,
+        identity: Option<&IdentityInput>,
+        overlay: &[IdentityOverlay],
+    ) -> Evaluation {
+        let mut context = self.borrow_context();
+        context.identity = identity.map(|identity| IdentityContext {
+            identifier: identity.identifier.clone(),
+            key: identity
+                .key
+                .clone()
+                .unwrap_or_else(|| self.hashing_key(&identity.identifier)),
+            traits: identity.traits.clone(),
+        });
+        let result = get_evaluation_result(&context);
+        context.identity = None;
+        let mut flags: HashMap<String, ResolvedFlag> = result
+            .flags
+            .into_values()
+            .map(|flag| {
+                let resolved = self.resolved(&context, flag, identity.is_some());
+                (resolved.name.clone(), resolved)
+            })
+            .collect();
+        self.give_back(context);
+        if let Some(identity) = identity {
+            self.apply_identity_overrides(&mut flags, &identity.identifier, overlay);
+        }
+        let mut flags: Vec<ResolvedFlag> = flags
+            .into_values()
+            .filter(|flag| flag.enabled || !self.settings.hide_disabled_flags)
+            .collect();
+        flags.sort_by_key(|flag| flag.feature_id);
+        Evaluation {
+            flags,
+            segments: result
+                .segments
+                .into_iter()
+                .map(|segment| segment.name)
+                .collect(),
+        }
+    }
+
+    /// Flagsmith's hashing key: `<client key>_<identifier>`, or the identity's Flagsmith id
+    /// where the document turns composite keys off and knows the identity.
+    fn hashing_key(&self, identifier: &str) -> String {
+        let django_id = (!self.settings.composite_key_hashing)
+            .then(|| self.identities.get(identifier).and_then(|e| e.django_id))
+            .flatten();
+        match django_id {
+            Some(id) => id.to_string(),
+            None => format!("{}_{}", self.base.environment.key, identifier),
+        }
+    }
+
+    fn resolved(
+        &self,
+        context: &EngineEvaluationContext,
+        flag: FlagResult,
+        has_identity: bool,
+    ) -> ResolvedFlag {
+        let segment_name = flag.reason.strip_prefix("TARGETING_MATCH; segment=");
+        let winning = segment_name
+            .and_then(|segment| {
+                context
+                    .segments
+                    .values()
+                    .find(|s| s.name == segment)
+                    .and_then(|s| s.overrides.iter().find(|o| o.name == flag.name))
+            })
+            .or_else(|| context.features.get(&flag.name));
+        let multivariate = self.multivariate.get(&flag.name).copied().unwrap_or(false);
+        let variant = match flag.variant {
+            Some(key) if key == KEYLESS_OPTION => None,
+            Some(key) => Some(key),
+            // Flagsmith says "control" wherever an override supplies a multivariate value.
+            None if has_identity && multivariate && segment_name.is_some() => {
+                Some("control".to_owned())
+            }
+            None => None,
+        };
+        ResolvedFlag {
+            feature_id: u64::from(flag.metadata.feature_id),
+            name: flag.name,
+            feature_type: flag.metadata.feature_type,
+            enabled: flag.enabled,
+            value: value_json(&flag.value),
+            variant,
+            reason: flag.reason,
+            state_id: winning.and_then(|f| f.key.parse().ok()),
+            identity_override: false,
+            identity_id: None,
+        }
+    }
+
+    fn apply_identity_overrides(
+        &self,
+        flags: &mut HashMap<String, ResolvedFlag>,
+        identifier: &str,
+        overlay: &[IdentityOverlay],
+    ) {
+        let entry = self.identities.get(identifier);
+        let identity_id = entry.and_then(|entry| entry.django_id);
+        let from_document = entry
+            .map(|entry| entry.overrides.as_slice())
+            .unwrap_or_default();
+        let from_webhooks = overlay.iter().filter_map(|o| {
+            o.state.as_ref().map(|state| IdentityOverride {
+                feature_id: o.feature_id,
+                feature_name: o.feature_name.clone(),
+                enabled: state.enabled,
+                value: state.value.clone(),
+                state_id: None,
+            })
+        });
+        let removed = |name: &str| {
+            overlay
+                .iter()
+                .any(|o| o.state.is_none() && o.feature_name == name)
+        };
+        let overridden = |name: &str| overlay.iter().any(|o| o.feature_name == name);
+        let document = from_document
+            .iter()
+            .filter(|o| !overridden(&o.feature_name) && !removed(&o.feature_name))
+            .cloned();
+        for identity_override in document.chain(from_webhooks) {
+            let Some(flag) = flags.get_mut(&identity_override.feature_name) else {
+                continue;
+            };
+            flag.enabled = identity_override.enabled;
+            flag.value = value_json(&identity_override.value);
+            flag.reason = IDENTITY_OVERRIDE_REASON.to_owned();
+            flag.state_id = identity_override.state_id;
+            flag.identity_override = true;
+            flag.identity_id = identity_id;
+            let multivariate = self.multivariate.get(&flag.name).copied().unwrap_or(false);
+            flag.variant = multivariate.then(|| "control".to_owned());
+        }
+    }
+
+    fn borrow_context(&self) -> EngineEvaluationContext {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        idle.unwrap_or_else(|| self.base.clone())
+    }
+
+    fn give_back(&self, context: EngineEvaluationContext) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(context);
+        }
+    }
+}
+
+/// Applies one feature's web-hook changes to the context and the document's identity overrides.
+fn apply_overlay(
+    context: &mut EngineEvaluationContext,
+    identities: &mut HashMap<String, IdentityEntry>,
+    overlay: &FeatureOverlay,
+) {
+    if let Some(None) = overlay.default {
+        // Deleted: its overrides go with it, as in Flagsmith. By id: a feature re-created under
+        // the same name has a new id.
+        let other = |feature: &FeatureContext| u64::from(feature.metadata.feature_id) != overlay.id;
+        context.features.retain(|_, feature| other(feature));
+        for segment in context.segments.values_mut() {
+            segment.overrides.retain(other);
+        }
+        for entry in identities.values_mut() {
+            entry.overrides.retain(|o| o.feature_id != overlay.id);
+        }
+        return;
+    }
+    if let Some(Some(state)) = &overlay.default {
+        let feature = context
+            .features
+            .entry(overlay.name.clone())
+            .or_insert_with(|| new_feature(overlay));
+        feature.enabled = state.enabled;
+        feature.value = state.value.clone();
+    }
+    for (segment_id, state, priority) in &overlay.segments {
+        // A segment the document does not hold has no rules here: nobody can match it.
+        let Some(segment) = context.segments.get_mut(&segment_id.to_string()) else {
+            continue;
+        };
+        segment.overrides.retain(|o| o.name != overlay.name);
+        if let Some(state) = state {
+            let mut feature = new_feature(overlay);
+            feature.enabled = state.enabled;
+            feature.value = state.value.clone();
+            feature.priority = priority.map(|p| p as f64);
+            segment.overrides.push(feature);
+        }
+    }
+}
+
+fn new_feature(overlay: &FeatureOverlay) -> FeatureContext {
+    let mut feature: FeatureContext = serde_json::from_value(serde_json::json!({
+        "key": "",
+        "name": overlay.name,
+        "enabled": false,
+        "value": null,
+        "metadata": {"feature_id": overlay.id, "feature_type": overlay.feature_type.as_deref().unwrap_or("STANDARD")},
+    }))
+    .expect("a feature context literal reads");
+    feature.metadata.feature_id = u32::try_from(overlay.id).unwrap_or(u32::MAX);
+    feature
+}
+
+/// A value as JSON, without the engine's serialiser (which panics on an integer past `i64`).
+pub fn value_json(value: &FlagsmithValue) -> serde_json::Value {
+    let text = value.value.as_str();
+    match value.value_type {
+        FlagsmithValueType::None => serde_json::Value::Null,
+        FlagsmithValueType::String => serde_json::Value::String(value.value.clone()),
+        FlagsmithValueType::Bool => serde_json::Value::Bool(text == "true"),
+        FlagsmithValueType::Integer | FlagsmithValueType::Float => text
+            .parse::<serde_json::Number>()
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| serde_json::Value::String(value.value.clone())),
+    }
+}
