@@ -143,8 +143,8 @@ fn document_version(mut document: Value) -> Value {
 
 /// Waits until the receiver holds step `n`'s documents: the stand-in answered a request that
 /// began after the step's last web hook for that environment (a document fetched earlier may be
-/// overtaken by the web hooks), and the receiver's own `GET /api/v1/environment-document/`
-/// shows it.
+/// overtaken by the web hooks), the receiver's `/readyz` counts that fetch as done, and its own
+/// `GET /api/v1/environment-document/` shows the document.
 async fn wait_for_documents(
     port: u16,
     stand_in: &StandIn,
@@ -153,12 +153,13 @@ async fn wait_for_documents(
     since: &HashMap<String, Instant>,
     served_from: Instant,
 ) {
-    for (env, _, _, server_key) in ENVIRONMENTS {
+    for (env, id, _, server_key) in ENVIRONMENTS {
         let begun = since.get(env).copied().unwrap_or(served_from);
-        stand_in.fetched(server_key, begun, n).await;
+        let answered = stand_in.fetched(server_key, begun, n).await;
         let want = document_version(step["environment_documents"][env].clone());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            let (_, ready) = request("GET", &url(port, "/readyz"), &[], Vec::new()).await;
             let (status, held) = request(
                 "GET",
                 &url(port, "/api/v1/environment-document/"),
@@ -166,13 +167,17 @@ async fn wait_for_documents(
                 Vec::new(),
             )
             .await;
-            if status == 200 && document_version(held.clone()) == want {
+            let fetches = ready["documents"][id.to_string()]["fetches"].as_u64();
+            if fetches.is_some_and(|done| done >= answered as u64)
+                && status == 200
+                && document_version(held.clone()) == want
+            {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "step {n}: the receiver never held {env}'s fetched document (fetches: {:?}); \
-                 it answers {status} {held}",
+                "step {n}: the receiver never took {env}'s fetch number {answered} (fetches: \
+                 {:?}); /readyz: {ready}; its document: {status} {held}",
                 stand_in.fetches()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

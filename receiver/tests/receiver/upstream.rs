@@ -111,19 +111,23 @@ impl StandIn {
     }
 
     /// Waits for a document request for `server_key` that arrived at or after `since` and was
-    /// answered with `version` (200 or 304); answers it. The deadline only turns a hang into a
-    /// failure with a message.
-    pub async fn fetched(&self, server_key: &str, since: Instant, version: usize) -> Fetch {
+    /// answered with `version` (200 or 304); answers how many requests for `server_key` had been
+    /// answered so far, that one included (a receiver fetches one environment's document at a
+    /// time, so once it counts that many fetches, it has taken this one). The deadline only turns
+    /// a hang into a failure with a message.
+    pub async fn fetched(&self, server_key: &str, since: Instant, version: usize) -> usize {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let found = self.fetches().into_iter().find(|fetch| {
-                fetch.server_key == server_key
-                    && fetch.arrived >= since
-                    && fetch.version == version
-                    && matches!(fetch.status, 200 | 304)
-            });
-            if let Some(fetch) = found {
-                return fetch;
+            let answered: Vec<Fetch> = self
+                .fetches()
+                .into_iter()
+                .filter(|fetch| fetch.server_key == server_key && matches!(fetch.status, 200 | 304))
+                .collect();
+            let found = answered
+                .iter()
+                .position(|fetch| fetch.arrived >= since && fetch.version == version);
+            if let Some(index) = found {
+                return index + 1;
             }
             assert!(
                 Instant::now() < deadline,
