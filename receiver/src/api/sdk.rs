@@ -43,7 +43,7 @@ struct SdkFlag<'a> {
     feature: SdkFeature<'a>,
     enabled: bool,
     feature_state_value: &'a serde_json::Value,
-    environment: u64,
+    environment: Option<u64>,
     identity: Option<u64>,
     feature_segment: Option<()>,
     /// Identity answers only.
@@ -56,10 +56,11 @@ fn sdk_flag<'a>(
     env: &'a EnvCache,
     flag: &'a ResolvedFlag,
     for_identity: bool,
+    hide_sensitive_data: bool,
 ) -> SdkFlag<'a> {
     // What the document does not carry (description, initial value, ...) comes from web hooks.
     let meta: Option<&FeatureMeta> = env.features.get(&flag.feature_id).map(|e| &e.meta);
-    SdkFlag {
+    let flag_view = SdkFlag {
         id: flag.state_id,
         feature: SdkFeature {
             id: flag.feature_id,
@@ -72,21 +73,44 @@ fn sdk_flag<'a>(
         },
         enabled: flag.enabled,
         feature_state_value: &flag.value,
-        environment: env_id,
+        environment: Some(env_id),
         identity: flag.identity_id,
         feature_segment: None,
         variant: for_identity.then_some(&flag.variant),
+    };
+    if hide_sensitive_data {
+        return hidden(flag_view);
+    }
+    flag_view
+}
+
+/// What Flagsmith answers under `hide_sensitive_data`: no ids, no feature details.
+fn hidden(flag: SdkFlag<'_>) -> SdkFlag<'_> {
+    SdkFlag {
+        id: None,
+        feature: SdkFeature {
+            description: None,
+            initial_value: None,
+            default_enabled: false,
+            created_date: None,
+            ..flag.feature
+        },
+        environment: None,
+        identity: None,
+        ..flag
     }
 }
 
 /// The body of `GET /api/v1/flags/`, rendered once per change of the environment.
 pub fn environment_flags(env_id: u64, env: &EnvCache) -> Bytes {
     env.rendered(|env| {
-        let evaluation = env.prepared().evaluate(None, &[]);
+        let prepared = env.prepared();
+        let hide = prepared.settings().hide_sensitive_data;
+        let evaluation = prepared.evaluate(None, &[]);
         let flags: Vec<SdkFlag<'_>> = evaluation
             .flags
             .iter()
-            .map(|flag| sdk_flag(env_id, env, flag, false))
+            .map(|flag| sdk_flag(env_id, env, flag, false, hide))
             .collect();
         Bytes::from(serde_json::to_vec(&flags).expect("flags serialise"))
     })
@@ -154,15 +178,18 @@ pub fn identity_flags(
     };
     let evaluation = env.map(|env| {
         let overlay = env.identity_overlay(identifier);
-        (env, env.prepared().evaluate(Some(&input), &overlay))
+        let prepared = env.prepared();
+        let hide = prepared.settings().hide_sensitive_data;
+        (env, prepared.evaluate(Some(&input), &overlay), hide)
     });
+    let hide = evaluation.as_ref().is_some_and(|(_, _, hide)| *hide);
     let flags = evaluation
         .as_ref()
-        .map(|(env, evaluation)| {
+        .map(|(env, evaluation, _)| {
             evaluation
                 .flags
                 .iter()
-                .map(|flag| sdk_flag(env_id, env, flag, true))
+                .map(|flag| sdk_flag(env_id, env, flag, true, hide))
                 .collect()
         })
         .unwrap_or_default();
@@ -177,6 +204,9 @@ pub fn identity_flags(
         })
         .collect();
     traits.sort_by(|a, b| a.trait_key.cmp(b.trait_key));
+    if hide {
+        traits.clear();
+    }
     let response = IdentityResponse {
         identifier,
         flags,

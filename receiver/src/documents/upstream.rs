@@ -212,3 +212,110 @@ pub fn flagsmith_value(value: Option<&FlagValue>) -> FlagsmithValue {
     };
     FlagsmithValue { value_type, value }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::documents::{Change, FeatureMeta, Order, Scope};
+
+    /// Step `n`'s document for the live environment (44) of the recorded Flagsmith run.
+    fn recorded(n: usize, began: i64) -> UpstreamDocument {
+        let path = format!(
+            "{}/../../shared/conformance/flagsmith-v2.265.0-live/steps/{n:03}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let step: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let raw = serde_json::to_vec(&step["environment_documents"]["live"]).unwrap();
+        UpstreamDocument::parse(Bytes::from(raw), 44, began, 0).unwrap()
+    }
+
+    fn change(feature: u64, scope: Scope, arrived_micros: i64) -> Change {
+        Change {
+            env: 44,
+            env_name: None,
+            feature,
+            meta: FeatureMeta {
+                name: format!("feature_{feature}"),
+                ..FeatureMeta::default()
+            },
+            scope,
+            deleted: false,
+            state: FlagState {
+                enabled: true,
+                value: Some(FlagValue::String("from a web hook".into())),
+            },
+            segment_priority: None,
+            segment_name: None,
+            order: Order::default(),
+            arrived_micros,
+        }
+    }
+
+    #[test]
+    fn an_older_document_fetched_late_never_replaces_a_newer_one() {
+        let (older, newer) = (recorded(20, 300), recorded(21, 200));
+        assert!(
+            older.updated_at() < newer.updated_at(),
+            "the recording moves on"
+        );
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        let newer_updated_at = newer.parsed.updated_at.clone();
+        assert_eq!(
+            cache.apply_upstream(Arc::new(newer), 0, &mut dirty),
+            Outcome::Applied
+        );
+        // Fetched later, but Flagsmith's document is older: refused.
+        assert_eq!(
+            cache.apply_upstream(Arc::new(older), 0, &mut dirty),
+            Outcome::Superseded
+        );
+        // A fetch that began before the held one's: refused whatever it holds.
+        assert_eq!(
+            cache.apply_upstream(Arc::new(recorded(22, 100)), 0, &mut dirty),
+            Outcome::Superseded
+        );
+        let held = cache.env(44).unwrap().upstream.as_ref().unwrap();
+        assert_eq!(held.parsed.updated_at, newer_updated_at);
+    }
+
+    #[test]
+    fn a_document_supersedes_the_changes_taken_before_its_fetch_began_only() {
+        let mut cache = FlagCache::default();
+        let mut dirty = Vec::new();
+        cache.apply(&change(107, Scope::Default, 100), 0, &mut dirty);
+        cache.apply(
+            &change(108, Scope::Identity("u-eli".into()), 300),
+            0,
+            &mut dirty,
+        );
+        cache.apply_upstream(Arc::new(recorded(20, 200)), 0, &mut dirty);
+        let env = cache.env(44).unwrap();
+        assert_eq!(env.features.get(&107).unwrap().default_state(), None);
+        assert!(
+            env.features
+                .get(&108)
+                .unwrap()
+                .identity_state("u-eli")
+                .is_some()
+        );
+        // What the engine answers: the document's default, and the later override on top.
+        let prepared = env.prepared();
+        let input = crate::evaluation::IdentityInput {
+            identifier: "u-eli".into(),
+            ..Default::default()
+        };
+        let evaluation = prepared.evaluate(Some(&input), &env.identity_overlay("u-eli"));
+        let value = |id: u64| {
+            let flag = evaluation
+                .flags
+                .iter()
+                .find(|f| f.feature_id == id)
+                .unwrap();
+            flag.value.clone()
+        };
+        assert_ne!(value(107), serde_json::json!("from a web hook"));
+        assert_eq!(value(108), serde_json::json!("from a web hook"));
+    }
+}

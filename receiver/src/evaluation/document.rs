@@ -7,6 +7,7 @@
 //! `IN` lists every identifier (a scan per request). Here they are a map by identifier.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, environment_to_context};
 use flagsmith_flag_engine::environments::Environment;
@@ -49,6 +50,8 @@ pub struct EvaluationSettings {
     /// `use_identity_composite_key_for_hashing`: hash `<client key>_<identifier>`, else the
     /// identity's Flagsmith id.
     pub composite_key_hashing: bool,
+    /// `hide_sensitive_data`: answers leave out ids, feature details and traits.
+    pub hide_sensitive_data: bool,
 }
 
 impl Default for EvaluationSettings {
@@ -56,6 +59,7 @@ impl Default for EvaluationSettings {
         EvaluationSettings {
             hide_disabled_flags: false,
             composite_key_hashing: true,
+            hide_sensitive_data: false,
         }
     }
 }
@@ -73,7 +77,7 @@ pub struct EvaluationDocument {
     /// The environment's context without identity overrides, multivariate options in id order.
     pub context: EngineEvaluationContext,
     /// Identifier -> its overrides, as the document holds them.
-    pub identities: HashMap<String, IdentityEntry>,
+    pub identities: Arc<HashMap<String, IdentityEntry>>,
 }
 
 /// The parts of a document the engine crate does not read.
@@ -85,6 +89,8 @@ struct Settings {
     updated_at: Option<String>,
     #[serde(default)]
     use_identity_composite_key_for_hashing: Option<bool>,
+    #[serde(default)]
+    hide_sensitive_data: Option<bool>,
     #[serde(default)]
     identity_overrides: Option<Vec<DocumentIdentity>>,
 }
@@ -116,6 +122,7 @@ impl EvaluationDocument {
                         "hide_disabled_flags"
                             | "updated_at"
                             | "use_identity_composite_key_for_hashing"
+                            | "hide_sensitive_data"
                     )
                 })
                 .map(|(key, value)| (key.clone(), value.clone()))
@@ -147,9 +154,10 @@ impl EvaluationDocument {
                 composite_key_hashing: settings
                     .use_identity_composite_key_for_hashing
                     .unwrap_or(true),
+                hide_sensitive_data: settings.hide_sensitive_data.unwrap_or(false),
             },
             context,
-            identities,
+            identities: Arc::new(identities),
         })
     }
 }

@@ -7,7 +7,7 @@
 //! identity, evaluates and gives it back.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use flagsmith_flag_engine::engine::get_evaluation_result;
 use flagsmith_flag_engine::engine_eval::context::IdentityContext;
@@ -95,7 +95,8 @@ pub struct Evaluation {
 pub struct PreparedEnvironment {
     base: EngineEvaluationContext,
     settings: EvaluationSettings,
-    identities: HashMap<String, IdentityEntry>,
+    /// Shared with the document: a million identity overrides are not copied per change.
+    identities: Arc<HashMap<String, IdentityEntry>>,
     /// Feature name -> whether it is multivariate (its type, as the document or web hook said).
     multivariate: HashMap<String, bool>,
     idle: Mutex<Vec<EngineEvaluationContext>>,
@@ -110,7 +111,7 @@ impl PreparedEnvironment {
                 variant.key.get_or_insert_with(|| KEYLESS_OPTION.to_owned());
             }
         }
-        Self::new(context, EvaluationSettings::default(), HashMap::new())
+        Self::new(context, EvaluationSettings::default(), Arc::default())
     }
 
     /// Prepares an environment from its document (if any) and the web-hook changes on top.
@@ -127,12 +128,13 @@ impl PreparedEnvironment {
                 }))
                 .expect("an empty context literal reads"),
                 EvaluationSettings::default(),
-                HashMap::new(),
+                Arc::default(),
             ),
         };
-        let mut identities = identities;
+        // A deleted feature leaves the context, so the document's identity overrides of it
+        // find no flag to override.
         for feature in overlay {
-            apply_overlay(&mut context, &mut identities, feature);
+            apply_overlay(&mut context, feature);
         }
         Self::new(context, settings, identities)
     }
@@ -140,7 +142,7 @@ impl PreparedEnvironment {
     fn new(
         base: EngineEvaluationContext,
         settings: EvaluationSettings,
-        identities: HashMap<String, IdentityEntry>,
+        identities: Arc<HashMap<String, IdentityEntry>>,
     ) -> PreparedEnvironment {
         let multivariate = base
             .features
@@ -282,18 +284,15 @@ impl PreparedEnvironment {
                 state_id: None,
             })
         });
-        let removed = |name: &str| {
-            overlay
-                .iter()
-                .any(|o| o.state.is_none() && o.feature_name == name)
-        };
-        let overridden = |name: &str| overlay.iter().any(|o| o.feature_name == name);
+        // A web hook's override, or its removal, replaces the document's for that feature.
+        let overridden = |id: u64| overlay.iter().any(|o| o.feature_id == id);
         let document = from_document
             .iter()
-            .filter(|o| !overridden(&o.feature_name) && !removed(&o.feature_name))
+            .filter(|o| !overridden(o.feature_id))
             .cloned();
         for identity_override in document.chain(from_webhooks) {
-            let Some(flag) = flags.get_mut(&identity_override.feature_name) else {
+            let by_id = |flag: &&mut ResolvedFlag| flag.feature_id == identity_override.feature_id;
+            let Some(flag) = flags.values_mut().find(by_id) else {
                 continue;
             };
             flag.enabled = identity_override.enabled;
@@ -320,12 +319,8 @@ impl PreparedEnvironment {
     }
 }
 
-/// Applies one feature's web-hook changes to the context and the document's identity overrides.
-fn apply_overlay(
-    context: &mut EngineEvaluationContext,
-    identities: &mut HashMap<String, IdentityEntry>,
-    overlay: &FeatureOverlay,
-) {
+/// Applies one feature's web-hook changes to the context.
+fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay) {
     if let Some(None) = overlay.default {
         // Deleted: its overrides go with it, as in Flagsmith. By id: a feature re-created under
         // the same name has a new id.
@@ -334,16 +329,20 @@ fn apply_overlay(
         for segment in context.segments.values_mut() {
             segment.overrides.retain(other);
         }
-        for entry in identities.values_mut() {
-            entry.overrides.retain(|o| o.feature_id != overlay.id);
-        }
         return;
     }
+    // Matched by id: a web hook may name a feature otherwise than the document does.
+    let is_this = |feature: &FeatureContext| u64::from(feature.metadata.feature_id) == overlay.id;
+    let name = context
+        .features
+        .values()
+        .find(|feature| is_this(feature))
+        .map_or_else(|| overlay.name.clone(), |feature| feature.name.clone());
     if let Some(Some(state)) = &overlay.default {
         let feature = context
             .features
-            .entry(overlay.name.clone())
-            .or_insert_with(|| new_feature(overlay));
+            .entry(name.clone())
+            .or_insert_with(|| new_feature(overlay, &name));
         feature.enabled = state.enabled;
         feature.value = state.value.clone();
     }
@@ -352,9 +351,9 @@ fn apply_overlay(
         let Some(segment) = context.segments.get_mut(&segment_id.to_string()) else {
             continue;
         };
-        segment.overrides.retain(|o| o.name != overlay.name);
+        segment.overrides.retain(|o| !is_this(o));
         if let Some(state) = state {
-            let mut feature = new_feature(overlay);
+            let mut feature = new_feature(overlay, &name);
             feature.enabled = state.enabled;
             feature.value = state.value.clone();
             feature.priority = priority.map(|p| p as f64);
@@ -363,10 +362,10 @@ fn apply_overlay(
     }
 }
 
-fn new_feature(overlay: &FeatureOverlay) -> FeatureContext {
+fn new_feature(overlay: &FeatureOverlay, name: &str) -> FeatureContext {
     let mut feature: FeatureContext = serde_json::from_value(serde_json::json!({
         "key": "",
-        "name": overlay.name,
+        "name": name,
         "enabled": false,
         "value": null,
         "metadata": {"feature_id": overlay.id, "feature_type": overlay.feature_type.as_deref().unwrap_or("STANDARD")},

@@ -99,9 +99,13 @@ impl Upstreams {
     }
 }
 
-/// Starts a fetch worker for each environment with an upstream, now and after each reload.
+/// Starts a fetch worker for each environment with an upstream, now and after each reload. The
+/// workers end when this task ends (their set is dropped with it), so they never outlive `run`.
 pub async fn supervise(shared: Arc<Shared>) {
+    let mut workers = tokio::task::JoinSet::new();
     loop {
+        // Reap the workers that ended (their environment lost its upstream).
+        while workers.try_join_next().is_some() {}
         let configured: Vec<u64> = shared.live.load().upstreams.keys().copied().collect();
         for env in configured {
             let trigger = {
@@ -117,7 +121,7 @@ pub async fn supervise(shared: Arc<Shared>) {
                 triggers.insert(env, trigger.clone());
                 trigger
             };
-            tokio::spawn(fetch_loop(shared.clone(), env, trigger));
+            workers.spawn(fetch_loop(shared.clone(), env, trigger));
         }
         tokio::time::sleep(SUPERVISE_EVERY).await;
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::common::*;
-use crate::upstream::{Document, StandIn, base64_decode};
+use crate::stand_in::{Document, StandIn, base64_decode};
 
 pub const LIVE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

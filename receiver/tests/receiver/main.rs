@@ -16,5 +16,6 @@ mod live_replay;
 mod local_evaluation;
 mod ordering;
 mod sdk;
+mod stand_in;
 mod test_deps;
 mod upstream;

@@ -1,223 +1,453 @@
-//! A stand-in for an upstream Flagsmith: a real HTTP server on 127.0.0.1 that serves the
-//! environment documents a test hands it, as Flagsmith v2.265.0 does (`X-Environment-Key` with a
-//! server key, `Last-Modified` and `X-Flagsmith-Document-Updated-At` as recorded, 304 to a
-//! conditional request that is not older than `Last-Modified`, 403 to an unknown key), and takes
-//! `POST /api/v1/analytics/flags/` (answered 200, not kept).
-//!
-//! A test can close the gate: document requests then wait (their fetch stays in flight) until it
-//! opens again, so that what the receiver answers from web hooks alone can be observed before any
-//! document arrives. Every document request is recorded with when it arrived and what it got.
+//! An upstream Flagsmith as a source: a stand-in Flagsmith on 127.0.0.1 serves the documents that a
+//! real Flagsmith v2.265.0 returned (`flagsmith-v2.265.0-live`), and the receiver's answers are
+//! compared with the ones Flagsmith gave for the same state.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
 
-/// One environment document as Flagsmith served it.
+use crate::common::*;
+
+pub const LIVE: &str = "flagsmith-v2.265.0-live";
+pub const ENVS: [(&str, u64, &str, &str); 2] = [
+    (
+        "live",
+        44,
+        "FsConfLiveClientKey001",
+        "ser.FsConfLiveServerKey001",
+    ),
+    (
+        "qa",
+        45,
+        "FsConfQaClientKey00002",
+        "ser.FsConfQaServerKey00002",
+    ),
+];
+
+/// What the stand-in answers for one server key.
 #[derive(Clone)]
-pub struct Document {
-    /// Which version this is (the live replay's step number), recorded with each fetch.
-    pub version: usize,
-    pub body: Bytes,
-    /// `Last-Modified`, as recorded (whole seconds, often older than the body's `updated_at`).
-    pub last_modified: String,
-    /// `X-Flagsmith-Document-Updated-At`, as recorded.
-    pub updated_at: String,
+pub enum Answer {
+    Document(Bytes),
+    Status(u16, Bytes),
+    /// Never answers (a fetch must time out).
+    Hang,
 }
 
-/// One document request as the stand-in saw it.
-#[derive(Debug, Clone)]
-pub struct Fetch {
-    pub server_key: String,
-    pub arrived: Instant,
-    pub version: usize,
-    pub status: u16,
-}
-
-#[derive(Default)]
-struct Served {
-    documents: Mutex<HashMap<String, Document>>,
-    fetches: Mutex<Vec<Fetch>>,
-}
-
-struct Shared {
-    served: Served,
-    gate: watch::Sender<bool>,
-}
-
+/// A stand-in upstream Flagsmith: `GET /api/v1/environment-document/` by server key.
+#[derive(Clone, Default)]
 pub struct StandIn {
-    pub addr: SocketAddr,
-    shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    answers: Arc<Mutex<HashMap<String, Answer>>>,
+    pub analytics: Arc<Mutex<Vec<Bytes>>>,
 }
 
 impl StandIn {
-    /// Starts on a port of the system's choosing, with the gate open and no document.
-    pub async fn start() -> StandIn {
-        let shared = Arc::new(Shared {
-            served: Served::default(),
-            gate: watch::Sender::new(true),
-        });
-        let app = Router::new()
-            .route("/api/v1/environment-document/", get(environment_document))
-            .route("/api/v1/analytics/flags/", post(analytics))
-            .with_state(shared.clone());
+    pub async fn start() -> (StandIn, String) {
+        let stand_in = StandIn::default();
+        let router = axum::Router::new()
+            .route(
+                "/api/v1/environment-document/",
+                axum::routing::get(serve_document),
+            )
+            .route(
+                "/api/v1/analytics/flags/",
+                axum::routing::post(take_analytics),
+            )
+            .with_state(stand_in.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        StandIn { addr, shared, task }
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (stand_in, url)
     }
 
-    /// The API base a receiver's `[environments.upstream] url` names.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// From now on, `server_key` gets `document`.
-    pub fn serve(&self, server_key: &str, document: Document) {
-        let mut documents = self.shared.served.documents.lock().unwrap();
-        documents.insert(server_key.to_owned(), document);
-    }
-
-    /// Document requests wait, in flight, until [`StandIn::open_gate`].
-    pub fn close_gate(&self) {
-        self.shared.gate.send_replace(false);
-    }
-
-    pub fn open_gate(&self) {
-        self.shared.gate.send_replace(true);
-    }
-
-    pub fn fetches(&self) -> Vec<Fetch> {
-        self.shared.served.fetches.lock().unwrap().clone()
-    }
-
-    /// Waits for a document request for `server_key` that arrived at or after `since` and was
-    /// answered with `version` (200 or 304); answers how many requests for `server_key` had been
-    /// answered so far, that one included (a receiver fetches one environment's document at a
-    /// time, so once it counts that many fetches, it has taken this one). The deadline only turns
-    /// a hang into a failure with a message.
-    pub async fn fetched(&self, server_key: &str, since: Instant, version: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answered: Vec<Fetch> = self
-                .fetches()
-                .into_iter()
-                .filter(|fetch| fetch.server_key == server_key && matches!(fetch.status, 200 | 304))
-                .collect();
-            let found = answered
-                .iter()
-                .position(|fetch| fetch.arrived >= since && fetch.version == version);
-            if let Some(index) = found {
-                return index + 1;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiver never fetched version {version} for {server_key} within a minute; \
-                 fetches seen: {:?}",
-                self.fetches()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    pub fn answer(&self, server_key: &str, answer: Answer) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(server_key.to_owned(), answer);
     }
 }
 
-async fn environment_document(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let arrived = Instant::now();
+async fn serve_document(State(stand_in): State<StandIn>, headers: HeaderMap) -> impl IntoResponse {
     let key = headers
         .get("x-environment-key")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let mut gate = shared.gate.subscribe();
-    let _ = gate.wait_for(|open| *open).await;
-    let document = shared.served.documents.lock().unwrap().get(&key).cloned();
-    let Some(document) = document else {
-        // Flagsmith's own answer to a key it does not know as a server key.
-        let body = r#"{"detail": "Invalid or missing Environment Key"}"#;
-        return (StatusCode::FORBIDDEN, body).into_response();
-    };
-    let not_modified = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(http_date)
-        .zip(http_date(&document.last_modified))
-        .is_some_and(|(since, modified)| modified <= since);
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::OK
-    };
-    shared.served.fetches.lock().unwrap().push(Fetch {
-        server_key: key,
-        arrived,
-        version: document.version,
-        status: status.as_u16(),
-    });
-    let headers = [
-        (header::LAST_MODIFIED, document.last_modified),
-        (
-            header::HeaderName::from_static("x-flagsmith-document-updated-at"),
-            document.updated_at,
-        ),
-        (header::CONTENT_TYPE, "application/json".to_owned()),
-    ];
-    if not_modified {
-        (status, headers).into_response()
-    } else {
-        (status, headers, document.body).into_response()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let answer = stand_in.answers.lock().unwrap().get(key).cloned();
+    match answer {
+        Some(Answer::Document(bytes)) => (StatusCode::OK, bytes),
+        Some(Answer::Status(status, bytes)) => (StatusCode::from_u16(status).unwrap(), bytes),
+        Some(Answer::Hang) => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        None => (StatusCode::FORBIDDEN, Bytes::from_static(b"{}")),
     }
 }
 
-/// Taken and dropped: the receiver forwards SDK analytics upstream, and Flagsmith answers 200.
-async fn analytics() -> Response {
-    (StatusCode::OK, "{}").into_response()
+async fn take_analytics(State(stand_in): State<StandIn>, body: Bytes) -> StatusCode {
+    stand_in.analytics.lock().unwrap().push(body);
+    StatusCode::OK
 }
 
-/// An HTTP date in the IMF-fixdate form Flagsmith writes (`Wed, 02 Dec 2026 02:21:53 GMT`).
-fn http_date(text: &str) -> Option<time::PrimitiveDateTime> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    time::PrimitiveDateTime::parse(text.trim(), &format).ok()
+pub fn step(n: usize) -> Value {
+    read_json(format!("{CONFORMANCE}/{LIVE}/steps/{n:03}.json"))
 }
 
-/// Standard base64 (with padding), for the recorded web hook bodies; the receiver's crate has no
-/// base64 dependency of its own, and the test needs only this one decoding.
-pub fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for symbol in text.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET
-            .iter()
-            .position(|a| *a == symbol)
-            .unwrap_or_else(|| panic!("not base64: {symbol}")) as u32;
-        buffer = (buffer << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
+/// A step's document for `env`, as bytes.
+pub fn document(step: &Value, env: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(&step["environment_documents"][env]).unwrap())
+}
+
+/// `[[environments]]` for both recorded environments, fetched from `url`.
+pub fn environments_toml(url: &str, timeout_secs: u64) -> String {
+    ENVS.iter()
+        .map(|(_, id, client, server)| {
+            format!(
+                "[[environments]]\nid = {id}\nkeys = [\"{client}\"]\nserver_keys = [\"{server}\"]\n\
+                 [environments.upstream]\nurl = \"{url}\"\nserver_key = {{ value = \"{server}\" }}\n\
+                 poll_interval_secs = 60\ntimeout_secs = {timeout_secs}\n"
+            )
+        })
+        .collect()
+}
+
+/// Makes every upstream environment fetch again (an audit-log web hook names no environment).
+pub async fn trigger_fetch(receiver: &Receiver, n: u64) {
+    let body = read(format!("{CONFORMANCE}/audit_log_created.json"));
+    let signed = Signed::new(&body, &format!("audit-{n}"), None);
+    let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until the receiver holds `expected` as `server_key`'s environment document.
+pub async fn wait_for_document(receiver: &Receiver, server_key: &str, expected: &Bytes) {
+    let expected: Value = serde_json::from_slice(expected).unwrap();
+    for _ in 0..600 {
+        let (status, held) = receiver
+            .get(
+                "/api/v1/environment-document/",
+                &[("x-environment-key", server_key)],
+            )
+            .await;
+        if status == 200 && held == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the receiver never held the expected document for {server_key}");
+}
+
+/// The fields of a flag that say what it resolves to, and which state and identity decided.
+fn essentials(flags: &Value) -> Vec<Value> {
+    let mut flags: Vec<Value> = flags
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|flag| {
+            json!({
+                "name": flag["feature"]["name"], "enabled": flag["enabled"],
+                "value": flag["feature_state_value"], "variant": flag.get("variant"),
+                "id": flag["id"], "identity": flag["identity"],
+            })
+        })
+        .collect();
+    flags.sort_by_key(|flag| flag["name"].as_str().unwrap().to_owned());
+    flags
+}
+
+/// Compares the receiver's `/flags/` and identity answers with Flagsmith's recorded ones.
+async fn compare_step(receiver: &Receiver, recorded: &Value) -> Vec<String> {
+    let mut differences = Vec::new();
+    for (env, _, client, _) in ENVS {
+        let key = [("x-environment-key", client)];
+        let (_, flags) = receiver.get("/api/v1/flags/", &key).await;
+        if essentials(&flags) != essentials(&recorded["flags"][env]) {
+            differences.push(format!("{env} /flags/"));
+        }
+        let document = &recorded["environment_documents"][env];
+        // With the setting off, the document carries no identity overrides: only web hooks
+        // bring them (the live replay shows that window).
+        if document["use_identity_overrides_in_local_eval"] == false {
+            continue;
+        }
+        for (identifier, identity) in recorded["identities"][env].as_object().unwrap() {
+            let body =
+                json!({"identifier": identifier, "traits": identity["traits_sent"]}).to_string();
+            let headers = [
+                ("x-environment-key", client),
+                ("content-type", "application/json"),
+            ];
+            let (status, answer) = receiver
+                .post("/api/v1/identities/", &headers, body.as_bytes())
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            let (found, wanted) = (
+                essentials(&answer["flags"]),
+                essentials(&identity["answer"]["flags"]),
+            );
+            if found != wanted {
+                differences.push(format!(
+                    "{env} {identifier}: found {found:?}, Flagsmith answered {wanted:?}"
+                ));
+            }
         }
     }
-    bytes
+    differences
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_step_answers_as_flagsmith_from_its_documents() {
+    let (stand_in, url) = StandIn::start().await;
+    let first = step(0);
+    for (env, _, _, server) in ENVS {
+        stand_in.answer(server, Answer::Document(document(&first, env)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(dir.path(), "", &environments_toml(&url, 10));
+    let receiver = Receiver::start(dir.path(), &toml).await;
+    let mut differences = Vec::new();
+    for n in 0..50 {
+        let recorded = step(n);
+        for (env, _, _, server) in ENVS {
+            stand_in.answer(server, Answer::Document(document(&recorded, env)));
+        }
+        trigger_fetch(&receiver, n as u64).await;
+        for (env, _, _, server) in ENVS {
+            wait_for_document(&receiver, server, &document(&recorded, env)).await;
+        }
+        differences.extend(
+            compare_step(&receiver, &recorded)
+                .await
+                .into_iter()
+                .map(|d| format!("step {n:03}: {d}")),
+        );
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+    receiver.stop().await;
+}
+
+/// `/readyz`'s view of `env`'s fetches.
+async fn fetch_status(receiver: &Receiver, env: u64) -> Value {
+    let (_, ready) = receiver.get("/readyz", &[]).await;
+    ready["documents"][env.to_string()].clone()
+}
+
+async fn metrics_text(receiver: &Receiver) -> String {
+    let (_, text) = receiver.get("/metrics", &[]).await;
+    text.as_str().unwrap_or_default().to_owned()
+}
+
+/// The receiver's value of `feature` in `/api/v1/flags/` for the live environment.
+async fn live_value(receiver: &Receiver, feature: &str) -> Value {
+    let (_, flags) = receiver
+        .get("/api/v1/flags/", &[("x-environment-key", ENVS[0].2)])
+        .await;
+    flags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|flag| flag["feature"]["name"] == feature)
+        .map(|flag| flag["feature_state_value"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Starts a receiver on both recorded environments, holding step `n`'s documents.
+async fn receiver_at_step(
+    dir: &std::path::Path,
+    n: usize,
+    timeout_secs: u64,
+) -> (Receiver, StandIn) {
+    let (stand_in, url) = StandIn::start().await;
+    let recorded = step(n);
+    for (env, _, _, server) in ENVS {
+        stand_in.answer(server, Answer::Document(document(&recorded, env)));
+    }
+    let toml = config_toml(dir, ANY_AGE, &environments_toml(&url, timeout_secs));
+    let receiver = Receiver::start(dir, &toml).await;
+    for (env, _, _, server) in ENVS {
+        wait_for_document(&receiver, server, &document(&recorded, env)).await;
+    }
+    (receiver, stand_in)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_upstream_answers_are_refused_counted_and_the_last_good_document_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, stand_in) = receiver_at_step(dir.path(), 20, 1).await;
+    let (_, _, _, server) = ENVS[0];
+    let good = document(&step(20), "live");
+    let before = live_value(&receiver, "banner_text").await;
+    let cases = [
+        (
+            "invalid",
+            Answer::Status(200, Bytes::from_static(b"<html>busy</html>")),
+        ),
+        (
+            "invalid",
+            Answer::Status(200, Bytes::from_static(br#"{"id": 44}"#)),
+        ),
+        (
+            "unauthorized",
+            Answer::Status(401, Bytes::from_static(b"{}")),
+        ),
+        ("bad_status", Answer::Status(500, Bytes::from_static(b"{}"))),
+        (
+            "other_environment",
+            Answer::Document(document(&step(20), "qa")),
+        ),
+        ("timeout", Answer::Hang),
+        (
+            "too_large",
+            Answer::Document(Bytes::from(vec![b' '; 50 * 1024 * 1024])),
+        ),
+    ];
+    for (n, (label, answer)) in cases.into_iter().enumerate() {
+        stand_in.answer(server, answer);
+        let failures = fetch_status(&receiver, 44).await["failures_in_a_row"]
+            .as_u64()
+            .unwrap();
+        trigger_fetch(&receiver, 100 + n as u64).await;
+        let series = format!("upstream_fetches_total{{environment=\"44\",result=\"{label}\"}}");
+        for _ in 0..600 {
+            let status = fetch_status(&receiver, 44).await;
+            if status["failures_in_a_row"].as_u64().unwrap() > failures
+                && metrics_text(&receiver).await.contains(&series)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            metrics_text(&receiver).await.contains(&series),
+            "{label} not counted"
+        );
+        let status = fetch_status(&receiver, 44).await;
+        assert!(status["last_error"].is_string(), "{status}");
+        // The last good document stays, and so do the answers.
+        wait_for_document(&receiver, server, &good).await;
+        assert_eq!(
+            live_value(&receiver, "banner_text").await,
+            before,
+            "{label}"
+        );
+        let (status, ready) = receiver.get("/readyz", &[]).await;
+        assert_eq!(
+            status, 200,
+            "a held document keeps the receiver ready: {ready}"
+        );
+    }
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_changes_a_lookup_at_once_and_the_next_document_supersedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, stand_in) = receiver_at_step(dir.path(), 20, 10).await;
+    let (_, _, _, server) = ENVS[0];
+    // The upstream fails for a while: the web hook alone answers meanwhile.
+    stand_in.answer(server, Answer::Status(500, Bytes::from_static(b"{}")));
+    let body = flag_event(
+        44,
+        107,
+        &Key::Default,
+        false,
+        true,
+        json!("from a web hook"),
+    );
+    let signed = Signed::new(&body, "banner-1", None);
+    let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &body).await;
+    assert_eq!((status, answer["status"].clone()), (200, json!("applied")));
+    assert_eq!(
+        live_value(&receiver, "banner_text").await,
+        json!("from a web hook"),
+        "the lookup changes as soon as the web hook is acknowledged"
+    );
+    // The next document was fetched after the web hook: it holds the truth and replaces it.
+    let next = step(21);
+    stand_in.answer(server, Answer::Document(document(&next, "live")));
+    trigger_fetch(&receiver, 1).await;
+    wait_for_document(&receiver, server, &document(&next, "live")).await;
+    let recorded = next["flags"]["live"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|flag| flag["feature"]["name"] == "banner_text")
+        .unwrap()["feature_state_value"]
+        .clone();
+    assert_eq!(live_value(&receiver, "banner_text").await, recorded);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_refresh_keeps_the_last_committed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stand_in, url) = StandIn::start().await;
+    let (_, _, client, server) = ENVS[0];
+    let committed = document(&step(30), "live");
+    stand_in.answer(server, Answer::Document(committed.clone()));
+    stand_in.answer(ENVS[1].3, Answer::Document(document(&step(30), "qa")));
+    let port = free_port();
+    let config = test_config(dir.path())
+        .listen(([127, 0, 0, 1], port).into())
+        .intake(ANY_AGE)
+        .extra(&environments_toml(&url, 600))
+        .write();
+    let binary = crate::crash::start_binary(&config, port).await;
+    let at = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let document_of = |bytes: &Bytes| serde_json::from_slice::<Value>(bytes).unwrap();
+    let held = || async {
+        request(
+            "GET",
+            &at("/api/v1/environment-document/"),
+            &[("x-environment-key", server)],
+            Vec::new(),
+        )
+        .await
+    };
+    for _ in 0..600 {
+        if held().await == (200, document_of(&committed)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held().await, (200, document_of(&committed)));
+    // A refresh hangs in the middle of its answer; the process dies under it.
+    stand_in.answer(server, Answer::Hang);
+    let body = read(format!("{CONFORMANCE}/audit_log_created.json"));
+    let signed = Signed::new(&body, "audit-kill", None);
+    let (status, _) = request("POST", &at("/webhook"), &signed.as_refs(), body).await;
+    assert_eq!(status, 200);
+    let mut binary = binary;
+    binary.kill9();
+
+    // Restarted with the upstream down, it answers from the document it had committed.
+    stand_in.answer(server, Answer::Status(500, Bytes::from_static(b"{}")));
+    let mut restarted = crate::crash::start_binary(&config, port).await;
+    assert_eq!(held().await, (200, document_of(&committed)));
+    let (status, ready) = request("GET", &at("/readyz"), &[], Vec::new()).await;
+    assert_eq!(status, 200, "{ready}");
+    let (status, flags) = request(
+        "GET",
+        &at("/api/v1/flags/"),
+        &[("x-environment-key", client)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        flags.as_array().map(Vec::len),
+        step(30)["flags"]["live"].as_array().map(Vec::len)
+    );
+    restarted.kill9();
 }
