@@ -274,6 +274,25 @@ impl Answers {
         }
     }
 
+    /// The same answers with only the features `keep` names.
+    fn only(&self, keep: impl Fn(&str) -> bool) -> Answers {
+        let filter = |flags: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+            flags
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(name, flag)| (name.clone(), flag.clone()))
+                .collect()
+        };
+        Answers {
+            flags: filter(&self.flags),
+            identities: self
+                .identities
+                .iter()
+                .map(|(id, (head, flags))| (id.clone(), (head.clone(), filter(flags))))
+                .collect(),
+        }
+    }
+
     /// Each difference from `want`, as `who feature: got X, want Y`.
     fn differences(&self, want: &Answers) -> Vec<String> {
         let mut found = flag_differences("/flags/", &self.flags, &want.flags);
@@ -474,16 +493,28 @@ async fn the_webhooks_only_window_changes_exactly_what_the_webhooks_carry() {
                     .into_iter()
                     .map(|d| format!("step {n} {env} {d}")),
             );
-            let remaining = window.differences(&Answers::recorded(&recorded, env));
-            println!(
-                "step {n} {env}: {} differences from Flagsmith in the window ({} features named \
-                 by web hooks){}",
-                remaining.len(),
-                named.len(),
-                remaining
+            let recorded_answers = Answers::recorded(&recorded, env);
+            let is_named = |name: &str| named.contains_key(name);
+            let unsent = window
+                .only(|name| !is_named(name))
+                .differences(&recorded_answers.only(|name| !is_named(name)));
+            let partial = window
+                .only(is_named)
+                .differences(&recorded_answers.only(is_named));
+            let listed = |why: &str, differences: &[String]| -> String {
+                differences
                     .iter()
-                    .map(|d| format!("\n  {d}"))
-                    .collect::<String>()
+                    .map(|d| format!("\n  {why}: {d}"))
+                    .collect()
+            };
+            println!(
+                "step {n} {env}: {} features named by web hooks; differences from Flagsmith in the \
+                 window: {} that no web hook announced, {} that the web hooks carry only in part{}{}",
+                named.len(),
+                unsent.len(),
+                partial.len(),
+                listed("sent no web hook", &unsent),
+                listed("web hook lacks it", &partial),
             );
         }
         let served_from = replay.serve(&recorded, n);
