@@ -280,6 +280,9 @@ pub struct IncomingState {
     pub identity_identifier: Option<String>,
     #[serde(default)]
     pub multivariate_feature_state_values: Vec<serde_json::Value>,
+    /// The feature state's id (Flagsmith's `id`; a document's `django_id`).
+    #[serde(default)]
+    pub id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

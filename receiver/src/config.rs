@@ -502,6 +502,48 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_takes_its_defaults_and_bad_values_are_reported() {
+        let text = r#"
+            [[environments]]
+            id = 7
+            keys = ["client"]
+            server_keys = ["ser.server"]
+            [environments.upstream]
+            url = "http://127.0.0.1:8000/"
+            server_key = { value = "ser.upstream-secret" }
+        "#;
+        let config = Config::parse(text, "t.toml").unwrap();
+        let upstream = &config.live.upstreams[&7];
+        assert_eq!(upstream.url, "http://127.0.0.1:8000");
+        assert_eq!(upstream.poll_interval, Duration::from_secs(60));
+        assert_eq!(upstream.timeout, Duration::from_secs(10));
+        assert_eq!(config.live.server_keys["ser.server"], 7);
+        assert_eq!(config.live.environment_keys["ser.server"], 7);
+        assert!(!format!("{config:?}").contains("ser.upstream-secret"));
+
+        let text = r#"
+            [[environments]]
+            id = 7
+            server_keys = ["", "k"]
+            keys = ["k"]
+            [environments.upstream]
+            url = "ftp://x"
+            server_key = { value = "" }
+            poll_interval_secs = 0
+        "#;
+        let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+        for expected in [
+            "server_keys[0]: is empty",
+            "server_keys[1]: the same key",
+            "upstream.url",
+            "poll_interval_secs",
+            "upstream.server_key: is empty",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
+    }
+
+    #[test]
     fn every_error_is_reported_and_secrets_are_not_echoed() {
         let text = r#"
             listen = "nowhere"

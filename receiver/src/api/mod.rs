@@ -39,7 +39,7 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         )
         .route(
             "/v1/environments/{env}/identities/{identifier}/flags",
-            get(native::identity_flags_route),
+            get(native::identity_flags_route).post(native::identity_flags_with_traits_route),
         )
         .route("/api/v1/flags/", get(sdk::flags_route))
         .route("/api/v1/flags", get(sdk::flags_route))

@@ -1,5 +1,5 @@
 //! The snapshot file: the whole cache as JSON, for apps that would rather read a local file than
-//! call HTTP. Rewritten shortly after each commit that changed the cache (bursts are debounced),
+//! call HTTP, with each environment's Flagsmith document. Rewritten shortly after each commit that changed the cache (bursts are debounced),
 //! atomically: a temporary file beside it is written and fsynced, then renamed over it, so a
 //! reader sees the old file or the new one, never half of one.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::api::native::{EnvironmentFlags, environment_flags};
@@ -20,6 +21,16 @@ use crate::documents::FlagCache;
 struct SnapshotFile<'a> {
     generated_at: i64,
     environments: Vec<EnvironmentFlags<'a>>,
+    /// Each environment's document from its upstream Flagsmith, as Flagsmith sent it (what
+    /// `GET /api/v1/environment-document/` serves), for apps and SDKs that evaluate locally.
+    documents: Vec<DocumentEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct DocumentEntry<'a> {
+    environment: u64,
+    fetched_at: i64,
+    document: &'a RawValue,
 }
 
 /// Renders the whole cache, identity overrides included, environments by id.
@@ -29,9 +40,23 @@ pub fn render(cache: &FlagCache, now_unix: i64) -> Vec<u8> {
         .map(|(id, env)| environment_flags(id, env, true))
         .collect();
     environments.sort_by_key(|env| env.environment.id);
+    let mut documents: Vec<DocumentEntry<'_>> = cache
+        .envs()
+        .filter_map(|(environment, env)| {
+            let doc = env.upstream.as_ref()?;
+            Some(DocumentEntry {
+                environment,
+                fetched_at: doc.fetched_at,
+                // Checked when it was fetched: it is JSON.
+                document: serde_json::from_slice(&doc.raw).ok()?,
+            })
+        })
+        .collect();
+    documents.sort_by_key(|entry| entry.environment);
     serde_json::to_vec(&SnapshotFile {
         generated_at: now_unix,
         environments,
+        documents,
     })
     .expect("the snapshot serialises")
 }

@@ -287,6 +287,7 @@ fn write_slot(entry: &mut FeatureEntry, change: &Change) {
                 value: state.value,
                 priority: change.segment_priority,
                 name: change.segment_name.clone(),
+                state_id: state.state_id,
             });
             let slot = Slot {
                 order,
@@ -318,6 +319,8 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
         entry.default = Some(loaded(FlagState {
             enabled: feature.enabled,
             value: feature.value.clone(),
+            state_id: None,
+            identity_id: None,
         }));
     }
     for identity in &feature.identity_overrides {
@@ -325,6 +328,8 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
             let slot = loaded(FlagState {
                 enabled: identity.enabled,
                 value: identity.value.clone(),
+                state_id: None,
+                identity_id: None,
             });
             entry
                 .identities
@@ -342,6 +347,7 @@ fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequen
                     value: segment.value.clone(),
                     priority: Some(segment.priority),
                     name: Some(segment.segment.name.clone()),
+                    state_id: None,
                 }),
                 arrived_micros: 0,
             });
@@ -390,6 +396,8 @@ mod tests {
             state: FlagState {
                 enabled: true,
                 value: Some(FlagValue::String(value.into())),
+                state_id: None,
+                identity_id: None,
             },
             segment_priority: None,
             segment_name: None,

@@ -77,6 +77,11 @@ impl Change {
             state: FlagState {
                 enabled: state.enabled,
                 value: state.feature_state_value.clone(),
+                state_id: state.id,
+                identity_id: match &state.identity {
+                    Some(IdentityRef::Id(id)) => Some(*id),
+                    _ => None,
+                },
             },
             segment_priority: state.feature_segment.as_ref().and_then(|s| s.priority),
             segment_name: state

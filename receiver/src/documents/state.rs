@@ -15,6 +15,12 @@ use crate::documents::overrides::IdentityOverrides;
 pub struct FlagState {
     pub enabled: bool,
     pub value: Option<FlagValue>,
+    /// The feature state's id, when the web hook told it (Flagsmith answers it as `id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_id: Option<u64>,
+    /// The identity's Flagsmith id, for an identity override whose web hook told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<u64>,
 }
 
 /// A segment override: the flag state plus what the segment is.
@@ -24,6 +30,9 @@ pub struct SegmentState {
     pub value: Option<FlagValue>,
     pub priority: Option<i64>,
     pub name: Option<String>,
+    /// The feature state's id, when the web hook told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_id: Option<u64>,
 }
 
 /// One cache key's content: `state: None` is a tombstone (the key was deleted at `order`).

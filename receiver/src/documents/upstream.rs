@@ -23,7 +23,7 @@ use crate::evaluation::{
 };
 
 /// A document fetched from an upstream Flagsmith, as the cache holds it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamDocument {
     /// The bytes as Flagsmith sent them: `GET /api/v1/environment-document/` serves them as
     /// they are.
@@ -88,6 +88,17 @@ impl FlagCache {
         if held.is_some_and(|held| !doc.is_newer_than(held)) {
             return Outcome::Superseded;
         }
+        // A document that carries no identity overrides (`use_identity_overrides_in_local_eval`
+        // off) says nothing about them: those held stay, the last document's and the web hooks'.
+        let keep_identities = !doc.parsed.carries_identity_overrides;
+        let doc = match held {
+            Some(held) if keep_identities => {
+                let mut carried = UpstreamDocument::clone(&doc);
+                carried.parsed.identities = held.parsed.identities.clone();
+                Arc::new(carried)
+            }
+            _ => doc,
+        };
         let began = doc.fetch_began_micros;
         let listed: HashSet<u64> = doc
             .parsed
@@ -98,7 +109,8 @@ impl FlagCache {
             .collect();
         let env = self.env_mut(env_id);
         for (id, entry) in env.features.iter_mut() {
-            if drop_superseded(Arc::make_mut(entry), began) || !listed.contains(id) {
+            if drop_superseded(Arc::make_mut(entry), began, keep_identities) || !listed.contains(id)
+            {
                 dirty.push(Dirty::FeatureRewritten(env_id, *id));
             }
         }
@@ -115,8 +127,9 @@ impl FlagCache {
     }
 }
 
-/// Drops the keys of `entry` taken before `began`; answers whether any went.
-fn drop_superseded(entry: &mut FeatureEntry, began: i64) -> bool {
+/// Drops the keys of `entry` taken before `began`, identity overrides too unless
+/// `keep_identities`; answers whether any went.
+fn drop_superseded(entry: &mut FeatureEntry, began: i64, keep_identities: bool) -> bool {
     let before =
         entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());
     if entry
@@ -126,7 +139,9 @@ fn drop_superseded(entry: &mut FeatureEntry, began: i64) -> bool {
     {
         entry.default = None;
     }
-    entry.identities.retain(|slot| slot.arrived_micros > began);
+    if !keep_identities {
+        entry.identities.retain(|slot| slot.arrived_micros > began);
+    }
     entry.segments.retain(|_, slot| slot.arrived_micros > began);
     let after =
         entry.identities.len() + entry.segments.len() + usize::from(entry.default.is_some());
@@ -169,6 +184,7 @@ impl EnvCache {
                     let state = slot.state.as_ref().map(|state| OverlayState {
                         enabled: state.enabled,
                         value: flagsmith_value(state.value.as_ref()),
+                        state_id: state.state_id,
                     });
                     let priority = slot.state.as_ref().and_then(|state| state.priority);
                     (*segment, state, priority)
@@ -188,6 +204,7 @@ impl EnvCache {
                     feature_id: *id,
                     feature_name: entry.meta.name.clone(),
                     state: slot.state.as_ref().map(overlay_state),
+                    identity_id: slot.state.as_ref().and_then(|state| state.identity_id),
                 })
             })
             .collect()
@@ -198,6 +215,7 @@ fn overlay_state(state: &FlagState) -> OverlayState {
     OverlayState {
         enabled: state.enabled,
         value: flagsmith_value(state.value.as_ref()),
+        state_id: state.state_id,
     }
 }
 
@@ -244,6 +262,8 @@ mod tests {
             state: FlagState {
                 enabled: true,
                 value: Some(FlagValue::String("from a web hook".into())),
+                state_id: None,
+                identity_id: None,
             },
             segment_priority: None,
             segment_name: None,

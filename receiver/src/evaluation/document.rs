@@ -78,6 +78,9 @@ pub struct EvaluationDocument {
     pub context: EngineEvaluationContext,
     /// Identifier -> its overrides, as the document holds them.
     pub identities: Arc<HashMap<String, IdentityEntry>>,
+    /// `use_identity_overrides_in_local_eval`: when false the document carries no identity
+    /// overrides, which says nothing about whether there are any.
+    pub carries_identity_overrides: bool,
 }
 
 /// The parts of a document the engine crate does not read.
@@ -91,6 +94,8 @@ struct Settings {
     use_identity_composite_key_for_hashing: Option<bool>,
     #[serde(default)]
     hide_sensitive_data: Option<bool>,
+    #[serde(default)]
+    use_identity_overrides_in_local_eval: Option<bool>,
     #[serde(default)]
     identity_overrides: Option<Vec<DocumentIdentity>>,
 }
@@ -123,6 +128,7 @@ impl EvaluationDocument {
                             | "updated_at"
                             | "use_identity_composite_key_for_hashing"
                             | "hide_sensitive_data"
+                            | "use_identity_overrides_in_local_eval"
                     )
                 })
                 .map(|(key, value)| (key.clone(), value.clone()))
@@ -158,6 +164,9 @@ impl EvaluationDocument {
             },
             context,
             identities: Arc::new(identities),
+            carries_identity_overrides: settings
+                .use_identity_overrides_in_local_eval
+                .unwrap_or(true),
         })
     }
 }

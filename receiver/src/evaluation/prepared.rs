@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use flagsmith_flag_engine::engine::get_evaluation_result;
 use flagsmith_flag_engine::engine_eval::context::IdentityContext;
-use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, FeatureContext, FlagResult};
+use flagsmith_flag_engine::engine_eval::{
+    EngineEvaluationContext, FeatureContext, FlagResult, SegmentResult,
+    remove_identity_from_context,
+};
 use flagsmith_flag_engine::types::{FlagsmithValue, FlagsmithValueType};
 
 use crate::evaluation::document::{
@@ -29,6 +32,8 @@ pub const IDENTITY_OVERRIDE_REASON: &str = "IDENTITY_OVERRIDE";
 pub struct OverlayState {
     pub enabled: bool,
     pub value: FlagsmithValue,
+    /// The feature state's id, when the web hook told it.
+    pub state_id: Option<u64>,
 }
 
 /// The web-hook changes to one feature that apply on top of the document.
@@ -49,6 +54,8 @@ pub struct IdentityOverlay {
     pub feature_id: u64,
     pub feature_name: String,
     pub state: Option<OverlayState>,
+    /// The identity's Flagsmith id, when the web hook told it.
+    pub identity_id: Option<u64>,
 }
 
 /// Who a request is for.
@@ -94,6 +101,10 @@ pub struct Evaluation {
 #[derive(Debug)]
 pub struct PreparedEnvironment {
     base: EngineEvaluationContext,
+    /// What the environment's own flags are evaluated on: only the segments whose rules read no
+    /// identity (as Flagsmith's SDKs do), so that a rule such as `IS_NOT_SET` cannot match the
+    /// absence of an identity.
+    environment_only: EngineEvaluationContext,
     settings: EvaluationSettings,
     /// Shared with the document: a million identity overrides are not copied per change.
     identities: Arc<HashMap<String, IdentityEntry>>,
@@ -150,12 +161,23 @@ impl PreparedEnvironment {
             .map(|f| (f.name.clone(), f.metadata.feature_type == "MULTIVARIATE"))
             .collect();
         PreparedEnvironment {
+            environment_only: remove_identity_from_context(&base),
             base,
             settings,
             identities,
             multivariate,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The environment's context: features and segments, web-hook changes applied.
+    pub fn context(&self) -> &EngineEvaluationContext {
+        &self.base
+    }
+
+    /// The document's identity overrides, by identifier.
+    pub fn document_identities(&self) -> &HashMap<String, IdentityEntry> {
+        &self.identities
     }
 
     pub fn settings(&self) -> EvaluationSettings {
@@ -174,8 +196,17 @@ impl PreparedEnvironment {
         identity: Option<&IdentityInput>,
         overlay: &[IdentityOverlay],
     ) -> Evaluation {
+        let Some(identity) = identity else {
+            let result = get_evaluation_result(&self.environment_only);
+            let flags = result
+                .flags
+                .into_values()
+                .map(|flag| self.resolved(&self.environment_only, flag, false))
+                .collect();
+            return self.finish(flags, result.segments);
+        };
         let mut context = self.borrow_context();
-        context.identity = identity.map(|identity| IdentityContext {
+        context.identity = Some(IdentityContext {
             identifier: identity.identifier.clone(),
             key: identity
                 .key
@@ -189,26 +220,25 @@ impl PreparedEnvironment {
             .flags
             .into_values()
             .map(|flag| {
-                let resolved = self.resolved(&context, flag, identity.is_some());
+                let resolved = self.resolved(&context, flag, true);
                 (resolved.name.clone(), resolved)
             })
             .collect();
         self.give_back(context);
-        if let Some(identity) = identity {
-            self.apply_identity_overrides(&mut flags, &identity.identifier, overlay);
-        }
+        self.apply_identity_overrides(&mut flags, &identity.identifier, overlay);
+        self.finish(flags.into_values().collect(), result.segments)
+    }
+
+    /// Hides disabled flags where the settings say so, and orders flags by feature id.
+    fn finish(&self, flags: Vec<ResolvedFlag>, segments: Vec<SegmentResult>) -> Evaluation {
         let mut flags: Vec<ResolvedFlag> = flags
-            .into_values()
+            .into_iter()
             .filter(|flag| flag.enabled || !self.settings.hide_disabled_flags)
             .collect();
         flags.sort_by_key(|flag| flag.feature_id);
         Evaluation {
             flags,
-            segments: result
-                .segments
-                .into_iter()
-                .map(|segment| segment.name)
-                .collect(),
+            segments: segments.into_iter().map(|segment| segment.name).collect(),
         }
     }
 
@@ -276,21 +306,23 @@ impl PreparedEnvironment {
             .map(|entry| entry.overrides.as_slice())
             .unwrap_or_default();
         let from_webhooks = overlay.iter().filter_map(|o| {
-            o.state.as_ref().map(|state| IdentityOverride {
+            let state = o.state.as_ref()?;
+            let identity_override = IdentityOverride {
                 feature_id: o.feature_id,
                 feature_name: o.feature_name.clone(),
                 enabled: state.enabled,
                 value: state.value.clone(),
-                state_id: None,
-            })
+                state_id: state.state_id,
+            };
+            Some((identity_override, o.identity_id))
         });
         // A web hook's override, or its removal, replaces the document's for that feature.
         let overridden = |id: u64| overlay.iter().any(|o| o.feature_id == id);
         let document = from_document
             .iter()
             .filter(|o| !overridden(o.feature_id))
-            .cloned();
-        for identity_override in document.chain(from_webhooks) {
+            .map(|o| (o.clone(), identity_id));
+        for (identity_override, identity_id) in document.chain(from_webhooks) {
             let by_id = |flag: &&mut ResolvedFlag| flag.feature_id == identity_override.feature_id;
             let Some(flag) = flags.values_mut().find(by_id) else {
                 continue;
@@ -345,6 +377,9 @@ fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay
             .or_insert_with(|| new_feature(overlay, &name));
         feature.enabled = state.enabled;
         feature.value = state.value.clone();
+        if let Some(state_id) = state.state_id {
+            feature.key = state_id.to_string();
+        }
     }
     for (segment_id, state, priority) in &overlay.segments {
         // A segment the document does not hold has no rules here: nobody can match it.
@@ -357,6 +392,7 @@ fn apply_overlay(context: &mut EngineEvaluationContext, overlay: &FeatureOverlay
             feature.enabled = state.enabled;
             feature.value = state.value.clone();
             feature.priority = priority.map(|p| p as f64);
+            feature.key = state.state_id.map(|id| id.to_string()).unwrap_or_default();
             segment.overrides.push(feature);
         }
     }
@@ -386,5 +422,38 @@ pub fn value_json(value: &FlagsmithValue) -> serde_json::Value {
             .parse::<serde_json::Number>()
             .map(serde_json::Value::Number)
             .unwrap_or_else(|_| serde_json::Value::String(value.value.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> EngineEvaluationContext {
+        serde_json::from_value(serde_json::json!({
+            "environment": {"key": "env-key", "name": "test"},
+            "features": {"banner": {"key": "1", "name": "banner", "enabled": true, "value": "default",
+                                    "metadata": {"feature_id": 1}}},
+            "segments": {"9": {"key": "9", "name": "no_promo",
+                "rules": [{"type": "ALL", "conditions": [
+                    {"operator": "IS_NOT_SET", "property": "promo", "value": ""}]}],
+                "overrides": [{"key": "2", "name": "banner", "enabled": true, "value": "segment",
+                               "priority": 0, "metadata": {"feature_id": 1}}]}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_environment_flags_never_match_a_segment_on_a_missing_identity() {
+        let prepared = PreparedEnvironment::from_context(context());
+        let environment = prepared.evaluate(None, &[]);
+        assert_eq!(environment.flags[0].value, serde_json::json!("default"));
+        let identity = IdentityInput {
+            identifier: "u".into(),
+            ..IdentityInput::default()
+        };
+        let evaluation = prepared.evaluate(Some(&identity), &[]);
+        assert_eq!(evaluation.flags[0].value, serde_json::json!("segment"));
+        assert_eq!(evaluation.segments, vec!["no_promo".to_owned()]);
     }
 }

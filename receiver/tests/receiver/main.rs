@@ -19,3 +19,4 @@ mod sdk;
 mod stand_in;
 mod test_deps;
 mod upstream;
+mod upstream_triggers;

@@ -44,6 +44,8 @@ pub enum Answer {
 pub struct StandIn {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     pub analytics: Arc<Mutex<Vec<Bytes>>>,
+    /// Document requests taken, by server key.
+    pub hits: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl StandIn {
@@ -78,6 +80,12 @@ async fn serve_document(State(stand_in): State<StandIn>, headers: HeaderMap) -> 
         .get("x-environment-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    *stand_in
+        .hits
+        .lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default() += 1;
     let answer = stand_in.answers.lock().unwrap().get(key).cloned();
     match answer {
         Some(Answer::Document(bytes)) => (StatusCode::OK, bytes),
@@ -162,7 +170,7 @@ fn essentials(flags: &Value) -> Vec<Value> {
 }
 
 /// Compares the receiver's `/flags/` and identity answers with Flagsmith's recorded ones.
-async fn compare_step(receiver: &Receiver, recorded: &Value) -> Vec<String> {
+async fn compare_step(receiver: &Receiver, recorded: &Value, n: usize) -> Vec<String> {
     let mut differences = Vec::new();
     for (env, _, client, _) in ENVS {
         let key = [("x-environment-key", client)];
@@ -170,10 +178,11 @@ async fn compare_step(receiver: &Receiver, recorded: &Value) -> Vec<String> {
         if essentials(&flags) != essentials(&recorded["flags"][env]) {
             differences.push(format!("{env} /flags/"));
         }
+        // With `use_identity_overrides_in_local_eval` off (qa, steps 36-44) the document carries
+        // no identity overrides: those of the last document that did stay in force (36-40). The
+        // override created at step 41 only a web hook carries: the live replay sends those.
         let document = &recorded["environment_documents"][env];
-        // With the setting off, the document carries no identity overrides: only web hooks
-        // bring them (the live replay shows that window).
-        if document["use_identity_overrides_in_local_eval"] == false {
+        if document["use_identity_overrides_in_local_eval"] == false && n >= 41 {
             continue;
         }
         for (identifier, identity) in recorded["identities"][env].as_object().unwrap() {
@@ -222,7 +231,7 @@ async fn every_recorded_step_answers_as_flagsmith_from_its_documents() {
             wait_for_document(&receiver, server, &document(&recorded, env)).await;
         }
         differences.extend(
-            compare_step(&receiver, &recorded)
+            compare_step(&receiver, &recorded, n)
                 .await
                 .into_iter()
                 .map(|d| format!("step {n:03}: {d}")),
@@ -263,7 +272,7 @@ async fn live_value(receiver: &Receiver, feature: &str) -> Value {
 }
 
 /// Starts a receiver on both recorded environments, holding step `n`'s documents.
-async fn receiver_at_step(
+pub async fn receiver_at_step(
     dir: &std::path::Path,
     n: usize,
     timeout_secs: u64,
@@ -450,4 +459,133 @@ async fn kill_9_during_a_refresh_keeps_the_last_committed_document() {
         step(30)["flags"]["live"].as_array().map(Vec::len)
     );
     restarted.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_identity_route_takes_traits_and_says_what_decided_each_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, _stand_in) = receiver_at_step(dir.path(), 33, 10).await;
+    let recorded = &step(33)["identities"]["live"]["u-anna"];
+    let traits: serde_json::Map<String, Value> = recorded["traits_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["trait_key"].as_str().unwrap().to_owned(),
+                t["trait_value"].clone(),
+            )
+        })
+        .collect();
+    let body = json!({ "traits": traits }).to_string();
+    let (status, answer) = receiver
+        .post(
+            "/v1/environments/44/identities/u-anna/flags",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let mut sources = Vec::new();
+    for flag in recorded["answer"]["flags"].as_array().unwrap() {
+        let name = &flag["feature"]["name"];
+        let ours = answer["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| &f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {answer}"));
+        assert_eq!(ours["value"], flag["feature_state_value"], "{name}");
+        assert_eq!(ours["enabled"], flag["enabled"], "{name}");
+        let expected = if !flag["identity"].is_null() {
+            "identity"
+        } else if !flag["feature_segment"].is_null() {
+            "segment"
+        } else {
+            ours["source"].as_str().unwrap()
+        };
+        assert_eq!(ours["source"], expected, "{name}: {ours}");
+        if expected == "segment" {
+            assert!(ours["segment"].is_string(), "{ours}");
+        }
+        sources.push(expected.to_owned());
+    }
+    for source in ["identity", "segment"] {
+        assert!(
+            sources.iter().any(|s| s == source),
+            "no {source} in {sources:?}"
+        );
+    }
+    // Without traits, the same identity is in no segment.
+    let (_, bare) = receiver
+        .get("/v1/environments/44/identities/u-anna/flags", &[])
+        .await;
+    assert!(
+        bare["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["source"] != "segment"),
+        "{bare}"
+    );
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_and_the_native_listing_carry_the_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, _stand_in) = receiver_at_step(dir.path(), 33, 10).await;
+    let recorded = step(33);
+    let expected = recorded["environment_documents"]["live"].clone();
+    let snapshot = receiver
+        .snapshot_when("the live document", |s| {
+            s["documents"]
+                .as_array()
+                .is_some_and(|docs| docs.iter().any(|d| d["document"] == expected))
+        })
+        .await;
+    assert_eq!(snapshot["documents"].as_array().unwrap().len(), 2);
+    // The native listing is the document's: every feature, with its segment overrides.
+    let flags = receiver.env_flags(44).await;
+    for flag in recorded["flags"]["live"].as_array().unwrap() {
+        let ours = flags
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == flag["feature"]["id"])
+            .unwrap_or_else(|| panic!("{} missing from {flags}", flag["feature"]["name"]));
+        assert_eq!(ours["value"], flag["feature_state_value"]);
+        assert_eq!(ours["enabled"], flag["enabled"]);
+    }
+    let banner = flags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "banner_text")
+        .unwrap();
+    assert!(
+        !banner["segment_overrides"].as_array().unwrap().is_empty(),
+        "{banner}"
+    );
+    let environment = snapshot["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["environment"]["id"] == 44)
+        .unwrap();
+    let with_identities = environment["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "banner_text")
+        .unwrap();
+    assert!(
+        with_identities["identity_overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["identifier"] == "u-anna"),
+        "{with_identities}"
+    );
+    receiver.stop().await;
 }
