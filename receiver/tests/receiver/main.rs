@@ -20,3 +20,4 @@ mod stand_in;
 mod test_deps;
 mod upstream;
 mod upstream_triggers;
+mod webhooks_window;
