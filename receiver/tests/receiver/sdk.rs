@@ -1,7 +1,5 @@
 //! The official Flagsmith Python SDK reads flags from the receiver as its `api_url`.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -10,15 +8,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flagsmith_sdk_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flagsmith_python_sdk_reads_environment_and_identity_flags() {
-    let probe = Command::new("python3")
-        .args(["-c", "import flagsmith"])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => {}
-        _ => panic!(
-            "the Flagsmith Python SDK is missing: run `pip install flagsmith` (python3 must import flagsmith)"
-        ),
-    }
+    let python = crate::test_deps::python();
 
     let dir = tempfile::tempdir().unwrap();
     let rest = "[[environments]]\nid = 3\nkeys = [\"sdk-env-key\"]\n";
@@ -52,7 +42,8 @@ async fn the_flagsmith_python_sdk_reads_environment_and_identity_flags() {
 
     let api_url = receiver.url("/api/v1/");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        let mut python = python;
+        python
             .args([SCRIPT, &api_url, "sdk-env-key", "user-42"])
             .output()
             .unwrap()

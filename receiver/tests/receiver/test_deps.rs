@@ -1,0 +1,56 @@
+//! Where the tests find the Flagsmith SDKs that `.ci/test` installs, pinned, under
+//! `<target>/test-deps/`: plain `cargo test` works once that command has run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The README's test command, which installs what these tests need.
+pub const SETUP: &str = ".ci/test --setup-only";
+
+/// `<target>/test-deps`, with `<target>` as `.ci/test` chooses it: `CARGO_TARGET_DIR` (relative
+/// to the workspace root) or the workspace's `target/`.
+pub fn test_deps_dir() -> PathBuf {
+    let workspace = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("test-deps")
+}
+
+/// `python3` that imports the pinned `flagsmith` package; panics naming [`SETUP`] when it is
+/// not installed.
+pub fn python() -> Command {
+    let path = test_deps_dir().join("python");
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", &path);
+    let works = Command::new("python3")
+        .env("PYTHONPATH", &path)
+        .args(["-c", "import flagsmith"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        works,
+        "the pinned Flagsmith Python SDK is missing from {}: run `{SETUP}` once",
+        path.display()
+    );
+    command
+}
+
+/// `node` that requires the pinned `flagsmith-nodejs`; panics naming [`SETUP`] when it is not
+/// installed.
+pub fn node() -> Command {
+    let path = test_deps_dir().join("node/node_modules");
+    let mut command = Command::new("node");
+    command.env("NODE_PATH", &path);
+    let works = Command::new("node")
+        .env("NODE_PATH", &path)
+        .args(["-e", "require('flagsmith-nodejs')"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        works,
+        "the pinned flagsmith-nodejs is missing from {}: run `{SETUP}` once",
+        path.display()
+    );
+    command
+}
