@@ -112,3 +112,24 @@ pub fn move_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
     std::fs::rename(path, &aside)?;
     Ok(aside)
 }
+
+/// What a recovering writer writes to learn whether the file takes changes again: about a batch's
+/// worth of new pages. An empty commit is no test: on a full disk it can succeed (it rewrites the
+/// header in place), which would report a writer ready that cannot commit one change.
+const PROBE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("writer_probe");
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Commits a probe value durably, then removes it in a second commit: `Ok` once the file takes
+/// changes again. Blocking.
+pub fn probe_commit(db: &Database) -> Result<(), redb::Error> {
+    let value = vec![0x5a_u8; PROBE_BYTES];
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+    txn.open_table(PROBE)?.insert("probe", value.as_slice())?;
+    txn.commit()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+    txn.open_table(PROBE)?.remove("probe")?;
+    txn.commit()?;
+    Ok(())
+}

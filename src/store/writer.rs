@@ -235,8 +235,8 @@ impl Writer {
         }
     }
 
-    /// Reopens the file where needed and, while the writer is failing, tries an empty durable
-    /// commit: `Ok` once the store commits again.
+    /// Reopens the file where needed and, while the writer is failing, tries a probe commit
+    /// ([`super::open::probe_commit`]): `Ok` once the store commits again.
     fn recover(&self) -> Result<(), StoreError> {
         let Some(failure) = self.db.failure() else {
             return Ok(());
@@ -247,12 +247,10 @@ impl Writer {
             self.db.failed(&error, true);
             return Err(error);
         }
-        let probe = self.db.current().and_then(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
-            txn.commit()?;
-            Ok(())
-        });
+        let probe = self
+            .db
+            .current()
+            .and_then(|db| Ok(super::open::probe_commit(&db)?));
         match probe {
             Ok(()) => {
                 self.db.committed();

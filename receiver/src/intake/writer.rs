@@ -310,7 +310,7 @@ impl WriterThread {
             None => Storage::open_file(&self.path, self.cache_bytes),
         };
         let probe = storage.and_then(|storage| {
-            let committed = storage.write(|_| Ok(()));
+            let committed = storage.probe();
             self.storage = Some(storage);
             committed
         });

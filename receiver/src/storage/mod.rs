@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use flagpost::store::open::{OpenError, TWO_PHASE_COMMIT, open_checked};
+use flagpost::store::open::{OpenError, TWO_PHASE_COMMIT, open_checked, probe_commit};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +143,12 @@ impl Storage {
             path: path.to_owned(),
             cache_bytes,
         })
+    }
+
+    /// Whether the file takes changes again after a failure (see
+    /// [`flagpost::store::open::probe_commit`]).
+    pub fn probe(&self) -> Result<(), WriteError> {
+        catch_damage(|| Ok(probe_commit(&self.db)?))
     }
 
     /// Runs `work` on one write transaction with every table open, then commits durably: when
