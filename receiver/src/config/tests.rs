@@ -1,0 +1,135 @@
+//! Configuration: parsing, validation and the shipped example.
+
+use super::*;
+
+#[test]
+fn no_file_means_the_documented_defaults() {
+    let config = Config::default();
+    assert_eq!(config.fixed.listen.to_string(), "127.0.0.1:7071");
+    assert_eq!(config.fixed.webhook_path, "/webhook");
+    assert_eq!(config.live.timestamp_tolerance_secs, 300);
+    assert_eq!(config.live.dedupe_retention_secs, 259_200);
+    assert!(!config.live.allow_unsigned);
+}
+
+#[test]
+fn the_shipped_example_is_the_defaults_plus_its_examples() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/receiver.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = Config::parse(&text, path).unwrap();
+    // The one setting the shipped file changes: it is set up for flagpost senders, so it
+    // requires their timestamped signature (issue 8, item 3).
+    let mut expected = Config::default();
+    assert!(!expected.live.require_standard_signature);
+    expected.live.require_standard_signature = true;
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn unsigned_senders_and_a_required_standard_signature_exclude_each_other() {
+    let text = "[intake]\nallow_unsigned = true\nrequire_standard_signature = true\n";
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("require_standard_signature"), "{err}");
+}
+
+#[test]
+fn secrets_come_from_the_file_an_environment_variable_or_a_file_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "from-a-file\n").unwrap();
+    // PATH is set wherever tests run; its value stands in for a secret.
+    let text = format!(
+        "[intake]\nsecrets = [{{ value = \"inline\" }}, {{ env = \"PATH\" }}, {{ file = {secret_file:?} }}]\n"
+    );
+    let config = Config::parse(&text, "t.toml").unwrap();
+    let expected: Vec<Secret> = [
+        "inline".to_owned(),
+        std::env::var("PATH").unwrap(),
+        "from-a-file".to_owned(),
+    ]
+    .into_iter()
+    .map(|text| Secret::new(text).unwrap())
+    .collect();
+    assert_eq!(config.live.secrets, expected);
+}
+
+#[test]
+fn the_server_section_is_validated() {
+    let text = "[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n";
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("server.header_read_timeout"), "{err}");
+    assert!(err.contains("server.max_connections"), "{err}");
+    let config = Config::parse("[server]\nheader_read_timeout = \"2s\"\n", "t.toml").unwrap();
+    assert_eq!(
+        config.fixed.server.header_read_timeout,
+        Duration::from_secs(2)
+    );
+    assert_eq!(config.fixed.server.max_connections, 4096);
+}
+
+#[test]
+fn an_upstream_takes_its_defaults_and_bad_values_are_reported() {
+    let text = r#"
+        [[environments]]
+        id = 7
+        keys = ["client"]
+        server_keys = ["ser.server"]
+        [environments.upstream]
+        url = "http://127.0.0.1:8000/"
+        server_key = { value = "ser.upstream-secret" }
+    "#;
+    let config = Config::parse(text, "t.toml").unwrap();
+    let upstream = &config.live.upstreams[&7];
+    assert_eq!(upstream.url, "http://127.0.0.1:8000");
+    assert_eq!(upstream.poll_interval, Duration::from_secs(60));
+    assert_eq!(upstream.timeout, Duration::from_secs(10));
+    assert_eq!(config.live.server_keys["ser.server"], 7);
+    assert_eq!(config.live.environment_keys["ser.server"], 7);
+    assert!(!format!("{config:?}").contains("ser.upstream-secret"));
+
+    let text = r#"
+        [[environments]]
+        id = 7
+        server_keys = ["", "k"]
+        keys = ["k"]
+        [environments.upstream]
+        url = "ftp://x"
+        server_key = { value = "" }
+        poll_interval_secs = 0
+    "#;
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    for expected in [
+        "server_keys[0]: is empty",
+        "server_keys[1]: the same key",
+        "upstream.url",
+        "poll_interval_secs",
+        "upstream.server_key: is empty",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from {err}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_and_secrets_are_not_echoed() {
+    let text = r#"
+        listen = "nowhere"
+        [intake]
+        max_body_bytes = 0
+        secrets = [{ value = "" }, { env = "FLAGPOST_RECEIVER_TEST_UNSET_VAR" }, { value = "a", env = "B" }]
+    "#;
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    for expected in [
+        "listen",
+        "max_body_bytes",
+        "secrets[0]",
+        "secrets[1]",
+        "secrets[2]",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from {err}");
+    }
+    let err = Config::parse("[intake]\nsecrets = \"hunter2\"\n", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
