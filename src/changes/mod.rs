@@ -33,7 +33,9 @@ pub use records::{
     Author, CommittedEvent, EnvironmentRecord, FeatureRecord, Owner, StateKey, StateRecord,
 };
 pub use segment_rules::{OPERATORS, RULE_TYPES};
-pub use segments::{NewSegment, SegmentCondition, SegmentRecord, SegmentRule, SegmentUpdate};
+pub use segments::{
+    NewSegment, SegmentCondition, SegmentRecord, SegmentRule, SegmentUpdate, validate_segment,
+};
 
 use time::OffsetDateTime;
 

@@ -135,6 +135,18 @@ impl<S: FlagStore> Changes<'_, S> {
         new: &NewOption,
         owner: Owner,
     ) -> Result<MultivariateOption, WriteError> {
+        self.add_option_allocating(feature_id, new, owner, true)
+    }
+
+    /// As [`Changes::add_option`]; with `allocate` false no state gets the option, for a flag
+    /// file that sets each environment's allocations itself right after.
+    pub fn add_option_allocating(
+        &mut self,
+        feature_id: u64,
+        new: &NewOption,
+        owner: Owner,
+        allocate: bool,
+    ) -> Result<MultivariateOption, WriteError> {
         let before = self.feature(feature_id)?;
         self.check_owner(&before, owner)?;
         validate_value(&new.value)?;
@@ -159,7 +171,12 @@ impl<S: FlagStore> Changes<'_, S> {
             after.feature_type = "MULTIVARIATE".into();
             self.store.put_feature(&after)?;
         }
-        for env in self.project_environments(after.project) {
+        let environments = if allocate {
+            self.project_environments(after.project)
+        } else {
+            Vec::new()
+        };
+        for env in environments {
             let Some(previous) = self.store.state(env, feature_id, &StateKey::Default)? else {
                 continue;
             };

@@ -107,6 +107,16 @@ fn present_description<'de, D: Deserializer<'de>>(
 
 pub const MAX_DESCRIPTION_LEN: usize = 2000;
 
+/// Every check on a segment that needs no store: its name, description and rules.
+pub fn validate_segment(
+    name: &str,
+    description: Option<&str>,
+    rules: &[SegmentRule],
+) -> Result<(), WriteError> {
+    validate_segment_text(name, description)?;
+    validate_rules(rules)
+}
+
 fn validate_segment_text(name: &str, description: Option<&str>) -> Result<(), WriteError> {
     if name.trim().is_empty() || name.len() > super::MAX_NAME_LEN || name.contains('\0') {
         return Err(WriteError::Invalid(format!(

@@ -14,6 +14,7 @@ mod relay;
 mod reload;
 mod removed_endpoints;
 mod segment_crash;
+mod segment_files;
 mod segments;
 mod storage;
 #[path = "../support/mod.rs"]
