@@ -125,6 +125,30 @@ async fn segments_are_created_changed_and_deleted_with_their_events() {
         "beta"
     );
 
+    // Renaming the segment renames its override, with a FLAG_UPDATED.
+    let before = last_sequence(&base).await;
+    let (status, body) = call(
+        Method::PATCH,
+        &sidecar.url(&format!("/api/v1/segments/{id}")),
+        Some(json!({"name": "beta_2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = events_after(&base, before).await;
+    assert_eq!(
+        types(&events),
+        ["FLAG_UPDATED", "SEGMENT_UPDATED", "AUDIT_LOG_CREATED"]
+    );
+    let renamed = &events[0].1["data"];
+    assert_eq!(
+        renamed["previous_state"]["feature_segment"]["segment"]["name"],
+        "beta"
+    );
+    assert_eq!(
+        renamed["new_state"]["feature_segment"]["segment"]["name"],
+        "beta_2"
+    );
+
     // Deleting the segment removes its override, with a FLAG_DELETED, then SEGMENT_DELETED.
     let before = last_sequence(&base).await;
     let (status, body) = call(
