@@ -15,6 +15,7 @@ mod reload;
 mod removed_endpoints;
 mod segment_crash;
 mod segment_files;
+mod segment_receiver;
 mod segments;
 mod storage;
 #[path = "../support/mod.rs"]
