@@ -1,10 +1,12 @@
 //! Segment files (`<project>.segments.toml`) and multivariate options in flag files: applied,
 //! owned by the files, and bad ones refused with nothing changed.
 
+use std::process::Command;
+
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Sidecar, call, last_sequence, metric, wait_until};
+use crate::common::{Sidecar, call, config_toml, free_addr, last_sequence, metric, wait_until};
 
 const SEGMENTS: &str = r#"
 [segments.beta]
@@ -156,4 +158,36 @@ async fn segment_files_define_segments_that_flag_files_override_and_the_files_ow
     assert_eq!(segments(&sidecar).await, before_segments);
     assert_eq!(layout(&sidecar).await, before_layout);
     sidecar.stop().await;
+}
+
+#[test]
+fn check_reports_bad_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagpost.toml");
+    std::fs::write(&path, config_toml(dir.path(), free_addr(), "")).unwrap();
+    std::fs::write(dir.path().join("flags/Default.segments.toml"), SEGMENTS).unwrap();
+    std::fs::write(dir.path().join("flags/Development.toml"), FLAGS).unwrap();
+    let check = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_flagpost"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        (output.status.success(), text)
+    };
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+
+    let bad = SEGMENTS.replace("\"EQUAL\"", "\"LIKE\"");
+    std::fs::write(dir.path().join("flags/Default.segments.toml"), bad).unwrap();
+    std::fs::write(dir.path().join("flags/Nowhere.segments.toml"), SEGMENTS).unwrap();
+    let (ok, text) = check();
+    assert!(!ok);
+    assert!(
+        text.contains("Default.segments.toml:2: segment beta: segment rules[0].conditions[0]"),
+        "{text}"
+    );
+    assert!(text.contains("no project named \"Nowhere\""), "{text}");
 }

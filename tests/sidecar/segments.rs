@@ -397,7 +397,6 @@ async fn multivariate_options_and_allocations_are_set_and_bad_ones_refused() {
     );
 
     // Refused, and nothing changed: sums over 100, unknown options, duplicates, out of range.
-    let sequence = last_sequence(&base).await;
     let unchanged = document_feature(&sidecar, feature).await;
     let bad = [
         (
@@ -423,8 +422,19 @@ async fn multivariate_options_and_allocations_are_set_and_bad_ones_refused() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ];
+    let segment = create_segment(
+        &sidecar,
+        "testers",
+        condition_rules("IS_SET", Some("tester"), Value::Null),
+    )
+    .await;
+    let segment_url = sidecar.url(&format!(
+        "/api/v1/environments/1/features/{feature}/segments/{}",
+        segment["id"]
+    ));
+    let sequence = last_sequence(&base).await;
     for (allocations, expected) in bad {
-        for url in [&default_url, &identity_url] {
+        for url in [&default_url, &identity_url, &segment_url] {
             let (status, body) = call(
                 Method::PUT,
                 url,
