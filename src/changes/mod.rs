@@ -26,7 +26,9 @@ pub use input::{
     FEATURE_TYPES, FeatureUpdate, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, NewFeature, StateUpdate,
     validate_feature_name, validate_feature_type, validate_identifier,
 };
-pub use multivariate::{AllocationInput, MultivariateOption, MultivariateValue, NewOption};
+pub use multivariate::{
+    AllocationInput, MultivariateOption, MultivariateValue, NewOption, OptionUpdate,
+};
 pub use outbox::{Outbox, feature_body, state_body};
 pub use port::{Counter, FlagStore, NewEvent};
 pub use records::{

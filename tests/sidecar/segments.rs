@@ -452,6 +452,43 @@ async fn multivariate_options_and_allocations_are_set_and_bad_ones_refused() {
     assert_eq!(last_sequence(&base).await, sequence, "no event was written");
     assert_eq!(document_feature(&sidecar, feature).await, unchanged);
 
+    // A new value for an option is reported for each state that allocates it, the value as it
+    // was and as it is; a bad default allocation is refused.
+    let option_url = sidecar.url(&format!(
+        "/api/v1/features/{feature}/multivariate-options/{cards}"
+    ));
+    let before = last_sequence(&base).await;
+    let (status, body) = call(Method::PATCH, &option_url, Some(json!({"value": "tiles"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = events_after(&base, before).await;
+    assert_eq!(
+        types(&events),
+        ["FLAG_UPDATED", "FLAG_UPDATED", "AUDIT_LOG_CREATED"]
+    );
+    let data = &events[0].1["data"];
+    let shown = |state: &str| {
+        data[state]["multivariate_feature_state_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["multivariate_feature_option"]["id"] == cards)
+            .unwrap()["multivariate_feature_option"]["value"]
+            .clone()
+    };
+    assert_eq!(
+        (shown("previous_state"), shown("new_state")),
+        (json!("cards"), json!("tiles"))
+    );
+    let sequence = last_sequence(&base).await;
+    for bad in [
+        json!({"default_percentage_allocation": 51}),
+        json!({"default_percentage_allocation": -1}),
+    ] {
+        let (status, body) = call(Method::PATCH, &option_url, Some(bad)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    assert_eq!(last_sequence(&base).await, sequence);
+
     // Removing an option takes its allocations out of every state that has one.
     let before = last_sequence(&base).await;
     let (status, body) = call(
