@@ -10,6 +10,7 @@ mod crash;
 mod event_format;
 mod flag_files;
 mod input_rules;
+mod multivariate;
 mod relay;
 mod reload;
 mod removed_endpoints;
