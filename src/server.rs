@@ -88,6 +88,7 @@ pub async fn run_with(
         store: store.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
+        documents: Default::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -3,8 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sha2::{Digest, Sha256};
+
 use super::endpoint_url::{Credentials, redact_url, split_credentials};
 use super::file::{RawEnvironment, RawRelaySource, RawWebhook};
+use super::secrets::ServerKey;
 use crate::signing::Secret;
 use crate::wire::EventType;
 
@@ -20,6 +23,8 @@ pub struct Environment {
     pub name: String,
     pub api_key: String,
     pub project: u64,
+    /// Keys that read the environment's document (`GET /api/v1/environment-document/`).
+    pub server_keys: Vec<ServerKey>,
     pub webhooks: Vec<Webhook>,
 }
 
@@ -62,6 +67,7 @@ pub(super) fn environments(
 ) -> BTreeMap<u64, Environment> {
     let mut environments = BTreeMap::new();
     let mut env_names = BTreeSet::new();
+    let mut key_texts = BTreeSet::new();
     for (i, e) in raw.iter().enumerate() {
         let at = format!("environments[{i}] ({})", e.name);
         if !is_file_safe(&e.name) {
@@ -88,11 +94,13 @@ pub(super) fn environments(
                 webhook(w, &at, &default_events, webhook_names, problems)
             })
             .collect();
+        let server_keys = server_keys(e, &at, &mut key_texts, problems);
         let env = Environment {
             id: e.id,
             name: e.name.clone(),
             api_key: e.api_key.clone(),
             project: e.project,
+            server_keys,
             webhooks,
         };
         if environments.insert(e.id, env).is_some() {
@@ -100,6 +108,32 @@ pub(super) fn environments(
         }
     }
     environments
+}
+
+/// Resolves an environment's server-side keys. A key must start with `ser.` (the SDKs check it),
+/// and must not be used by two environments: a key names the one document it reads.
+/// `key_texts` holds the digests of the keys seen so far, so no key text outlives this check.
+fn server_keys(
+    e: &RawEnvironment,
+    at: &str,
+    key_texts: &mut BTreeSet<[u8; 32]>,
+    problems: &mut Vec<String>,
+) -> Vec<ServerKey> {
+    let mut keys = Vec::new();
+    for (k, source) in e.server_keys.iter().enumerate() {
+        let at = format!("{at}.server_keys[{k}]");
+        match source.resolve() {
+            Ok(text) if !text.starts_with(ServerKey::PREFIX) || text.len() < 12 => problems.push(
+                format!("{at}: a server-side key starts with \"ser.\" and is at least 12 characters"),
+            ),
+            Ok(text) if !key_texts.insert(Sha256::digest(text.as_bytes()).into()) => {
+                problems.push(format!("{at}: the same key is configured twice"))
+            }
+            Ok(text) => keys.push(ServerKey::new(&text)),
+            Err(e) => problems.push(format!("{at}: {e}")),
+        }
+    }
+    keys
 }
 
 /// Validates the audit-log web hooks (by default they take `AUDIT_LOG_CREATED` only).

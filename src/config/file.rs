@@ -42,6 +42,7 @@ impl Default for RawConfig {
                 name: "Development".to_owned(),
                 api_key: "dev-environment-key".to_owned(),
                 project: 1,
+                server_keys: Vec::new(),
                 webhooks: Vec::new(),
             }],
             audit_webhooks: Vec::new(),
@@ -150,6 +151,9 @@ pub struct RawEnvironment {
     pub name: String,
     pub api_key: String,
     pub project: u64,
+    /// Server-side keys: what Flagsmith's SDKs in local evaluation mode send for the document.
+    #[serde(default)]
+    pub server_keys: Vec<SecretSource>,
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
 }

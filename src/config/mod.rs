@@ -34,7 +34,7 @@ pub use file::{
     RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawOrganisation, RawProject, RawRelaySource,
     RawReload, RawStorage, RawToken, RawWebhook,
 };
-pub use secrets::{ApiToken, SecretSource};
+pub use secrets::{ApiToken, SecretSource, ServerKey};
 pub use server::ServerConfig;
 pub use toml_error::describe_toml_error;
 
