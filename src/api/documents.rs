@@ -22,7 +22,9 @@ pub async fn environment_document(
 ) -> Result<Response, ApiError> {
     let result = answer(&state, &headers).await;
     if let Err(error) = &result {
-        state.metrics.refused("environment_document", error.reason());
+        state
+            .metrics
+            .refused("environment_document", error.reason());
     }
     result
 }
@@ -90,7 +92,10 @@ fn respond(headers: &HeaderMap, document: PreparedDocument) -> Response {
             httpdate::fmt_http_date(document.updated_at),
         )
         // As Flagsmith sends it: SDKs that poll compare it with the `updated_at` they hold.
-        .header("x-flagsmith-document-updated-at", format!("{updated_at:.6}"));
+        .header(
+            "x-flagsmith-document-updated-at",
+            format!("{updated_at:.6}"),
+        );
     let response = if not_modified {
         builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())
     } else {

@@ -123,9 +123,11 @@ fn server_keys(
     for (k, source) in e.server_keys.iter().enumerate() {
         let at = format!("{at}.server_keys[{k}]");
         match source.resolve() {
-            Ok(text) if !text.starts_with(ServerKey::PREFIX) || text.len() < 12 => problems.push(
-                format!("{at}: a server-side key starts with \"ser.\" and is at least 12 characters"),
-            ),
+            Ok(text) if !text.starts_with(ServerKey::PREFIX) || text.len() < 12 => {
+                problems.push(format!(
+                    "{at}: a server-side key starts with \"ser.\" and is at least 12 characters"
+                ))
+            }
             Ok(text) if !key_texts.insert(Sha256::digest(text.as_bytes()).into()) => {
                 problems.push(format!("{at}: the same key is configured twice"))
             }

@@ -64,10 +64,12 @@ impl DocumentCache {
     ) -> Result<PreparedDocument, StoreError> {
         // Read before the store: a commit after this moment makes the next request look again.
         let commits = *store.commits().borrow();
-        if let Some(built) = self.lookup(record.id) {
-            if built.commits == commits && built.record == record && built.facts == facts {
-                return Ok(built.prepared.clone());
-            }
+        if let Some(built) = self.lookup(record.id)
+            && built.commits == commits
+            && built.record == record
+            && built.facts == facts
+        {
+            return Ok(built.prepared.clone());
         }
         let read_record = record.clone();
         let (mut document, instance) = store
@@ -110,7 +112,9 @@ fn prepare(
     last_sequence: u64,
 ) -> PreparedDocument {
     let now = OffsetDateTime::now_utc();
-    let updated_at = now.format(&Rfc3339).expect("a UTC time formats as RFC 3339");
+    let updated_at = now
+        .format(&Rfc3339)
+        .expect("a UTC time formats as RFC 3339");
     let document = EnvironmentDocument {
         last_sequence,
         ..content.clone()
