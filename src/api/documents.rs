@@ -1,7 +1,9 @@
 //! `GET /api/v1/environment-document/`: Flagsmith's environment document, for Flagsmith's SDKs in
 //! local evaluation mode and for receivers. The caller names the environment by one of its
 //! server-side keys in `X-Environment-Key`; the answer is prepared bytes ([`crate::envdoc`]), with
-//! an ETag a poller sends back in `If-None-Match` to get `304` while nothing changed.
+//! an ETag a poller sends back in `If-None-Match` to get `304` while nothing changed. An
+//! environment fed by a `[[relay]]` source with an `upstream` answers the document fetched from
+//! that Flagsmith ([`crate::envdoc::upstream`]).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -38,6 +40,22 @@ async fn answer(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiEr
         .ok_or(ApiError::Unauthorized(
             "X-Environment-Key is missing or is not a server-side key of any environment",
         ))?;
+    let relayed = config
+        .relay_sources
+        .values()
+        .any(|r| r.environment == env.id && r.upstream.is_some());
+    if relayed {
+        let document = state
+            .documents
+            .relayed_document(&state.store, env.id)
+            .await?;
+        let document = document.ok_or_else(|| {
+            ApiError::Unavailable(
+                "no document has been fetched from the upstream Flagsmith yet".into(),
+            )
+        })?;
+        return Ok(respond(headers, document));
+    }
     let record = EnvironmentRecord {
         id: env.id,
         name: env.name.clone(),

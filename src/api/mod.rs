@@ -22,6 +22,7 @@ use axum::routing::{get, post, put};
 
 use crate::config::Config;
 use crate::envdoc::DocumentCache;
+use crate::envdoc::upstream::UpstreamTriggers;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Flagsmith's environment documents, prepared ([`documents`]).
     pub documents: DocumentCache,
+    /// Wakes the fetch of a relay source's upstream document after a relayed web hook.
+    pub upstream: UpstreamTriggers,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -185,6 +185,23 @@ pub struct RawRelaySource {
     pub name: String,
     pub secret: SecretSource,
     pub environment: u64,
+    /// The upstream Flagsmith whose environment document flagpost serves for `environment`.
+    #[serde(default)]
+    pub upstream: Option<RawUpstream>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Flagsmith's API base, e.g. `https://edge.api.flagsmith.com/api/v1/`.
+    pub url: String,
+    pub server_key: SecretSource,
+    #[serde(default = "upstream_poll_every", with = "humantime_serde")]
+    pub poll_every: Duration,
+}
+
+fn upstream_poll_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -7,6 +7,7 @@
 //! an older `last_sequence`, which stays true (no later event concerns this environment).
 
 mod format;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use crate::error::StoreError;
 use crate::store::Store;
 use crate::store::events::database_instance;
 use crate::store::queries::read_document;
+use crate::store::upstream::{UpstreamDocument, upstream_document};
 
 /// A document ready to send.
 #[derive(Debug, Clone)]
@@ -48,10 +50,19 @@ struct Built {
     prepared: PreparedDocument,
 }
 
+/// What a prepared upstream document was made from.
+#[derive(Debug, Clone)]
+struct Relayed {
+    commits: u64,
+    stored: (u64, i64),
+    prepared: PreparedDocument,
+}
+
 /// The prepared documents of every environment. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct DocumentCache {
     built: Arc<Mutex<HashMap<u64, Arc<Built>>>>,
+    relayed: Arc<Mutex<HashMap<u64, Relayed>>>,
 }
 
 impl DocumentCache {
@@ -98,6 +109,49 @@ impl DocumentCache {
         Ok(prepared)
     }
 
+    /// The document fetched from `environment`'s upstream Flagsmith, with flagpost's ordering
+    /// field added; `None` until one was fetched.
+    pub async fn relayed_document(
+        &self,
+        store: &Store,
+        environment: u64,
+    ) -> Result<Option<PreparedDocument>, StoreError> {
+        let commits = *store.commits().borrow();
+        let cached = self.relayed_lookup(environment);
+        if let Some(relayed) = cached.as_ref().filter(|r| r.commits == commits) {
+            return Ok(Some(relayed.prepared.clone()));
+        }
+        let (stored, instance) = store
+            .read(move |txn| {
+                Ok((
+                    upstream_document(txn, environment)?,
+                    database_instance(txn)?,
+                ))
+            })
+            .await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let key = (stored.sequence, stored.updated_at_us);
+        let prepared = match cached {
+            Some(relayed) if relayed.stored == key => relayed.prepared,
+            _ => prepare_relayed(&stored, instance),
+        };
+        let relayed = Relayed {
+            commits,
+            stored: key,
+            prepared: prepared.clone(),
+        };
+        let mut cache = self.relayed.lock().expect("document cache lock");
+        cache.insert(environment, relayed);
+        Ok(Some(prepared))
+    }
+
+    fn relayed_lookup(&self, environment: u64) -> Option<Relayed> {
+        let relayed = self.relayed.lock().expect("document cache lock");
+        relayed.get(&environment).cloned()
+    }
+
     fn lookup(&self, environment: u64) -> Option<Arc<Built>> {
         let built = self.built.lock().expect("document cache lock");
         built.get(&environment).cloned()
@@ -125,5 +179,32 @@ fn prepare(
         bytes: Bytes::from(bytes),
         etag: format!("\"{instance:016x}-{last_sequence}\""),
         updated_at: now.into(),
+    }
+}
+
+/// The upstream bytes as they came, with `"flagpost": {last_sequence, instance}` added as their
+/// last field: the document was checked to be a non-empty JSON object when it was stored.
+fn prepare_relayed(stored: &UpstreamDocument, instance: u64) -> PreparedDocument {
+    let bytes = &stored.bytes;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    let ordering = format!(
+        ",\"flagpost\":{{\"last_sequence\":{},\"instance\":\"{instance:016x}\"}}}}",
+        stored.sequence
+    );
+    let mut out = Vec::with_capacity(end + ordering.len());
+    out.extend_from_slice(&bytes[..end]);
+    out.extend_from_slice(ordering.as_bytes());
+    let updated_at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_micros(stored.updated_at_us.max(0) as u64);
+    PreparedDocument {
+        bytes: Bytes::from(out),
+        etag: format!(
+            "\"{instance:016x}-u{}-{}\"",
+            stored.sequence, stored.updated_at_us
+        ),
+        updated_at,
     }
 }

@@ -28,6 +28,7 @@ pub mod relayed;
 mod rows;
 pub mod schema;
 mod tables;
+pub mod upstream;
 mod writer;
 
 use std::panic::AssertUnwindSafe;
