@@ -17,3 +17,4 @@ mod removed_endpoints;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_document;
