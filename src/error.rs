@@ -58,6 +58,16 @@ pub enum WriteError {
     },
     #[error("{0} has no such override")]
     NoSuchOverride(String),
+    #[error("segment {0} does not exist")]
+    UnknownSegment(u64),
+    #[error("segment {name:?} already exists in project {project} (id {id})")]
+    SegmentExists { project: u64, name: String, id: u64 },
+    #[error("segment {0:?} is declared in a flag file; change the file instead")]
+    SegmentManagedByFiles(String),
+    #[error("segment {0:?} was made through the API; a flag file cannot declare it")]
+    SegmentManagedByApi(String),
+    #[error("feature {feature} has no multivariate option {option}")]
+    UnknownOption { feature: u64, option: u64 },
     #[error("Idempotency-Key was already used for a different request")]
     IdempotencyConflict,
     #[error("{0}")]

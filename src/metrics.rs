@@ -160,6 +160,8 @@ fn event_type_label(name: &str) -> Cow<'static, str> {
         EventType::FlagUpdated => Cow::Borrowed("FLAG_UPDATED"),
         EventType::FlagDeleted => Cow::Borrowed("FLAG_DELETED"),
         EventType::AuditLogCreated => Cow::Borrowed("AUDIT_LOG_CREATED"),
+        EventType::SegmentUpdated => Cow::Borrowed("SEGMENT_UPDATED"),
+        EventType::SegmentDeleted => Cow::Borrowed("SEGMENT_DELETED"),
         EventType::Other(other) => Cow::Owned(other),
     }
 }

@@ -25,6 +25,11 @@ pub enum EventType {
     FlagUpdated,
     FlagDeleted,
     AuditLogCreated,
+    /// flagpost's own: a segment was created or its name, description or rules changed (Flagsmith
+    /// signals this to nobody). Receivers that know only Flagsmith's types acknowledge and ignore it.
+    SegmentUpdated,
+    /// flagpost's own: a segment was deleted (its overrides each had a `FLAG_DELETED` before it).
+    SegmentDeleted,
     /// A type this version does not know; receivers acknowledge and ignore it.
     Other(String),
 }
@@ -35,6 +40,8 @@ impl EventType {
             EventType::FlagUpdated => "FLAG_UPDATED",
             EventType::FlagDeleted => "FLAG_DELETED",
             EventType::AuditLogCreated => "AUDIT_LOG_CREATED",
+            EventType::SegmentUpdated => "SEGMENT_UPDATED",
+            EventType::SegmentDeleted => "SEGMENT_DELETED",
             EventType::Other(other) => other,
         }
     }
@@ -44,6 +51,8 @@ impl EventType {
             "FLAG_UPDATED" => EventType::FlagUpdated,
             "FLAG_DELETED" => EventType::FlagDeleted,
             "AUDIT_LOG_CREATED" => EventType::AuditLogCreated,
+            "SEGMENT_UPDATED" => EventType::SegmentUpdated,
+            "SEGMENT_DELETED" => EventType::SegmentDeleted,
             other => EventType::Other(other.to_owned()),
         }
     }
@@ -195,6 +204,35 @@ pub struct FeatureStateBody {
     pub id: u64,
     pub identity: Option<u64>,
     pub identity_identifier: Option<String>,
+    /// Present, as Flagsmith always sends it, for a `MULTIVARIATE` feature or a state with
+    /// allocations; absent otherwise, as in the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multivariate_feature_state_values: Option<Vec<MultivariateValueBody>>,
+}
+
+/// One allocation of a state, as Flagsmith's web hooks carry it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultivariateValueBody {
+    pub id: u64,
+    pub multivariate_feature_option: MultivariateOptionBody,
+    pub percentage_allocation: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultivariateOptionBody {
+    pub id: u64,
+    pub value: Option<FlagValue>,
+}
+
+/// `data` of flagpost's `SEGMENT_UPDATED` and `SEGMENT_DELETED`: the segment whole (id, project,
+/// name, description, rules, owner), for the environment the event is sent to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentEventBody<'a, T: Serialize> {
+    pub changed_by: String,
+    pub environment: u64,
+    pub project: u64,
+    pub segment: &'a T,
+    pub timestamp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -60,8 +60,13 @@ impl ApiError {
                 WriteError::UnknownEnvironment(_)
                 | WriteError::UnknownProject(_)
                 | WriteError::UnknownFeature(_)
-                | WriteError::NoSuchOverride(_) => StatusCode::NOT_FOUND,
+                | WriteError::NoSuchOverride(_)
+                | WriteError::UnknownSegment(_)
+                | WriteError::UnknownOption { .. } => StatusCode::NOT_FOUND,
                 WriteError::FeatureExists { .. }
+                | WriteError::SegmentExists { .. }
+                | WriteError::SegmentManagedByFiles(_)
+                | WriteError::SegmentManagedByApi(_)
                 | WriteError::ManagedByFiles(_)
                 | WriteError::ManagedByApi(_) => StatusCode::CONFLICT,
                 WriteError::WrongProject { .. }

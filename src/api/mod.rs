@@ -10,6 +10,7 @@ mod events;
 mod features;
 mod relay;
 pub mod request;
+mod segments;
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::config::Config;
 use crate::envdoc::DocumentCache;
@@ -49,6 +50,24 @@ pub fn router(state: AppState) -> Router {
             get(features::get)
                 .patch(features::update)
                 .delete(features::delete),
+        )
+        .route(
+            "/api/v1/features/{id}/multivariate-options",
+            get(segments::list_options).post(segments::add_option),
+        )
+        .route(
+            "/api/v1/features/{id}/multivariate-options/{option}",
+            delete(segments::remove_option),
+        )
+        .route(
+            "/api/v1/segments",
+            get(segments::list).post(segments::create),
+        )
+        .route(
+            "/api/v1/segments/{id}",
+            get(segments::get)
+                .patch(segments::update)
+                .delete(segments::delete),
         )
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/environments", get(environments::list))

@@ -54,6 +54,9 @@ pub struct StateUpdate {
     pub segment_name: Option<String>,
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Replaces the state's multivariate allocations (options left out get none).
+    #[serde(default)]
+    pub multivariate_feature_state_values: Option<Vec<super::AllocationInput>>,
 }
 
 /// Tells "absent" (`None`) from "null" (`Some(None)`) in JSON bodies.

@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::multivariate::MultivariateOption;
 use super::port::{Counter, FlagStore, NewEvent};
 use super::records::{CommittedEvent, EnvironmentRecord, FeatureRecord, StateKey, StateRecord};
+use super::segments::SegmentRecord;
 use crate::error::StoreError;
 
 /// An event's body as appended, with its subscribers.
@@ -22,6 +24,8 @@ pub struct MemoryStore {
     pub counters: BTreeMap<Counter, u64>,
     pub environments: BTreeMap<u64, EnvironmentRecord>,
     pub file_features: BTreeSet<(u64, u64)>,
+    pub segments: BTreeMap<u64, SegmentRecord>,
+    pub options: BTreeMap<u64, Vec<MultivariateOption>>,
     pub events: Vec<AppendedEvent>,
 }
 
@@ -141,6 +145,41 @@ impl FlagStore for MemoryStore {
         } else {
             self.file_features.remove(&(env, feature));
         }
+        Ok(())
+    }
+
+    fn segment(&mut self, id: u64) -> Result<Option<SegmentRecord>, StoreError> {
+        Ok(self.segments.get(&id).cloned())
+    }
+
+    fn project_segments(&mut self, project: u64) -> Result<Vec<SegmentRecord>, StoreError> {
+        let segments = self.segments.values();
+        Ok(segments.filter(|s| s.project == project).cloned().collect())
+    }
+
+    fn put_segment(&mut self, segment: &SegmentRecord) -> Result<(), StoreError> {
+        self.segments.insert(segment.id, segment.clone());
+        Ok(())
+    }
+
+    fn remove_segment(&mut self, id: u64) -> Result<(), StoreError> {
+        self.segments.remove(&id);
+        Ok(())
+    }
+
+    fn multivariate_options(
+        &mut self,
+        feature: u64,
+    ) -> Result<Vec<MultivariateOption>, StoreError> {
+        Ok(self.options.get(&feature).cloned().unwrap_or_default())
+    }
+
+    fn put_multivariate_options(
+        &mut self,
+        feature: u64,
+        options: &[MultivariateOption],
+    ) -> Result<(), StoreError> {
+        self.options.insert(feature, options.to_vec());
         Ok(())
     }
 

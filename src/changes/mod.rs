@@ -11,10 +11,13 @@
 mod input;
 #[cfg(test)]
 mod memory;
+mod multivariate;
 mod outbox;
 mod port;
 mod records;
 pub mod relay;
+mod segment_rules;
+mod segments;
 mod states;
 #[cfg(test)]
 mod tests;
@@ -23,11 +26,14 @@ pub use input::{
     FEATURE_TYPES, FeatureUpdate, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, NewFeature, StateUpdate,
     validate_feature_name, validate_feature_type, validate_identifier,
 };
+pub use multivariate::{AllocationInput, MultivariateOption, MultivariateValue, NewOption};
 pub use outbox::{Outbox, feature_body, state_body};
 pub use port::{Counter, FlagStore, NewEvent};
 pub use records::{
     Author, CommittedEvent, EnvironmentRecord, FeatureRecord, Owner, StateKey, StateRecord,
 };
+pub use segment_rules::{OPERATORS, RULE_TYPES};
+pub use segments::{NewSegment, SegmentCondition, SegmentRecord, SegmentRule, SegmentUpdate};
 
 use time::OffsetDateTime;
 

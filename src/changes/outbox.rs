@@ -6,13 +6,15 @@
 
 use time::OffsetDateTime;
 
+use super::multivariate::MultivariateOption;
 use super::port::{FlagStore, NewEvent};
 use super::records::{Author, CommittedEvent, FeatureRecord, StateKey, StateRecord};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::wire::{
     AuditLogBody, AuthorBody, EventType, FeatureBody, FeatureSegmentBody, FeatureStateBody,
-    FlagEventBody, ProjectBody, SegmentBody, envelope_bytes, format_timestamp,
+    FlagEventBody, MultivariateOptionBody, MultivariateValueBody, ProjectBody, SegmentBody,
+    envelope_bytes, format_timestamp,
 };
 
 /// Writes events of one change into the outbox, remembering what it wrote for the answer.
@@ -96,10 +98,19 @@ impl<'a> Outbox<'a> {
         } else {
             EventType::FlagDeleted
         };
+        let options = if feature.feature_type == "MULTIVARIATE"
+            || new.is_some_and(|s| !s.multivariate.is_empty())
+            || previous.is_some_and(|s| !s.multivariate.is_empty())
+        {
+            store.multivariate_options(feature.id)?
+        } else {
+            Vec::new()
+        };
         let data = FlagEventBody {
             changed_by: self.author.name.clone(),
-            new_state: new.map(|s| state_body(environment, feature, key, s)),
-            previous_state: previous.map(|s| state_body(environment, previous_feature, key, s)),
+            new_state: new.map(|s| state_body(environment, feature, key, s, &options)),
+            previous_state: previous
+                .map(|s| state_body(environment, previous_feature, key, s, &options)),
             timestamp: self.timestamp(),
         };
         let body = envelope_bytes(&event_type, &data);
@@ -145,12 +156,14 @@ impl<'a> Outbox<'a> {
     }
 }
 
-/// A feature state in the seed's shape.
+/// A feature state in the seed's shape; `options` are the feature's multivariate options, whose
+/// values its allocations show.
 pub fn state_body(
     environment: u64,
     feature: &FeatureRecord,
     key: &StateKey,
     state: &StateRecord,
+    options: &[MultivariateOption],
 ) -> FeatureStateBody {
     let (identity, identity_identifier, feature_segment) = match key {
         StateKey::Default => (None, None, None),
@@ -177,7 +190,36 @@ pub fn state_body(
         id: state.id,
         identity,
         identity_identifier,
+        multivariate_feature_state_values: multivariate_bodies(feature, state, options),
     }
+}
+
+/// Flagsmith sends `multivariate_feature_state_values` with every state; flagpost sends it for
+/// multivariate features and states with allocations, and keeps the seed's shape for the others.
+fn multivariate_bodies(
+    feature: &FeatureRecord,
+    state: &StateRecord,
+    options: &[MultivariateOption],
+) -> Option<Vec<MultivariateValueBody>> {
+    if feature.feature_type != "MULTIVARIATE" && state.multivariate.is_empty() {
+        return None;
+    }
+    let bodies = state
+        .multivariate
+        .iter()
+        .map(|v| MultivariateValueBody {
+            id: v.id,
+            multivariate_feature_option: MultivariateOptionBody {
+                id: v.option,
+                value: options
+                    .iter()
+                    .find(|o| o.id == v.option)
+                    .and_then(|o| o.value.clone()),
+            },
+            percentage_allocation: v.percentage_allocation,
+        })
+        .collect();
+    Some(bodies)
 }
 
 pub fn feature_body(feature: &FeatureRecord) -> FeatureBody {

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::multivariate::MultivariateOption;
 use super::records::{CommittedEvent, EnvironmentRecord, FeatureRecord, StateKey, StateRecord};
+use super::segments::SegmentRecord;
 use crate::error::StoreError;
 use crate::wire::EventType;
 
@@ -14,6 +16,9 @@ pub enum Counter {
     Feature,
     State,
     Identity,
+    Segment,
+    /// Multivariate options and their allocations in states.
+    Multivariate,
 }
 
 /// An event to append to the outbox, with the endpoints subscribed to it now.
@@ -92,6 +97,21 @@ pub trait FlagStore {
         environment: u64,
         feature: u64,
         declared: bool,
+    ) -> Result<(), StoreError>;
+
+    fn segment(&mut self, id: u64) -> Result<Option<SegmentRecord>, StoreError>;
+    /// Every segment of a project.
+    fn project_segments(&mut self, project: u64) -> Result<Vec<SegmentRecord>, StoreError>;
+    fn put_segment(&mut self, segment: &SegmentRecord) -> Result<(), StoreError>;
+    fn remove_segment(&mut self, id: u64) -> Result<(), StoreError>;
+
+    /// A feature's multivariate options, in the order they were added.
+    fn multivariate_options(&mut self, feature: u64)
+    -> Result<Vec<MultivariateOption>, StoreError>;
+    fn put_multivariate_options(
+        &mut self,
+        feature: u64,
+        options: &[MultivariateOption],
     ) -> Result<(), StoreError>;
 
     /// Stores the next event and one delivery row per subscriber.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::multivariate::MultivariateValue;
 use crate::wire::FlagValue;
 
 /// Who made a change: an API token, a flag file, a relay source or the configuration.
@@ -72,6 +73,9 @@ pub struct StateRecord {
     pub segment_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// The state's multivariate allocations, in the order they were set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multivariate: Vec<MultivariateValue>,
 }
 
 /// Which state of a feature in an environment.

@@ -47,6 +47,7 @@ impl<S: FlagStore> Changes<'_, S> {
             identity_id: None,
             segment_name: None,
             priority: None,
+            multivariate: self.default_allocations(feature.id)?,
         };
         self.store
             .put_state(env, feature.id, &StateKey::Default, &state)?;
@@ -104,9 +105,14 @@ impl<S: FlagStore> Changes<'_, S> {
                 identity_id: None,
                 segment_name: None,
                 priority: None,
+                // An override starts with no allocations, as in Flagsmith.
+                multivariate: Vec::new(),
             },
         };
-        let next = self.updated(env, key, next, update)?;
+        let mut next = self.updated(env, key, next, update)?;
+        if let Some(inputs) = &update.multivariate_feature_state_values {
+            next.multivariate = self.allocations(&feature, &next.multivariate, inputs)?;
+        }
         if previous.as_ref() == Some(&next) {
             return Ok(false);
         }
@@ -154,6 +160,16 @@ impl<S: FlagStore> Changes<'_, S> {
             StateKey::Segment(segment) => {
                 if let Some(name) = &update.segment_name {
                     next.segment_name = Some(name.clone());
+                }
+                // A defined segment names its overrides; an id no segment has keeps the name
+                // given, as overrides were made before segments had rules.
+                if let Some(defined) = self.store.segment(*segment)? {
+                    if defined.project != self.environment(env)?.project {
+                        return Err(WriteError::Invalid(format!(
+                            "segment {segment} belongs to another project"
+                        )));
+                    }
+                    next.segment_name = Some(defined.name);
                 }
                 if next.segment_name.is_none() {
                     next.segment_name = Some(format!("segment-{segment}"));

@@ -112,7 +112,12 @@ pub(super) fn environments(
             .enumerate()
             .filter_map(|(j, w)| {
                 let at = format!("{at}.webhooks[{j}]");
-                let default_events = ["FLAG_UPDATED", "FLAG_DELETED"];
+                let default_events = [
+                    "FLAG_UPDATED",
+                    "FLAG_DELETED",
+                    "SEGMENT_UPDATED",
+                    "SEGMENT_DELETED",
+                ];
                 webhook(w, &at, &default_events, webhook_names, problems)
             })
             .collect();
@@ -316,7 +321,8 @@ fn webhook(
     for event in &events {
         if let EventType::Other(other) = EventType::parse(event) {
             problems.push(format!(
-                "{at}.events: {other:?} is not FLAG_UPDATED, FLAG_DELETED or AUDIT_LOG_CREATED"
+                "{at}.events: {other:?} is not FLAG_UPDATED, FLAG_DELETED, AUDIT_LOG_CREATED, \
+                 SEGMENT_UPDATED or SEGMENT_DELETED"
             ));
         }
     }

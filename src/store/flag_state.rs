@@ -11,9 +11,41 @@ use super::rows::{
 };
 use super::tables::Tables;
 use crate::changes::{
-    CommittedEvent, Counter, EnvironmentRecord, FeatureRecord, FlagStore, NewEvent, StateKey,
-    StateRecord,
+    CommittedEvent, Counter, EnvironmentRecord, FeatureRecord, FlagStore, MultivariateOption,
+    MultivariateValue, NewEvent, SegmentRecord, StateKey, StateRecord,
 };
+
+impl Tables<'_> {
+    /// A state's allocations, kept apart from its row so that the hot row stays a plain tuple.
+    fn allocations_of(
+        &mut self,
+        env: u64,
+        feature: u64,
+        key: &[u8],
+    ) -> Result<Vec<MultivariateValue>, StoreError> {
+        let row = self.multivariate_values()?.get((env, feature, key))?;
+        Ok(row
+            .map(|v| serde_json::from_str(v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn put_allocations(
+        &mut self,
+        env: u64,
+        feature: u64,
+        key: &[u8],
+        values: &[MultivariateValue],
+    ) -> Result<(), StoreError> {
+        let table = self.multivariate_values()?;
+        if values.is_empty() {
+            table.remove((env, feature, key))?;
+        } else {
+            table.insert((env, feature, key), serde_json::to_string(values)?.as_str())?;
+        }
+        Ok(())
+    }
+}
 
 /// The `META` row of each counter.
 fn counter_key(counter: Counter) -> &'static str {
@@ -21,6 +53,8 @@ fn counter_key(counter: Counter) -> &'static str {
         Counter::Feature => "next_feature_id",
         Counter::State => "next_state_id",
         Counter::Identity => "next_identity_id",
+        Counter::Segment => "next_segment_id",
+        Counter::Multivariate => "next_multivariate_id",
     }
 }
 
@@ -66,10 +100,15 @@ impl FlagStore for Tables<'_> {
         key: &StateKey,
     ) -> Result<Option<StateRecord>, StoreError> {
         let key = state_key(key);
-        Ok(self
+        let Some(mut state) = self
             .states()?
             .get((env, feature, key.as_slice()))?
-            .map(|v| state_of(v.value())))
+            .map(|v| state_of(v.value()))
+        else {
+            return Ok(None);
+        };
+        state.multivariate = self.allocations_of(env, feature, &key)?;
+        Ok(Some(state))
     }
 
     fn states(
@@ -84,6 +123,9 @@ impl FlagStore for Tables<'_> {
                 found.insert(state_key, state_of(value.value()));
             }
         }
+        for (key, state) in found.iter_mut() {
+            state.multivariate = self.allocations_of(env, feature, &state_key(key))?;
+        }
         Ok(found)
     }
 
@@ -97,13 +139,13 @@ impl FlagStore for Tables<'_> {
         let key = state_key(key);
         self.states()?
             .insert((env, feature, key.as_slice()), state_row(state))?;
-        Ok(())
+        self.put_allocations(env, feature, &key, &state.multivariate)
     }
 
     fn remove_state(&mut self, env: u64, feature: u64, key: &StateKey) -> Result<(), StoreError> {
         let key = state_key(key);
         self.states()?.remove((env, feature, key.as_slice()))?;
-        Ok(())
+        self.put_allocations(env, feature, &key, &[])
     }
 
     fn identity_id(&mut self, env: u64, identifier: &str) -> Result<Option<u64>, StoreError> {
@@ -160,6 +202,55 @@ impl FlagStore for Tables<'_> {
         } else {
             self.file_features()?.remove((env, feature))?;
         }
+        Ok(())
+    }
+
+    fn segment(&mut self, id: u64) -> Result<Option<SegmentRecord>, StoreError> {
+        let row = self.segments()?.get(id)?;
+        Ok(row.map(|v| serde_json::from_str(v.value())).transpose()?)
+    }
+
+    fn project_segments(&mut self, project: u64) -> Result<Vec<SegmentRecord>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.segments()?.iter()? {
+            let segment: SegmentRecord = serde_json::from_str(entry?.1.value())?;
+            if segment.project == project {
+                found.push(segment);
+            }
+        }
+        Ok(found)
+    }
+
+    fn put_segment(&mut self, segment: &SegmentRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(segment)?;
+        self.segments()?.insert(segment.id, json.as_str())?;
+        Ok(())
+    }
+
+    fn remove_segment(&mut self, id: u64) -> Result<(), StoreError> {
+        self.segments()?.remove(id)?;
+        Ok(())
+    }
+
+    fn multivariate_options(
+        &mut self,
+        feature: u64,
+    ) -> Result<Vec<MultivariateOption>, StoreError> {
+        let row = self.multivariate_options()?.get(feature)?;
+        Ok(row
+            .map(|v| serde_json::from_str(v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn put_multivariate_options(
+        &mut self,
+        feature: u64,
+        options: &[MultivariateOption],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(options)?;
+        self.multivariate_options()?
+            .insert(feature, json.as_str())?;
         Ok(())
     }
 

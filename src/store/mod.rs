@@ -14,6 +14,7 @@
 //! - [`idempotency`]: answers kept for `Idempotency-Key` retries; [`relayed`]: what the relay
 //!   remembers of the bodies and keys it relayed.
 //! - [`queries`]: what the API reads: features and an environment's document.
+//! - [`segments`]: what the API reads of segments and multivariate options.
 //! - [`deliveries`]: the delivery side: outbox pages, outcomes, dead letters, pruning.
 
 mod database;
@@ -27,6 +28,7 @@ pub mod queries;
 pub mod relayed;
 mod rows;
 pub mod schema;
+pub mod segments;
 mod tables;
 pub mod upstream;
 mod writer;

@@ -35,7 +35,7 @@ pub type FeatureRow<'a> = (
 
 /// (event type code, event type name when the code is 0, environment, committed at (unix ms),
 /// changed by, body). Codes: 1 `FLAG_UPDATED`, 2 `FLAG_DELETED`, 3 `AUDIT_LOG_CREATED`, 0 another
-/// type (a relayed event), named in the second field.
+/// type (a relayed event), named in the second field; 4 `SEGMENT_UPDATED`, 5 `SEGMENT_DELETED`.
 pub type EventRow<'a> = (u8, &'a str, Option<u64>, u64, &'a str, &'a [u8]);
 
 pub fn value_row(value: &Option<FlagValue>) -> ValueRow<'_> {
@@ -80,6 +80,8 @@ pub fn state_of(row: StateRow<'_>) -> StateRecord {
         identity_id,
         segment_name: segment_name.map(str::to_owned),
         priority,
+        // Kept in their own table (`super::flag_state` fills them in).
+        multivariate: Vec::new(),
     }
 }
 
@@ -132,6 +134,8 @@ pub fn event_type_code(event_type: &EventType) -> (u8, &str) {
         EventType::FlagUpdated => (1, ""),
         EventType::FlagDeleted => (2, ""),
         EventType::AuditLogCreated => (3, ""),
+        EventType::SegmentUpdated => (4, ""),
+        EventType::SegmentDeleted => (5, ""),
         EventType::Other(name) => (0, name),
     }
 }
@@ -141,6 +145,8 @@ pub fn event_type_of(code: u8, name: &str) -> EventType {
         1 => EventType::FlagUpdated,
         2 => EventType::FlagDeleted,
         3 => EventType::AuditLogCreated,
+        4 => EventType::SegmentUpdated,
+        5 => EventType::SegmentDeleted,
         _ => EventType::parse(name),
     }
 }
@@ -217,6 +223,7 @@ mod tests {
                 identity_id: Some(4),
                 segment_name: Some("beta".into()),
                 priority: Some(-1),
+                multivariate: Vec::new(),
             };
             assert_eq!(state_of(state_row(&state)), state);
             let feature = FeatureRecord {

@@ -70,6 +70,21 @@ pub const IDEMPOTENCY: TableDefinition<(&str, &str), &str> = TableDefinition::ne
 /// Which features each environment's flag file declares: (environment, feature) → 1.
 pub const FILE_FEATURES: TableDefinition<(u64, u64), u8> = TableDefinition::new("file_features");
 
+/// Segments: id → [`crate::changes::SegmentRecord`] JSON (read rarely, rules nest).
+pub const SEGMENTS: TableDefinition<u64, &str> = TableDefinition::new("segments");
+
+/// Multivariate options: feature id → JSON list of [`crate::changes::MultivariateOption`].
+pub const MULTIVARIATE_OPTIONS: TableDefinition<u64, &str> =
+    TableDefinition::new("multivariate_options");
+
+/// A state's multivariate allocations, keyed as `STATES`: JSON list of
+/// [`crate::changes::MultivariateValue`]; no row for a state without any.
+pub const MULTIVARIATE_VALUES: TableDefinition<(u64, u64, &[u8]), &str> =
+    TableDefinition::new("multivariate_values");
+
+/// Counters added after schema 2 was first written: created at 1 in a file that lacks them.
+const LATER_COUNTERS: [&str; 2] = ["next_segment_id", "next_multivariate_id"];
+
 /// The layout this build writes and reads.
 ///
 /// - 1 (flagpost 0.1): features, states and event metadata as JSON, event bodies apart.
@@ -111,6 +126,11 @@ pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
                 )));
             }
         }
+        for counter in LATER_COUNTERS {
+            if meta.get(counter)?.is_none() {
+                meta.insert(counter, 1)?;
+            }
+        }
         // Create every table so that readers never meet a missing one.
         txn.open_table(ENVIRONMENTS)?;
         txn.open_table(FEATURES)?;
@@ -123,6 +143,9 @@ pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(DEAD_LETTERS)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(FILE_FEATURES)?;
+        txn.open_table(SEGMENTS)?;
+        txn.open_table(MULTIVARIATE_OPTIONS)?;
+        txn.open_table(MULTIVARIATE_VALUES)?;
     }
     txn.commit()?;
     Ok(())

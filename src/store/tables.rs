@@ -58,6 +58,9 @@ cached_tables! {
     outbox: OUTBOX, (&'static str, u64), (u32, u64, u32);
     idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
     file_features: FILE_FEATURES, (u64, u64), u8;
+    segments: SEGMENTS, u64, &'static str;
+    multivariate_options: MULTIVARIATE_OPTIONS, u64, &'static str;
+    multivariate_values: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
 }
 
 impl<'t> Tables<'t> {

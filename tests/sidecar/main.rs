@@ -14,6 +14,8 @@ mod input_rules;
 mod relay;
 mod reload;
 mod removed_endpoints;
+mod segment_crash;
+mod segments;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
