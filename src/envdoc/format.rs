@@ -13,7 +13,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::document::{EnvironmentDocument, FeatureDocument};
+use crate::changes::{
+    EnvironmentRecord, MultivariateOption, SegmentCondition, SegmentRecord, SegmentRule, StateKey,
+    StateRecord,
+};
+use crate::store::queries::{EnvironmentContent, FeatureContent};
 use crate::wire::FlagValue;
 
 /// What the document says of its environment that flagpost's own document does not carry.
@@ -75,9 +79,44 @@ struct Segment<'a> {
     feature_states: Vec<FeatureState<'a>>,
     id: u64,
     name: &'a str,
-    /// flagpost's segments carry no rules yet: Flagsmith's engine matches a segment without
-    /// rules to nobody, as flagpost's receivers do.
-    rules: [(); 0],
+    /// A segment only named by an override (no segment record) has none: Flagsmith's engine
+    /// matches a segment without rules to nobody.
+    rules: Vec<Rule<'a>>,
+}
+
+#[derive(Serialize)]
+struct Rule<'a> {
+    conditions: Vec<Condition<'a>>,
+    rules: Vec<Rule<'a>>,
+    #[serde(rename = "type")]
+    rule_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct Condition<'a> {
+    operator: &'a str,
+    property_: Option<&'a str>,
+    value: Option<&'a str>,
+}
+
+impl<'a> From<&'a SegmentRule> for Rule<'a> {
+    fn from(rule: &'a SegmentRule) -> Self {
+        Rule {
+            conditions: rule.conditions.iter().map(Condition::from).collect(),
+            rules: rule.rules.iter().map(Rule::from).collect(),
+            rule_type: &rule.rule_type,
+        }
+    }
+}
+
+impl<'a> From<&'a SegmentCondition> for Condition<'a> {
+    fn from(condition: &'a SegmentCondition) -> Self {
+        Condition {
+            operator: &condition.operator,
+            property_: condition.property.as_deref(),
+            value: condition.value.as_deref(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -95,15 +134,30 @@ struct IdentityOverride<'a> {
 
 #[derive(Serialize)]
 struct FeatureState<'a> {
-    /// Flagsmith's database id; flagpost keeps none, and the SDKs key a state by
-    /// `featurestate_uuid` when it is null.
+    /// The state's id (`id` in web hooks): SDKs hash multivariate buckets by it. `null` only for
+    /// a default state not yet stored, which SDKs then key by `featurestate_uuid`.
     django_id: Option<u64>,
     enabled: bool,
     feature: FeatureRef<'a>,
     feature_segment: Option<FeatureSegment>,
     feature_state_value: Option<&'a FlagValue>,
     featurestate_uuid: String,
-    multivariate_feature_state_values: [(); 0],
+    multivariate_feature_state_values: Vec<MultivariateStateValue<'a>>,
+}
+
+#[derive(Serialize)]
+struct MultivariateStateValue<'a> {
+    id: u64,
+    multivariate_feature_option: OptionRef<'a>,
+    mv_fs_value_uuid: String,
+    percentage_allocation: f64,
+}
+
+#[derive(Serialize)]
+struct OptionRef<'a> {
+    id: u64,
+    key: Option<&'a str>,
+    value: Option<&'a FlagValue>,
 }
 
 #[derive(Serialize)]
@@ -142,70 +196,143 @@ fn stable_uuid(parts: &[&str]) -> String {
     )
 }
 
-fn feature_type(feature: &FeatureDocument) -> &str {
+fn feature_type(feature: &FeatureContent) -> &str {
     match feature.feature.feature_type.as_str() {
         "" => "STANDARD",
         other => other,
     }
 }
 
+/// Writes the states of one feature: the default, identity overrides, segment overrides.
+struct StateWriter<'a> {
+    env: String,
+    feature: &'a FeatureContent,
+}
+
+impl<'a> StateWriter<'a> {
+    fn state(&self, key: &StateKey, state: Option<&'a StateRecord>) -> FeatureState<'a> {
+        let feature = &self.feature.feature;
+        let key_text = match key {
+            StateKey::Default => "default".to_owned(),
+            StateKey::Identity(identifier) => format!("identity\0{identifier}"),
+            StateKey::Segment(segment) => format!("segment\0{segment}"),
+        };
+        let feature_id = feature.id.to_string();
+        let uuid_of = |what: &str| stable_uuid(&[&self.env, &feature_id, &key_text, what]);
+        let multivariate = state.map(|s| s.multivariate.as_slice()).unwrap_or_default();
+        FeatureState {
+            django_id: state.map(|s| s.id),
+            enabled: state.map_or(feature.default_enabled, |s| s.enabled),
+            feature: FeatureRef {
+                id: feature.id,
+                name: &feature.name,
+                feature_type: feature_type(self.feature),
+            },
+            feature_segment: match key {
+                StateKey::Segment(_) => Some(FeatureSegment {
+                    priority: state.and_then(|s| s.priority).unwrap_or(0),
+                }),
+                _ => None,
+            },
+            feature_state_value: state.map_or(feature.initial_value.as_ref(), |s| s.value.as_ref()),
+            featurestate_uuid: uuid_of("state"),
+            multivariate_feature_state_values: multivariate
+                .iter()
+                .map(|v| MultivariateStateValue {
+                    id: v.id,
+                    multivariate_feature_option: option_ref(&self.feature.options, v.option),
+                    mv_fs_value_uuid: uuid_of(&format!("mv\0{}", v.id)),
+                    percentage_allocation: v.percentage_allocation,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn option_ref(options: &[MultivariateOption], id: u64) -> OptionRef<'_> {
+    OptionRef {
+        id,
+        key: None,
+        value: options
+            .iter()
+            .find(|o| o.id == id)
+            .and_then(|o| o.value.as_ref()),
+    }
+}
+
+fn segment_of(record: &SegmentRecord) -> Segment<'_> {
+    Segment {
+        feature_states: Vec::new(),
+        id: record.id,
+        name: &record.name,
+        rules: record.rules.iter().map(Rule::from).collect(),
+    }
+}
+
+/// The states of every feature: environment defaults, and overrides by identity and by segment.
+struct States<'a> {
+    defaults: Vec<FeatureState<'a>>,
+    identities: BTreeMap<&'a str, Vec<FeatureState<'a>>>,
+    segments: BTreeMap<u64, Segment<'a>>,
+}
+
+fn states<'a>(content: &'a EnvironmentContent, env: u64) -> States<'a> {
+    let mut out = States {
+        defaults: Vec::new(),
+        identities: BTreeMap::new(),
+        segments: content
+            .segments
+            .iter()
+            .map(|s| (s.id, segment_of(s)))
+            .collect(),
+    };
+    for feature in &content.features {
+        let writer = StateWriter {
+            env: env.to_string(),
+            feature,
+        };
+        let default = feature.states.iter().find(|(k, _)| *k == StateKey::Default);
+        out.defaults
+            .push(writer.state(&StateKey::Default, default.map(|(_, s)| s)));
+        for (key, state) in &feature.states {
+            match key {
+                StateKey::Default => {}
+                StateKey::Identity(identifier) => out
+                    .identities
+                    .entry(identifier)
+                    .or_default()
+                    .push(writer.state(key, Some(state))),
+                StateKey::Segment(id) => out
+                    .segments
+                    .entry(*id)
+                    .or_insert_with(|| Segment {
+                        feature_states: Vec::new(),
+                        id: *id,
+                        name: state.segment_name.as_deref().unwrap_or_default(),
+                        rules: Vec::new(),
+                    })
+                    .feature_states
+                    .push(writer.state(key, Some(state))),
+            }
+        }
+    }
+    out
+}
+
 impl<'a> FlagsmithDocument<'a> {
-    /// Flagsmith's document for `document`, last changed at `updated_at` (RFC 3339).
+    /// Flagsmith's document for `content`, last changed at `updated_at` (RFC 3339).
     pub fn new(
-        document: &'a EnvironmentDocument,
+        environment: &'a EnvironmentRecord,
+        content: &'a EnvironmentContent,
         facts: &'a EnvironmentFacts,
         instance: u64,
         updated_at: &'a str,
     ) -> FlagsmithDocument<'a> {
-        let env = document.environment.id.to_string();
-        let mut feature_states = Vec::new();
-        let mut identities: BTreeMap<&str, Vec<FeatureState>> = BTreeMap::new();
-        let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
-        for feature in &document.features {
-            let (id, name) = (feature.feature.id, feature.feature.name.as_str());
-            let feature_id = id.to_string();
-            let state = |enabled, value: &'a Option<FlagValue>, segment, key: &[&str]| {
-                let mut parts = vec![env.as_str(), feature_id.as_str()];
-                parts.extend_from_slice(key);
-                FeatureState {
-                    django_id: None,
-                    enabled,
-                    feature: FeatureRef {
-                        id,
-                        name,
-                        feature_type: feature_type(feature),
-                    },
-                    feature_segment: segment,
-                    feature_state_value: value.as_ref(),
-                    featurestate_uuid: stable_uuid(&parts),
-                    multivariate_feature_state_values: [],
-                }
-            };
-            feature_states.push(state(feature.enabled, &feature.value, None, &["default"]));
-            for o in &feature.identity_overrides {
-                let fs = state(o.enabled, &o.value, None, &["identity", &o.identifier]);
-                identities.entry(&o.identifier).or_default().push(fs);
-            }
-            for o in &feature.segment_overrides {
-                let segment_id = o.segment.id.to_string();
-                let priority = Some(FeatureSegment {
-                    priority: o.priority,
-                });
-                let fs = state(o.enabled, &o.value, priority, &["segment", &segment_id]);
-                segments
-                    .entry(o.segment.id)
-                    .or_insert_with(|| Segment {
-                        feature_states: Vec::new(),
-                        id: o.segment.id,
-                        name: &o.segment.name,
-                        rules: [],
-                    })
-                    .feature_states
-                    .push(fs);
-            }
-        }
+        let env = environment.id.to_string();
+        let states = states(content, environment.id);
         let client_key = facts.client_key.as_str();
-        let identity_overrides = identities
+        let identity_overrides = states
+            .identities
             .into_iter()
             .map(|(identifier, identity_features)| IdentityOverride {
                 composite_key: format!("{client_key}_{identifier}"),
@@ -219,11 +346,10 @@ impl<'a> FlagsmithDocument<'a> {
                 identity_uuid: stable_uuid(&[&env, "identity", identifier]),
             })
             .collect();
-        let environment = &document.environment;
         FlagsmithDocument {
             allow_client_traits: true,
             api_key: client_key,
-            feature_states,
+            feature_states: states.defaults,
             hide_disabled_flags: None,
             hide_sensitive_data: false,
             id: environment.id,
@@ -232,8 +358,8 @@ impl<'a> FlagsmithDocument<'a> {
             project: Project {
                 enable_realtime_updates: false,
                 hide_disabled_flags: false,
-                id: environment.project.id,
-                name: &environment.project.name,
+                id: environment.project,
+                name: &environment.project_name,
                 organisation: Organisation {
                     feature_analytics: false,
                     id: facts.organisation_id,
@@ -241,14 +367,14 @@ impl<'a> FlagsmithDocument<'a> {
                     persist_trait_data: true,
                     stop_serving_flags: false,
                 },
-                segments: segments.into_values().collect(),
+                segments: states.segments.into_values().collect(),
                 server_key_only_feature_ids: [],
             },
             updated_at,
             use_identity_composite_key_for_hashing: true,
             use_identity_overrides_in_local_eval: true,
             flagpost: Ordering {
-                last_sequence: document.last_sequence,
+                last_sequence: content.last_sequence,
                 instance: format!("{instance:016x}"),
             },
         }

@@ -21,11 +21,10 @@ pub use format::EnvironmentFacts;
 use format::FlagsmithDocument;
 
 use crate::changes::EnvironmentRecord;
-use crate::document::EnvironmentDocument;
 use crate::error::StoreError;
 use crate::store::Store;
 use crate::store::events::database_instance;
-use crate::store::queries::read_document;
+use crate::store::queries::{EnvironmentContent, read_environment_content};
 use crate::store::upstream::{UpstreamDocument, upstream_document};
 
 /// A document ready to send.
@@ -45,7 +44,7 @@ struct Built {
     record: EnvironmentRecord,
     facts: EnvironmentFacts,
     /// The content, `last_sequence` left at 0, to tell a change from a commit elsewhere.
-    content: EnvironmentDocument,
+    content: EnvironmentContent,
     instance: u64,
     prepared: PreparedDocument,
 }
@@ -84,7 +83,10 @@ impl DocumentCache {
         }
         let read_record = record.clone();
         let (mut document, instance) = store
-            .read(move |txn| Ok((read_document(txn, &read_record)?, database_instance(txn)?)))
+            .read(move |txn| {
+                let content = read_environment_content(txn, &read_record)?;
+                Ok((content, database_instance(txn)?))
+            })
             .await?;
         let last_sequence = std::mem::take(&mut document.last_sequence);
         let previous = self.lookup(record.id);
@@ -92,7 +94,7 @@ impl DocumentCache {
             Some(p) if p.content == document && p.facts == facts && p.instance == instance => {
                 p.prepared.clone()
             }
-            _ => prepare(&document, &facts, instance, last_sequence),
+            _ => prepare(&record, &document, &facts, instance, last_sequence),
         };
         let built = Built {
             commits,
@@ -160,7 +162,8 @@ impl DocumentCache {
 
 /// Serialises the document once; `content` has its `last_sequence` taken out.
 fn prepare(
-    content: &EnvironmentDocument,
+    record: &EnvironmentRecord,
+    content: &EnvironmentContent,
     facts: &EnvironmentFacts,
     instance: u64,
     last_sequence: u64,
@@ -169,11 +172,11 @@ fn prepare(
     let updated_at = now
         .format(&Rfc3339)
         .expect("a UTC time formats as RFC 3339");
-    let document = EnvironmentDocument {
+    let content = EnvironmentContent {
         last_sequence,
         ..content.clone()
     };
-    let flagsmith = FlagsmithDocument::new(&document, facts, instance, &updated_at);
+    let flagsmith = FlagsmithDocument::new(record, &content, facts, instance, &updated_at);
     let bytes = serde_json::to_vec(&flagsmith).expect("the document serialises");
     PreparedDocument {
         bytes: Bytes::from(bytes),

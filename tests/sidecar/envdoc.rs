@@ -331,3 +331,112 @@ fn server_keys_are_checked_at_load() {
         );
     }
 }
+
+/// Segments with nested rules, two segment overrides of one feature told apart by priority, and
+/// a multivariate feature whose default state gives every identity an option while an identity
+/// override wins over it: what Flagsmith's engine decides from flagpost's document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_applies_segment_rules_priorities_and_multivariate_options() {
+    let sidecar = Sidecar::start_with(&production()).await;
+    seed(&sidecar).await;
+    let condition = |property: &str, operator: &str, value: &str| json!({"property": property, "operator": operator, "value": value});
+    let segments = [
+        (
+            "pro",
+            json!([{"type": "ALL", "rules": [
+                {"type": "ANY", "conditions": [condition("plan", "EQUAL", "pro"), condition("plan", "EQUAL", "enterprise")]},
+                {"type": "ALL", "conditions": [condition("sessions", "GREATER_THAN", "10")]},
+            ]}]),
+        ),
+        (
+            "staff",
+            json!([{"type": "ANY", "rules": [
+                {"type": "ANY", "conditions": [condition("email", "CONTAINS", "@corp.test")]},
+            ]}]),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, rules) in segments {
+        let body = json!({"project": 1, "name": name, "rules": rules});
+        let (status, answer) =
+            call(Method::POST, &sidecar.url("/api/v1/segments"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        ids.push(answer["segment"]["id"].as_u64().unwrap());
+    }
+    let body =
+        json!({"project": 1, "name": "layout", "initial_value": "list", "default_enabled": true});
+    let (status, answer) = call(Method::POST, &sidecar.url("/api/v1/features"), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let layout = answer["feature"]["id"].as_u64().unwrap();
+    let url = sidecar.url(&format!("/api/v1/features/{layout}/multivariate-options"));
+    let body = json!({"value": "grid", "default_percentage_allocation": 100.0});
+    let (status, answer) = call(Method::POST, &url, Some(body)).await;
+    assert!(status.is_success(), "{answer}");
+    let base = "/api/v1/environments/Production/features";
+    for (path, body) in [
+        (
+            format!("banner/segments/{}", ids[0]),
+            json!({"value": "pro banner", "priority": 1}),
+        ),
+        (
+            format!("banner/segments/{}", ids[1]),
+            json!({"value": "staff banner", "priority": 0}),
+        ),
+        ("layout/identities/u-1".to_owned(), json!({"value": "mine"})),
+    ] {
+        let (status, answer) = call(
+            Method::PUT,
+            &sidecar.url(&format!("{base}/{path}")),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    let identities = json!([
+        {"identifier": "u-1", "traits": {"plan": "pro", "sessions": 11}},
+        {"identifier": "u-2", "traits": {"plan": "enterprise", "sessions": 3}},
+        {"identifier": "u-3", "traits": {"plan": "pro", "sessions": 20, "email": "a@corp.test"}},
+        {"identifier": "u-4", "traits": {"email": "b@corp.test"}},
+    ]);
+    let seen = run_sdk(&sidecar, identities).await;
+    let banner = |value: &str| json!([true, value]);
+    assert_eq!(seen["environment"]["layout"], json!([true, "list"]));
+    let expected = [
+        // pro: the ANY and the ALL rule hold; the identity override of layout wins over the split.
+        ("u-1", banner("hi u-1"), json!([true, "mine"])),
+        // Not pro (3 sessions): the default banner; layout's 100% option.
+        ("u-2", banner("hello"), json!([true, "grid"])),
+        // Both segments: staff has priority 0, which wins over pro's 1.
+        ("u-3", banner("staff banner"), json!([true, "grid"])),
+        ("u-4", banner("staff banner"), json!([true, "grid"])),
+    ];
+    for (identity, banner, layout) in expected {
+        let flags = &seen["identities"][identity];
+        assert_eq!(
+            (&flags["banner"], &flags["layout"]),
+            (&banner, &layout),
+            "{identity}: {flags}"
+        );
+    }
+    sidecar.stop().await;
+}
+
+async fn run_sdk(sidecar: &Sidecar, identities: Value) -> Value {
+    let api_url = sidecar.url("/api/v1/");
+    let identities = identities.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([SCRIPT, &api_url, SERVER_KEY, &identities])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
