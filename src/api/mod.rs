@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, patch, post, put};
 
 use crate::config::Config;
 use crate::envdoc::DocumentCache;
@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/features/{id}/multivariate-options/{option}",
-            delete(segments::remove_option),
+            patch(segments::update_option).delete(segments::remove_option),
         )
         .route(
             "/api/v1/segments",

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
-use crate::changes::{NewOption, NewSegment, Owner, SegmentRecord, SegmentUpdate};
+use crate::changes::{NewOption, NewSegment, OptionUpdate, Owner, SegmentRecord, SegmentUpdate};
 use crate::error::WriteError;
 use crate::store::segments::{feature_options, project_segments, segment};
 
@@ -138,6 +138,21 @@ pub async fn add_option(
             Ok(body)
         },
     )
+    .await
+}
+
+pub async fn update_option(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((feature, option)): PathParams<(u64, u64)>,
+    JsonBody { value, request }: JsonBody<OptionUpdate>,
+) -> Result<Response, ApiError> {
+    commit(&state, caller, request, StatusCode::OK, move |changes| {
+        let updated = changes.update_option(feature, option, &value, Owner::Api)?;
+        let mut body = Map::new();
+        body.insert("multivariate_option".into(), json!(updated));
+        Ok(body)
+    })
     .await
 }
 

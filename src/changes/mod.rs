@@ -26,14 +26,18 @@ pub use input::{
     FEATURE_TYPES, FeatureUpdate, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, NewFeature, StateUpdate,
     validate_feature_name, validate_feature_type, validate_identifier,
 };
-pub use multivariate::{AllocationInput, MultivariateOption, MultivariateValue, NewOption};
+pub use multivariate::{
+    AllocationInput, MultivariateOption, MultivariateValue, NewOption, OptionUpdate,
+};
 pub use outbox::{Outbox, feature_body, state_body};
 pub use port::{Counter, FlagStore, NewEvent};
 pub use records::{
     Author, CommittedEvent, EnvironmentRecord, FeatureRecord, Owner, StateKey, StateRecord,
 };
 pub use segment_rules::{OPERATORS, RULE_TYPES};
-pub use segments::{NewSegment, SegmentCondition, SegmentRecord, SegmentRule, SegmentUpdate};
+pub use segments::{
+    NewSegment, SegmentCondition, SegmentRecord, SegmentRule, SegmentUpdate, validate_segment,
+};
 
 use time::OffsetDateTime;
 

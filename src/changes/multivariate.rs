@@ -39,6 +39,24 @@ pub struct NewOption {
     pub default_percentage_allocation: f64,
 }
 
+/// Fields of an option to change; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionUpdate {
+    /// `Some(None)` sets the value to null; `None` leaves it.
+    #[serde(default, deserialize_with = "present_value")]
+    pub value: Option<Option<FlagValue>>,
+    #[serde(default)]
+    pub default_percentage_allocation: Option<f64>,
+}
+
+/// Tells an absent value (`None`) from a null one (`Some(None)`).
+fn present_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<FlagValue>>, D::Error> {
+    Option::<FlagValue>::deserialize(d).map(Some)
+}
+
 /// An allocation to set on a state, as the API gives it (Flagsmith's field names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +153,18 @@ impl<S: FlagStore> Changes<'_, S> {
         new: &NewOption,
         owner: Owner,
     ) -> Result<MultivariateOption, WriteError> {
+        self.add_option_allocating(feature_id, new, owner, true)
+    }
+
+    /// As [`Changes::add_option`]; with `allocate` false no state gets the option, for a flag
+    /// file that sets each environment's allocations itself right after.
+    pub fn add_option_allocating(
+        &mut self,
+        feature_id: u64,
+        new: &NewOption,
+        owner: Owner,
+        allocate: bool,
+    ) -> Result<MultivariateOption, WriteError> {
         let before = self.feature(feature_id)?;
         self.check_owner(&before, owner)?;
         validate_value(&new.value)?;
@@ -159,7 +189,12 @@ impl<S: FlagStore> Changes<'_, S> {
             after.feature_type = "MULTIVARIATE".into();
             self.store.put_feature(&after)?;
         }
-        for env in self.project_environments(after.project) {
+        let environments = if allocate {
+            self.project_environments(after.project)
+        } else {
+            Vec::new()
+        };
+        for env in environments {
             let Some(previous) = self.store.state(env, feature_id, &StateKey::Default)? else {
                 continue;
             };
@@ -194,6 +229,72 @@ impl<S: FlagStore> Changes<'_, S> {
             after.id,
         )?;
         Ok(option)
+    }
+
+    /// Changes an option's value or default allocation. A new value is reported, with a
+    /// `FLAG_UPDATED`, for every state that allocates the option (receivers show its value); a new
+    /// default applies to states created from now on, as in Flagsmith.
+    pub fn update_option(
+        &mut self,
+        feature_id: u64,
+        option_id: u64,
+        update: &OptionUpdate,
+        owner: Owner,
+    ) -> Result<MultivariateOption, WriteError> {
+        let feature = self.feature(feature_id)?;
+        self.check_owner(&feature, owner)?;
+        let before = self.store.multivariate_options(feature_id)?;
+        let mut options = before.clone();
+        let option =
+            options
+                .iter_mut()
+                .find(|o| o.id == option_id)
+                .ok_or(WriteError::UnknownOption {
+                    feature: feature_id,
+                    option: option_id,
+                })?;
+        if let Some(value) = &update.value {
+            validate_value(value)?;
+            option.value = value.clone();
+        }
+        if let Some(default) = update.default_percentage_allocation {
+            validate_percentage("default_percentage_allocation", default)?;
+            option.default_percentage_allocation = default;
+        }
+        let updated = option.clone();
+        validate_sum(
+            "the options' default allocations",
+            options.iter().map(|o| o.default_percentage_allocation),
+        )?;
+        if options == before {
+            return Ok(updated);
+        }
+        self.store.put_multivariate_options(feature_id, &options)?;
+        let value_changed = before
+            .iter()
+            .any(|o| o.id == option_id && o.value != updated.value);
+        let environments = if value_changed {
+            self.project_environments(feature.project)
+        } else {
+            Vec::new()
+        };
+        for env in environments {
+            for (key, state) in self.store.states(env, feature_id)? {
+                if state.multivariate.iter().any(|v| v.option == option_id) {
+                    self.outbox
+                        .option_event(self.store, env, &feature, &key, &state, &before, &options)?;
+                }
+            }
+        }
+        self.outbox.audit(
+            self.store,
+            feature.project,
+            None,
+            format!("Multivariate option updated for feature: {}", feature.name),
+            "FEATURE",
+            feature.id,
+        )?;
+        Ok(updated)
     }
 
     /// Removes an option, and its allocation from every state that has one.

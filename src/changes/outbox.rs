@@ -117,6 +117,35 @@ impl<'a> Outbox<'a> {
         self.push(store, event_type, Some(environment), &body)
     }
 
+    /// `FLAG_UPDATED` of a state whose allocations show an option that changed: `previous` with
+    /// the options as they were, `new` as they are.
+    #[allow(clippy::too_many_arguments)]
+    pub fn option_event(
+        &mut self,
+        store: &mut impl FlagStore,
+        environment: u64,
+        feature: &FeatureRecord,
+        key: &StateKey,
+        state: &StateRecord,
+        previous_options: &[MultivariateOption],
+        options: &[MultivariateOption],
+    ) -> Result<(), StoreError> {
+        let data = FlagEventBody {
+            changed_by: self.author.name.clone(),
+            new_state: Some(state_body(environment, feature, key, state, options)),
+            previous_state: Some(state_body(
+                environment,
+                feature,
+                key,
+                state,
+                previous_options,
+            )),
+            timestamp: self.timestamp(),
+        };
+        let body = envelope_bytes(&EventType::FlagUpdated, &data);
+        self.push(store, EventType::FlagUpdated, Some(environment), &body)
+    }
+
     /// `AUDIT_LOG_CREATED` for one change.
     pub fn audit(
         &mut self,

@@ -107,6 +107,16 @@ fn present_description<'de, D: Deserializer<'de>>(
 
 pub const MAX_DESCRIPTION_LEN: usize = 2000;
 
+/// Every check on a segment that needs no store: its name, description and rules.
+pub fn validate_segment(
+    name: &str,
+    description: Option<&str>,
+    rules: &[SegmentRule],
+) -> Result<(), WriteError> {
+    validate_segment_text(name, description)?;
+    validate_rules(rules)
+}
+
 fn validate_segment_text(name: &str, description: Option<&str>) -> Result<(), WriteError> {
     if name.trim().is_empty() || name.len() > super::MAX_NAME_LEN || name.contains('\0') {
         return Err(WriteError::Invalid(format!(
@@ -225,6 +235,9 @@ impl<S: FlagStore> Changes<'_, S> {
             return Ok(after);
         }
         self.store.put_segment(&after)?;
+        if after.name != before.name {
+            self.rename_overrides(&after)?;
+        }
         self.segment_event(&after, EventType::SegmentUpdated)?;
         self.outbox.audit(
             self.store,
@@ -269,6 +282,31 @@ impl<S: FlagStore> Changes<'_, S> {
             segment.id,
         )?;
         Ok(segment)
+    }
+
+    /// Gives every override of a renamed segment its new name, with a `FLAG_UPDATED` each: the
+    /// name is part of the state receivers hold (`feature_segment.segment.name`).
+    fn rename_overrides(&mut self, segment: &SegmentRecord) -> Result<(), WriteError> {
+        let key = StateKey::Segment(segment.id);
+        for env in self.project_environments(segment.project) {
+            for feature in self.store.live_features(segment.project)? {
+                let Some(previous) = self.store.state(env, feature.id, &key)? else {
+                    continue;
+                };
+                let mut next = previous.clone();
+                next.segment_name = Some(segment.name.clone());
+                self.store.put_state(env, feature.id, &key, &next)?;
+                self.outbox.flag_event(
+                    self.store,
+                    env,
+                    &feature,
+                    &key,
+                    Some(&previous),
+                    Some(&next),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// `SEGMENT_UPDATED` or `SEGMENT_DELETED`, one per environment of the segment's project.

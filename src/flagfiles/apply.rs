@@ -7,8 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use super::file::{DesiredFeature, FlagFile};
-use crate::changes::{Changes, FeatureUpdate, FlagStore, NewFeature, Owner, StateKey, StateUpdate};
+use super::file::{DesiredFeature, DesiredSegment, FlagFile};
+use crate::changes::{
+    AllocationInput, Changes, FeatureUpdate, FlagStore, NewFeature, NewOption, Owner, StateKey,
+    StateUpdate,
+};
 use crate::error::WriteError;
 use crate::wire::FlagValue;
 
@@ -114,7 +117,10 @@ fn apply_states<S: FlagStore>(
         value: Some(value.clone()),
         ..StateUpdate::default()
     };
-    let default = state(desired.enabled, &desired.value);
+    let default = StateUpdate {
+        multivariate_feature_state_values: Some(declare_options(changes, feature, desired)?),
+        ..state(desired.enabled, &desired.value)
+    };
     changes.set_state(env, feature, &StateKey::Default, &default, Owner::Files)?;
     let mut wanted = BTreeSet::new();
     for (identifier, identity) in &desired.identities {
@@ -124,7 +130,7 @@ fn apply_states<S: FlagStore>(
         wanted.insert(key);
     }
     for segment in &desired.segments {
-        let key = StateKey::Segment(segment.id);
+        let key = StateKey::Segment(segment_id(changes, env, segment)?);
         let update = StateUpdate {
             segment_name: Some(segment.name.clone()),
             priority: Some(segment.priority),
@@ -134,6 +140,60 @@ fn apply_states<S: FlagStore>(
         wanted.insert(key);
     }
     remove_overrides_except(changes, env, feature, &wanted)
+}
+
+/// The segment an override names: its id, or the segment the project's segment file defines by
+/// that name.
+fn segment_id<S: FlagStore>(
+    changes: &mut Changes<S>,
+    env: u64,
+    segment: &DesiredSegment,
+) -> Result<u64, WriteError> {
+    if let Some(id) = segment.id {
+        return Ok(id);
+    }
+    let project = changes.environment(env)?.project;
+    match changes.segment_by_name(project, &segment.name)? {
+        Some(defined) => Ok(defined.id),
+        None => Err(WriteError::Invalid(format!(
+            "segment {:?} is defined nowhere: declare it in the project's {} file, or give its id",
+            segment.name,
+            super::segment_file::SEGMENT_FILE_SUFFIX
+        ))),
+    }
+}
+
+/// Adds the options a file lists that the feature lacks (at the file's allocation as their
+/// default), and returns this environment's allocations.
+fn declare_options<S: FlagStore>(
+    changes: &mut Changes<S>,
+    feature: u64,
+    desired: &DesiredFeature,
+) -> Result<Vec<AllocationInput>, WriteError> {
+    let mut allocations = Vec::with_capacity(desired.options.len());
+    for wanted in &desired.options {
+        let existing = changes.store.multivariate_options(feature)?;
+        let value = Some(wanted.value.clone());
+        let id = match existing.iter().find(|o| o.value == value) {
+            Some(option) => option.id,
+            None => {
+                let new = NewOption {
+                    value,
+                    default_percentage_allocation: wanted.allocation,
+                };
+                // This environment's allocations are set next; other environments' files set
+                // theirs.
+                changes
+                    .add_option_allocating(feature, &new, Owner::Files, false)?
+                    .id
+            }
+        };
+        allocations.push(AllocationInput {
+            multivariate_feature_option: id,
+            percentage_allocation: wanted.allocation,
+        });
+    }
+    Ok(allocations)
 }
 
 fn remove_overrides_except<S: FlagStore>(

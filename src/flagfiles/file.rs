@@ -13,12 +13,18 @@
 //! value = "identity-value"
 //!
 //! [[features.dark_mode.segments]]
-//! id = 9
-//! name = "beta_users"
-//! priority = 0
+//! name = "beta_users"          # a segment of `<project>.segments.toml` ([`super::segment_file`]),
+//! priority = 0                 # or `id = 9` for an override of a segment id defined nowhere
 //! enabled = true
 //! value = "segment-value"
+//!
+//! [[features.dark_mode.options]]  # multivariate options; `allocation` is this environment's
+//! value = "grid"                  # share (0-100, summing to at most 100), and the default
+//! allocation = 50                 # allocation of an option the file adds
 //! ```
+//!
+//! An option is named by its value. An option a file stops listing gets no allocation in that
+//! environment; options are never deleted by files (another environment may still list them).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +60,17 @@ pub struct DesiredFeature {
     pub identities: BTreeMap<String, DesiredState>,
     #[serde(default)]
     pub segments: Vec<DesiredSegment>,
+    #[serde(default)]
+    pub options: Vec<DesiredOption>,
+}
+
+/// A multivariate option and this environment's allocation of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredOption {
+    pub value: FlagValue,
+    #[serde(default)]
+    pub allocation: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,7 +85,9 @@ pub struct DesiredState {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredSegment {
-    pub id: u64,
+    /// Absent for a segment defined in the project's segment file, found by `name`.
+    #[serde(default)]
+    pub id: Option<u64>,
     pub name: String,
     #[serde(default)]
     pub priority: i64,
@@ -107,10 +126,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// The environment a flag file is for, from its name; `None` for files that are not flag files
-/// (other extensions, hidden files, editor leftovers).
+/// (other extensions, hidden files, editor leftovers, segment files).
 pub fn environment_of(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    if name.starts_with('.') {
+    if name.starts_with('.') || name.ends_with(super::segment_file::SEGMENT_FILE_SUFFIX) {
         return None;
     }
     name.strip_suffix(".toml").map(str::to_owned)
@@ -158,29 +177,30 @@ pub fn parse(path: &Path, text: &str) -> Result<FlagFile, FlagFileError> {
         }
         let mut segment_ids = std::collections::BTreeSet::new();
         for segment in &feature.segments {
-            if i64::try_from(segment.id).is_err() {
+            let shown = segment.id.map_or(segment.name.clone(), |id| id.to_string());
+            if segment.id.is_some_and(|id| i64::try_from(id).is_err()) {
                 return Err(error(
                     line,
                     format!(
-                        "feature {name}: segment id {} is outside the range taken ({})",
-                        segment.id,
+                        "feature {name}: segment id {shown} is outside the range taken ({})",
                         crate::wire::INTEGER_RANGE
                     ),
                 ));
             }
-            if !segment_ids.insert(segment.id) {
+            if !segment_ids.insert((segment.id, segment.id.is_none().then_some(&segment.name))) {
                 return Err(error(
                     line,
-                    format!("feature {name}: segment {} is declared twice", segment.id),
+                    format!("feature {name}: segment {shown} is declared twice"),
                 ));
             }
             if segment.name.is_empty() {
                 return Err(error(
                     line,
-                    format!("feature {name}: segment {} has an empty name", segment.id),
+                    format!("feature {name}: segment {shown} has an empty name"),
                 ));
             }
         }
+        check_options(&feature.options).map_err(|e| error(line, format!("feature {name}: {e}")))?;
         features.insert(name, feature);
     }
     Ok(FlagFile {
@@ -188,6 +208,29 @@ pub fn parse(path: &Path, text: &str) -> Result<FlagFile, FlagFileError> {
         environment,
         features,
     })
+}
+
+/// Each option listed once, allocations from 0 to 100 summing to at most 100.
+fn check_options(options: &[DesiredOption]) -> Result<(), String> {
+    let mut sum = 0.0;
+    for (i, option) in options.iter().enumerate() {
+        if options[..i].iter().any(|o| o.value == option.value) {
+            return Err(format!("option {} is listed twice", option.value));
+        }
+        if !(option.allocation.is_finite() && (0.0..=100.0).contains(&option.allocation)) {
+            return Err(format!(
+                "option {}: allocation must be a number from 0 to 100",
+                option.value
+            ));
+        }
+        sum += option.allocation;
+    }
+    if sum > 100.0 + 1e-9 {
+        return Err(format!(
+            "option allocations sum to {sum}; they must sum to at most 100"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Flag files: `<flag_files.dir>/<environment>.toml`, watched and applied to the store.
+//! Flag files: `<flag_files.dir>/<environment>.toml`, watched and applied to the store, and
+//! segment files, `<flag_files.dir>/<project>.segments.toml` ([`segment_file`]), applied before
+//! them on each pass so that overrides can name the segments they define.
 //!
 //! On every wake-up of the directory watch (a notification, debounced, or the periodic check)
 //! each file is read; a file whose bytes are what was last seen is skipped, any other is parsed,
@@ -9,6 +11,7 @@
 
 mod apply;
 pub mod file;
+pub mod segment_file;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use tokio::sync::watch;
 
 pub use apply::apply_flag_file;
 pub use file::{FlagFile, FlagFileError, environment_of, parse};
+pub use segment_file::{SegmentFile, apply_segment_file, parse_segment_file};
 
 use crate::changes::{Author, Changes, CommittedEvent};
 use crate::config::Config;
@@ -66,9 +70,15 @@ impl FileOutcome {
     }
 }
 
-/// Reads every flag file in `dir` and checks each against `config`, without touching the store.
+/// Reads every flag file and segment file in `dir` and checks each against `config`, without
+/// touching the store.
 pub fn check_dir(dir: &Path, config: &Config) -> Vec<FlagFileError> {
     let mut errors = Vec::new();
+    for path in segment_file_paths(dir) {
+        if let Err(error) = read_segment_file(&path, config) {
+            errors.push(error);
+        }
+    }
     for path in flag_file_paths(dir) {
         let checked = std::fs::read_to_string(&path)
             .map_err(|e| FlagFileError {
@@ -96,6 +106,47 @@ fn flag_file_paths(dir: &Path) -> Vec<PathBuf> {
         .collect();
     paths.sort();
     paths
+}
+
+fn segment_file_paths(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| segment_file::project_of(p).is_some() && p.is_file())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Reads and checks a segment file, with the id of the project it names.
+fn read_segment_file(
+    path: &Path,
+    config: &Config,
+) -> Result<(SegmentFile, u64, [u8; 32]), FlagFileError> {
+    let error = |message: String| FlagFileError {
+        path: path.to_path_buf(),
+        line: None,
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let text = std::str::from_utf8(&bytes).map_err(|_| error("not UTF-8".into()))?;
+    let file = parse_segment_file(path, text)?;
+    let project = config
+        .projects
+        .values()
+        .find(|p| p.name == file.project)
+        .map(|p| p.id)
+        .ok_or_else(|| {
+            error(format!(
+                "no project named {:?} in the configuration",
+                file.project
+            ))
+        })?;
+    Ok((file, project, digest))
 }
 
 fn environment_for(file: &FlagFile, config: &Config) -> Result<u64, FlagFileError> {
@@ -201,7 +252,7 @@ impl FlagFiles {
         let gone: Vec<PathBuf> = self
             .seen
             .keys()
-            .filter(|p| !paths.contains(p))
+            .filter(|p| !paths.contains(p) && !p.is_file())
             .cloned()
             .collect();
         for path in gone {
@@ -213,8 +264,14 @@ impl FlagFiles {
                 why: "removed",
             });
         }
+        let segment_paths = segment_file_paths(&self.dir);
+        let paths = segment_paths.into_iter().chain(paths);
         for path in paths {
-            let outcome = self.apply_file(&path).await;
+            let outcome = if segment_file::project_of(&path).is_some() {
+                self.apply_segment_file(&path).await
+            } else {
+                self.apply_file(&path).await
+            };
             self.metrics.flag_file(outcome.name());
             match &outcome {
                 FileOutcome::Applied { path, events } => tracing::info!(
@@ -282,6 +339,68 @@ impl FlagFiles {
                 Ok(changes.into_events())
             })
             .await;
+        self.written(path, result)
+    }
+
+    /// Reads a segment file and, when its bytes are new, applies it in one transaction.
+    async fn apply_segment_file(&mut self, path: &Path) -> FileOutcome {
+        let config = self.config.load_full();
+        let (owned_path, read_config) = (path.to_path_buf(), config.clone());
+        let read =
+            tokio::task::spawn_blocking(move || read_segment_file(&owned_path, &read_config)).await;
+        let (file, project, digest) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                // An invalid file is reported once per content, as flag files are.
+                let digest = std::fs::read(path).ok().map(|b| Sha256::digest(&b).into());
+                if digest.is_some() && self.seen.get(path).copied() == digest {
+                    return FileOutcome::Unchanged {
+                        path: path.to_path_buf(),
+                    };
+                }
+                if let Some(digest) = digest {
+                    self.seen.insert(path.to_path_buf(), digest);
+                }
+                return FileOutcome::Invalid(error);
+            }
+            Err(panicked) => {
+                return FileOutcome::NotApplied {
+                    path: path.to_path_buf(),
+                    error: format!("reading the file failed: {panicked}"),
+                };
+            }
+        };
+        if self.seen.get(path) == Some(&digest) {
+            return FileOutcome::Unchanged {
+                path: path.to_path_buf(),
+            };
+        }
+        self.seen.insert(path.to_path_buf(), digest);
+        if file.segments.is_empty() {
+            return FileOutcome::Ignored {
+                path: path.to_path_buf(),
+                why: "empty",
+            };
+        }
+        let author = Author::system(path.display().to_string());
+        let result = self
+            .store
+            .write(move |tables| {
+                let now = OffsetDateTime::now_utc();
+                let mut changes = Changes::new(tables, &config, &author, now);
+                apply_segment_file(&mut changes, project, &file)?;
+                Ok(changes.into_events())
+            })
+            .await;
+        self.written(path, result)
+    }
+
+    /// What became of a file's transaction.
+    fn written(
+        &mut self,
+        path: &Path,
+        result: Result<Vec<CommittedEvent>, WriteError>,
+    ) -> FileOutcome {
         match result {
             Ok(events) => {
                 if !events.is_empty() {

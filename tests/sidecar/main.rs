@@ -11,10 +11,13 @@ mod envdoc;
 mod event_format;
 mod flag_files;
 mod input_rules;
+mod multivariate;
 mod relay;
 mod reload;
 mod removed_endpoints;
 mod segment_crash;
+mod segment_files;
+mod segment_receiver;
 mod segments;
 mod storage;
 #[path = "../support/mod.rs"]
