@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod document;
+pub mod envdoc;
 pub mod error;
 pub mod flagfiles;
 pub mod http_error;

@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::changes::{Author, Changes};
 use crate::config::{Config, Fixed, Live};
 use crate::delivery::{DeliveryMetrics, Dispatcher};
+use crate::envdoc;
 use crate::flagfiles::FlagFiles;
 use crate::metrics::{self, Metrics};
 use crate::reload::{ConfigWatch, ReloadTiming};
@@ -88,6 +89,8 @@ pub async fn run_with(
         store: store.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
+        documents: Default::default(),
+        upstream: Default::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -123,6 +126,21 @@ pub async fn run_with(
         ));
     }
     background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
+    // One fetcher per relay source with an upstream at start (a source given one by a reload is
+    // fetched from the next start).
+    for (name, _) in initial
+        .relay_sources
+        .iter()
+        .filter(|(_, s)| s.upstream.is_some())
+    {
+        background.spawn(envdoc::upstream::fetch_loop(
+            name.clone(),
+            store.clone(),
+            config.clone(),
+            state.upstream.clone(),
+            stop_rx.clone(),
+        ));
+    }
 
     tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
     let app = api::router(state)

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// The writer has stopped: nothing can be acknowledged.
     #[error("the store's writer has stopped")]
     WriterStopped,
+    /// What was asked for is not there yet (a relayed environment's document before its first
+    /// fetch from upstream).
+    #[error("{0}")]
+    Unavailable(String),
     /// The writer is running but its last commit failed; it retries by itself.
     #[error("the store cannot commit: {0}")]
     CannotCommit(String),
@@ -48,7 +52,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::WriterStopped | ApiError::CannotCommit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::WriterStopped | ApiError::CannotCommit(_) | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Rejected { status, .. } => *status,
             ApiError::Write(error) => match error {
                 WriteError::UnknownEnvironment(_)
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType => "content_type",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Write(WriteError::Storage(_))
             | ApiError::WriterStopped
             | ApiError::CannotCommit(_) => "storage",

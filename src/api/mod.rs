@@ -3,6 +3,7 @@
 //! [`crate::store`]; how each error maps to a status, in [`error`].
 
 pub mod admin;
+mod documents;
 mod environments;
 pub mod error;
 mod events;
@@ -21,6 +22,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, patch, post, put};
 
 use crate::config::Config;
+use crate::envdoc::DocumentCache;
+use crate::envdoc::upstream::UpstreamTriggers;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -29,6 +32,10 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ArcSwap<Config>>,
     pub metrics: Metrics,
+    /// Flagsmith's environment documents, prepared ([`documents`]).
+    pub documents: DocumentCache,
+    /// Wakes the fetch of a relay source's upstream document after a relayed web hook.
+    pub upstream: UpstreamTriggers,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -79,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/environments/{env}/features/{feature}/segments/{segment}",
             put(environments::set_segment).delete(environments::remove_segment),
+        )
+        .route(
+            "/api/v1/environment-document/",
+            get(documents::environment_document),
         )
         .route("/api/v1/relay/{source}", post(relay::relay))
         .route("/healthz", get(healthz))

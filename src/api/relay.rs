@@ -96,6 +96,7 @@ async fn accept(
         IncomingEvent::NotApplied(_) => None,
     };
 
+    let upstream = source.upstream.is_some().then(|| source.name.clone());
     let request = RelayRequest {
         author: Author::system(format!("relay:{}", source.name)),
         source: source.name,
@@ -109,6 +110,11 @@ async fn accept(
         .store
         .write(move |tables| store_relayed(tables, &config, &request))
         .await?;
+    // The upstream document now holds this change: fetch it (coalesced, after the commit so
+    // that the document is stamped with a sequence at or after this event's).
+    if let (Some(source), Relayed::Stored(_)) = (upstream, &relayed) {
+        state.upstream.wake(&source);
+    }
     Ok(answer(state, relayed))
 }
 

@@ -22,6 +22,8 @@ async fn healthz_fails_once_the_writer_has_stopped() {
         store: store.clone(),
         config: Arc::new(ArcSwap::from_pointee(Config::parse("").unwrap())),
         metrics: Metrics::new(crate::metrics::registry()),
+        documents: Default::default(),
+        upstream: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -2,9 +2,13 @@
 //! web hooks, and relay sources, validated with every problem collected.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use super::endpoint_url::{Credentials, redact_url, split_credentials};
-use super::file::{RawEnvironment, RawRelaySource, RawWebhook};
+use super::file::{RawEnvironment, RawRelaySource, RawUpstream, RawWebhook};
+use super::secrets::ServerKey;
 use crate::signing::Secret;
 use crate::wire::EventType;
 
@@ -20,6 +24,8 @@ pub struct Environment {
     pub name: String,
     pub api_key: String,
     pub project: u64,
+    /// Keys that read the environment's document (`GET /api/v1/environment-document/`).
+    pub server_keys: Vec<ServerKey>,
     pub webhooks: Vec<Webhook>,
 }
 
@@ -50,6 +56,27 @@ pub struct RelaySource {
     pub name: String,
     pub secret: Secret,
     pub environment: u64,
+    pub upstream: Option<Upstream>,
+}
+
+/// The upstream Flagsmith a relay source's environment document is fetched from.
+#[derive(Clone, PartialEq)]
+pub struct Upstream {
+    /// Flagsmith's API base, ending in `/`; the document is `environment-document/` under it.
+    pub url: http::Uri,
+    /// Sent as `X-Environment-Key`, and nowhere else.
+    pub server_key: String,
+    pub poll_every: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.url)
+            .field("server_key", &"<redacted>")
+            .field("poll_every", &self.poll_every)
+            .finish()
+    }
 }
 
 /// Validates the environments and their web hooks; `webhook_names` collects every endpoint's
@@ -62,6 +89,7 @@ pub(super) fn environments(
 ) -> BTreeMap<u64, Environment> {
     let mut environments = BTreeMap::new();
     let mut env_names = BTreeSet::new();
+    let mut key_texts = BTreeSet::new();
     for (i, e) in raw.iter().enumerate() {
         let at = format!("environments[{i}] ({})", e.name);
         if !is_file_safe(&e.name) {
@@ -93,11 +121,13 @@ pub(super) fn environments(
                 webhook(w, &at, &default_events, webhook_names, problems)
             })
             .collect();
+        let server_keys = server_keys(e, &at, &mut key_texts, problems);
         let env = Environment {
             id: e.id,
             name: e.name.clone(),
             api_key: e.api_key.clone(),
             project: e.project,
+            server_keys,
             webhooks,
         };
         if environments.insert(e.id, env).is_some() {
@@ -105,6 +135,34 @@ pub(super) fn environments(
         }
     }
     environments
+}
+
+/// Resolves an environment's server-side keys. A key must start with `ser.` (the SDKs check it),
+/// and must not be used by two environments: a key names the one document it reads.
+/// `key_texts` holds the digests of the keys seen so far, so no key text outlives this check.
+fn server_keys(
+    e: &RawEnvironment,
+    at: &str,
+    key_texts: &mut BTreeSet<[u8; 32]>,
+    problems: &mut Vec<String>,
+) -> Vec<ServerKey> {
+    let mut keys = Vec::new();
+    for (k, source) in e.server_keys.iter().enumerate() {
+        let at = format!("{at}.server_keys[{k}]");
+        match source.resolve() {
+            Ok(text) if !text.starts_with(ServerKey::PREFIX) || text.len() < 12 => {
+                problems.push(format!(
+                    "{at}: a server-side key starts with \"ser.\" and is at least 12 characters"
+                ))
+            }
+            Ok(text) if !key_texts.insert(Sha256::digest(text.as_bytes()).into()) => {
+                problems.push(format!("{at}: the same key is configured twice"))
+            }
+            Ok(text) => keys.push(ServerKey::new(&text)),
+            Err(e) => problems.push(format!("{at}: {e}")),
+        }
+    }
+    keys
 }
 
 /// Validates the audit-log web hooks (by default they take `AUDIT_LOG_CREATED` only).
@@ -148,10 +206,12 @@ pub(super) fn relay_sources(
             .and_then(|s| Secret::new(s).map_err(|e| e.to_string()))
         {
             Ok(secret) => {
+                let upstream = r.upstream.as_ref().and_then(|u| upstream(u, &at, problems));
                 let source = RelaySource {
                     name: r.name.clone(),
                     secret,
                     environment: r.environment,
+                    upstream,
                 };
                 if relay_sources.insert(r.name.clone(), source).is_some() {
                     problems.push(format!("{at}: name is used twice"));
@@ -161,6 +221,58 @@ pub(super) fn relay_sources(
         }
     }
     relay_sources
+}
+
+/// Validates a relay source's upstream Flagsmith: an http(s) URL without credentials (the key
+/// is the credential), a server-side key, and a poll interval of at least a second.
+fn upstream(raw: &RawUpstream, at: &str, problems: &mut Vec<String>) -> Option<Upstream> {
+    let before = problems.len();
+    let url = match raw.url.parse::<http::Uri>() {
+        Ok(url)
+            if matches!(url.scheme_str(), Some("http" | "https"))
+                && url.host().is_some()
+                && !url.authority().is_some_and(|a| a.as_str().contains('@')) =>
+        {
+            Some(url)
+        }
+        _ => {
+            problems.push(format!(
+                "{at}.upstream.url: {:?} is not an http:// or https:// URL without credentials",
+                redact_url(&raw.url)
+            ));
+            None
+        }
+    };
+    let server_key = match raw.server_key.resolve() {
+        Ok(key) if key.starts_with(ServerKey::PREFIX) => Some(key),
+        Ok(_) => {
+            problems.push(format!(
+                "{at}.upstream.server_key: a server-side key starts with \"ser.\""
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{at}.upstream.server_key: {e}"));
+            None
+        }
+    };
+    if raw.poll_every < Duration::from_secs(1) {
+        problems.push(format!("{at}.upstream.poll_every: must be at least 1s"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let url = url?;
+    // A base without its trailing slash would lose its last segment when the path is joined.
+    let url = match url.path().ends_with('/') {
+        true => url,
+        false => format!("{url}/").parse().ok()?,
+    };
+    Some(Upstream {
+        url,
+        server_key: server_key?,
+        poll_every: raw.poll_every,
+    })
 }
 
 fn webhook(

@@ -42,6 +42,7 @@ impl Default for RawConfig {
                 name: "Development".to_owned(),
                 api_key: "dev-environment-key".to_owned(),
                 project: 1,
+                server_keys: Vec::new(),
                 webhooks: Vec::new(),
             }],
             audit_webhooks: Vec::new(),
@@ -150,6 +151,9 @@ pub struct RawEnvironment {
     pub name: String,
     pub api_key: String,
     pub project: u64,
+    /// Server-side keys: what Flagsmith's SDKs in local evaluation mode send for the document.
+    #[serde(default)]
+    pub server_keys: Vec<SecretSource>,
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
 }
@@ -181,6 +185,23 @@ pub struct RawRelaySource {
     pub name: String,
     pub secret: SecretSource,
     pub environment: u64,
+    /// The upstream Flagsmith whose environment document flagpost serves for `environment`.
+    #[serde(default)]
+    pub upstream: Option<RawUpstream>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Flagsmith's API base, e.g. `https://edge.api.flagsmith.com/api/v1/`.
+    pub url: String,
+    pub server_key: SecretSource,
+    #[serde(default = "upstream_poll_every", with = "humantime_serde")]
+    pub poll_every: Duration,
+}
+
+fn upstream_poll_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -29,12 +29,12 @@ use std::time::Duration;
 
 pub use delivery::{DeliveryConfig, Jitter, default_retry_delays};
 pub use endpoint_url::{Credentials, redact_url, split_credentials};
-pub use endpoints::{Environment, Project, RelaySource, Webhook};
+pub use endpoints::{Environment, Project, RelaySource, Upstream, Webhook};
 pub use file::{
     RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawOrganisation, RawProject, RawRelaySource,
     RawReload, RawStorage, RawToken, RawWebhook,
 };
-pub use secrets::{ApiToken, SecretSource};
+pub use secrets::{ApiToken, SecretSource, ServerKey};
 pub use server::ServerConfig;
 pub use toml_error::describe_toml_error;
 

@@ -86,6 +86,35 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+/// An environment's server-side key. Only its SHA-256 is kept, and a presented key is compared
+/// with it in constant time, so the key never sits in memory where a dump or `Debug` shows it.
+#[derive(Clone, PartialEq)]
+pub struct ServerKey {
+    digest: [u8; 32],
+}
+
+impl ServerKey {
+    /// What every server-side key starts with: Flagsmith's SDKs refuse local evaluation otherwise.
+    pub const PREFIX: &'static str = "ser.";
+
+    pub fn new(key: &str) -> ServerKey {
+        ServerKey {
+            digest: Sha256::digest(key.as_bytes()).into(),
+        }
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        presented.ct_eq(&self.digest).into()
+    }
+}
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerKey(<redacted>)")
+    }
+}
+
 /// Resolves the `[api]` tokens, each problem added to `problems`.
 pub(super) fn api_tokens(raw: &[RawToken], problems: &mut Vec<String>) -> Vec<ApiToken> {
     let mut tokens = Vec::new();

@@ -30,6 +30,7 @@ mod rows;
 pub mod schema;
 pub mod segments;
 mod tables;
+pub mod upstream;
 mod writer;
 
 use std::panic::AssertUnwindSafe;

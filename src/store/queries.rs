@@ -7,8 +7,11 @@ use redb::{ReadTransaction, ReadableTable};
 
 use super::rows::{feature_of, feature_states, state_key_of, state_of};
 use super::schema::{FEATURES, META, STATES};
+use super::segments::{feature_options, project_segments, state_allocations};
 use super::{StoreError, last_sequence};
-use crate::changes::{EnvironmentRecord, FeatureRecord, StateKey};
+use crate::changes::{
+    EnvironmentRecord, FeatureRecord, MultivariateOption, SegmentRecord, StateKey, StateRecord,
+};
 use crate::document::{
     EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
     ProjectInfo, SegmentInfo, SegmentOverride,
@@ -103,5 +106,61 @@ pub fn read_document(
         last_sequence,
         features,
         deleted_feature_ids,
+    })
+}
+
+/// Everything Flagsmith's environment document says of an environment, as stored: what
+/// [`crate::envdoc`] writes the document from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentContent {
+    /// Every event up to this sequence is reflected here; none after it is.
+    pub last_sequence: u64,
+    /// Live features, by id.
+    pub features: Vec<FeatureContent>,
+    /// The project's segments, by id.
+    pub segments: Vec<SegmentRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureContent {
+    pub feature: FeatureRecord,
+    pub options: Vec<MultivariateOption>,
+    /// The environment default first, then identity overrides, then segment overrides, each
+    /// with its multivariate allocations.
+    pub states: Vec<(StateKey, StateRecord)>,
+}
+
+/// An environment's content, as of the last committed event (one read transaction).
+pub fn read_environment_content(
+    txn: &ReadTransaction,
+    environment: &EnvironmentRecord,
+) -> Result<EnvironmentContent, StoreError> {
+    let last_sequence = last_sequence(&txn.open_table(META)?)?;
+    let table = txn.open_table(STATES)?;
+    let mut features = Vec::new();
+    for feature in project_features(txn, environment.project)? {
+        if feature.deleted {
+            continue;
+        }
+        let mut states = Vec::new();
+        for entry in table.range(feature_states(environment.id, feature.id))? {
+            let (key, row) = entry?;
+            let Some(state_key) = state_key_of(key.value().2) else {
+                continue;
+            };
+            let mut state = state_of(row.value());
+            state.multivariate = state_allocations(txn, environment.id, feature.id, &state_key)?;
+            states.push((state_key, state));
+        }
+        features.push(FeatureContent {
+            options: feature_options(txn, feature.id)?,
+            feature,
+            states,
+        });
+    }
+    Ok(EnvironmentContent {
+        last_sequence,
+        features,
+        segments: project_segments(txn, environment.project)?,
     })
 }

@@ -39,7 +39,11 @@ impl Sidecar {
 
     /// Starts with the test configuration plus `extra` TOML appended.
     pub async fn start_with(extra: &str) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
+        Sidecar::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// As [`Sidecar::start_with`], on the database and flag files left in `dir` (a restart).
+    pub async fn start_in(dir: TempDir, extra: &str) -> Sidecar {
         let text = config_toml(dir.path(), "127.0.0.1:0".parse().unwrap(), extra);
         let config = Config::parse(&text).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

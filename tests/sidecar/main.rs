@@ -7,6 +7,7 @@ mod common;
 mod config_secrets;
 mod connections;
 mod crash;
+mod envdoc;
 mod event_format;
 mod flag_files;
 mod input_rules;
@@ -21,3 +22,4 @@ mod segments;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_document;
