@@ -356,7 +356,7 @@ fn memory() {
         upstream.serve(env, document);
     }
     let started = Instant::now();
-    let (receiver, _port) = start_receiver(dir.path(), upstream.start(), 10);
+    let (receiver, port) = start_receiver(dir.path(), upstream.start(), 10);
     let ready = started.elapsed();
     let rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
     println!(
@@ -366,6 +366,14 @@ fn memory() {
         ready.as_secs_f64(),
         support::peak_rss_mib(receiver.id())
     );
+    // Each environment prepared for evaluation (built on its first request) and answering.
+    let body = json!({"identifier": "user-17", "traits": generate::traits()}).to_string();
+    for env in 1..=10 {
+        let key = client_key(env);
+        answer_of(port, "POST", "/api/v1/identities/", &key, body.as_bytes());
+    }
+    let rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
+    println!("memory: after an identity answer from each environment, RSS {rss} MiB");
 }
 
 /// A Flagsmith `FLAG_UPDATED` of feature 1's environment default to `value`, signed as Flagsmith

@@ -324,7 +324,7 @@ pub(crate) async fn environment_document(
         .env(env)
         .and_then(|env| env.upstream.as_ref())
         .ok_or(LookupError::NoDocument(env))?;
-    Ok(json_response(StatusCode::OK, doc.raw.clone()))
+    Ok(json_response(StatusCode::OK, doc.raw.bytes()))
 }
 
 /// `POST /api/v1/analytics/flags/`: SDKs report evaluation counts here. Accepted whatever its

@@ -40,15 +40,22 @@ pub fn render(cache: &FlagCache, now_unix: i64) -> Vec<u8> {
         .map(|(id, env)| environment_flags(id, env, true))
         .collect();
     environments.sort_by_key(|env| env.environment.id);
-    let mut documents: Vec<DocumentEntry<'_>> = cache
+    // A large document is held compressed (see `DocumentBytes`): its bytes are read back first.
+    let held: Vec<_> = cache
         .envs()
         .filter_map(|(environment, env)| {
             let doc = env.upstream.as_ref()?;
+            Some((environment, doc.fetched_at, doc.raw.bytes()))
+        })
+        .collect();
+    let mut documents: Vec<DocumentEntry<'_>> = held
+        .iter()
+        .filter_map(|(environment, fetched_at, raw)| {
             Some(DocumentEntry {
-                environment,
-                fetched_at: doc.fetched_at,
+                environment: *environment,
+                fetched_at: *fetched_at,
                 // Checked when it was fetched: it is JSON.
-                document: serde_json::from_slice(&doc.raw).ok()?,
+                document: serde_json::from_slice(raw).ok()?,
             })
         })
         .collect();

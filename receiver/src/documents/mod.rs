@@ -21,12 +21,13 @@
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
 //!   changes and documents to it; [`sender`]: which flagpost database an environment follows.
 //!   changes and documents to it; [`upstream`]: documents from an upstream Flagsmith, with the
-//!   web-hook changes taken since their fetch began on top.
+//!   web-hook changes taken since their fetch began on top; [`raw`]: their bytes as kept.
 
 pub mod cache;
 pub mod change;
 pub mod order;
 pub mod overrides;
+pub mod raw;
 pub mod sender;
 pub mod state;
 pub mod upstream;
@@ -35,6 +36,7 @@ pub use cache::{Dirty, EnvCache, FlagCache, Outcome};
 pub use change::{Change, Scope};
 pub use order::Order;
 pub use overrides::IdentityOverrides;
+pub use raw::DocumentBytes;
 pub use sender::SenderCheck;
 pub use state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
 pub use upstream::{UpstreamDocument, flagsmith_value};

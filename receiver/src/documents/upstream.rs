@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::documents::cache::{Dirty, EnvCache, FlagCache, Outcome};
+use crate::documents::raw::DocumentBytes;
 use crate::documents::state::{FeatureEntry, FlagState};
 use crate::error::DocumentError;
 use crate::evaluation::{
@@ -27,7 +28,7 @@ use crate::evaluation::{
 pub struct UpstreamDocument {
     /// The bytes as Flagsmith sent them: `GET /api/v1/environment-document/` serves them as
     /// they are.
-    pub raw: Bytes,
+    pub raw: DocumentBytes,
     pub parsed: EvaluationDocument,
     /// When its fetch began (unix microseconds).
     pub fetch_began_micros: i64,
@@ -51,7 +52,7 @@ impl UpstreamDocument {
             });
         }
         Ok(UpstreamDocument {
-            raw,
+            raw: DocumentBytes::new(raw),
             parsed,
             fetch_began_micros,
             fetched_at,

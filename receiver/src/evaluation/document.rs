@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, environment_to_context};
 use flagsmith_flag_engine::environments::Environment;
-use flagsmith_flag_engine::features::FeatureState;
 use flagsmith_flag_engine::types::FlagsmithValue;
 use serde::Deserialize;
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 
 use crate::error::DocumentError;
 
@@ -26,7 +27,8 @@ pub(crate) const KEYLESS_OPTION: &str = "";
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdentityOverride {
     pub feature_id: u64,
-    pub feature_name: String,
+    /// Shared by every override of the feature.
+    pub feature_name: Arc<str>,
     pub enabled: bool,
     pub value: FlagsmithValue,
     /// The feature state's id (`django_id`), when the sender told it.
@@ -39,7 +41,7 @@ pub struct IdentityEntry {
     /// Flagsmith's id of the identity, when the document carries it (the hashing key when
     /// `use_identity_composite_key_for_hashing` is false).
     pub django_id: Option<u64>,
-    pub overrides: Vec<IdentityOverride>,
+    pub overrides: Box<[IdentityOverride]>,
 }
 
 /// How an environment's answers are shaped, from the document's settings.
@@ -96,9 +98,19 @@ struct Settings {
     hide_sensitive_data: Option<bool>,
     #[serde(default)]
     use_identity_overrides_in_local_eval: Option<bool>,
-    #[serde(default)]
-    identity_overrides: Option<Vec<DocumentIdentity>>,
 }
+
+/// The document's own fields for [`Settings`].
+const SETTINGS_FIELDS: [&str; 5] = [
+    "hide_disabled_flags",
+    "updated_at",
+    "use_identity_composite_key_for_hashing",
+    "hide_sensitive_data",
+    "use_identity_overrides_in_local_eval",
+];
+
+/// The document's field of identity overrides, read apart from the engine's part.
+const IDENTITY_OVERRIDES_FIELD: &str = "identity_overrides";
 
 #[derive(Deserialize)]
 struct DocumentIdentity {
@@ -106,43 +118,58 @@ struct DocumentIdentity {
     #[serde(default)]
     django_id: Option<u64>,
     #[serde(default)]
-    identity_features: Vec<FeatureState>,
+    identity_features: Vec<DocumentOverride>,
+}
+
+/// An identity's feature state, only what evaluation reads of it (the engine's `FeatureState`
+/// would also keep its uuid and options, a million times over). Types as the engine's.
+#[derive(Deserialize)]
+struct DocumentOverride {
+    feature: OverriddenFeature,
+    enabled: bool,
+    #[serde(default)]
+    django_id: Option<u32>,
+    feature_state_value: FlagsmithValue,
+}
+
+#[derive(Deserialize)]
+struct OverriddenFeature {
+    id: u32,
+    name: String,
 }
 
 impl EvaluationDocument {
     /// Reads and checks a document; anything the engine could not evaluate is refused here, so
     /// that no request ever meets it.
+    ///
+    /// The document is split into its top-level fields as borrowed raw JSON, and each part is read
+    /// straight into its type: a parsed JSON tree of a document with a million identity overrides
+    /// would take several times its size, and the allocator keeps much of that after it is freed.
     pub fn parse(raw: &[u8]) -> Result<EvaluationDocument, DocumentError> {
-        let mut value: serde_json::Value =
-            serde_json::from_slice(raw).map_err(|e| DocumentError::NotJson(e.to_string()))?;
-        let object = value.as_object_mut().ok_or(DocumentError::NotAnObject)?;
-        // Taken out before the engine reads the rest: see the module's comment.
-        let identities = object.remove("identity_overrides");
-        let settings: Settings = serde_json::from_value(serde_json::Value::Object(
-            object
-                .iter()
-                .filter(|(key, _)| {
-                    matches!(
-                        key.as_str(),
-                        "hide_disabled_flags"
-                            | "updated_at"
-                            | "use_identity_composite_key_for_hashing"
-                            | "hide_sensitive_data"
-                            | "use_identity_overrides_in_local_eval"
-                    )
-                })
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .chain(identities.map(|v| ("identity_overrides".to_owned(), v)))
-                .collect(),
-        ))
-        .map_err(|e| DocumentError::Shape(e.to_string()))?;
+        let fields: HashMap<String, &RawValue> =
+            serde_json::from_slice(raw).map_err(|e| match e.classify() {
+                Category::Data => DocumentError::NotAnObject,
+                _ => DocumentError::NotJson(e.to_string()),
+            })?;
+        let shape = |e: serde_json::Error| DocumentError::Shape(e.to_string());
+        // Taken apart before the engine reads the rest: see the module's comment.
+        let identities = fields
+            .get(IDENTITY_OVERRIDES_FIELD)
+            .map(|raw| serde_json::from_str::<Option<Vec<DocumentIdentity>>>(raw.get()))
+            .transpose()
+            .map_err(shape)?
+            .flatten();
+        let settings: Settings =
+            serde_json::from_str(&object_of(&fields, |key| SETTINGS_FIELDS.contains(&key)))
+                .map_err(shape)?;
         let mut environment: Environment =
-            serde_json::from_value(value).map_err(|e| DocumentError::Shape(e.to_string()))?;
+            serde_json::from_str(&object_of(&fields, |key| key != IDENTITY_OVERRIDES_FIELD))
+                .map_err(shape)?;
         sort_options(&mut environment);
         let hide_disabled_flags = settings
             .hide_disabled_flags
             .unwrap_or(environment.project.hide_disabled_flags);
-        let identities = read_identities(settings.identity_overrides.unwrap_or_default());
+        let identities = read_identities(identities.unwrap_or_default());
         let (env_id, api_key, name) = (
             u64::from(environment.id),
             environment.api_key.clone(),
@@ -169,6 +196,21 @@ impl EvaluationDocument {
                 .unwrap_or(true),
         })
     }
+}
+
+/// A JSON object of the `fields` whose key `keep` accepts, as text.
+fn object_of(fields: &HashMap<String, &RawValue>, keep: impl Fn(&str) -> bool) -> String {
+    let mut object = String::from("{");
+    for (key, value) in fields.iter().filter(|(key, _)| keep(key)) {
+        if object.len() > 1 {
+            object.push(',');
+        }
+        object.push_str(&serde_json::Value::from(key.as_str()).to_string());
+        object.push(':');
+        object.push_str(value.get());
+    }
+    object.push('}');
+    object
 }
 
 /// The engine keeps options in document order and allocates buckets in that order; Flagsmith
@@ -204,20 +246,29 @@ fn mark_keyless_options(context: &mut EngineEvaluationContext) {
 }
 
 fn read_identities(listed: Vec<DocumentIdentity>) -> HashMap<String, IdentityEntry> {
+    // One allocation per feature name, however many identities override the feature.
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |name: String| {
+        names
+            .entry(name)
+            .or_insert_with_key(|name| Arc::from(name.as_str()))
+            .clone()
+    };
     listed
         .into_iter()
         .map(|identity| {
             let overrides = identity
                 .identity_features
-                .iter()
+                .into_iter()
                 .map(|state| IdentityOverride {
                     feature_id: u64::from(state.feature.id),
-                    feature_name: state.feature.name.clone(),
+                    feature_name: intern(state.feature.name),
                     enabled: state.enabled,
-                    value: state.get_value(None),
+                    value: state.feature_state_value,
                     state_id: state.django_id.map(u64::from),
                 })
-                .collect();
+                .collect::<Vec<_>>()
+                .into_boxed_slice();
             let entry = IdentityEntry {
                 django_id: identity.django_id,
                 overrides,
@@ -225,4 +276,50 @@ fn read_identities(listed: Vec<DocumentIdentity>) -> HashMap<String, IdentityEnt
             (identity.identifier, entry)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live environment's document at step 30 of the recorded Flagsmith run.
+    fn recorded() -> serde_json::Value {
+        let path = format!(
+            "{}/../../shared/conformance/flagsmith-v2.265.0-live/steps/030.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let step: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        step["environment_documents"]["live"].clone()
+    }
+
+    #[test]
+    fn identity_overrides_of_one_feature_share_its_name() {
+        let mut doc = recorded();
+        let anna = doc["identity_overrides"][0].clone();
+        let mut ben = anna.clone();
+        ben["identifier"] = "u-ben".into();
+        ben["identity_features"][0]["feature_state_value"] = 7.into();
+        doc["identity_overrides"] = serde_json::json!([anna, ben]);
+        let parsed = EvaluationDocument::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let of = |identifier: &str| parsed.identities[identifier].overrides[0].clone();
+        let (anna, ben) = (of("u-anna"), of("u-ben"));
+        assert_eq!(&*anna.feature_name, "banner_text");
+        assert!(Arc::ptr_eq(&anna.feature_name, &ben.feature_name));
+        assert_eq!(anna.value.value, "Anna banner");
+        assert_eq!(ben.value.value, "7");
+        assert_eq!((anna.feature_id, anna.state_id), (107, Some(408)));
+    }
+
+    #[test]
+    fn what_is_not_a_json_object_is_refused_as_such() {
+        let parse = |raw: &[u8]| EvaluationDocument::parse(raw).unwrap_err();
+        assert!(matches!(parse(b"[1, 2]"), DocumentError::NotAnObject));
+        assert!(matches!(parse(b"{\"id\": "), DocumentError::NotJson(_)));
+        assert!(matches!(parse(b"{\"id\": \"x\"}"), DocumentError::Shape(_)));
+        let mut without = recorded();
+        without["identity_overrides"] = serde_json::Value::Null;
+        let parsed = EvaluationDocument::parse(&serde_json::to_vec(&without).unwrap()).unwrap();
+        assert!(parsed.identities.is_empty());
+    }
 }

@@ -7,7 +7,8 @@
 //! identity, evaluates and gives it back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use flagsmith_flag_engine::engine::get_evaluation_result;
 use flagsmith_flag_engine::engine_eval::context::IdentityContext;
@@ -21,8 +22,14 @@ use crate::evaluation::document::{
     EvaluationDocument, EvaluationSettings, IdentityEntry, IdentityOverride, KEYLESS_OPTION,
 };
 
-/// How many idle contexts a prepared environment keeps (about the number of worker threads).
-const POOL_SIZE: usize = 16;
+/// How many idle contexts a prepared environment keeps: a request holds one only while it
+/// evaluates, which it does without awaiting, so no more are in use at once than there are
+/// threads (the runtime runs one worker per core). Each is a whole copy of the environment's
+/// features and segments: more would be memory never used.
+fn pool_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| std::thread::available_parallelism().map_or(4, NonZeroUsize::get))
+}
 
 /// The engine's reason when an identity override decides a flag.
 pub const IDENTITY_OVERRIDE_REASON: &str = "IDENTITY_OVERRIDE";
@@ -302,14 +309,12 @@ impl PreparedEnvironment {
     ) {
         let entry = self.identities.get(identifier);
         let identity_id = entry.and_then(|entry| entry.django_id);
-        let from_document = entry
-            .map(|entry| entry.overrides.as_slice())
-            .unwrap_or_default();
+        let from_document = entry.map(|entry| &*entry.overrides).unwrap_or_default();
         let from_webhooks = overlay.iter().filter_map(|o| {
             let state = o.state.as_ref()?;
             let identity_override = IdentityOverride {
                 feature_id: o.feature_id,
-                feature_name: o.feature_name.clone(),
+                feature_name: Arc::from(o.feature_name.as_str()),
                 enabled: state.enabled,
                 value: state.value.clone(),
                 state_id: state.state_id,
@@ -345,7 +350,7 @@ impl PreparedEnvironment {
 
     fn give_back(&self, context: EngineEvaluationContext) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < POOL_SIZE {
+        if idle.len() < pool_size() {
             idle.push(context);
         }
     }

@@ -51,7 +51,8 @@ pub(super) fn write(
 ) -> Result<(), WriteError> {
     match env.and_then(|env| env.upstream.as_ref()) {
         Some(doc) => {
-            let row = (doc.fetch_began_micros, doc.fetched_at, doc.raw.as_ref());
+            let raw = doc.raw.bytes();
+            let row = (doc.fetch_began_micros, doc.fetched_at, raw.as_ref());
             table.insert(env_id, row)?;
         }
         None => {

@@ -14,6 +14,7 @@ mod crash;
 mod dedupe;
 mod engine_suite;
 mod hardening;
+mod large_documents;
 mod live_replay;
 mod local_evaluation;
 mod ordering;
