@@ -184,8 +184,11 @@ async fn an_empty_file_is_refused_at_start_and_on_reload() {
     let receiver = Receiver::start_watching(dir.path(), &text, Some(config_path.clone())).await;
     assert_eq!(post_signed(&receiver, "old-secret", "a").await, 200);
 
-    std::fs::write(&config_path, "").unwrap();
+    // The watch is armed by a task of `run`, which a loaded machine may not have run yet: each
+    // try writes anew (empty, then whitespace-only), so that a write it missed is not the last.
+    let mut emptied = [&b""[..], &b" \n"[..]].into_iter().cycle();
     eventually("the emptied file being refused", async || {
+        std::fs::write(&config_path, emptied.next().unwrap()).unwrap();
         metrics_text(&receiver)
             .await
             .contains("config_reloads_total{result=\"invalid\"}")
