@@ -211,15 +211,10 @@ impl Writer {
             Err(error) => return fail(batch, error),
         };
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_batch(&db, batch, &self.commit_latency)
+            run_batch(&db, batch, &self.commit_latency, &self.commits)
         }));
         match ran {
-            Ok(Ok(committed)) => {
-                self.db.committed();
-                if committed {
-                    self.commits.send_modify(|n| *n += 1);
-                }
-            }
+            Ok(Ok(())) => self.db.committed(),
             Ok(Err(error)) => {
                 // After an I/O error redb answers every transaction "Previous I/O error" until
                 // the file is reopened; damage must be found by the integrity check of a reopen.
@@ -280,20 +275,21 @@ fn log_failure(error: &StoreError, jobs: usize) {
     }
 }
 
-/// Runs one batch to its end: `Ok(true)` when something was committed; an error (every waiter
-/// already answered with it) when the batch could not commit.
+/// Runs one batch to its end, counting each commit in `commits`; an error (every waiter already
+/// answered with it) when the batch could not commit.
 fn run_batch(
     db: &Database,
     mut batch: Vec<Box<dyn Job>>,
     commit_latency: &Histogram,
-) -> Result<bool, StoreError> {
+    commits: &watch::Sender<u64>,
+) -> Result<(), StoreError> {
     let failed = |batch: Vec<Box<dyn Job>>, error: StoreError| {
         fail(batch, error.clone());
         Err(error)
     };
     'attempt: loop {
         if batch.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let started = Instant::now();
         let mut txn = match db.begin_write() {
@@ -327,7 +323,10 @@ fn run_batch(
             return failed(batch, error.into());
         }
         commit_latency.observe(started.elapsed().as_secs_f64());
+        // Counted before anyone is answered: a reader that saw its change acknowledged must find
+        // the count moved (the prepared environment documents are rebuilt by it).
+        commits.send_modify(|n| *n += 1);
         batch.into_iter().for_each(|job| job.finish(Ok(())));
-        return Ok(true);
+        return Ok(());
     }
 }
