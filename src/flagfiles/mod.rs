@@ -75,8 +75,12 @@ impl FileOutcome {
 pub fn check_dir(dir: &Path, config: &Config) -> Vec<FlagFileError> {
     let mut errors = Vec::new();
     for path in segment_file_paths(dir) {
-        if let Err(error) = read_segment_file(&path, config) {
-            errors.push(error);
+        match read_segment_file(&path, None, config) {
+            ReadFile::Read {
+                parsed: Err(error), ..
+            }
+            | ReadFile::Unreadable(error) => errors.push(error),
+            ReadFile::Read { parsed: Ok(_), .. } | ReadFile::Unchanged => {}
         }
     }
     for path in flag_file_paths(dir) {
@@ -121,34 +125,6 @@ fn segment_file_paths(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// Reads and checks a segment file, with the id of the project it names.
-fn read_segment_file(
-    path: &Path,
-    config: &Config,
-) -> Result<(SegmentFile, u64, [u8; 32]), FlagFileError> {
-    let error = |message: String| FlagFileError {
-        path: path.to_path_buf(),
-        line: None,
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    let text = std::str::from_utf8(&bytes).map_err(|_| error("not UTF-8".into()))?;
-    let file = parse_segment_file(path, text)?;
-    let project = config
-        .projects
-        .values()
-        .find(|p| p.name == file.project)
-        .map(|p| p.id)
-        .ok_or_else(|| {
-            error(format!(
-                "no project named {:?} in the configuration",
-                file.project
-            ))
-        })?;
-    Ok((file, project, digest))
-}
-
 fn environment_for(file: &FlagFile, config: &Config) -> Result<u64, FlagFileError> {
     config
         .environment_by_name(&file.environment)
@@ -164,41 +140,74 @@ fn environment_for(file: &FlagFile, config: &Config) -> Result<u64, FlagFileErro
 }
 
 /// What reading one flag file found.
-enum ReadFile {
+enum ReadFile<T> {
     /// The same bytes as last time.
     Unchanged,
     Read {
         digest: [u8; 32],
-        parsed: Result<(FlagFile, u64), FlagFileError>,
+        parsed: Result<T, FlagFileError>,
     },
     Unreadable(FlagFileError),
 }
 
-/// Reads, hashes and (unless its bytes are `last_seen`) parses and checks one flag file.
-fn read_flag_file(path: &Path, last_seen: Option<[u8; 32]>, config: &Config) -> ReadFile {
+/// Reads and hashes one file and, unless its bytes are `last_seen`, parses it as UTF-8 text.
+fn read_file<T>(
+    path: &Path,
+    last_seen: Option<[u8; 32]>,
+    parse: impl FnOnce(&str) -> Result<T, FlagFileError>,
+) -> ReadFile<T> {
+    let error = |message: String| FlagFileError {
+        path: path.to_path_buf(),
+        line: None,
+        message,
+    };
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) => {
-            return ReadFile::Unreadable(FlagFileError {
-                path: path.to_path_buf(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            });
-        }
+        Err(e) => return ReadFile::Unreadable(error(format!("cannot read: {e}"))),
     };
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     if last_seen == Some(digest) {
         return ReadFile::Unchanged;
     }
     let parsed = std::str::from_utf8(&bytes)
-        .map_err(|_| FlagFileError {
-            path: path.to_path_buf(),
-            line: None,
-            message: "not UTF-8".into(),
-        })
-        .and_then(|text| parse(path, text))
-        .and_then(|file| environment_for(&file, config).map(|env| (file, env)));
+        .map_err(|_| error("not UTF-8".into()))
+        .and_then(parse);
     ReadFile::Read { digest, parsed }
+}
+
+/// Reads, hashes and (unless its bytes are `last_seen`) parses and checks one flag file.
+fn read_flag_file(
+    path: &Path,
+    last_seen: Option<[u8; 32]>,
+    config: &Config,
+) -> ReadFile<(FlagFile, u64)> {
+    read_file(path, last_seen, |text| {
+        let file = parse(path, text)?;
+        environment_for(&file, config).map(|env| (file, env))
+    })
+}
+
+/// Reads, hashes and (unless its bytes are `last_seen`) parses one segment file, with the id of
+/// the project it names.
+fn read_segment_file(
+    path: &Path,
+    last_seen: Option<[u8; 32]>,
+    config: &Config,
+) -> ReadFile<(SegmentFile, u64)> {
+    read_file(path, last_seen, |text| {
+        let file = parse_segment_file(path, text)?;
+        let project = config
+            .projects
+            .values()
+            .find(|p| p.name == file.project)
+            .map(|p| p.id)
+            .ok_or_else(|| FlagFileError {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!("no project named {:?} in the configuration", file.project),
+            })?;
+        Ok((file, project))
+    })
 }
 
 /// Applies the flag files of one directory, remembering what it last saw of each.
@@ -302,26 +311,9 @@ impl FlagFiles {
             read_flag_file(&owned_path, last_seen, &read_config)
         })
         .await;
-        let (digest, parsed) = match read {
-            Ok(ReadFile::Unchanged) => {
-                return FileOutcome::Unchanged {
-                    path: path.to_path_buf(),
-                };
-            }
-            Ok(ReadFile::Read { digest, parsed }) => (digest, parsed),
-            Ok(ReadFile::Unreadable(error)) => return FileOutcome::Invalid(error),
-            Err(panicked) => {
-                return FileOutcome::NotApplied {
-                    path: path.to_path_buf(),
-                    error: format!("reading the file failed: {panicked}"),
-                };
-            }
-        };
-        // Remembered before applying: an invalid file is reported once, not on every pass.
-        self.seen.insert(path.to_path_buf(), digest);
-        let (file, env) = match parsed {
-            Ok(parsed) => parsed,
-            Err(error) => return FileOutcome::Invalid(error),
+        let (file, env) = match self.remember(path, read) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
         };
         if file.features.is_empty() {
             return FileOutcome::Ignored {
@@ -345,37 +337,16 @@ impl FlagFiles {
     /// Reads a segment file and, when its bytes are new, applies it in one transaction.
     async fn apply_segment_file(&mut self, path: &Path) -> FileOutcome {
         let config = self.config.load_full();
+        let last_seen = self.seen.get(path).copied();
         let (owned_path, read_config) = (path.to_path_buf(), config.clone());
-        let read =
-            tokio::task::spawn_blocking(move || read_segment_file(&owned_path, &read_config)).await;
-        let (file, project, digest) = match read {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => {
-                // An invalid file is reported once per content, as flag files are.
-                let digest = std::fs::read(path).ok().map(|b| Sha256::digest(&b).into());
-                if digest.is_some() && self.seen.get(path).copied() == digest {
-                    return FileOutcome::Unchanged {
-                        path: path.to_path_buf(),
-                    };
-                }
-                if let Some(digest) = digest {
-                    self.seen.insert(path.to_path_buf(), digest);
-                }
-                return FileOutcome::Invalid(error);
-            }
-            Err(panicked) => {
-                return FileOutcome::NotApplied {
-                    path: path.to_path_buf(),
-                    error: format!("reading the file failed: {panicked}"),
-                };
-            }
+        let read = tokio::task::spawn_blocking(move || {
+            read_segment_file(&owned_path, last_seen, &read_config)
+        })
+        .await;
+        let (file, project) = match self.remember(path, read) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
         };
-        if self.seen.get(path) == Some(&digest) {
-            return FileOutcome::Unchanged {
-                path: path.to_path_buf(),
-            };
-        }
-        self.seen.insert(path.to_path_buf(), digest);
         if file.segments.is_empty() {
             return FileOutcome::Ignored {
                 path: path.to_path_buf(),
@@ -393,6 +364,33 @@ impl FlagFiles {
             })
             .await;
         self.written(path, result)
+    }
+
+    /// What a file read off the runtime holds, its bytes remembered before anything is applied
+    /// (so an invalid file is reported once per content, not on every pass); otherwise why
+    /// there is nothing to apply.
+    fn remember<T>(
+        &mut self,
+        path: &Path,
+        read: Result<ReadFile<T>, tokio::task::JoinError>,
+    ) -> Result<T, FileOutcome> {
+        let (digest, parsed) = match read {
+            Ok(ReadFile::Unchanged) => {
+                return Err(FileOutcome::Unchanged {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(ReadFile::Read { digest, parsed }) => (digest, parsed),
+            Ok(ReadFile::Unreadable(error)) => return Err(FileOutcome::Invalid(error)),
+            Err(panicked) => {
+                return Err(FileOutcome::NotApplied {
+                    path: path.to_path_buf(),
+                    error: format!("reading the file failed: {panicked}"),
+                });
+            }
+        };
+        self.seen.insert(path.to_path_buf(), digest);
+        parsed.map_err(FileOutcome::Invalid)
     }
 
     /// What became of a file's transaction.
