@@ -11,9 +11,17 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
-use crate::changes::{NewOption, NewSegment, OptionUpdate, Owner, SegmentRecord, SegmentUpdate};
+use crate::changes::{
+    MultivariateOption, NewOption, NewSegment, OptionUpdate, Owner, SegmentRecord, SegmentUpdate,
+};
 use crate::error::WriteError;
 use crate::store::segments::{feature_options, project_segments, segment};
+
+fn option_json(option: &MultivariateOption) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("multivariate_option".into(), json!(option));
+    body
+}
 
 fn segment_json(segment: &SegmentRecord) -> Map<String, Value> {
     let mut body = Map::new();
@@ -133,9 +141,7 @@ pub async fn add_option(
         StatusCode::CREATED,
         move |changes| {
             let option = changes.add_option(feature, &value, Owner::Api)?;
-            let mut body = Map::new();
-            body.insert("multivariate_option".into(), json!(option));
-            Ok(body)
+            Ok(option_json(&option))
         },
     )
     .await
@@ -149,9 +155,7 @@ pub async fn update_option(
 ) -> Result<Response, ApiError> {
     commit(&state, caller, request, StatusCode::OK, move |changes| {
         let updated = changes.update_option(feature, option, &value, Owner::Api)?;
-        let mut body = Map::new();
-        body.insert("multivariate_option".into(), json!(updated));
-        Ok(body)
+        Ok(option_json(&updated))
     })
     .await
 }
@@ -164,9 +168,7 @@ pub async fn remove_option(
 ) -> Result<Response, ApiError> {
     commit(&state, caller, request, StatusCode::OK, move |changes| {
         let removed = changes.remove_option(feature, option, Owner::Api)?;
-        let mut body = Map::new();
-        body.insert("multivariate_option".into(), json!(removed));
-        Ok(body)
+        Ok(option_json(&removed))
     })
     .await
 }
