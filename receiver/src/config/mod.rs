@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use flagpost::config::{SecretSource, ServerConfig};
 use flagpost::config::{describe_toml_error, redact_url};
+use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
@@ -234,12 +235,23 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_file(path).map(|(config, _)| config)
+    }
+
+    /// Reads and validates a file, returning with the configuration the text it was read from,
+    /// for the reload watch.
+    pub fn load_file(path: &Path) -> Result<(Config, LoadedFile), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         flagpost::reload::refuse_empty(&text, path).map_err(ConfigError::Empty)?;
-        Config::parse(&text, &path.display().to_string())
+        let config = Config::parse(&text, &path.display().to_string())?;
+        let file = LoadedFile {
+            path: path.to_owned(),
+            text: text.into_bytes(),
+        };
+        Ok((config, file))
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
