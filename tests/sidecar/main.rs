@@ -7,6 +7,7 @@ mod common;
 mod config_secrets;
 mod connections;
 mod crash;
+mod engine_cases;
 mod envdoc;
 mod event_format;
 mod flag_files;
