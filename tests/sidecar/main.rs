@@ -16,6 +16,7 @@ mod multivariate;
 mod relay;
 mod reload;
 mod removed_endpoints;
+mod sdk_operators;
 mod segment_crash;
 mod segment_files;
 mod segment_receiver;
