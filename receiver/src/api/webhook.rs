@@ -1,6 +1,8 @@
 //! `POST {webhook_path}`: a web hook, checked by [`crate::intake::request`] and acknowledged only
 //! after the writer's durable commit.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +30,10 @@ pub(crate) async fn take_webhook(State(shared): AppState, incoming: Request) -> 
     }
 }
 
-async fn intake_request(shared: &Shared, incoming: Request) -> Result<IntakeOutcome, WriteError> {
+async fn intake_request(
+    shared: &Arc<Shared>,
+    incoming: Request,
+) -> Result<IntakeOutcome, WriteError> {
     let (parts, body) = incoming.into_parts();
     request::check_content_type(&parts.headers)?;
     let live = shared.live.load_full();
@@ -52,11 +57,16 @@ async fn intake_request(shared: &Shared, incoming: Request) -> Result<IntakeOutc
     let verified = request::verify(&parts.headers, &body, &live, now_unix())?;
     let accepted = request::read(&parts.headers, &body, verified)?;
     let env = accepted.change.as_ref().map(|change| change.env);
+    let document_wanted = accepted.document_wanted;
     let outcome = shared
         .writer
         .intake(accepted.request_id, accepted.change)
         .await?;
     // Web hooks are triggers too: an upstream document is fetched again after each.
     shared.upstreams.webhook_taken(env);
+    // An event flagpost's document must bring (segment rules, multivariate options).
+    if let Some(env) = document_wanted {
+        shared.document_wanted(env);
+    }
     Ok(outcome)
 }
