@@ -192,4 +192,25 @@ async fn change_counts_move_only_for_what_a_commit_changed() {
         .unwrap();
     assert_eq!(counts(env(1, 1)).await, (1, 1), "nothing a document shows");
     store.shutdown().await;
+/// Event ids are written by hand on the hot path; they must read exactly as the documented format.
+#[test]
+fn event_ids_are_the_documented_format() {
+    let cases = [
+        (0, 0),
+        (0, 1),
+        (0x8c1f_0000_dead_beef, 42),
+        (u64::MAX, u64::MAX),
+    ];
+    let random = (0..10_000).map(|_| {
+        (
+            fastrand::u64(..),
+            fastrand::u64(..u64::MAX >> fastrand::u32(0..64)),
+        )
+    });
+    for (instance, sequence) in cases.into_iter().chain(random) {
+        assert_eq!(
+            events::event_id(instance, sequence),
+            format!("evt_{instance:016x}_{sequence:012}")
+        );
+    }
 }
