@@ -21,7 +21,8 @@ use crate::api::{AppState, json_response};
 use crate::app::Shared;
 use crate::documents::{EnvCache, FeatureMeta};
 use crate::error::{ApiError, LookupError};
-use crate::evaluation::{IdentityInput, ResolvedFlag};
+use crate::evaluation::outcome::write_json;
+use crate::evaluation::{FlagOutcome, IdentityInput, ResolvedFlag};
 
 const ENVIRONMENT_KEY_HEADER: &str = "x-environment-key";
 
@@ -144,13 +145,6 @@ struct TraitView<'a> {
     transient: bool,
 }
 
-#[derive(Serialize)]
-struct IdentityResponse<'a> {
-    identifier: &'a str,
-    flags: Vec<SdkFlag<'a>>,
-    traits: Vec<TraitView<'a>>,
-}
-
 /// The traits the engine reads: a `null` value deletes a trait in Flagsmith, so it is left out,
 /// and so is a value that is no scalar.
 fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, FlagsmithValue> {
@@ -164,7 +158,105 @@ fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, Flagsmit
         .collect()
 }
 
+/// Each feature's `"feature"` object as identity answers write it, rendered once per change of
+/// the environment: by feature id, with the name and type it was rendered for.
+struct FeatureParts {
+    by_id: Vec<(u64, String, String, Box<[u8]>)>,
+}
+
+impl FeatureParts {
+    fn build(env: &EnvCache) -> FeatureParts {
+        let prepared = env.prepared();
+        let hide = prepared.settings().hide_sensitive_data;
+        let mut by_id: Vec<_> = prepared
+            .context()
+            .features
+            .values()
+            .map(|feature| {
+                let id = u64::from(feature.metadata.feature_id);
+                let (name, kind) = (&feature.name, &feature.metadata.feature_type);
+                let json = serde_json::to_vec(&feature_view(env, id, name, kind, hide));
+                let json = json.expect("a feature serialises").into_boxed_slice();
+                (id, name.clone(), kind.clone(), json)
+            })
+            .collect();
+        by_id.sort_by_key(|(id, ..)| *id);
+        FeatureParts { by_id }
+    }
+
+    /// The rendered feature of `flag`, unless the flag names it otherwise (then it is rendered
+    /// for this answer alone).
+    fn get(&self, flag: &FlagOutcome<'_>) -> Option<&[u8]> {
+        let i = self
+            .by_id
+            .binary_search_by_key(&flag.feature_id, |(id, ..)| *id)
+            .ok()?;
+        let (_, name, kind, json) = &self.by_id[i];
+        (name == flag.name && kind == flag.feature_type).then_some(json)
+    }
+}
+
+fn feature_view<'a>(
+    env: &'a EnvCache,
+    id: u64,
+    name: &'a str,
+    feature_type: &'a str,
+    hide: bool,
+) -> SdkFeature<'a> {
+    // What the document does not carry (description, initial value, ...) comes from web hooks.
+    let meta: Option<&FeatureMeta> = env.features.get(&id).map(|e| &e.meta).filter(|_| !hide);
+    SdkFeature {
+        id,
+        name,
+        feature_type,
+        description: meta.and_then(|m| m.description.as_deref()),
+        initial_value: meta.and_then(|m| m.initial_value.as_ref()),
+        default_enabled: meta.and_then(|m| m.default_enabled).unwrap_or(false),
+        created_date: meta.and_then(|m| m.created_date.as_deref()),
+    }
+}
+
+/// Appends one flag of an identity answer, as [`SdkFlag`] serialises (the same bytes).
+fn write_identity_flag(
+    out: &mut Vec<u8>,
+    env_id: u64,
+    env: &EnvCache,
+    parts: &FeatureParts,
+    flag: &FlagOutcome<'_>,
+    hide: bool,
+) {
+    let number = |out: &mut Vec<u8>, n: Option<u64>| match n.filter(|_| !hide) {
+        Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.extend_from_slice(b"{\"id\":");
+    number(out, flag.state_id);
+    out.extend_from_slice(b",\"feature\":");
+    match parts.get(flag) {
+        Some(json) => out.extend_from_slice(json),
+        None => {
+            let (id, name, kind) = (flag.feature_id, flag.name, flag.feature_type);
+            write_json(out, &feature_view(env, id, name, kind, hide));
+        }
+    }
+    out.extend_from_slice(if flag.enabled {
+        b",\"enabled\":true,\"feature_state_value\":"
+    } else {
+        b",\"enabled\":false,\"feature_state_value\":"
+    });
+    flag.value.write_json(out);
+    out.extend_from_slice(b",\"environment\":");
+    number(out, Some(env_id));
+    out.extend_from_slice(b",\"identity\":");
+    number(out, flag.identity_id);
+    out.extend_from_slice(b",\"feature_segment\":null,\"variant\":");
+    write_json(out, &flag.variant);
+    out.push(b'}');
+}
+
 /// The body of `GET`/`POST /api/v1/identities/`; an environment with no data yet gives no flags.
+/// Written straight into one buffer from parts prepared per change: this is the hottest answer
+/// that is evaluated per request.
 pub fn identity_flags(
     env_id: u64,
     env: Option<&EnvCache>,
@@ -176,26 +268,30 @@ pub fn identity_flags(
         key: None,
         traits: engine_traits(traits),
     };
-    let evaluation = env.map(|env| {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"identifier\":");
+    write_json(&mut out, identifier);
+    out.extend_from_slice(b",\"flags\":[");
+    let mut hide = false;
+    if let Some(env) = env {
         let overlay = env.identity_overlay(identifier);
         let prepared = env.prepared();
-        let hide = prepared.settings().hide_sensitive_data;
-        (env, prepared.evaluate(Some(&input), &overlay), hide)
-    });
-    let hide = evaluation.as_ref().is_some_and(|(_, _, hide)| *hide);
-    let flags = evaluation
-        .as_ref()
-        .map(|(env, evaluation, _)| {
-            evaluation
-                .flags
-                .iter()
-                .map(|flag| sdk_flag(env_id, env, flag, true, hide))
-                .collect()
-        })
-        .unwrap_or_default();
+        hide = prepared.settings().hide_sensitive_data;
+        let parts = env.answer_parts(FeatureParts::build);
+        prepared.evaluate_identity(&input, &overlay, |flags, _| {
+            out.reserve(flags.len() * parts.by_id.first().map_or(256, |p| p.3.len() + 160));
+            for (i, flag) in flags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_identity_flag(&mut out, env_id, env, &parts, flag, hide);
+            }
+        });
+    }
+    out.extend_from_slice(b"],\"traits\":");
     let mut traits: Vec<TraitView<'_>> = traits
         .iter()
-        .filter(|t| !t.trait_value.is_null())
+        .filter(|t| !t.trait_value.is_null() && !hide)
         .map(|t| TraitView {
             id: None,
             trait_key: &t.trait_key,
@@ -204,15 +300,9 @@ pub fn identity_flags(
         })
         .collect();
     traits.sort_by(|a, b| a.trait_key.cmp(b.trait_key));
-    if hide {
-        traits.clear();
-    }
-    let response = IdentityResponse {
-        identifier,
-        flags,
-        traits,
-    };
-    serde_json::to_vec(&response).expect("identity response serialises")
+    write_json(&mut out, &traits);
+    out.push(b'}');
+    out
 }
 
 /// The environment an SDK request is for, from its `X-Environment-Key` (client or server key).
