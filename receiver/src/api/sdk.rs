@@ -438,3 +438,81 @@ pub(crate) async fn analytics(
     }
     json_response(StatusCode::OK, Bytes::from_static(b"{}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::documents::FeatureEntry;
+
+    /// An environment whose feature 7 has details only web hooks carry.
+    fn environment() -> EnvCache {
+        let mut env = EnvCache::default();
+        let mut entry = FeatureEntry::default();
+        entry.meta.name = "banner \"x\"".to_owned();
+        entry.meta.description = Some("shown on top".to_owned());
+        entry.meta.default_enabled = Some(true);
+        entry.meta.created_date = Some("2026-12-01T00:00:00Z".to_owned());
+        env.features.insert(7, Arc::new(entry));
+        env
+    }
+
+    fn flag(variant: Option<&str>, identity_id: Option<u64>) -> ResolvedFlag {
+        ResolvedFlag {
+            feature_id: 7,
+            name: "banner \"x\"".to_owned(),
+            feature_type: "MULTIVARIATE".to_owned(),
+            enabled: true,
+            value: serde_json::json!("caf\u{e9} \"quoted\""),
+            variant: variant.map(str::to_owned),
+            reason: "STATIC".to_owned(),
+            state_id: Some(41),
+            identity_override: identity_id.is_some(),
+            identity_id,
+        }
+    }
+
+    /// The identity answer is written by hand for speed; it must be what serde wrote before.
+    #[test]
+    fn identity_flags_are_written_as_serde_serialises_them() {
+        let env = environment();
+        let parts = FeatureParts {
+            by_id: vec![(
+                7,
+                "banner \"x\"".to_owned(),
+                "MULTIVARIATE".to_owned(),
+                serde_json::to_vec(&feature_view(
+                    &env,
+                    7,
+                    "banner \"x\"",
+                    "MULTIVARIATE",
+                    false,
+                ))
+                .unwrap()
+                .into_boxed_slice(),
+            )],
+        };
+        let empty = FeatureParts { by_id: Vec::new() };
+        for (resolved, hide) in [
+            (flag(Some("big"), None), false),
+            (flag(None, Some(9)), false),
+            (flag(Some("control"), Some(9)), true),
+        ] {
+            let expected = serde_json::to_vec(&sdk_flag(3, &env, &resolved, true, hide)).unwrap();
+            for parts in [&parts, &empty]
+                .into_iter()
+                .filter(|_| !hide)
+                .chain([&empty])
+            {
+                let mut written = Vec::new();
+                let outcome = FlagOutcome::from(&resolved);
+                write_identity_flag(&mut written, 3, &env, parts, &outcome, hide);
+                assert_eq!(
+                    String::from_utf8(written).unwrap(),
+                    String::from_utf8(expected.clone()).unwrap()
+                );
+            }
+        }
+    }
+}
