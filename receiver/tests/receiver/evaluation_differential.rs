@@ -197,3 +197,33 @@ fn the_compiled_evaluation_answers_as_the_engine_on_the_recorded_live_documents(
         failures[..failures.len().min(5)].join("\n")
     );
 }
+
+#[path = "../../benches/documents/generate.rs"]
+#[allow(dead_code)]
+mod generate;
+
+#[test]
+fn the_compiled_evaluation_answers_as_the_engine_on_the_benchmarks_documents() {
+    let mut draw = Draw(0x5851_f42d_4c95_7f2d);
+    let shape = generate::Shape {
+        features: 50,
+        multivariate: 2,
+        segments: 20,
+        identities: 20,
+        overrides_per_identity: 3,
+    };
+    let mut failures = Vec::new();
+    for version in 1..=3 {
+        let document = generate::document(version, &shape, version);
+        let parsed = EvaluationDocument::parse(&document).unwrap();
+        let prepared = PreparedEnvironment::build(Some(&parsed), "bench", &[]);
+        assert!(prepared.is_compiled());
+        failures.extend(compare("generated", &prepared, &mut draw));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differ:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
+}
