@@ -9,6 +9,7 @@
 //! - `POST /api/v1/analytics/flags/`: accepted, counted and forwarded to the upstream if any.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -158,10 +159,12 @@ fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, Flagsmit
         .collect()
 }
 
-/// Each feature's `"feature"` object as identity answers write it, rendered once per change of
-/// the environment: by feature id, with the name and type it was rendered for.
+/// Parts of identity answers, kept until the environment changes: each feature's `"feature"`
+/// object (by feature id, with the name and type it was rendered for), and each flag the
+/// prepared environment can give, rendered whole on first use (by [`FlagOutcome::prepared`]).
 struct FeatureParts {
     by_id: Vec<(u64, String, String, Box<[u8]>)>,
+    flags: Vec<OnceLock<Box<[u8]>>>,
 }
 
 impl FeatureParts {
@@ -181,7 +184,10 @@ impl FeatureParts {
             })
             .collect();
         by_id.sort_by_key(|(id, ..)| *id);
-        FeatureParts { by_id }
+        let flags = (0..prepared.prepared_outcomes())
+            .map(|_| OnceLock::new())
+            .collect();
+        FeatureParts { by_id, flags }
     }
 
     /// The rendered feature of `flag`, unless the flag names it otherwise (then it is rendered
@@ -214,6 +220,27 @@ fn feature_view<'a>(
         default_enabled: meta.and_then(|m| m.default_enabled).unwrap_or(false),
         created_date: meta.and_then(|m| m.created_date.as_deref()),
     }
+}
+
+/// Appends one flag of an identity answer: copied whole where this environment rendered it
+/// before, else rendered.
+fn write_prepared_flag(
+    out: &mut Vec<u8>,
+    env_id: u64,
+    env: &EnvCache,
+    parts: &FeatureParts,
+    flag: &FlagOutcome<'_>,
+    hide: bool,
+) {
+    let Some(slot) = flag.prepared.and_then(|n| parts.flags.get(n as usize)) else {
+        return write_identity_flag(out, env_id, env, parts, flag, hide);
+    };
+    let rendered = slot.get_or_init(|| {
+        let mut json = Vec::new();
+        write_identity_flag(&mut json, env_id, env, parts, flag, hide);
+        json.into_boxed_slice()
+    });
+    out.extend_from_slice(rendered);
 }
 
 /// Appends one flag of an identity answer, as [`SdkFlag`] serialises (the same bytes).
@@ -284,7 +311,7 @@ pub fn identity_flags(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_identity_flag(&mut out, env_id, env, &parts, flag, hide);
+                write_prepared_flag(&mut out, env_id, env, &parts, flag, hide);
             }
         });
     }
@@ -477,41 +504,42 @@ mod tests {
     #[test]
     fn identity_flags_are_written_as_serde_serialises_them() {
         let env = environment();
-        let parts = FeatureParts {
-            by_id: vec![(
-                7,
-                "banner \"x\"".to_owned(),
-                "MULTIVARIATE".to_owned(),
-                serde_json::to_vec(&feature_view(
-                    &env,
-                    7,
-                    "banner \"x\"",
-                    "MULTIVARIATE",
-                    false,
-                ))
-                .unwrap()
-                .into_boxed_slice(),
-            )],
+        // With the feature rendered and a slot for the flag, and with neither.
+        let parts = |prepared: bool| FeatureParts {
+            by_id: [(7, "banner \"x\"", "MULTIVARIATE")]
+                .into_iter()
+                .filter(|_| prepared)
+                .map(|(id, name, kind)| {
+                    let json = serde_json::to_vec(&feature_view(&env, id, name, kind, false));
+                    (
+                        id,
+                        name.into(),
+                        kind.into(),
+                        json.unwrap().into_boxed_slice(),
+                    )
+                })
+                .collect(),
+            flags: (0..usize::from(prepared))
+                .map(|_| OnceLock::new())
+                .collect(),
         };
-        let empty = FeatureParts { by_id: Vec::new() };
         for (resolved, hide) in [
             (flag(Some("big"), None), false),
             (flag(None, Some(9)), false),
             (flag(Some("control"), Some(9)), true),
         ] {
             let expected = serde_json::to_vec(&sdk_flag(3, &env, &resolved, true, hide)).unwrap();
-            for parts in [&parts, &empty]
-                .into_iter()
-                .filter(|_| !hide)
-                .chain([&empty])
-            {
-                let mut written = Vec::new();
-                let outcome = FlagOutcome::from(&resolved);
-                write_identity_flag(&mut written, 3, &env, parts, &outcome, hide);
-                assert_eq!(
-                    String::from_utf8(written).unwrap(),
-                    String::from_utf8(expected.clone()).unwrap()
-                );
+            let expected = String::from_utf8(expected).unwrap();
+            // Prepared parts are rendered for the environment's own `hide`.
+            for parts in [parts(!hide), parts(false)] {
+                let mut outcome = FlagOutcome::from(&resolved);
+                outcome.prepared = Some(0).filter(|_| !parts.flags.is_empty());
+                // Twice: rendered, then copied.
+                for _ in 0..2 {
+                    let mut written = Vec::new();
+                    write_prepared_flag(&mut written, 3, &env, &parts, &outcome, hide);
+                    assert_eq!(String::from_utf8(written).unwrap(), expected);
+                }
             }
         }
     }

@@ -35,6 +35,8 @@ struct CompiledState {
     /// Multivariate options in the engine's allocation order.
     variants: Vec<CompiledVariant>,
     state_id: Option<u64>,
+    /// The [`FlagOutcome::prepared`] number of this state's flag; its variants' follow it.
+    outcome: u32,
 }
 
 #[derive(Debug)]
@@ -82,6 +84,8 @@ pub(crate) struct CompiledEnvironment {
     /// In feature id order, the order of answers.
     features: Vec<CompiledFeature>,
     segments: Vec<CompiledSegment>,
+    /// How many distinct flags evaluation can give (see [`FlagOutcome::prepared`]).
+    outcomes: u32,
 }
 
 /// Who is evaluated, as the engine's identity context holds it.
@@ -111,6 +115,7 @@ impl CompiledEnvironment {
             .collect();
         let mut targeted = vec![false; feature_contexts.len()];
         let mut trait_names = TraitNames::default();
+        let mut outcomes = 0;
         let mut segments = Vec::with_capacity(context.segments.len());
         for (key, segment) in &context.segments {
             let rules = compile_rules(&segment.rules, &mut trait_names)?;
@@ -119,7 +124,7 @@ impl CompiledEnvironment {
                 // As the engine: any override of a feature, matched or not, makes it "targeted".
                 if let Some(&i) = index.get(state.name.as_str()) {
                     targeted[i] = true;
-                    overrides.push((i, compile_state(state)));
+                    overrides.push((i, compile_state(state, &mut outcomes)));
                 }
             }
             segments.push(CompiledSegment {
@@ -134,7 +139,7 @@ impl CompiledEnvironment {
             .iter()
             .zip(targeted)
             .map(|(feature, targeted)| CompiledFeature {
-                default: compile_state(feature),
+                default: compile_state(feature, &mut outcomes),
                 multivariate: feature.metadata.feature_type == "MULTIVARIATE",
                 fallback_reason: if targeted { "DEFAULT" } else { "STATIC" },
             })
@@ -145,7 +150,13 @@ impl CompiledEnvironment {
             trait_names,
             features,
             segments,
+            outcomes,
         })
+    }
+
+    /// How many distinct flags evaluation can give: [`FlagOutcome::prepared`] is below it.
+    pub(crate) fn outcomes(&self) -> usize {
+        self.outcomes as usize
     }
 
     /// Evaluates `identity`: every feature's flag in feature id order, and its segments.
@@ -214,7 +225,10 @@ fn compile_rules(rules: &[SegmentRule], traits: &mut TraitNames) -> Option<Vec<C
         .collect()
 }
 
-fn compile_state(feature: &FeatureContext) -> CompiledState {
+/// Compiles one state; `outcomes` counts the distinct flags it can give (itself, each option).
+fn compile_state(feature: &FeatureContext, outcomes: &mut u32) -> CompiledState {
+    let outcome = *outcomes;
+    *outcomes += 1 + feature.variants.len() as u32;
     let mut variants: Vec<_> = feature.variants.iter().collect();
     // The engine's order: by priority, none last, stable otherwise.
     variants.sort_by(|a, b| {
@@ -243,6 +257,7 @@ fn compile_state(feature: &FeatureContext) -> CompiledState {
             })
             .collect(),
         state_id: feature.key.parse().ok(),
+        outcome,
     }
 }
 
@@ -297,6 +312,7 @@ fn flag_of<'a>(
         state_id: state.state_id,
         identity_override: false,
         identity_id: None,
+        prepared: Some(state.outcome),
     };
     // The engine's variant: "control" unless an option is picked (an option without key gives
     // none), and nothing at all where no allocation applies.
@@ -305,7 +321,7 @@ fn flag_of<'a>(
         engine_variant = Some("control");
         let percentage = f64::from(hashed_percentage(&state.key, hashing_key));
         let mut cumulative = 0.0;
-        for variant in &state.variants {
+        for (n, variant) in (1..).zip(&state.variants) {
             cumulative += variant.weight;
             if percentage <= cumulative {
                 flag.value = OutcomeValue::Prepared(&variant.value, &variant.value_json);
@@ -315,6 +331,7 @@ fn flag_of<'a>(
                 // environment default's, as from the engine's result.
                 flag.segment = None;
                 flag.state_id = feature.default.state_id;
+                flag.prepared = Some(state.outcome + n);
                 break;
             }
         }

@@ -58,6 +58,11 @@ pub struct FlagOutcome<'a> {
     pub state_id: Option<u64>,
     pub identity_override: bool,
     pub identity_id: Option<u64>,
+    /// Which of the flags the prepared environment can give this is, below
+    /// [`crate::evaluation::PreparedEnvironment::prepared_outcomes`]: while the environment is
+    /// unchanged the same number is always the same flag, so an answer may render it once.
+    /// `None` for a flag of this request's own (an identity override, an engine evaluation).
+    pub prepared: Option<u32>,
 }
 
 impl FlagOutcome<'_> {
@@ -92,6 +97,7 @@ impl<'a> From<&'a ResolvedFlag> for FlagOutcome<'a> {
             state_id: flag.state_id,
             identity_override: flag.identity_override,
             identity_id: flag.identity_id,
+            prepared: None,
         }
     }
 }

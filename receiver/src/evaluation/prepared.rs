@@ -209,6 +209,13 @@ impl PreparedEnvironment {
         self.compiled.is_some()
     }
 
+    /// How many distinct flags identity evaluation can give (see [`FlagOutcome::prepared`]).
+    pub fn prepared_outcomes(&self) -> usize {
+        self.compiled
+            .as_ref()
+            .map_or(0, CompiledEnvironment::outcomes)
+    }
+
     /// Evaluates the environment for `identity` (the environment's own flags when `None`), with
     /// `overlay`: identity overrides that web hooks set or removed for this identity.
     pub fn evaluate(
@@ -390,6 +397,7 @@ impl PreparedEnvironment {
             flag.state_id = state_id;
             flag.identity_override = true;
             flag.identity_id = identity_id;
+            flag.prepared = None;
             let multivariate = self.multivariate.get(flag.name).copied().unwrap_or(false);
             flag.variant = multivariate.then_some("control");
         }
