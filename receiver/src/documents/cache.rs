@@ -3,6 +3,7 @@
 //! The cache is copy-on-write at two levels (environment, feature) through `Arc::make_mut`, so the
 //! writer can stage a batch on a cheap clone and publish it only after the batch has committed.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
@@ -39,6 +40,8 @@ pub struct EnvCache {
     rendered: OnceLock<Bytes>,
     /// The environment prepared for evaluation, kept until it next changes.
     pub(crate) prepared: OnceLock<Arc<PreparedEnvironment>>,
+    /// Parts of answers the API prepares from this environment (see [`EnvCache::answer_parts`]).
+    answer_parts: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Clone for EnvCache {
@@ -56,6 +59,7 @@ impl Clone for EnvCache {
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
             prepared: OnceLock::new(),
+            answer_parts: OnceLock::new(),
         }
     }
 }
@@ -65,6 +69,17 @@ impl EnvCache {
     /// change: lookups of a whole environment then cost a pointer copy.
     pub fn rendered(&self, render: impl FnOnce(&EnvCache) -> Bytes) -> Bytes {
         self.rendered.get_or_init(|| render(self)).clone()
+    }
+
+    /// Parts of answers (built by `build` on first use) kept until the next change, as
+    /// [`EnvCache::rendered`] keeps a whole answer. One kind of parts per environment: a request
+    /// for another kind gets it built afresh, uncached.
+    pub fn answer_parts<T: Any + Send + Sync>(&self, build: impl Fn(&EnvCache) -> T) -> Arc<T> {
+        let held = self
+            .answer_parts
+            .get_or_init(|| Arc::new(build(self)))
+            .clone();
+        held.downcast().unwrap_or_else(|_| Arc::new(build(self)))
     }
 
     /// Features with a live default state, by id.
