@@ -36,6 +36,13 @@ pub struct EnvCache {
     /// The last good document from an upstream Flagsmith; the keys above are then the web-hook
     /// changes taken since its fetch began, applied on top of it.
     pub upstream: Option<Arc<UpstreamDocument>>,
+    /// The receiver's own count of the commits that changed this environment, stored with it:
+    /// a change stream's position, so that a client can resume across a restart.
+    pub revision: u64,
+    /// When this environment last changed, unix microseconds: never going back, and never
+    /// before its upstream document's `updated_at`, so that realtime clients that compare it
+    /// with the document they hold (Flagsmith's SDKs do) see every change as newer.
+    pub updated_at_micros: i64,
     /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
     rendered: OnceLock<Bytes>,
     /// The environment prepared for evaluation, kept until it next changes.
@@ -54,6 +61,8 @@ impl Clone for EnvCache {
             sender: self.sender,
             retired_senders: self.retired_senders.clone(),
             upstream: self.upstream.clone(),
+            revision: self.revision,
+            updated_at_micros: self.updated_at_micros,
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
             prepared: OnceLock::new(),
@@ -103,6 +112,21 @@ pub enum Dirty {
     Upstream(u64),
 }
 
+impl Dirty {
+    /// The environment the key belongs to.
+    pub fn env(&self) -> u64 {
+        match self {
+            Dirty::Env(env)
+            | Dirty::FeatureMeta(env, _)
+            | Dirty::State(env, _, _)
+            | Dirty::FeatureDeleted(env, _)
+            | Dirty::FeatureRewritten(env, _)
+            | Dirty::Undeleted(env, _)
+            | Dirty::Upstream(env) => *env,
+        }
+    }
+}
+
 /// Every environment's flags.
 #[derive(Debug, Clone, Default)]
 pub struct FlagCache {
@@ -126,6 +150,26 @@ impl FlagCache {
         env.rendered = OnceLock::new();
         env.prepared = OnceLock::new();
         env
+    }
+
+    /// Moves the revision and `updated_at` of every environment a batch changed (named in
+    /// `dirty`), once per batch, and marks their rows to be written with them.
+    pub fn stamp_changed(&mut self, dirty: &mut Vec<Dirty>, now_micros: i64) {
+        let mut changed: Vec<u64> = dirty.iter().map(Dirty::env).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for id in changed {
+            let env = self.env_mut(id);
+            let document = env
+                .upstream
+                .as_ref()
+                .and_then(|doc| doc.updated_at_micros());
+            env.revision += 1;
+            env.updated_at_micros = now_micros
+                .max(env.updated_at_micros + 1)
+                .max(document.unwrap_or(i64::MIN));
+            dirty.push(Dirty::Env(id));
+        }
     }
 
     /// Applies one change, recording in `dirty` every key whose stored row must change.
