@@ -14,6 +14,7 @@ use crate::intake::Writer;
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
 use crate::sources::upstream::Upstreams;
+use crate::streams::StreamHub;
 
 /// How often remembered request ids older than the retention are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -25,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub documents: DocumentClient,
     pub upstreams: Upstreams,
+    /// The change streams' notices, limits and counts.
+    pub streams: Arc<StreamHub>,
 }
 
 impl Shared {

@@ -66,6 +66,7 @@ pub async fn watch_config(path: PathBuf, running: Fixed, shared: Arc<Shared>) {
     loop {
         let live = watch.next_live().await;
         if **shared.live.load() != live {
+            shared.streams.keys_reloaded(&live);
             shared.live.store(Arc::new(live));
             shared.metrics.reloads().applied();
             tracing::info!(path = %path.display(), "configuration reloaded");
