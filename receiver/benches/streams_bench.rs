@@ -149,7 +149,10 @@ async fn change(client: &Client<HttpConnector, Full<Bytes>>, addr: SocketAddr, r
         .header("webhook-signature", signature)
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let response = client.request(request).await.expect("the web hook is answered");
+    let response = client
+        .request(request)
+        .await
+        .expect("the web hook is answered");
     let status = response.status();
     let _ = response.into_body().collect().await;
     assert!(status.is_success(), "web hook answered {status}");
@@ -221,7 +224,11 @@ fn main() {
             tokio::time::timeout(Duration::from_secs(120), progress.done.notified())
                 .await
                 .unwrap_or_else(|_| panic!("round {round}: not every stream had its event"));
-            let last = progress.last_seen.lock().unwrap().expect("set before notified");
+            let last = progress
+                .last_seen
+                .lock()
+                .unwrap()
+                .expect("set before notified");
             latencies.push(last.saturating_duration_since(acknowledged));
         });
         std::thread::sleep(Duration::from_millis(20));
@@ -229,10 +236,18 @@ fn main() {
     latencies.sort();
     let peak = support::peak_rss_mib(receiver.id());
     let now_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
-    support::row("streams open (half Flagsmith realtime, half native)", format!("{streams}, opened in {opened_in:.2?}"));
-    support::row("receiver RSS: before streams / all open / after the rounds (peak)", format!("{idle_rss} MiB / {open_rss} MiB / {now_rss} MiB ({peak} MiB)"));
     support::row(
-        &format!("web hook acknowledged to the last stream's event, {rounds} changes, p50 / p99 / max"),
+        "streams open (half Flagsmith realtime, half native)",
+        format!("{streams}, opened in {opened_in:.2?}"),
+    );
+    support::row(
+        "receiver RSS: before streams / all open / after the rounds (peak)",
+        format!("{idle_rss} MiB / {open_rss} MiB / {now_rss} MiB ({peak} MiB)"),
+    );
+    support::row(
+        &format!(
+            "web hook acknowledged to the last stream's event, {rounds} changes, p50 / p99 / max"
+        ),
         format!(
             "{} / {} / {}",
             support::ms(support::percentile(&latencies, 0.50)),

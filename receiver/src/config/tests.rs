@@ -133,3 +133,25 @@ fn every_error_is_reported_and_secrets_are_not_echoed() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn stream_limits_are_read_and_checked() {
+    let config = Config::parse(
+        "[streams]\nmax_streams = 5\nbuffer_events = 2\nheartbeat_secs = 3\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(config.live.streams.max_streams, 5);
+    assert_eq!(config.live.streams.buffer_events, 2);
+    assert_eq!(config.live.streams.heartbeat, Duration::from_secs(3));
+    let text = "[streams]\nbuffer_events = 0\nheartbeat_secs = 0\n";
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("streams.buffer_events: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("streams.heartbeat_secs: must be at least 1"),
+        "{err}"
+    );
+}
