@@ -76,7 +76,7 @@ pub async fn run(
     let mut registry = metrics::registry();
     // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
     flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
-    let streams = streams::StreamHub::new(&mut registry);
+    let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
@@ -92,11 +92,7 @@ pub async fn run(
         tokio::spawn(shared.clone().bootstrap_loop()),
         tokio::spawn(shared.clone().prune_loop()),
         tokio::spawn(sources::upstream::supervise(shared.clone())),
-        tokio::spawn(
-            streams
-                .clone()
-                .follow(published.cache.clone(), published.commits.clone()),
-        ),
+        tokio::spawn(streams.clone().follow(published.commits.clone())),
         tokio::spawn(streams.clone().heartbeats({
             let shared = shared.clone();
             move || shared.live.load().streams.heartbeat

@@ -66,8 +66,9 @@ pub async fn watch_config(path: PathBuf, running: Fixed, shared: Arc<Shared>) {
     loop {
         let live = watch.next_live().await;
         if **shared.live.load() != live {
-            shared.streams.keys_reloaded(&live);
             shared.live.store(Arc::new(live));
+            // After the store: a client that reconnects at once is checked against the new keys.
+            shared.streams.keys_reloaded(&shared.live.load());
             shared.metrics.reloads().applied();
             tracing::info!(path = %path.display(), "configuration reloaded");
         }

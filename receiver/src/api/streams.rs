@@ -26,7 +26,7 @@ use flagsmith_flag_engine::types::FlagsmithValue;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::Frame;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::AppState;
 use crate::app::Shared;
@@ -76,6 +76,7 @@ struct StreamTask {
     kind: Kind,
     revision: u64,
     notices: broadcast::Receiver<Notice>,
+    stopping: watch::Receiver<bool>,
     frames: mpsc::Sender<Bytes>,
     close: Option<CloseConnection>,
 }
@@ -85,6 +86,7 @@ impl StreamTask {
         let reason = loop {
             let notice = tokio::select! {
                 () = self.frames.closed() => break EndReason::ClientGone,
+                _ = self.stopping.wait_for(|stopping| *stopping) => break EndReason::Shutdown,
                 notice = self.notices.recv() => notice,
             };
             let frame = match notice {
@@ -176,6 +178,7 @@ fn start(
         kind,
         revision: subscription.revision,
         notices: subscription.notices,
+        stopping: subscription.stopping,
         frames,
         close: close.map(|Extension(close)| close),
     };
@@ -210,8 +213,7 @@ pub(crate) async fn flagsmith_stream(
         .copied()
         .ok_or(LookupError::UnknownEnvironmentKey)?;
     let slot = open_slot(&shared)?;
-    let cache = shared.cache.load();
-    let subscription = shared.streams.subscribe_flagsmith(env, &cache, &live);
+    let subscription = shared.streams.subscribe_flagsmith(env, &live);
     Ok(start(
         shared.clone(),
         env,
@@ -268,10 +270,9 @@ pub(crate) async fn native_stream(
     let slot = open_slot(&shared)?;
     let last_event_id = last_event_id(&headers);
     let Some(audience) = audience else {
-        let subscription =
-            shared
-                .streams
-                .subscribe_native(env, last_event_id.flatten(), &cache, &live);
+        let subscription = shared
+            .streams
+            .subscribe_native(env, last_event_id.flatten(), &live);
         return Ok(start(
             shared.clone(),
             env,
@@ -281,9 +282,10 @@ pub(crate) async fn native_stream(
             close,
         ));
     };
-    let mut subscription = shared.streams.subscribe_identity(env, &cache, &live);
-    // The identity's flags at the subscription's revision (the cache may be ahead of it: the
-    // notices in between then find nothing new).
+    let mut subscription = shared.streams.subscribe_identity(env, &live);
+    // The identity's flags in the subscription's cache, which is at or past its revision: the
+    // notices up to the cache's revision are then skipped.
+    let cache = subscription.cache.clone();
     let held = cache.env(env).map(|env| env.as_ref());
     let last = audience.evaluate(held);
     let at = Position {
@@ -296,7 +298,7 @@ pub(crate) async fn native_stream(
         let identifier = audience.identity.as_ref().map(|i| i.identifier.as_str());
         subscription.opening.push(full_frame(at, identifier, &last));
     }
-    subscription.revision = subscription.revision.min(at.revision);
+    subscription.revision = subscription.revision.max(at.revision);
     let kind = Kind::Identity { audience, last };
     Ok(start(shared.clone(), env, kind, subscription, slot, close))
 }

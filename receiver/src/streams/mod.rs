@@ -17,7 +17,7 @@
 pub mod events;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -111,6 +111,10 @@ pub struct Subscription {
     pub notices: broadcast::Receiver<Notice>,
     /// The position the opening frames bring the client to.
     pub revision: u64,
+    /// The published cache as it was when the stream subscribed: at or past `revision`.
+    pub cache: Arc<FlagCache>,
+    /// Turns true when the receiver stops.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A place among `streams.max_streams`; given back when dropped (when the response ends).
@@ -141,14 +145,17 @@ struct StreamMetrics {
 /// Every open stream's source of notices.
 pub struct StreamHub {
     channels: Mutex<HashMap<u64, Channel>>,
+    /// The published cache. Read under the `channels` lock, so that a channel is never made
+    /// from a cache older than one [`StreamHub::announce`] already went past.
+    cache: Arc<ArcSwap<FlagCache>>,
     open: AtomicUsize,
-    stopping: AtomicBool,
+    stopping: watch::Sender<bool>,
     metrics: StreamMetrics,
 }
 
 impl StreamHub {
-    /// A hub whose metrics are registered in `registry`.
-    pub fn new(registry: &mut Registry) -> Arc<StreamHub> {
+    /// A hub following the published `cache`, its metrics registered in `registry`.
+    pub fn new(registry: &mut Registry, cache: Arc<ArcSwap<FlagCache>>) -> Arc<StreamHub> {
         let metrics = StreamMetrics::default();
         let streams = flagpost::metrics::subsystem(registry);
         streams.register(
@@ -168,8 +175,9 @@ impl StreamHub {
         );
         Arc::new(StreamHub {
             channels: Mutex::new(HashMap::new()),
+            cache,
             open: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
+            stopping: watch::Sender::new(false),
             metrics,
         })
     }
@@ -181,7 +189,7 @@ impl StreamHub {
 
     /// A place for one more stream, unless `max` are open or the receiver is stopping.
     pub fn try_open(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
-        if self.stopping.load(Ordering::Acquire) {
+        if *self.stopping.borrow() {
             return None;
         }
         let taken = self
@@ -214,7 +222,7 @@ impl StreamHub {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The channel of `env`, made from the published cache on first use.
+    /// The channel of `env`, made from `cache` (read under the lock) on first use.
     fn channel<'a>(
         channels: &'a mut HashMap<u64, Channel>,
         env: u64,
@@ -239,17 +247,32 @@ impl StreamHub {
     /// Flagsmith's realtime stream: the environment's `updated_at` now (the SDKs refetch if it is
     /// newer than what they hold, which closes the gap between their fetch and this stream),
     /// then one event per change.
-    pub fn subscribe_flagsmith(&self, env: u64, cache: &FlagCache, live: &Live) -> Subscription {
+    pub fn subscribe_flagsmith(&self, env: u64, live: &Live) -> Subscription {
+        self.subscribe(env, live, |channel, opening| {
+            if channel.revision > 0 {
+                opening.push(flagsmith_frame(channel.updated_at_micros));
+            }
+        })
+    }
+
+    /// Subscribes to `env`'s channel, `opening` adding the first frames after `retry:`.
+    fn subscribe(
+        &self,
+        env: u64,
+        live: &Live,
+        opening: impl FnOnce(&Channel, &mut Vec<Bytes>),
+    ) -> Subscription {
         let mut channels = self.lock();
-        let channel = Self::channel(&mut channels, env, cache, live);
-        let mut opening = vec![Bytes::from_static(events::RETRY)];
-        if channel.revision > 0 {
-            opening.push(flagsmith_frame(channel.updated_at_micros));
-        }
+        let cache = self.cache.load_full();
+        let channel = Self::channel(&mut channels, env, &cache, live);
+        let mut frames = vec![Bytes::from_static(events::RETRY)];
+        opening(channel, &mut frames);
         Subscription {
-            opening,
+            opening: frames,
             notices: channel.notices.subscribe(),
             revision: channel.revision,
+            cache,
+            stopping: self.stopping.subscribe(),
         }
     }
 
@@ -260,38 +283,25 @@ impl StreamHub {
         &self,
         env: u64,
         last_event_id: Option<u64>,
-        cache: &FlagCache,
         live: &Live,
     ) -> Subscription {
-        let mut channels = self.lock();
-        let channel = Self::channel(&mut channels, env, cache, live);
-        let at = channel.position(env);
-        let mut opening = vec![Bytes::from_static(events::RETRY)];
-        match last_event_id {
-            Some(seen) if seen == channel.revision => {}
-            Some(seen) if seen >= channel.since && seen < channel.revision => {
-                let (changed, deleted) = changes_since(channel, seen);
-                opening.push(native_frame(at, None, false, &changed, &deleted));
+        self.subscribe(env, live, |channel, opening| {
+            let at = channel.position(env);
+            match last_event_id {
+                Some(seen) if seen == channel.revision => {}
+                Some(seen) if seen >= channel.since && seen < channel.revision => {
+                    let (changed, deleted) = changes_since(channel, seen);
+                    opening.push(native_frame(at, None, false, &changed, &deleted));
+                }
+                _ => opening.push(full_frame(at, None, &channel.flags)),
             }
-            _ => opening.push(full_frame(at, None, &channel.flags)),
-        }
-        Subscription {
-            opening,
-            notices: channel.notices.subscribe(),
-            revision: channel.revision,
-        }
+        })
     }
 
-    /// An identity's native stream: its task evaluates each change itself, so the opening is
-    /// only the channel's notices and position.
-    pub fn subscribe_identity(&self, env: u64, cache: &FlagCache, live: &Live) -> Subscription {
-        let mut channels = self.lock();
-        let channel = Self::channel(&mut channels, env, cache, live);
-        Subscription {
-            opening: vec![Bytes::from_static(events::RETRY)],
-            notices: channel.notices.subscribe(),
-            revision: channel.revision,
-        }
+    /// An identity's native stream: its task evaluates the subscription's cache and each change
+    /// itself, so the opening is only `retry:`.
+    pub fn subscribe_identity(&self, env: u64, live: &Live) -> Subscription {
+        self.subscribe(env, live, |_, _| {})
     }
 
     /// Announces every streamed environment that moved past what its channel announced. Runs
@@ -309,13 +319,9 @@ impl StreamHub {
     }
 
     /// Follows the writer's commits for the life of the task, announcing each published cache.
-    pub async fn follow(
-        self: Arc<Self>,
-        cache: Arc<ArcSwap<FlagCache>>,
-        mut commits: watch::Receiver<u64>,
-    ) {
+    pub async fn follow(self: Arc<Self>, mut commits: watch::Receiver<u64>) {
         while commits.changed().await.is_ok() {
-            let published = cache.load_full();
+            let published = self.cache.load_full();
             self.announce(&published);
         }
     }
@@ -345,10 +351,7 @@ impl StreamHub {
     /// Ends every stream and refuses new ones: the server is stopping, and waits for open
     /// responses to end.
     pub fn shut_down(&self) {
-        self.stopping.store(true, Ordering::Release);
-        for channel in self.lock().values() {
-            let _ = channel.notices.send(Notice::End(EndReason::Shutdown));
-        }
+        self.stopping.send_replace(true);
     }
 }
 

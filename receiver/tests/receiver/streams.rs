@@ -373,3 +373,55 @@ async fn a_reload_of_an_environments_keys_ends_its_streams() {
         .wait_for_metric("flagpost_receiver_streams_ended_total{reason=\"keys_reloaded\"} 1")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_stream_carries_what_changes_for_that_identity_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = Binary::start(dir.path(), free_addr(), "").await;
+    binary.change(1, json!("default")).await;
+    let traits = "%7B%22plan%22%3A%22pro%22%7D"; // {"plan":"pro"}
+    let path = format!("/v1/environments/1/stream?identifier=u-1&traits={traits}");
+    let mut identity = Sse::open(&binary.url(&path), &[]).await;
+    let mut environment = Sse::open(&binary.url("/v1/environments/1/stream"), &[]).await;
+    let first = identity.event().await;
+    assert_eq!(first.json()["identifier"], "u-1");
+    assert_eq!(first.json()["full"], true);
+    assert_eq!(value_of(&first), json!("default"));
+    environment.event().await;
+    // An override for u-1 changes u-1's flags, and not the environment's.
+    let body = flag_event(
+        1,
+        1,
+        &Key::Identity("u-1".into()),
+        false,
+        true,
+        json!("mine"),
+    );
+    let signed = Signed::new(&body, "identity-override", None);
+    let (status, _) = request("POST", &binary.url("/webhook"), &signed.as_refs(), body).await;
+    assert_eq!(status, 200);
+    let changed = identity.event().await;
+    assert_eq!(value_of(&changed), json!("mine"));
+    assert_eq!(changed.json()["flags"][0]["reason"], "IDENTITY_OVERRIDE");
+    binary.change(2, json!("next default")).await;
+    let next = environment.event().await;
+    assert_eq!(
+        value_of(&next),
+        json!("next default"),
+        "no event for u-1's override"
+    );
+    // Traits must be a JSON object, and need an identifier.
+    for bad in ["?identifier=u-1&traits=%5B1%5D", "?traits=%7B%7D"] {
+        let url = binary.url(&format!("/v1/environments/1/stream{bad}"));
+        let (status, error) = request("GET", &url, &[], Vec::new()).await;
+        assert_eq!(status, 400, "{bad}: {error}");
+    }
+    let (status, _) = request(
+        "GET",
+        &binary.url("/v1/environments/9/stream"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
