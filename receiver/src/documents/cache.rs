@@ -112,21 +112,6 @@ pub enum Dirty {
     Upstream(u64),
 }
 
-impl Dirty {
-    /// The environment the key belongs to.
-    pub fn env(&self) -> u64 {
-        match self {
-            Dirty::Env(env)
-            | Dirty::FeatureMeta(env, _)
-            | Dirty::State(env, _, _)
-            | Dirty::FeatureDeleted(env, _)
-            | Dirty::FeatureRewritten(env, _)
-            | Dirty::Undeleted(env, _)
-            | Dirty::Upstream(env) => *env,
-        }
-    }
-}
-
 /// Every environment's flags.
 #[derive(Debug, Clone, Default)]
 pub struct FlagCache {
@@ -150,26 +135,6 @@ impl FlagCache {
         env.rendered = OnceLock::new();
         env.prepared = OnceLock::new();
         env
-    }
-
-    /// Moves the revision and `updated_at` of every environment a batch changed (named in
-    /// `dirty`), once per batch, and marks their rows to be written with them.
-    pub fn stamp_changed(&mut self, dirty: &mut Vec<Dirty>, now_micros: i64) {
-        let mut changed: Vec<u64> = dirty.iter().map(Dirty::env).collect();
-        changed.sort_unstable();
-        changed.dedup();
-        for id in changed {
-            let env = self.env_mut(id);
-            let document = env
-                .upstream
-                .as_ref()
-                .and_then(|doc| doc.updated_at_micros());
-            env.revision += 1;
-            env.updated_at_micros = now_micros
-                .max(env.updated_at_micros + 1)
-                .max(document.unwrap_or(i64::MIN));
-            dirty.push(Dirty::Env(id));
-        }
     }
 
     /// Applies one change, recording in `dirty` every key whose stored row must change.

@@ -21,13 +21,15 @@
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
 //!   changes and documents to it; [`sender`]: which flagpost database an environment follows.
 //!   changes and documents to it; [`upstream`]: documents from an upstream Flagsmith, with the
-//!   web-hook changes taken since their fetch began on top; [`raw`]: their bytes as kept.
+//!   web-hook changes taken since their fetch began on top; [`raw`]: their bytes as kept;
+//!   [`revision`]: each environment's revision and `updated_at`, moved once per batch.
 
 pub mod cache;
 pub mod change;
 pub mod order;
 pub mod overrides;
 pub mod raw;
+pub mod revision;
 pub mod sender;
 pub mod state;
 pub mod upstream;
