@@ -15,6 +15,9 @@
 //!   before the client reads it. So a finished connection is closed gracefully: our side is
 //!   half-closed after the answer, and what the client still sends is read and discarded (up to
 //!   [`LINGER_BYTES`], for at most [`LINGER_TIME`]) until it closes its side.
+//! - A client that stops reading a long answer (a change stream): hyper then waits on the socket
+//!   and never asks the handler for more, so the handler could not end it. Every request carries
+//!   a [`CloseConnection`] with which its handler closes the connection outright.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
@@ -40,6 +43,18 @@ pub const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The longest a closing connection waits for its client to finish sending and close.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// In every request's extensions: closes the connection the request came on, at once, whatever
+/// it is doing (a handler whose client stopped reading its answer uses it).
+#[derive(Clone, Default)]
+pub struct CloseConnection(Arc<Notify>);
+
+impl CloseConnection {
+    pub fn close(&self) {
+        // A permit is kept if the connection is not waiting for it at this instant.
+        self.0.notify_one();
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown` completes; then accepts nothing more, lets
 /// each connection finish the request it is on (idle ones close at once) and returns.
@@ -117,8 +132,11 @@ struct Connection {
 impl Connection {
     async fn run(mut self, stream: TcpStream) {
         let router = self.router.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let close = CloseConnection::default();
+        let closing = close.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let mut router = router.clone();
+            request.extensions_mut().insert(close.clone());
             Box::pin(async move { tower_service::Service::call(&mut router, request).await })
         });
         let mut connection = self.http.serve_connection(TokioIo::new(stream), service);
@@ -131,6 +149,10 @@ impl Connection {
                 _ = self.stopping.wait_for(|stop| *stop), if !shutting_down => {
                     shutting_down = true;
                     std::pin::Pin::new(&mut connection).graceful_shutdown();
+                }
+                () = closing.0.notified() => {
+                    tracing::debug!("connection closed by its handler");
+                    return;
                 }
             }
         };

@@ -15,6 +15,7 @@ use crate::intake::Writer;
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
 use crate::sources::upstream::Upstreams;
+use crate::streams::StreamHub;
 
 /// How often remembered request ids older than the retention are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -30,6 +31,8 @@ pub struct Shared {
     /// whether another read is wanted when this one ends (an event taken during a read may be
     /// newer than the document it brings).
     pub rereading: Mutex<HashMap<u64, bool>>,
+    /// The change streams' notices, limits and counts.
+    pub streams: Arc<StreamHub>,
 }
 
 impl Shared {

@@ -174,6 +174,10 @@ pub enum LookupError {
     NotAServerKey,
     #[error("environment {0} has no environment document yet (it is fetched from its upstream)")]
     NoDocument(u64),
+    #[error(
+        "no stream opened: {0} streams are open (streams.max_streams), or the receiver is stopping; try again later"
+    )]
+    StreamsFull(usize),
 }
 
 /// Why an environment's document was not loaded.
@@ -240,7 +244,9 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 LookupError::NotAServerKey => StatusCode::FORBIDDEN,
-                LookupError::NoDocument(_) => StatusCode::SERVICE_UNAVAILABLE,
+                LookupError::NoDocument(_) | LookupError::StreamsFull(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             },
             ApiError::Bootstrap(error) => match error {
                 BootstrapError::NotConfigured

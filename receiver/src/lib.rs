@@ -13,6 +13,7 @@
 //! - [`metrics`]; [`app`]: state shared by handlers and background tasks.
 //! - [`api`]: HTTP routes and thin handlers (web hooks, native lookups, the Flagsmith SDK API,
 //!   status), and the snapshot file.
+//! - [`streams`]: the change streams' hub: notices after each commit, limits, counts.
 //! - [`reload`]: watching the configuration file.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod reload;
 pub mod sources;
 pub mod storage;
+pub mod streams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +76,7 @@ pub async fn run(
     let mut registry = metrics::registry();
     // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
     flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
+    let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
@@ -82,6 +85,7 @@ pub async fn run(
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
         rereading: Default::default(),
+        streams: streams.clone(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
@@ -89,6 +93,11 @@ pub async fn run(
         tokio::spawn(shared.clone().bootstrap_loop()),
         tokio::spawn(shared.clone().prune_loop()),
         tokio::spawn(sources::upstream::supervise(shared.clone())),
+        tokio::spawn(streams.clone().follow(published.commits.clone())),
+        tokio::spawn(streams.clone().heartbeats({
+            let shared = shared.clone();
+            move || shared.live.load().streams.heartbeat
+        })),
     ];
     if let Some(path) = fixed.snapshot_path.clone() {
         tasks.push(tokio::spawn(snapshot::keep_written(
@@ -107,6 +116,11 @@ pub async fn run(
     }
 
     let router = api::router(shared.clone(), &fixed.webhook_path);
+    // Streams never end by themselves: the server's graceful stop waits for open answers.
+    let shutdown = async move {
+        shutdown.await;
+        streams.shut_down();
+    };
     let served = flagpost::serve::serve(listener, router, &fixed.server, shutdown).await;
 
     for task in &tasks {

@@ -68,6 +68,8 @@ pub async fn watch_config(file: LoadedFile, running: Fixed, shared: Arc<Shared>)
         let live = watch.next_live().await;
         if **shared.live.load() != live {
             shared.live.store(Arc::new(live));
+            // After the store: a client that reconnects at once is checked against the new keys.
+            shared.streams.keys_reloaded(&shared.live.load());
             shared.metrics.reloads().applied();
             tracing::info!(path = %path.display(), "configuration reloaded");
         }

@@ -9,6 +9,7 @@ pub mod native;
 pub mod sdk;
 pub mod snapshot;
 pub mod status;
+pub mod streams;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -65,6 +66,12 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
             "/admin/environments/{env}/bootstrap",
             post(status::bootstrap_environment),
         )
+        // Change streams (issue 11): Flagsmith's realtime protocol and the native stream.
+        .route(
+            "/sse/environments/{key}/stream",
+            get(streams::flagsmith_stream),
+        )
+        .route("/v1/environments/{env}/stream", get(streams::native_stream))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))

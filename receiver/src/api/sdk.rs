@@ -363,7 +363,10 @@ pub(crate) async fn flags_route(
         // Configured but no data yet: no flags, as for an empty environment.
         None => Bytes::from_static(b"[]"),
     };
-    Ok(json_response(StatusCode::OK, body))
+    Ok(with_updated_at(
+        json_response(StatusCode::OK, body),
+        cache.env(env),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -383,7 +386,10 @@ pub(crate) async fn identity_get(
         .ok_or(LookupError::MissingIdentifier)?;
     let cache = shared.cache.load();
     let body = identity_flags(env, cache.env(env).map(|e| e.as_ref()), &identifier, &[]);
-    Ok(json_response(StatusCode::OK, body))
+    Ok(with_updated_at(
+        json_response(StatusCode::OK, body),
+        cache.env(env),
+    ))
 }
 
 /// A fresh identifier for a request that names none, as Flagsmith makes one (32 hex digits).
@@ -425,7 +431,19 @@ pub(crate) async fn identity_post(
         &identifier,
         &traits,
     );
-    Ok(json_response(StatusCode::OK, body))
+    Ok(with_updated_at(
+        json_response(StatusCode::OK, body),
+        cache.env(env),
+    ))
+}
+
+/// The environment's `updated_at` in `x-flagsmith-document-updated-at`, as Flagsmith sends it:
+/// Flagsmith's JS client in realtime mode compares it with each event's.
+fn with_updated_at(mut response: Response, env: Option<&std::sync::Arc<EnvCache>>) -> Response {
+    if let Some(env) = env {
+        crate::api::streams::set_updated_at(&mut response, env.updated_at_micros);
+    }
+    response
 }
 
 /// `GET /api/v1/environment-document/`: server-side keys only, as in Flagsmith.

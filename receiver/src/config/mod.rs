@@ -20,7 +20,7 @@ use serde::Deserialize;
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics",
+    "/v1/", "/api/", "/admin/", "/sse/", "/healthz", "/readyz", "/metrics",
 ];
 
 /// The file as written.
@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
+    pub streams: StreamsFile,
 }
 
 impl Default for FileConfig {
@@ -52,8 +53,39 @@ impl Default for FileConfig {
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
+            streams: StreamsFile::default(),
         }
     }
+}
+
+/// `[streams]`: the change streams (`/sse/environments/{key}/stream`, `/v1/environments/{env}/stream`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsFile {
+    /// The most streams open at once; one more is answered 503.
+    pub max_streams: usize,
+    /// Events a stream may have waiting for its client before it is dropped.
+    pub buffer_events: usize,
+    /// Seconds between heartbeats (SSE comment lines) on every stream.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for StreamsFile {
+    fn default() -> Self {
+        StreamsFile {
+            max_streams: 1000,
+            buffer_events: 64,
+            heartbeat_secs: 15,
+        }
+    }
+}
+
+/// Validated `[streams]` limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamLimits {
+    pub max_streams: usize,
+    pub buffer_events: usize,
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -197,6 +229,7 @@ pub struct Live {
     /// Configured environments, in file order.
     pub environments: Vec<u64>,
     pub bootstrap: Option<Bootstrap>,
+    pub streams: StreamLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +312,7 @@ impl Config {
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &file.environments, &mut errors);
+        let streams = check_streams(&file.streams, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -309,6 +343,7 @@ impl Config {
                 upstreams,
                 environments,
                 bootstrap,
+                streams,
             },
         })
     }
@@ -459,6 +494,20 @@ fn check_upstreams(
         }
     }
     (server_keys, upstreams)
+}
+
+fn check_streams(streams: &StreamsFile, errors: &mut Vec<String>) -> StreamLimits {
+    if streams.buffer_events == 0 {
+        errors.push("streams.buffer_events: must be at least 1".into());
+    }
+    if streams.heartbeat_secs == 0 {
+        errors.push("streams.heartbeat_secs: must be at least 1".into());
+    }
+    StreamLimits {
+        max_streams: streams.max_streams,
+        buffer_events: streams.buffer_events,
+        heartbeat: Duration::from_secs(streams.heartbeat_secs),
+    }
 }
 
 /// `None` when bootstrap is off (no `flagpost_url`).

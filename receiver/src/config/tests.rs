@@ -159,3 +159,25 @@ fn bootstrap_needs_a_flagpost_server_key_for_each_environment_without_an_upstrea
     // The key is a secret: not in any debug output.
     assert!(!format!("{keys:?}").contains("ser.k"));
 }
+
+#[test]
+fn stream_limits_are_read_and_checked() {
+    let config = Config::parse(
+        "[streams]\nmax_streams = 5\nbuffer_events = 2\nheartbeat_secs = 3\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(config.live.streams.max_streams, 5);
+    assert_eq!(config.live.streams.buffer_events, 2);
+    assert_eq!(config.live.streams.heartbeat, Duration::from_secs(3));
+    let text = "[streams]\nbuffer_events = 0\nheartbeat_secs = 0\n";
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("streams.buffer_events: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("streams.heartbeat_secs: must be at least 1"),
+        "{err}"
+    );
+}

@@ -36,6 +36,13 @@ pub struct EnvCache {
     /// The last good document from an upstream Flagsmith; the keys above are then the web-hook
     /// changes taken since its fetch began, applied on top of it.
     pub upstream: Option<Arc<UpstreamDocument>>,
+    /// The receiver's own count of the commits that changed this environment, stored with it:
+    /// a change stream's position, so that a client can resume across a restart.
+    pub revision: u64,
+    /// When this environment last changed, unix microseconds: never going back, and never
+    /// before its upstream document's `updated_at`, so that realtime clients that compare it
+    /// with the document they hold (Flagsmith's SDKs do) see every change as newer.
+    pub updated_at_micros: i64,
     /// A rendering of this environment kept until it next changes (see [`EnvCache::rendered`]).
     rendered: OnceLock<Bytes>,
     /// The environment prepared for evaluation, kept until it next changes.
@@ -56,6 +63,8 @@ impl Clone for EnvCache {
             sender: self.sender,
             retired_senders: self.retired_senders.clone(),
             upstream: self.upstream.clone(),
+            revision: self.revision,
+            updated_at_micros: self.updated_at_micros,
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
             prepared: OnceLock::new(),

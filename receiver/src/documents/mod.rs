@@ -23,7 +23,8 @@
 //!   changes to it; [`sender`]: which flagpost database an environment follows;
 //! - [`flagpost`]: documents from flagpost, ordered by their sequence; [`upstream`]: documents
 //!   from an upstream Flagsmith, with the web-hook changes taken since their fetch began on top;
-//!   [`raw`]: their bytes as kept.
+//!   [`raw`]: their bytes as kept;
+//!   [`revision`]: each environment's revision and `updated_at`, moved once per batch.
 
 pub mod cache;
 pub mod change;
@@ -31,6 +32,7 @@ pub mod flagpost;
 pub mod order;
 pub mod overrides;
 pub mod raw;
+pub mod revision;
 pub mod sender;
 pub mod state;
 pub mod upstream;

@@ -64,6 +64,12 @@ impl UpstreamDocument {
         OffsetDateTime::parse(text, &Rfc3339).ok()
     }
 
+    /// The document's `updated_at`, in unix microseconds, when it has a readable one.
+    pub fn updated_at_micros(&self) -> Option<i64> {
+        self.updated_at()
+            .map(|at| (at.unix_timestamp_nanos() / 1_000) as i64)
+    }
+
     /// Whether this document may replace `held`.
     fn is_newer_than(&self, held: &UpstreamDocument) -> bool {
         if self.fetch_began_micros <= held.fetch_began_micros {

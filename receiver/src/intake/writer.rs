@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::clock::now_unix;
+use crate::clock::{now_micros, now_unix};
 use crate::documents::{
     Change, Dirty, FlagCache, FlagpostDocument, Outcome, SenderCheck, UpstreamDocument,
 };
@@ -477,8 +477,10 @@ fn run_batch(
             }
         });
     }
-    // Whatever changed a key (a change applied, a document, a sender followed) is published.
+    // Whatever changed a key (a change applied, a document, a sender followed) is published,
+    // with its environment's revision moved: change streams follow the revisions.
     let changed = !dirty.is_empty();
+    staged.stamp_changed(&mut dirty, now_micros());
     batch.write(staged, &mut dirty)?;
     Ok((answers, changed))
 }

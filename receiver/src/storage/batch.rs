@@ -126,6 +126,8 @@ impl<'txn> Batch<'txn> {
             refreshed_at: env.refreshed_at,
             sender: env.sender,
             retired_senders: env.retired_senders.clone(),
+            revision: env.revision,
+            updated_at_micros: env.updated_at_micros,
         })
         .expect("environment rows serialise");
         self.envs.insert(id, row.as_str())?;

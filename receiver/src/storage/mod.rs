@@ -72,6 +72,11 @@ struct EnvRow {
     sender: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     retired_senders: Vec<u64>,
+    /// The environment's revision and `updated_at` (absent, 0, in rows written before streams).
+    #[serde(default)]
+    revision: u64,
+    #[serde(default)]
+    updated_at_micros: i64,
 }
 
 fn scope_key(scope: &Scope) -> String {
@@ -216,6 +221,8 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
         env.refreshed_at = stored.refreshed_at;
         env.sender = stored.sender;
         env.retired_senders = stored.retired_senders;
+        env.revision = stored.revision;
+        env.updated_at_micros = stored.updated_at_micros;
     }
     for row in txn.open_table(DELETED_FEATURES)?.iter()? {
         let (key, _) = row?;

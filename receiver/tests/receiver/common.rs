@@ -26,7 +26,7 @@ pub mod connections;
 #[allow(dead_code)]
 mod process;
 pub use config::ReceiverConfig;
-pub use process::{Running, free_port, stream_until_killed};
+pub use process::{Running, free_addr, free_port, stream_until_killed};
 
 /// The shared conformance vectors, read where they lie.
 pub const CONFORMANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance");
@@ -144,6 +144,21 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the snapshot never showed {what}");
+    }
+
+    /// Waits until `/metrics` has the line `line`; the deadline only turns a hang into a failure.
+    pub async fn wait_for_metric_line(&self, line: &str) {
+        for _ in 0..600 {
+            let (_, text) = self.get("/metrics", &[]).await;
+            if text
+                .as_str()
+                .is_some_and(|text| text.lines().any(|l| l == line))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/metrics never showed {line:?}");
     }
 
     pub async fn env_flags(&self, env: u64) -> Value {

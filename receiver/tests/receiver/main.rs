@@ -23,6 +23,8 @@ mod sdk;
 mod senders;
 mod stand_in;
 mod storage;
+mod streams;
+mod streams_sdk;
 mod test_deps;
 mod upstream;
 mod upstream_triggers;

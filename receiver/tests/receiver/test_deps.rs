@@ -39,17 +39,27 @@ pub fn python() -> Command {
 /// `node` that requires the pinned `flagsmith-nodejs`; panics naming [`SETUP`] when it is not
 /// installed.
 pub fn node() -> Command {
+    node_with("flagsmith-nodejs")
+}
+
+/// `node` that requires each of the pinned `modules` (comma-separated); panics naming [`SETUP`]
+/// when one is not installed.
+pub fn node_with(modules: &str) -> Command {
     let path = test_deps_dir().join("node/node_modules");
     let mut command = Command::new("node");
     command.env("NODE_PATH", &path);
+    let requires: Vec<String> = modules
+        .split(',')
+        .map(|module| format!("require('{module}');"))
+        .collect();
     let works = Command::new("node")
         .env("NODE_PATH", &path)
-        .args(["-e", "require('flagsmith-nodejs')"])
+        .args(["-e", &requires.concat()])
         .output()
         .is_ok_and(|output| output.status.success());
     assert!(
         works,
-        "the pinned flagsmith-nodejs is missing from {}: run `{SETUP}` once",
+        "the pinned {modules} is missing from {}: run `{SETUP}` once",
         path.display()
     );
     command

@@ -1,0 +1,209 @@
+//! What a change stream sends: the flags as a stream shows them, what changed between two
+//! evaluations, and the bytes of each Server-Sent Events frame.
+//!
+//! Two protocols share the hub:
+//! - Flagsmith's realtime service: `event: environment_updated` with `{"updated_at": <unix
+//!   seconds, a float>}`, which Flagsmith's SDKs compare with what they hold and refetch on;
+//! - the native stream: `event: flags`, `id: <revision>`, the flags that changed (or all of them,
+//!   `"full": true`) and the features that went.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use flagsmith_flag_engine::types::FlagsmithValue;
+use serde::Serialize;
+
+use crate::documents::EnvCache;
+use crate::evaluation::{IdentityInput, ResolvedFlag};
+
+/// A comment line: proxies see traffic, clients ignore it.
+pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// Sent first on every stream: how long a client waits before it reconnects (milliseconds).
+pub const RETRY: &[u8] = b"retry: 1000\n\n";
+
+/// One flag as a stream shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamFlag {
+    pub id: u64,
+    pub name: String,
+    pub enabled: bool,
+    pub value: serde_json::Value,
+    pub variant: Option<String>,
+    pub reason: String,
+}
+
+impl StreamFlag {
+    fn from_resolved(flag: ResolvedFlag) -> StreamFlag {
+        StreamFlag {
+            id: flag.feature_id,
+            name: flag.name,
+            enabled: flag.enabled,
+            value: flag.value,
+            variant: flag.variant,
+            reason: flag.reason,
+        }
+    }
+}
+
+/// Flags by feature id.
+pub type FlagTable = BTreeMap<u64, StreamFlag>;
+
+/// Who a stream resolves flags for: the environment's defaults, or one identity with its traits.
+#[derive(Debug, Clone, Default)]
+pub struct Audience {
+    pub identity: Option<IdentityInput>,
+}
+
+impl Audience {
+    pub fn identity(identifier: String, traits: HashMap<String, FlagsmithValue>) -> Audience {
+        Audience {
+            identity: Some(IdentityInput {
+                identifier,
+                key: None,
+                traits,
+            }),
+        }
+    }
+
+    /// The flags as Flagsmith's engine resolves them for this audience.
+    pub fn evaluate(&self, env: Option<&EnvCache>) -> FlagTable {
+        let Some(env) = env else {
+            return FlagTable::new();
+        };
+        let prepared = env.prepared();
+        let evaluation = match &self.identity {
+            None => prepared.evaluate(None, &[]),
+            Some(identity) => {
+                let overlay = env.identity_overlay(&identity.identifier);
+                prepared.evaluate(Some(identity), &overlay)
+            }
+        };
+        evaluation
+            .flags
+            .into_iter()
+            .map(|flag| (flag.feature_id, StreamFlag::from_resolved(flag)))
+            .collect()
+    }
+}
+
+/// What changed from `old` to `new`: flags new or different, and the ids of those that went.
+pub fn diff(old: &FlagTable, new: &FlagTable) -> (Vec<StreamFlag>, Vec<u64>) {
+    let changed = new
+        .iter()
+        .filter(|(id, flag)| old.get(id) != Some(flag))
+        .map(|(_, flag)| flag.clone())
+        .collect();
+    let deleted = old
+        .keys()
+        .filter(|id| !new.contains_key(id))
+        .copied()
+        .collect();
+    (changed, deleted)
+}
+
+/// Unix microseconds as unix seconds with a fraction, as Flagsmith writes `updated_at`.
+pub fn seconds(micros: i64) -> String {
+    format!(
+        "{}.{:06}",
+        micros.div_euclid(1_000_000),
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+/// Flagsmith's realtime event for an environment that changed at `updated_at_micros`.
+pub fn flagsmith_frame(updated_at_micros: i64) -> Bytes {
+    Bytes::from(format!(
+        "event: environment_updated\ndata: {{\"updated_at\":{}}}\n\n",
+        seconds(updated_at_micros)
+    ))
+}
+
+#[derive(Serialize)]
+struct FlagsEvent<'a> {
+    environment: u64,
+    revision: u64,
+    updated_at: f64,
+    /// True when `flags` is every flag (the first event, or a position too old to resume).
+    full: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<&'a str>,
+    flags: &'a [StreamFlag],
+    deleted: &'a [u64],
+}
+
+/// Where a native event stands: its environment, revision and `updated_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub env: u64,
+    pub revision: u64,
+    pub updated_at_micros: i64,
+}
+
+/// A native `flags` event: `id:` is the revision, a client's resumable position.
+pub fn native_frame(
+    at: Position,
+    identifier: Option<&str>,
+    full: bool,
+    flags: &[StreamFlag],
+    deleted: &[u64],
+) -> Bytes {
+    let event = FlagsEvent {
+        environment: at.env,
+        revision: at.revision,
+        updated_at: at.updated_at_micros as f64 / 1e6,
+        full,
+        identifier,
+        flags,
+        deleted,
+    };
+    let mut frame = String::with_capacity(128 + 96 * flags.len());
+    let _ = write!(frame, "id: {}\nevent: flags\ndata: ", at.revision);
+    frame.push_str(&serde_json::to_string(&event).expect("stream events serialise"));
+    frame.push_str("\n\n");
+    Bytes::from(frame)
+}
+
+/// Every flag of `table` as one full-state event.
+pub fn full_frame(at: Position, identifier: Option<&str>, table: &FlagTable) -> Bytes {
+    let flags: Vec<StreamFlag> = table.values().cloned().collect();
+    native_frame(at, identifier, true, &flags, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(id: u64, enabled: bool) -> StreamFlag {
+        StreamFlag {
+            id,
+            name: format!("f{id}"),
+            enabled,
+            value: serde_json::Value::Null,
+            variant: None,
+            reason: "DEFAULT".into(),
+        }
+    }
+
+    #[test]
+    fn a_diff_names_what_changed_appeared_and_went() {
+        let old: FlagTable = [(1, flag(1, true)), (2, flag(2, true))].into();
+        let new: FlagTable = [(1, flag(1, true)), (2, flag(2, false)), (3, flag(3, true))].into();
+        let (changed, deleted) = diff(&old, &new);
+        assert_eq!(changed, vec![flag(2, false), flag(3, true)]);
+        assert!(deleted.is_empty());
+        let (changed, deleted) = diff(&new, &old);
+        assert_eq!(changed, vec![flag(2, true)]);
+        assert_eq!(deleted, vec![3]);
+    }
+
+    #[test]
+    fn updated_at_is_written_as_seconds_with_microseconds() {
+        assert_eq!(seconds(1_733_140_000_000_001), "1733140000.000001");
+        assert_eq!(
+            &flagsmith_frame(1_500_000)[..],
+            b"event: environment_updated\ndata: {\"updated_at\":1.500000}\n\n"
+        );
+    }
+}
