@@ -16,10 +16,13 @@ use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
+mod cors;
+pub use cors::{AllowedOrigins, CorsFile};
+
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics",
+    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics", "/ofrep/",
 ];
 
 /// The file as written.
@@ -36,6 +39,7 @@ pub struct FileConfig {
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
+    pub cors: CorsFile,
 }
 
 impl Default for FileConfig {
@@ -51,6 +55,7 @@ impl Default for FileConfig {
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
+            cors: CorsFile::default(),
         }
     }
 }
@@ -191,6 +196,8 @@ pub struct Live {
     /// Configured environments, in file order.
     pub environments: Vec<u64>,
     pub bootstrap: Option<Bootstrap>,
+    /// `[cors]`: the web origins whose pages may read the receiver.
+    pub cors_origins: AllowedOrigins,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +267,7 @@ impl Config {
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
+        let cors_origins = cors::check_cors(&file.cors, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -290,6 +298,7 @@ impl Config {
                 upstreams,
                 environments,
                 bootstrap,
+                cors_origins,
             },
         })
     }
