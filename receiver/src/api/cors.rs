@@ -37,6 +37,7 @@ pub(crate) async fn cors(State(shared): AppState, request: Request, next: Next) 
     let allowed =
         shared.live.load().cors_origins.allows(text) || same_origin(text, request.headers());
     if !allowed {
+        shared.metrics.cors_refused();
         return ApiError::OriginRefused(String::from_utf8_lossy(origin.as_bytes()).into_owned())
             .into_response();
     }

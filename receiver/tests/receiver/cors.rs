@@ -158,6 +158,13 @@ async fn a_listed_origin_reads_flags_and_any_other_is_refused() {
     );
     assert_eq!(header(&headers, "access-control-allow-origin"), None);
 
+    let (_, _, metrics) = send("GET", &receiver.url("/metrics"), &[], "").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("flagpost_receiver_cors_refused_total 2"),
+        "{metrics}"
+    );
+
     // A server sends no Origin: answered as before, without CORS headers.
     let (status, headers, _) = send("GET", &flags, &[("x-environment-key", KEY)], "").await;
     assert_eq!(status, 200);

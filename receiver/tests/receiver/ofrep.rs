@@ -363,4 +363,15 @@ async fn bulk_answers_carry_an_etag_and_errors_carry_the_protocols_codes() {
     )
     .await;
     assert_eq!(plain.0, 415, "{}", plain.1);
+    let (_, metrics) = request("GET", &url(replay.port, "/metrics"), &[], Vec::new()).await;
+    let metrics = metrics.as_str().unwrap();
+    for counted in [
+        r#"ofrep_evaluations_total{route="bulk",result="not_modified"} 1"#,
+        r#"ofrep_evaluations_total{route="bulk",result="ok"} 2"#,
+        r#"ofrep_evaluations_total{route="flag",result="FLAG_NOT_FOUND"} 1"#,
+        r#"ofrep_evaluations_total{route="flag",result="TARGETING_KEY_MISSING"} 1"#,
+        r#"ofrep_evaluations_total{route="flag",result="unauthorized"} 2"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} not in\n{metrics}");
+    }
 }

@@ -31,11 +31,37 @@ pub(crate) async fn evaluate_flag(
     Path(key): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let answer = one_flag(&shared, key, request).await;
+    shared.metrics.ofrep("flag", result_label(&answer));
+    answer
+}
+
+/// `POST /ofrep/v1/evaluate/flags`.
+pub(crate) async fn evaluate_flags(
+    State(shared): AppState,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let answer = every_flag(&shared, request).await;
+    shared.metrics.ofrep("bulk", result_label(&answer));
+    answer
+}
+
+/// The metric's `result`: `ok`, `not_modified`, `unauthorized`, or the protocol's error code.
+fn result_label(answer: &Result<Response, ApiError>) -> &'static str {
+    match answer {
+        Ok(response) if response.status() == StatusCode::NOT_MODIFIED => "not_modified",
+        Ok(_) => "ok",
+        Err(ApiError::Ofrep { error, .. }) => error.code(),
+        Err(_) => "unauthorized",
+    }
+}
+
+async fn one_flag(shared: &Shared, key: String, request: Request) -> Result<Response, ApiError> {
     let refused = |error| ApiError::Ofrep {
         key: Some(key.clone()),
         error,
     };
-    let (env, body) = read(&shared, request).await.map_err(|e| e.for_flag(&key))?;
+    let (env, body) = read(shared, request).await.map_err(|e| e.for_flag(&key))?;
     let identity = read_request(&body).map_err(refused)?;
     let cache = shared.cache.load();
     let evaluation = cache
@@ -51,13 +77,9 @@ pub(crate) async fn evaluate_flag(
     Ok(json_response(StatusCode::OK, body))
 }
 
-/// `POST /ofrep/v1/evaluate/flags`.
-pub(crate) async fn evaluate_flags(
-    State(shared): AppState,
-    request: Request,
-) -> Result<Response, ApiError> {
+async fn every_flag(shared: &Shared, request: Request) -> Result<Response, ApiError> {
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let (env, body) = read(&shared, request).await?;
+    let (env, body) = read(shared, request).await?;
     let refused = |error| ApiError::Ofrep { key: None, error };
     let identity = read_request(&body).map_err(refused)?;
     let cache = shared.cache.load();
