@@ -2,7 +2,7 @@
 //! Flagsmith, against a minimal hyper server returning the same body, in the same run.
 //!
 //! `cargo bench -p flagpost-receiver --bench documents_bench -- [identities] [flags] [document]
-//! [memory] [freshness]` (all without arguments). Needs `wrk` on the PATH.
+//! [memory] [freshness] [ofrep]` (all without arguments). Needs `wrk` on the PATH.
 //!
 //! 1. identities: `POST /api/v1/identities/` with 4 traits, on a generated document of 50
 //!    features, 20 segments of 3-5 conditions and 2 multivariate features.
@@ -14,6 +14,8 @@
 //!    document upstream and a signed `FLAG_UPDATED` web hook: from the web hook's acknowledgement
 //!    to the first lookup showing it, and from the web hook to the first lookup showing the
 //!    refreshed document (a value only the document carries), p50 / p99.
+//! 6. ofrep (issue 11): `POST /ofrep/v1/evaluate/flags`, the bulk evaluation of the same 50 flags
+//!    for a context with 4 traits.
 //!
 //! The receiver is the real binary; the upstream Flagsmith a minimal server in this process,
 //! serving generated documents by server key; the comparison server this binary re-run with
@@ -89,6 +91,9 @@ fn main() {
     }
     if wants("freshness") {
         freshness();
+    }
+    if wants("ofrep") {
+        ofrep();
     }
 }
 
@@ -314,6 +319,34 @@ fn identities_and_flags(identities: bool, flags: bool) {
         let what = format!("GET /api/v1/flags/, 50 flags ({} bytes)", answer.len());
         compare(&what, port, minimal_port, "/api/v1/flags/", &wrk, 80.0);
     }
+}
+
+/// OFREP's bulk evaluation: the identities part's identity and traits, as an OpenFeature context.
+fn ofrep() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::default();
+    upstream.serve(1, generate::document(1, &SMALL, 1));
+    let (_receiver, port) = start_receiver(dir.path(), upstream.start(), 1);
+    let key = client_key(1);
+    let mut context = serde_json::Map::new();
+    context.insert("targetingKey".into(), json!("user-7"));
+    for t in generate::traits().as_array().unwrap() {
+        let name = t["trait_key"].as_str().unwrap().to_owned();
+        context.insert(name, t["trait_value"].clone());
+    }
+    let body = serde_json::to_vec(&json!({ "context": context })).unwrap();
+    let path = "/ofrep/v1/evaluate/flags";
+    let answer = answer_of(port, "POST", path, &key, &body);
+    let (_minimal, minimal_port) = start_minimal(dir.path(), &answer);
+    let script = support::post_script(dir.path(), &body);
+    let wrk = Wrk::new(32, ROUND_SECS)
+        .script(&script)
+        .header(&format!("X-API-Key: {key}"));
+    let what = format!(
+        "POST {path}, 4 traits, 50 flags, 20 segments, 2 multivariate ({} bytes)",
+        answer.len()
+    );
+    compare(&what, port, minimal_port, path, &wrk, 40.0);
 }
 
 fn document() {

@@ -178,6 +178,54 @@ pub enum LookupError {
         "no stream opened: {0} streams are open (streams.max_streams), or the receiver is stopping; try again later"
     )]
     StreamsFull(usize),
+    /// OFREP: the providers send the key as they are configured to.
+    #[error(
+        "missing environment key: send it as Authorization: Bearer KEY, X-API-Key or X-Environment-Key"
+    )]
+    MissingApiKey,
+    #[error("the environment key is not configured")]
+    UnknownApiKey,
+}
+
+/// Why an OFREP evaluation has no value: the OpenFeature Remote Evaluation Protocol's error
+/// codes ([`OfrepError::code`]), each answered with the status the protocol gives it.
+#[derive(Debug, thiserror::Error)]
+pub enum OfrepError {
+    #[error("flag {0:?} was not found")]
+    FlagNotFound(String),
+    #[error("{0}")]
+    Parse(String),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    InvalidContext(String),
+    /// Flagsmith evaluates traits only for an identity, and a split needs its key.
+    #[error(
+        "the context has attributes but no targetingKey: Flagsmith evaluates traits for an identity only"
+    )]
+    TargetingKeyMissing,
+}
+
+impl OfrepError {
+    /// The protocol's `errorCode`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OfrepError::FlagNotFound(_) => "FLAG_NOT_FOUND",
+            OfrepError::Parse(_) | OfrepError::UnsupportedMediaType => "PARSE_ERROR",
+            OfrepError::InvalidContext(_) => "INVALID_CONTEXT",
+            OfrepError::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            OfrepError::FlagNotFound(_) => StatusCode::NOT_FOUND,
+            OfrepError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            OfrepError::Parse(_)
+            | OfrepError::InvalidContext(_)
+            | OfrepError::TargetingKeyMissing => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Why an environment's document was not loaded.
@@ -224,6 +272,16 @@ pub enum ApiError {
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// An OFREP evaluation refused: answered in the protocol's shape, with the flag's key when
+    /// one flag was asked for.
+    #[error("{error}")]
+    Ofrep {
+        key: Option<String>,
+        error: OfrepError,
+    },
+    /// A browser request from an origin `[cors]` does not list.
+    #[error("origin {0:?} is not allowed: list it in cors.allowed_origins")]
+    OriginRefused(String),
     /// An answer made outside a handler (axum's rejections, 404, 405), re-worded by [`json_errors`].
     #[error("{message}")]
     Rejected { status: StatusCode, message: String },
@@ -237,9 +295,10 @@ impl ApiError {
                 LookupError::UnknownEnvironment(_) | LookupError::UnknownFeature { .. } => {
                     StatusCode::NOT_FOUND
                 }
-                LookupError::MissingEnvironmentKey | LookupError::UnknownEnvironmentKey => {
-                    StatusCode::UNAUTHORIZED
-                }
+                LookupError::MissingEnvironmentKey
+                | LookupError::UnknownEnvironmentKey
+                | LookupError::MissingApiKey
+                | LookupError::UnknownApiKey => StatusCode::UNAUTHORIZED,
                 LookupError::MissingIdentifier | LookupError::BadRequest(_) => {
                     StatusCode::BAD_REQUEST
                 }
@@ -258,6 +317,8 @@ impl ApiError {
                 | BootstrapError::Timeout(_)
                 | BootstrapError::Invalid(_) => StatusCode::BAD_GATEWAY,
             },
+            ApiError::Ofrep { error, .. } => error.status(),
+            ApiError::OriginRefused(_) => StatusCode::FORBIDDEN,
             ApiError::Rejected { status, .. } => *status,
         }
     }
@@ -273,11 +334,20 @@ impl IntoResponse for ApiError {
                 tracing::warn!(%error, suppressed, "request failed");
             }
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = match &self {
+            ApiError::Ofrep { key, error } => {
+                let mut body = serde_json::json!({
+                    "errorCode": error.code(),
+                    "errorDetails": error.to_string(),
+                });
+                if let Some(key) = key {
+                    body["key"] = serde_json::Value::from(key.as_str());
+                }
+                body
+            }
+            _ => serde_json::json!({ "error": self.to_string() }),
+        };
+        (status, Json(body)).into_response()
     }
 }
 

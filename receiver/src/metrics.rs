@@ -38,6 +38,12 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfrepLabels {
+    route: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnvironmentLabels {
     environment: u64,
 }
@@ -52,6 +58,8 @@ pub struct Metrics {
     bootstraps: Family<ResultLabels, Counter>,
     upstream_fetches: Family<EnvironmentResultLabels, Counter>,
     analytics: Family<EnvironmentLabels, Counter>,
+    ofrep: Family<OfrepLabels, Counter>,
+    cors_refused: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,7 +116,21 @@ impl Metrics {
             "Flag analytics posted by SDKs (POST /api/v1/analytics/flags/), by environment",
             analytics.clone(),
         );
+        let ofrep = Family::default();
+        subsystem(&mut registry).register(
+            "ofrep_evaluations",
+            "OFREP requests, by route (flag, bulk) and result (ok, not_modified, unauthorized, or the protocol's error code)",
+            ofrep.clone(),
+        );
+        let cors_refused = Counter::default();
+        subsystem(&mut registry).register(
+            "cors_refused",
+            "Requests refused because their Origin is not in cors.allowed_origins",
+            cors_refused.clone(),
+        );
         Metrics {
+            ofrep,
+            cors_refused,
             upstream_fetches,
             analytics,
             registry,
@@ -155,6 +177,16 @@ impl Metrics {
         self.analytics
             .get_or_create(&EnvironmentLabels { environment })
             .inc();
+    }
+
+    pub fn ofrep(&self, route: &'static str, result: &'static str) {
+        self.ofrep
+            .get_or_create(&OfrepLabels { route, result })
+            .inc();
+    }
+
+    pub fn cors_refused(&self) {
+        self.cors_refused.inc();
     }
 
     /// The text exposition, with each environment's data age computed now.

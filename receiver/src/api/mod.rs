@@ -3,13 +3,18 @@
 //!
 //! - [`webhook`]: web hook intake; [`native`]: the native JSON lookups;
 //! - [`sdk`]: the Flagsmith-SDK-compatible API; [`status`]: health, readiness, metrics, admin;
-//! - [`snapshot`]: the native lookups' shape as a file, for apps that read files.
+//! - [`snapshot`]: the native lookups' shape as a file, for apps that read files;
+//! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol; [`cors`]: browsers on other origins;
+//! - [`transient`]: the identifier Flagsmith gives an identity sent without one.
 
+pub mod cors;
 pub mod native;
+pub mod ofrep;
 pub mod sdk;
 pub mod snapshot;
 pub mod status;
 pub mod streams;
+pub mod transient;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -75,7 +80,15 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
+        // OFREP (issue 11, item 3).
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_flags))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
         .layer(axum::middleware::map_response(crate::error::json_errors))
+        // Outermost, so that every answer (errors included) carries its CORS headers.
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            cors::cors,
+        ))
         .with_state(shared)
 }
 

@@ -8,7 +8,6 @@
 //!   SDKs in local evaluation mode run against the receiver;
 //! - `POST /api/v1/analytics/flags/`: accepted, counted and forwarded to the upstream if any.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
@@ -392,16 +391,6 @@ pub(crate) async fn identity_get(
     ))
 }
 
-/// A fresh identifier for a request that names none, as Flagsmith makes one (32 hex digits).
-fn random_identifier() -> String {
-    let hasher = RandomState::new();
-    format!(
-        "{:016x}{:016x}",
-        hasher.hash_one(std::time::SystemTime::now()),
-        hasher.hash_one(std::thread::current().id())
-    )
-}
-
 pub(crate) async fn identity_post(
     State(shared): AppState,
     headers: HeaderMap,
@@ -415,13 +404,14 @@ pub(crate) async fn identity_post(
     }
     let request: IdentityRequest = serde_json::from_slice(&body)
         .map_err(|error| LookupError::BadRequest(error.to_string()))?;
-    // An identity with traits but no identifier is a new anonymous identity in Flagsmith.
-    let identifier = request
+    // Without an identifier, Flagsmith makes the identity transient, named by its traits.
+    let named = request
         .identifier
-        .filter(|identifier| !identifier.is_empty())
-        .unwrap_or_else(random_identifier);
+        .filter(|identifier| !identifier.is_empty());
+    let transient = request.transient || named.is_none();
+    let identifier = named.unwrap_or_else(|| crate::api::transient::identifier(&request.traits));
     let mut traits = request.traits;
-    if request.transient {
+    if transient {
         traits.iter_mut().for_each(|t| t.transient = true);
     }
     let cache = shared.cache.load();

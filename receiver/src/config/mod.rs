@@ -17,10 +17,13 @@ use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
+mod cors;
+pub use cors::{AllowedOrigins, CorsFile};
+
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1/", "/api/", "/admin/", "/sse/", "/healthz", "/readyz", "/metrics",
+    "/v1/", "/api/", "/admin/", "/sse/", "/healthz", "/readyz", "/metrics", "/ofrep/",
 ];
 
 /// The file as written.
@@ -38,6 +41,7 @@ pub struct FileConfig {
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
     pub streams: StreamsFile,
+    pub cors: CorsFile,
 }
 
 impl Default for FileConfig {
@@ -54,6 +58,7 @@ impl Default for FileConfig {
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
             streams: StreamsFile::default(),
+            cors: CorsFile::default(),
         }
     }
 }
@@ -230,6 +235,8 @@ pub struct Live {
     pub environments: Vec<u64>,
     pub bootstrap: Option<Bootstrap>,
     pub streams: StreamLimits,
+    /// `[cors]`: the web origins whose pages may read the receiver.
+    pub cors_origins: AllowedOrigins,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -313,6 +320,7 @@ impl Config {
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &file.environments, &mut errors);
         let streams = check_streams(&file.streams, &mut errors);
+        let cors_origins = cors::check_cors(&file.cors, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -344,6 +352,7 @@ impl Config {
                 environments,
                 bootstrap,
                 streams,
+                cors_origins,
             },
         })
     }

@@ -64,3 +64,44 @@ pub fn node_with(modules: &str) -> Command {
     );
     command
 }
+
+/// `node` that requires each of `modules` (pinned in `tests/sdk/package.json`); panics naming
+/// [`SETUP`] when one is not installed.
+pub fn node_requiring(modules: &[&str]) -> Command {
+    let path = test_deps_dir().join("node/node_modules");
+    for module in modules {
+        let works = Command::new("node")
+            .env("NODE_PATH", &path)
+            .args(["-e", &format!("require('{module}')")])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        assert!(
+            works,
+            "the pinned Node package {module} is missing from {}: run `{SETUP}` once",
+            path.display()
+        );
+    }
+    let mut command = Command::new("node");
+    command.env("NODE_PATH", &path);
+    command
+}
+
+/// `python3` that imports each of `modules` (pinned in `tests/sdk/requirements.txt`); panics
+/// naming [`SETUP`] when one is not installed.
+pub fn python_importing(modules: &[&str]) -> Command {
+    let path = test_deps_dir().join("python");
+    let imports = format!("import {}", modules.join(", "));
+    let works = Command::new("python3")
+        .env("PYTHONPATH", &path)
+        .args(["-c", &imports])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        works,
+        "the pinned Python packages {modules:?} are missing from {}: run `{SETUP}` once",
+        path.display()
+    );
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", &path);
+    command
+}

@@ -1,0 +1,266 @@
+//! OFREP's request and answer shapes, and how a Flagsmith flag maps onto them. Pure: no I/O.
+//!
+//! - The context's `targetingKey` is the identity's identifier; every other field is a trait.
+//!   No `targetingKey` and no other field: the environment's own flags. Traits without a
+//!   `targetingKey` are refused (`TARGETING_KEY_MISSING`): Flagsmith evaluates traits only for an
+//!   identity, and a percentage split needs a stable key to hash.
+//! - A flag whose value is `null` is a boolean flag: its value is `enabled`. Any other flag's
+//!   value is its value (string, integer, float or boolean, as Flagsmith holds it) while enabled;
+//!   disabled, it has no value (the provider answers the caller's default: OFREP's code default)
+//!   and reason `DISABLED`. `metadata.enabled` always tells the Flagsmith state.
+//! - Reason: `DISABLED`; `TARGETING_MATCH` for a segment or identity override; `SPLIT` for a
+//!   multivariate option chosen by the identity's hash; `STATIC` for the environment's default.
+//! - Variant: the multivariate option's key (or `control`) when Flagsmith names one; else what
+//!   supplied the value: `default`, the segment's name, `identity_override`, or a keyless
+//!   option's value.
+
+use std::collections::HashMap;
+
+use flagsmith_flag_engine::types::FlagsmithValue;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::OfrepError;
+use crate::evaluation::{IDENTITY_OVERRIDE_REASON, IdentityInput, ResolvedFlag};
+
+const SEGMENT_REASON: &str = "TARGETING_MATCH; segment=";
+
+/// Reads an OFREP request body: who to evaluate for (`None`: the environment itself).
+pub fn read_request(body: &[u8]) -> Result<Option<IdentityInput>, OfrepError> {
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|error| OfrepError::Parse(format!("the body is not JSON: {error}")))?;
+    let Value::Object(mut request) = request else {
+        return Err(OfrepError::Parse(
+            "the body must be a JSON object: {\"context\": {...}}".to_owned(),
+        ));
+    };
+    let context = match request.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(context)) => context,
+        Some(_) => {
+            return Err(OfrepError::InvalidContext(
+                "context must be a JSON object".to_owned(),
+            ));
+        }
+    };
+    read_context(context)
+}
+
+fn read_context(mut context: Map<String, Value>) -> Result<Option<IdentityInput>, OfrepError> {
+    let identifier = match context.remove("targetingKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(key)) => Some(key).filter(|key| !key.is_empty()),
+        Some(_) => {
+            return Err(OfrepError::InvalidContext(
+                "targetingKey must be a string".to_owned(),
+            ));
+        }
+    };
+    let mut traits = HashMap::with_capacity(context.len());
+    for (name, value) in context {
+        match value {
+            // A null trait is an absent one (Flagsmith deletes a trait set to null).
+            Value::Null => {}
+            Value::Object(_) | Value::Array(_) => {
+                return Err(OfrepError::InvalidContext(format!(
+                    "context field {name:?} is an object or a list: Flagsmith traits are \
+                     strings, numbers or booleans"
+                )));
+            }
+            scalar => {
+                let value: FlagsmithValue = serde_json::from_value(scalar).map_err(|error| {
+                    OfrepError::InvalidContext(format!("context field {name:?}: {error}"))
+                })?;
+                traits.insert(name, value);
+            }
+        }
+    }
+    match identifier {
+        Some(identifier) => Ok(Some(IdentityInput {
+            identifier,
+            key: None,
+            traits,
+        })),
+        None if traits.is_empty() => Ok(None),
+        None => Err(OfrepError::TargetingKeyMissing),
+    }
+}
+
+/// One flag as OFREP answers it.
+#[derive(Debug, Serialize)]
+pub struct FlagAnswer<'a> {
+    key: &'a str,
+    /// Absent for a disabled value flag: the provider answers the caller's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<AnswerValue<'a>>,
+    reason: &'static str,
+    variant: &'a str,
+    metadata: FlagMetadata<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum AnswerValue<'a> {
+    Held(&'a Value),
+    Enabled(bool),
+}
+
+#[derive(Debug, Serialize)]
+struct FlagMetadata<'a> {
+    enabled: bool,
+    #[serde(rename = "featureId")]
+    feature_id: u64,
+    /// The engine's own words: `TARGETING_MATCH; segment=beta`, `SPLIT; weight=30`, ...
+    #[serde(rename = "flagsmithReason")]
+    flagsmith_reason: &'a str,
+}
+
+/// The answer for one evaluated flag.
+pub fn flag_answer(flag: &ResolvedFlag) -> FlagAnswer<'_> {
+    let value = match (&flag.value, flag.enabled) {
+        (Value::Null, enabled) => Some(AnswerValue::Enabled(enabled)),
+        (held, true) => Some(AnswerValue::Held(held)),
+        (_, false) => None,
+    };
+    FlagAnswer {
+        key: &flag.name,
+        value,
+        reason: reason(flag),
+        variant: variant(flag),
+        metadata: FlagMetadata {
+            enabled: flag.enabled,
+            feature_id: flag.feature_id,
+            flagsmith_reason: &flag.reason,
+        },
+    }
+}
+
+fn reason(flag: &ResolvedFlag) -> &'static str {
+    if !flag.enabled {
+        "DISABLED"
+    } else if flag.identity_override || flag.reason.starts_with("TARGETING_MATCH") {
+        "TARGETING_MATCH"
+    } else if flag.reason.starts_with("SPLIT") {
+        "SPLIT"
+    } else {
+        "STATIC"
+    }
+}
+
+fn variant(flag: &ResolvedFlag) -> &str {
+    if let Some(variant) = &flag.variant {
+        return variant;
+    }
+    if flag.identity_override || flag.reason == IDENTITY_OVERRIDE_REASON {
+        return "identity_override";
+    }
+    if let Some(segment) = flag.reason.strip_prefix(SEGMENT_REASON) {
+        return segment;
+    }
+    match (&flag.value, flag.reason.starts_with("SPLIT")) {
+        (Value::String(option), true) => option,
+        _ => "default",
+    }
+}
+
+/// The bulk answer's body.
+#[derive(Debug, Serialize)]
+pub struct BulkAnswer<'a> {
+    pub flags: Vec<FlagAnswer<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn flag(value: Value, enabled: bool, reason: &str) -> ResolvedFlag {
+        ResolvedFlag {
+            feature_id: 7,
+            name: "banner".into(),
+            feature_type: "STANDARD".into(),
+            enabled,
+            value,
+            variant: None,
+            reason: reason.into(),
+            state_id: None,
+            identity_override: false,
+            identity_id: None,
+        }
+    }
+
+    fn answer(flag: &ResolvedFlag) -> Value {
+        serde_json::to_value(flag_answer(flag)).unwrap()
+    }
+
+    #[test]
+    fn a_context_is_an_identity_with_traits_or_the_environment() {
+        let body = br#"{"context": {"targetingKey": "u-1", "plan": "pro", "n": 3, "x": null}}"#;
+        let identity = read_request(body).unwrap().unwrap();
+        assert_eq!(identity.identifier, "u-1");
+        assert_eq!(identity.traits.len(), 2);
+        for empty in [
+            &b"{}"[..],
+            br#"{"context": {}}"#,
+            br#"{"context": {"targetingKey": ""}}"#,
+        ] {
+            assert!(read_request(empty).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_the_protocols_error_codes() {
+        let code = |body: &[u8]| read_request(body).unwrap_err().code();
+        assert_eq!(code(b"{not json"), "PARSE_ERROR");
+        assert_eq!(code(b"[]"), "PARSE_ERROR");
+        assert_eq!(code(br#"{"context": 3}"#), "INVALID_CONTEXT");
+        assert_eq!(
+            code(br#"{"context": {"targetingKey": 3}}"#),
+            "INVALID_CONTEXT"
+        );
+        let nested = br#"{"context": {"targetingKey": "u", "user": {"a": 1}}}"#;
+        assert_eq!(code(nested), "INVALID_CONTEXT");
+        assert_eq!(
+            code(br#"{"context": {"plan": "pro"}}"#),
+            "TARGETING_KEY_MISSING"
+        );
+    }
+
+    #[test]
+    fn flagsmith_states_map_to_values_reasons_and_variants() {
+        let on = answer(&flag(json!("blue"), true, "DEFAULT"));
+        assert_eq!(on["value"], "blue");
+        assert_eq!(on["reason"], "STATIC");
+        assert_eq!(on["variant"], "default");
+        assert_eq!(
+            on["metadata"],
+            json!({"enabled": true, "featureId": 7, "flagsmithReason": "DEFAULT"})
+        );
+        let off = answer(&flag(json!(5), false, "DEFAULT"));
+        assert!(off.get("value").is_none(), "{off}");
+        assert_eq!(off["reason"], "DISABLED");
+        let boolean_off = answer(&flag(Value::Null, false, "DEFAULT"));
+        assert_eq!(boolean_off["value"], false);
+        assert_eq!(boolean_off["reason"], "DISABLED");
+        let segment = answer(&flag(json!(1.5), true, "TARGETING_MATCH; segment=beta"));
+        assert_eq!(
+            (&segment["reason"], &segment["variant"]),
+            (&json!("TARGETING_MATCH"), &json!("beta"))
+        );
+        let split = answer(&flag(json!("wizard"), true, "SPLIT; weight=30"));
+        assert_eq!(
+            (&split["reason"], &split["variant"]),
+            (&json!("SPLIT"), &json!("wizard"))
+        );
+        let mut keyed = flag(json!(7), true, "SPLIT; weight=30");
+        keyed.variant = Some("seven".into());
+        assert_eq!(answer(&keyed)["variant"], "seven");
+        let mut overridden = flag(json!(false), true, IDENTITY_OVERRIDE_REASON);
+        overridden.identity_override = true;
+        let overridden = answer(&overridden);
+        assert_eq!(overridden["value"], false);
+        assert_eq!(overridden["reason"], "TARGETING_MATCH");
+        assert_eq!(overridden["variant"], "identity_override");
+    }
+}

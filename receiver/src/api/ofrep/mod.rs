@@ -1,0 +1,233 @@
+//! The OpenFeature Remote Evaluation Protocol (OFREP, `open-feature/protocol`'s
+//! `service/openapi.yaml`), so that every OpenFeature OFREP provider reads the receiver:
+//!
+//! - `POST /ofrep/v1/evaluate/flags/{key}`: one flag, for server-side providers;
+//! - `POST /ofrep/v1/evaluate/flags`: every flag, for client-side providers, with an `ETag`
+//!   (of the answer itself) and `If-None-Match` answered 304 while the answer is the same.
+//!
+//! Both evaluate the environment with the same engine evaluation as `/api/v1/identities/`; how a
+//! Flagsmith flag maps onto OFREP's value, reason and variant is in [`answer`]. The environment is
+//! chosen by its key, sent as the providers are configured to: `Authorization: Bearer KEY`,
+//! `X-API-Key` or Flagsmith's `X-Environment-Key`; client and server keys are both accepted.
+
+pub mod answer;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use sha2::{Digest, Sha256};
+
+use crate::api::{AppState, json_response};
+use crate::app::Shared;
+use crate::documents::EnvCache;
+use crate::error::{ApiError, LookupError, OfrepError};
+use crate::evaluation::{Evaluation, IdentityInput};
+use answer::{BulkAnswer, flag_answer, read_request};
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+pub(crate) async fn evaluate_flag(
+    State(shared): AppState,
+    Path(key): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let answer = one_flag(&shared, key, request).await;
+    shared.metrics.ofrep("flag", result_label(&answer));
+    answer
+}
+
+/// `POST /ofrep/v1/evaluate/flags`.
+pub(crate) async fn evaluate_flags(
+    State(shared): AppState,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let answer = every_flag(&shared, request).await;
+    shared.metrics.ofrep("bulk", result_label(&answer));
+    answer
+}
+
+/// The metric's `result`: `ok`, `not_modified`, `unauthorized`, or the protocol's error code.
+fn result_label(answer: &Result<Response, ApiError>) -> &'static str {
+    match answer {
+        Ok(response) if response.status() == StatusCode::NOT_MODIFIED => "not_modified",
+        Ok(_) => "ok",
+        Err(ApiError::Ofrep { error, .. }) => error.code(),
+        Err(_) => "unauthorized",
+    }
+}
+
+async fn one_flag(shared: &Shared, key: String, request: Request) -> Result<Response, ApiError> {
+    let refused = |error| ApiError::Ofrep {
+        key: Some(key.clone()),
+        error,
+    };
+    let (env, body) = read(shared, request).await.map_err(|e| e.for_flag(&key))?;
+    let identity = read_request(&body).map_err(refused)?;
+    let cache = shared.cache.load();
+    let evaluation = cache
+        .env(env)
+        .map(|env| evaluate(env, identity.as_ref()))
+        .unwrap_or_default();
+    let flag = evaluation
+        .flags
+        .iter()
+        .find(|flag| flag.name == key)
+        .ok_or_else(|| refused(OfrepError::FlagNotFound(key.clone())))?;
+    let body = serde_json::to_vec(&flag_answer(flag)).expect("an answer serialises");
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn every_flag(shared: &Shared, request: Request) -> Result<Response, ApiError> {
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let (env, body) = read(shared, request).await?;
+    let refused = |error| ApiError::Ofrep { key: None, error };
+    let identity = read_request(&body).map_err(refused)?;
+    let cache = shared.cache.load();
+    let evaluation = cache
+        .env(env)
+        .map(|env| evaluate(env, identity.as_ref()))
+        .unwrap_or_default();
+    let answer = BulkAnswer {
+        flags: evaluation.flags.iter().map(flag_answer).collect(),
+    };
+    let body = serde_json::to_vec(&answer).expect("an answer serialises");
+    let etag = etag_of(&body);
+    if if_none_match.is_some_and(|tags| matches(&tags, &etag)) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().insert(header::ETAG, etag);
+        return Ok(response);
+    }
+    let mut response = json_response(StatusCode::OK, body);
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
+}
+
+/// Evaluates `env` for `identity` (its own flags when `None`), as `/api/v1/identities/` does.
+fn evaluate(env: &EnvCache, identity: Option<&IdentityInput>) -> Evaluation {
+    let prepared = env.prepared();
+    match identity {
+        None => prepared.evaluate(None, &[]),
+        Some(identity) => {
+            let overlay = env.identity_overlay(&identity.identifier);
+            prepared.evaluate(Some(identity), &overlay)
+        }
+    }
+}
+
+/// Why a request was refused before its context was read.
+enum Refused {
+    Lookup(LookupError),
+    Ofrep(OfrepError),
+}
+
+impl Refused {
+    fn for_flag(self, key: &str) -> ApiError {
+        match self {
+            Refused::Lookup(error) => error.into(),
+            Refused::Ofrep(error) => ApiError::Ofrep {
+                key: Some(key.to_owned()),
+                error,
+            },
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Lookup(error) => error.into(),
+            Refused::Ofrep(error) => ApiError::Ofrep { key: None, error },
+        }
+    }
+}
+
+/// The environment the request's key selects, and its body (JSON, within the body limit).
+async fn read(shared: &Shared, request: Request) -> Result<(u64, Bytes), Refused> {
+    let env = environment(shared, request.headers()).map_err(Refused::Lookup)?;
+    crate::intake::request::check_content_type(request.headers())
+        .map_err(|_| Refused::Ofrep(OfrepError::UnsupportedMediaType))?;
+    let limit = shared.live.load().max_body_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| Refused::Ofrep(OfrepError::Parse(format!("body: {error}"))))?;
+    Ok((env, body))
+}
+
+fn environment(shared: &Shared, headers: &HeaderMap) -> Result<u64, LookupError> {
+    let key = api_key(headers).ok_or(LookupError::MissingApiKey)?;
+    shared
+        .live
+        .load()
+        .environment_keys
+        .get(key)
+        .copied()
+        .ok_or(LookupError::UnknownApiKey)
+}
+
+/// The key as an OFREP provider sends it: a bearer token, `X-API-Key` (OFREP's two schemes), or
+/// Flagsmith's own `X-Environment-Key`.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let bearer = text(header::AUTHORIZATION.as_str()).and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    bearer
+        .or_else(|| text("x-api-key"))
+        .or_else(|| text("x-environment-key"))
+        .filter(|key| !key.is_empty())
+}
+
+/// A strong validator of the answer's bytes: the same context and flags give the same tag,
+/// across restarts too.
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let tag = format!("\"{}\"", hex::encode(&digest[..16]));
+    HeaderValue::try_from(tag).expect("hex is a valid header value")
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare as strong ones, as
+/// `If-None-Match` asks.
+fn matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(tags) = if_none_match.to_str() else {
+        return false;
+    };
+    let etag = etag.to_str().unwrap_or_default();
+    tags.split(',').map(str::trim).any(|tag| {
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag == "*" || tag == etag
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_comes_from_any_header_a_provider_uses() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            api_key(&headers).map(str::to_owned)
+        };
+        assert_eq!(with("authorization", "Bearer k1").as_deref(), Some("k1"));
+        assert_eq!(with("authorization", "bearer  k1 ").as_deref(), Some("k1"));
+        assert_eq!(with("authorization", "Basic k1"), None);
+        assert_eq!(with("x-api-key", "k2").as_deref(), Some("k2"));
+        assert_eq!(with("x-environment-key", "k3").as_deref(), Some("k3"));
+        assert_eq!(with("x-api-key", ""), None);
+    }
+
+    #[test]
+    fn if_none_match_names_the_tag_or_any() {
+        let etag = etag_of(b"{}");
+        let header = |text: String| HeaderValue::try_from(text).unwrap();
+        let tag = etag.to_str().unwrap().to_owned();
+        assert!(matches(&header(tag.clone()), &etag));
+        assert!(matches(&header(format!("\"x\", W/{tag}")), &etag));
+        assert!(matches(&header("*".into()), &etag));
+        assert!(!matches(&header("\"x\"".into()), &etag));
+        assert_ne!(etag_of(b"{}"), etag_of(b"[]"));
+    }
+}
