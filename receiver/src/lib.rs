@@ -74,11 +74,13 @@ pub async fn run(
     let mut registry = metrics::registry();
     // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
     flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
+    let metrics = metrics::Metrics::new(registry);
+    metrics.show_environments(&config.live);
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
         writer,
-        metrics: metrics::Metrics::new(registry),
+        metrics,
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
     });
