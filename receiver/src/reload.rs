@@ -47,6 +47,7 @@ impl Reloadable for Config {
                 running.snapshot_debounce != wanted.snapshot_debounce,
             ),
             ("server", running.server != wanted.server),
+            ("log", running.log != wanted.log),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))
@@ -66,6 +67,7 @@ pub async fn watch_config(path: PathBuf, running: Fixed, shared: Arc<Shared>) {
     loop {
         let live = watch.next_live().await;
         if **shared.live.load() != live {
+            shared.metrics.show_environments(&live);
             shared.live.store(Arc::new(live));
             shared.metrics.reloads().applied();
             tracing::info!(path = %path.display(), "configuration reloaded");
