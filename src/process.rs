@@ -115,6 +115,37 @@ fn log_panics() {
     }));
 }
 
+/// Tells a service manager that the program serves: `READY=1` to the datagram socket named by
+/// `NOTIFY_SOCKET` (systemd's `Type=notify`; a path, or an abstract name after `@`), nothing when
+/// the variable is unset. A few lines rather than a crate: the protocol is one datagram.
+pub fn notify_ready() {
+    let Some(socket_name) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_ready(&socket_name) {
+        tracing::warn!(%error, "cannot tell the service manager that we are ready");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_ready(socket_name: &std::ffi::OsStr) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let socket = UnixDatagram::unbound()?;
+    let address = match socket_name.as_bytes().strip_prefix(b"@") {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
+        None => SocketAddr::from_pathname(socket_name)?,
+    };
+    socket.send_to_addr(b"READY=1", &address)?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_ready(_socket_name: &std::ffi::OsStr) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

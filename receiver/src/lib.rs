@@ -108,6 +108,7 @@ pub async fn run(
     }
 
     let router = api::router(shared.clone(), &fixed.webhook_path);
+    flagpost::process::notify_ready();
     let served = flagpost::serve::serve(listener, router, &fixed.server, shutdown).await;
 
     for task in &tasks {

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::common::{self, get, wait_for};
-use crate::support::process::Running;
+use crate::support::config::{ReceiverConfig, SidecarConfig};
+use crate::support::process::{Running, free_addr};
 
 #[test]
 fn both_binaries_say_their_version() {
@@ -136,5 +137,49 @@ fn the_kubernetes_example_runs_flagpost_on_a_claim_and_the_receiver_as_a_sidecar
             string(container, &["readinessProbe", "httpGet", "path"]),
             Some("/readyz")
         );
+    }
+}
+
+/// systemd's `Type=notify`: each binary sends `READY=1` to `$NOTIFY_SOCKET` once it serves.
+#[test]
+fn both_binaries_tell_the_service_manager_they_are_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flags")).unwrap();
+    let (sidecar, receiver) = (free_addr(), free_addr());
+    let configs = [
+        (
+            common::flagpost(),
+            SidecarConfig::new(dir.path(), sidecar).write(),
+            sidecar,
+        ),
+        (
+            common::receiver(),
+            ReceiverConfig::new(dir.path()).listen(receiver).write(),
+            receiver,
+        ),
+    ];
+    for (n, (binary, config, addr)) in configs.into_iter().enumerate() {
+        let socket_path = dir.path().join(format!("notify-{n}"));
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(90)))
+            .unwrap();
+        let child = Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _running = Running { child };
+        let mut message = [0u8; 64];
+        let length = socket
+            .recv(&mut message)
+            .unwrap_or_else(|e| panic!("{}: no READY=1 ({e})", binary.display()));
+        assert_eq!(&message[..length], b"READY=1");
+        // Ready means serving.
+        assert_eq!(get(addr, "/healthz", &[]).map(|r| r.status), Some(200));
     }
 }
