@@ -90,7 +90,11 @@ fn ensure_secret_file(path: &Path, prefix: &str) -> anyhow::Result<Option<String
     if path.exists() {
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), "readable by others than its owner: chmod 600 it");
+            // Logging is not set up yet (the configuration chooses its format): say it plainly.
+            eprintln!(
+                "flagpost: {} is readable by others than its owner: chmod 600 it",
+                path.display()
+            );
         }
         return Ok(None);
     }

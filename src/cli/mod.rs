@@ -1,8 +1,9 @@
-//! The `flagpost` command line: `serve`, `check`, `pair` and `deliveries`. The binary only calls
-//! [`main`].
+//! The `flagpost` command line: `serve`, `check`, `pair`, `probe` and `deliveries`. The binary
+//! only calls [`main`].
 //!
 //! - [`deliveries`]: `flagpost deliveries ...`, the admin API over HTTP.
 //! - [`local_setup`]: the built-in defaults' generated token and secret, and `pair`.
+//! - [`probe`]: `flagpost probe URL`, a container's health check.
 
 pub mod deliveries;
 pub mod local_setup;

@@ -15,6 +15,30 @@ const SERVER_KEY: &str = "ser.prod-server-key-1";
 const CLIENT_KEY: &str = "prod-client-key";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flagsmith_local_eval.py");
 
+/// `python3` importing the pinned Flagsmith SDK that `.ci/test` installs under
+/// `<target>/test-deps/python` (`CARGO_TARGET_DIR` or `target/`, as `.ci/test` chooses); panics
+/// naming `.ci/test --setup-only` when it is not there, rather than needing a global `pip install`.
+fn python_with_the_sdk() -> Command {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root.join(dir))
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("test-deps/python");
+    let imports = Command::new("python3")
+        .env("PYTHONPATH", &path)
+        .args(["-c", "import flagsmith"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        imports,
+        "the pinned Flagsmith Python SDK is missing from {}: run `.ci/test --setup-only` once",
+        path.display()
+    );
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", &path);
+    command
+}
+
 /// A second environment, `Production` (id 2), readable with [`SERVER_KEY`].
 fn production() -> String {
     format!(
@@ -246,13 +270,6 @@ async fn get_with_etag(url: &str, if_none_match: Option<&str>) -> (StatusCode, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flagsmiths_python_sdk_evaluates_locally_from_flagpost() {
-    let probe = Command::new("python3")
-        .args(["-c", "import flagsmith"])
-        .output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "the Flagsmith Python SDK is missing: run `pip install flagsmith` (python3 must import flagsmith)"
-    );
     let sidecar = Sidecar::start_with(&production()).await;
     seed(&sidecar).await;
     let api_url = sidecar.url("/api/v1/");
@@ -262,7 +279,7 @@ async fn flagsmiths_python_sdk_evaluates_locally_from_flagpost() {
     ])
     .to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        python_with_the_sdk()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()
@@ -426,7 +443,7 @@ async fn run_sdk(sidecar: &Sidecar, identities: Value) -> Value {
     let api_url = sidecar.url("/api/v1/");
     let identities = identities.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        python_with_the_sdk()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()
