@@ -5,16 +5,30 @@
 //! registers its metrics in a sub-registry of its own ([`subsystem`]), and [`Metrics::new`] then
 //! takes the registry to serve it. Label sets are derived types whose values are borrowed, so that
 //! counting allocates nothing once a series exists.
+//!
+//! **Every family is on the page from start** (so that `increase()` sees the first event, and a
+//! dashboard shows a zero rather than no data): register a family with [`register_family`], giving
+//! every label set it can count that is known at start (each reason, outcome, configured endpoint
+//! or environment); those series start at zero, and the family's `# HELP`/`# TYPE` show even while
+//! it has none (labels known only later, such as an endpoint added by a reload, get theirs when
+//! the program learns them). Label values are snake_case, and each family has its row in the
+//! README's metrics table, which `tests/operations/metrics.rs` compares with both programs' pages.
+//! The page is served in Prometheus' text format or OpenMetrics, by [`exposition`].
 
-use std::borrow::Cow;
+pub mod exposition;
+
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use exposition::Format;
 
 use crate::reload::ReloadMetrics;
 use crate::wire::EventType;
@@ -43,6 +57,60 @@ pub fn register_commit_latency(registry: &mut Registry, commit_latency: Histogra
     );
 }
 
+/// A family whose descriptor is encoded even while it has no series: `prometheus-client` leaves
+/// out an empty family, so a family labelled by endpoint would be missing until its first sample.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// Registers `family` so that it is on `/metrics` from start: a series at zero for each label set
+/// of `known`, and the family's `# HELP`/`# TYPE` even when `known` is empty. The way every
+/// labelled family of both programs is registered (see the module's documentation).
+pub fn register_family<S, M, C>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    family: &Family<S, M, C>,
+    known: impl IntoIterator<Item = S>,
+) where
+    S: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static,
+    M: EncodeMetric + TypedMetric + Debug + Send + Sync + 'static,
+    C: MetricConstructor<M> + Clone + Debug + Send + Sync + 'static,
+{
+    for labels in known {
+        drop(family.get_or_create(&labels));
+    }
+    registry.register(name, help, Declared(family.clone()));
+}
+
+/// The sources of changes, as `flagpost_changes_total{source}` counts them.
+const CHANGE_SOURCES: [&str; 3] = ["api", "file", "relay"];
+
+/// The HTTP routes whose refusals `flagpost_refused_total{source}` counts, each with every reason
+/// of [`crate::api::error::ApiError::REASONS`]; flag files refuse with their own two.
+const HTTP_REFUSAL_SOURCES: [&str; 3] = ["api", "environment_document", "relay"];
+const FILE_REFUSALS: [&str; 2] = ["invalid", "refused"];
+
+/// `flagpost_events_total{type}`: the event types, snake_case; a relayed type this version does
+/// not know counts as `other`, so that a sender cannot grow the page without bound.
+const EVENT_TYPES: [&str; 6] = [
+    "flag_updated",
+    "flag_deleted",
+    "audit_log_created",
+    "segment_updated",
+    "segment_deleted",
+    "other",
+];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: &'static str,
@@ -50,7 +118,7 @@ struct SourceLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventTypeLabels {
-    r#type: Cow<'static, str>,
+    r#type: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,25 +150,37 @@ impl Metrics {
     pub fn new(mut registry: Registry) -> Metrics {
         let changes = subsystem(&mut registry);
         let changes_committed = Family::default();
-        changes.register(
+        register_family(
+            changes,
             "changes",
             "Changes committed, by source (api, file, relay)",
-            changes_committed.clone(),
+            &changes_committed,
+            CHANGE_SOURCES.map(|source| SourceLabels { source }),
         );
         let events = Family::default();
-        changes.register("events", "Events committed, by event type", events.clone());
+        register_family(
+            changes,
+            "events",
+            "Events committed, by event type",
+            &events,
+            EVENT_TYPES.map(|r#type| EventTypeLabels { r#type }),
+        );
         let refused = Family::default();
-        changes.register(
+        register_family(
+            changes,
             "refused",
             "Input refused, by source and reason (nothing of it was applied)",
-            refused.clone(),
+            &refused,
+            known_refusals(),
         );
         let reloads = ReloadMetrics::register(subsystem(&mut registry));
         let flag_files = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "flag_files",
             "Flag file reads, by outcome (applied, unchanged, invalid, ignored, not_applied)",
-            flag_files.clone(),
+            &flag_files,
+            crate::flagfiles::FileOutcome::NAMES.map(|outcome| OutcomeLabels { outcome }),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -143,26 +223,35 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Err(error) = encode(&mut out, &self.registry) {
-            // Writing to a String does not fail; a metric whose encoding does is a bug to see.
-            tracing::error!(%error, "metrics not encoded");
-        }
-        out
+    /// The page in `format`.
+    pub fn render(&self, format: Format) -> String {
+        exposition::render(&self.registry, format)
     }
 }
 
-/// The event type as a label, borrowed for the types this version knows.
-fn event_type_label(name: &str) -> Cow<'static, str> {
+/// Every (source, reason) `flagpost_refused_total` can count.
+fn known_refusals() -> impl Iterator<Item = RefusedLabels> {
+    let http = HTTP_REFUSAL_SOURCES.into_iter().flat_map(|source| {
+        crate::api::error::ApiError::REASONS
+            .into_iter()
+            .map(move |reason| RefusedLabels { source, reason })
+    });
+    let files = FILE_REFUSALS.map(|reason| RefusedLabels {
+        source: "file",
+        reason,
+    });
+    http.chain(files)
+}
+
+/// The event type as a label: one of [`EVENT_TYPES`].
+fn event_type_label(name: &str) -> &'static str {
     match EventType::parse(name) {
-        EventType::FlagUpdated => Cow::Borrowed("FLAG_UPDATED"),
-        EventType::FlagDeleted => Cow::Borrowed("FLAG_DELETED"),
-        EventType::AuditLogCreated => Cow::Borrowed("AUDIT_LOG_CREATED"),
-        EventType::SegmentUpdated => Cow::Borrowed("SEGMENT_UPDATED"),
-        EventType::SegmentDeleted => Cow::Borrowed("SEGMENT_DELETED"),
-        EventType::Other(other) => Cow::Owned(other),
+        EventType::FlagUpdated => "flag_updated",
+        EventType::FlagDeleted => "flag_deleted",
+        EventType::AuditLogCreated => "audit_log_created",
+        EventType::SegmentUpdated => "segment_updated",
+        EventType::SegmentDeleted => "segment_deleted",
+        EventType::Other(_) => "other",
     }
 }
 
@@ -183,11 +272,15 @@ mod tests {
         };
         metrics.change_committed("api", &[event]);
         metrics.reloads().applied();
-        let text = metrics.render();
+        let text = metrics.render(Format::Prometheus);
         for line in [
             "flagpost_changes_total{source=\"api\"} 1",
-            "flagpost_events_total{type=\"FLAG_UPDATED\"} 1",
+            "flagpost_changes_total{source=\"relay\"} 0",
+            "flagpost_events_total{type=\"flag_updated\"} 1",
+            "flagpost_events_total{type=\"segment_deleted\"} 0",
+            "flagpost_refused_total{source=\"relay\",reason=\"storage\"} 0",
             "flagpost_config_reloads_total{result=\"applied\"} 1",
+            "flagpost_config_reloads_total{result=\"needs_restart\"} 0",
             "flagpost_refused_total{source=\"api\",reason=\"unauthorized\"} 1",
             "flagpost_flag_files_total{outcome=\"applied\"} 1",
         ] {

@@ -1,5 +1,6 @@
-//! What both binaries set up for their process, the same way: logs to stderr (with repeated
-//! errors limited to one line per kind per interval), and the signal that stops them.
+//! What both binaries set up for their process, the same way: logs to stderr, as text or JSON
+//! lines (`[log] format`), with repeated errors limited to one line per kind per interval, and the
+//! signal that stops them.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -8,17 +9,29 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr at `RUST_LOG`'s levels (`info` when unset or invalid), coloured only on a
-/// terminal so that captured logs stay plain text.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
+use crate::config::LogFormat;
+
+/// Logs to stderr at `RUST_LOG`'s levels (`info` when unset or invalid), in `format`: text,
+/// coloured only on a terminal (and not with `NO_COLOR` set) so that captured logs stay plain,
+/// or one JSON object per line (the event's fields at the top level beside `timestamp`, `level`
+/// and `target`), never coloured.
+pub fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour_on_stderr()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
     log_panics();
+}
+
+/// Colour only for a person at a terminal: never into a file or a pipe, and not when `NO_COLOR`
+/// (no-color.org) asks for none.
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// How often one kind of error is logged at most; the line after a quiet spell counts the ones
@@ -100,6 +113,37 @@ fn log_panics() {
             tracing::error!(%location, %message, suppressed, "panic");
         }
     }));
+}
+
+/// Tells a service manager that the program serves: `READY=1` to the datagram socket named by
+/// `NOTIFY_SOCKET` (systemd's `Type=notify`; a path, or an abstract name after `@`), nothing when
+/// the variable is unset. A few lines rather than a crate: the protocol is one datagram.
+pub fn notify_ready() {
+    let Some(socket_name) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_ready(&socket_name) {
+        tracing::warn!(%error, "cannot tell the service manager that we are ready");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_ready(socket_name: &std::ffi::OsStr) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let socket = UnixDatagram::unbound()?;
+    let address = match socket_name.as_bytes().strip_prefix(b"@") {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
+        None => SocketAddr::from_pathname(socket_name)?,
+    };
+    socket.send_to_addr(b"READY=1", &address)?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_ready(_socket_name: &std::ffi::OsStr) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

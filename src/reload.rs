@@ -76,10 +76,17 @@ pub struct ReloadMetrics {
 impl ReloadMetrics {
     pub fn register(registry: &mut Registry) -> ReloadMetrics {
         let metrics = ReloadMetrics::default();
-        registry.register(
+        let results = [
+            ReloadResult::applied,
+            ReloadResult::invalid,
+            ReloadResult::needs_restart,
+        ];
+        crate::metrics::register_family(
+            registry,
             "config_reloads",
             "Configuration reloads, by result (applied, invalid, needs_restart)",
-            metrics.results.clone(),
+            &metrics.results,
+            results.map(|result| ReloadLabels { result }),
         );
         metrics
     }

@@ -141,6 +141,7 @@ pub async fn run_with(
     }
 
     tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
+    crate::process::notify_ready();
     let app = api::router(state)
         .nest("/api/v1/admin", admin::router(dispatcher.clone()))
         .layer(axum::middleware::map_response(api::error::json_errors));

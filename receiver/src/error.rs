@@ -85,7 +85,22 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The metric label of a failed fetch.
+    /// Every result `flagpost_receiver_upstream_fetches_total{result}` counts: the two of a good
+    /// fetch, then each [`UpstreamError::label`]. Shown at zero from start: add a new one here.
+    pub const FETCH_RESULTS: [&'static str; 10] = [
+        "loaded",
+        "superseded",
+        "unreachable",
+        "unauthorized",
+        "bad_status",
+        "timeout",
+        "too_large",
+        "other_environment",
+        "invalid",
+        "not_stored",
+    ];
+
+    /// The metric label of a failed fetch, one of [`UpstreamError::FETCH_RESULTS`].
     pub fn label(&self) -> &'static str {
         match self {
             UpstreamError::Transport(_) => "unreachable",
@@ -112,8 +127,23 @@ impl From<WireError> for WriteError {
 }
 
 impl WriteError {
-    /// The metric label of a refused web hook; `None` when the request was fine and storage
-    /// failed.
+    /// Every label [`WriteError::refusal`] gives, shown at zero on `/metrics` from start: add a
+    /// new one here too.
+    pub const REFUSALS: [&'static str; 10] = [
+        "unsupported_media_type",
+        "too_large",
+        "unreadable_body",
+        "missing_signature",
+        "stale_timestamp",
+        "bad_timestamp",
+        "bad_signature",
+        "malformed",
+        "unsigned_sequence",
+        "standard_signature_required",
+    ];
+
+    /// The metric label of a refused web hook, one of [`WriteError::REFUSALS`]; `None` when the
+    /// request was fine and storage failed.
     pub fn refusal(&self) -> Option<&'static str> {
         Some(match self {
             WriteError::UnsupportedMediaType => "unsupported_media_type",
@@ -214,6 +244,16 @@ impl OfrepError {
             OfrepError::Parse(_) | OfrepError::UnsupportedMediaType => "PARSE_ERROR",
             OfrepError::InvalidContext(_) => "INVALID_CONTEXT",
             OfrepError::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+        }
+    }
+
+    /// [`OfrepError::code`] as the metrics' label value (snake_case, as every label value is).
+    pub fn label(&self) -> &'static str {
+        match self {
+            OfrepError::FlagNotFound(_) => "flag_not_found",
+            OfrepError::Parse(_) | OfrepError::UnsupportedMediaType => "parse_error",
+            OfrepError::InvalidContext(_) => "invalid_context",
+            OfrepError::TargetingKeyMissing => "targeting_key_missing",
         }
     }
 

@@ -77,11 +77,13 @@ pub async fn run(
     // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
     flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
     let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
+    let metrics = metrics::Metrics::new(registry);
+    metrics.show_environments(&config.live);
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(config.live),
         cache: published.cache.clone(),
         writer,
-        metrics: metrics::Metrics::new(registry),
+        metrics,
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
         rereading: Default::default(),
@@ -121,6 +123,7 @@ pub async fn run(
         shutdown.await;
         streams.shut_down();
     };
+    flagpost::process::notify_ready();
     let served = flagpost::serve::serve(listener, router, &fixed.server, shutdown).await;
 
     for task in &tasks {

@@ -12,6 +12,7 @@ use flagpost_receiver::config::Config;
 #[derive(Parser)]
 #[command(
     name = "flagpost-receiver",
+    version,
     about = "Verified flag web hooks in, a local flag cache out"
 )]
 struct Cli {
@@ -35,7 +36,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     match Cli::parse().command {
         Command::Check { config } => match Config::load(&config) {
             Ok(_) => {
@@ -65,6 +65,8 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         None => (Config::default(), None),
     };
+    // Once the configuration says how: every line of the run is in one format.
+    init_logging(config.fixed.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

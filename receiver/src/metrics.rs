@@ -4,18 +4,30 @@
 //! The receiver has one registry ([`registry`]), built at start and handed to [`Metrics::new`],
 //! each subsystem's metrics in a sub-registry of their own. Label sets are derived types whose
 //! values are borrowed, so that counting a request allocates nothing once its series exists.
+//!
+//! Every family is on the page from start, registered with [`register_family`] and the label
+//! values it can count (see [`flagpost::metrics`]); the series of each configured environment are
+//! made at zero at start and after each reload ([`Metrics::show_environments`]), except the two
+//! ages, which have no value before the environment's first data. Each family has its row in the
+//! README's metrics table (`tests/operations/metrics.rs` compares them).
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use flagpost::metrics::subsystem;
+use flagpost::metrics::exposition::{self, Format};
+use flagpost::metrics::{register_family, subsystem};
 use flagpost::reload::ReloadMetrics;
 
+use crate::config::Live;
 use crate::documents::FlagCache;
+use crate::error::{UpstreamError, WriteError};
+use crate::intake::IntakeOutcome;
+
+/// `flagpost_receiver_bootstraps_total{result}`.
+const BOOTSTRAP_RESULTS: [&str; 2] = ["loaded", "failed"];
 
 /// The receiver's registry: every metric is named `flagpost_receiver_*`.
 pub fn registry() -> Registry {
@@ -36,6 +48,17 @@ struct OutcomeLabels {
 struct ResultLabels {
     result: &'static str,
 }
+
+/// `ofrep_evaluations_total{result}`: an answer, or the protocol's error code in snake_case.
+pub const OFREP_RESULTS: [&str; 7] = [
+    "ok",
+    "not_modified",
+    "unauthorized",
+    "flag_not_found",
+    "parse_error",
+    "invalid_context",
+    "targeting_key_missing",
+];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OfrepLabels {
@@ -74,53 +97,73 @@ impl Metrics {
     pub fn new(mut registry: Registry) -> Metrics {
         let intake = subsystem(&mut registry);
         let refused = Family::default();
-        intake.register(
+        register_family(
+            intake,
             "webhooks_refused",
             "Web hooks refused, by reason; the cache is unchanged by each",
-            refused.clone(),
+            &refused,
+            WriteError::REFUSALS.map(|reason| ReasonLabels { reason }),
         );
         let accepted = Family::default();
-        intake.register(
+        register_family(
+            intake,
             "webhooks_accepted",
             "Web hooks acknowledged after a durable commit, by outcome",
-            accepted.clone(),
+            &accepted,
+            IntakeOutcome::ALL.map(|o| OutcomeLabels {
+                outcome: o.as_str(),
+            }),
         );
         let data_age = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "environment_data_age_seconds",
             "Seconds since the environment last took a change or a document",
-            data_age.clone(),
+            &data_age,
+            [],
         );
         let document_age = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "upstream_document_age_seconds",
             "Seconds since the environment's document was last fetched from its upstream Flagsmith",
-            document_age.clone(),
+            &document_age,
+            [],
         );
         let reloads = ReloadMetrics::register(subsystem(&mut registry));
         let bootstraps = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "bootstraps",
             "Environment documents loaded from flagpost, by result",
-            bootstraps.clone(),
+            &bootstraps,
+            BOOTSTRAP_RESULTS.map(|result| ResultLabels { result }),
         );
         let upstream_fetches = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "upstream_fetches",
             "Environment documents fetched from an upstream Flagsmith, by environment and result",
-            upstream_fetches.clone(),
+            &upstream_fetches,
+            [],
         );
         let analytics = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "sdk_analytics",
             "Flag analytics posted by SDKs (POST /api/v1/analytics/flags/), by environment",
-            analytics.clone(),
+            &analytics,
+            [],
         );
         let ofrep = Family::default();
-        subsystem(&mut registry).register(
+        register_family(
+            subsystem(&mut registry),
             "ofrep_evaluations",
-            "OFREP requests, by route (flag, bulk) and result (ok, not_modified, unauthorized, or the protocol's error code)",
-            ofrep.clone(),
+            "OFREP requests, by route (flag, bulk) and result (ok, not_modified, unauthorized, or the protocol's error code in snake_case)",
+            &ofrep,
+            ["flag", "bulk"]
+                .into_iter()
+                .flat_map(|route| OFREP_RESULTS.map(|result| OfrepLabels { route, result })),
         );
         let cors_refused = Counter::default();
         subsystem(&mut registry).register(
@@ -140,6 +183,26 @@ impl Metrics {
             document_age,
             reloads,
             bootstraps,
+        }
+    }
+
+    /// Makes the series of each environment `live` configures, at zero: called at start and after
+    /// each reload, so that a new environment's counters are there before its first event.
+    pub fn show_environments(&self, live: &Live) {
+        for &environment in &live.environments {
+            drop(
+                self.analytics
+                    .get_or_create(&EnvironmentLabels { environment }),
+            );
+        }
+        for &environment in live.upstreams.keys() {
+            for result in UpstreamError::FETCH_RESULTS {
+                let labels = EnvironmentResultLabels {
+                    environment,
+                    result,
+                };
+                drop(self.upstream_fetches.get_or_create(&labels));
+            }
         }
     }
 
@@ -189,8 +252,8 @@ impl Metrics {
         self.cors_refused.inc();
     }
 
-    /// The text exposition, with each environment's data age computed now.
-    pub fn render(&self, cache: &FlagCache, now_unix: i64) -> String {
+    /// The page in `format`, with each environment's data age computed now.
+    pub fn render(&self, cache: &FlagCache, now_unix: i64, format: Format) -> String {
         for (environment, env) in cache.envs() {
             if let Some(at) = env.refreshed_at {
                 self.data_age
@@ -203,11 +266,6 @@ impl Metrics {
                     .set(now_unix.saturating_sub(doc.fetched_at));
             }
         }
-        let mut text = String::new();
-        if let Err(error) = encode(&mut text, &self.registry) {
-            // Writing to a String does not fail; a metric whose encoding does is a bug to see.
-            tracing::error!(%error, "metrics not encoded");
-        }
-        text
+        exposition::render(&self.registry, format)
     }
 }

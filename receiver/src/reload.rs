@@ -47,6 +47,7 @@ impl Reloadable for Config {
                 running.snapshot_debounce != wanted.snapshot_debounce,
             ),
             ("server", running.server != wanted.server),
+            ("log", running.log != wanted.log),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))
@@ -67,6 +68,7 @@ pub async fn watch_config(file: LoadedFile, running: Fixed, shared: Arc<Shared>)
     loop {
         let live = watch.next_live().await;
         if **shared.live.load() != live {
+            shared.metrics.show_environments(&live);
             shared.live.store(Arc::new(live));
             // After the store: a client that reconnects at once is checked against the new keys.
             shared.streams.keys_reloaded(&shared.live.load());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch, post, put};
 
@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::envdoc::DocumentCache;
 use crate::envdoc::upstream::UpstreamTriggers;
 use crate::metrics::Metrics;
+use crate::metrics::exposition::Format;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -101,14 +102,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The metrics page, in the format the scrape's `Accept` asks for (see
+/// [`crate::metrics::exposition`]).
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render(format),
     )
 }
 

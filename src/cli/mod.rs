@@ -1,8 +1,13 @@
-//! The `flagpost` command line: `serve`, `check` and `deliveries`. The binary only calls [`main`].
+//! The `flagpost` command line: `serve`, `check`, `pair`, `probe` and `deliveries`. The binary
+//! only calls [`main`].
 //!
 //! - [`deliveries`]: `flagpost deliveries ...`, the admin API over HTTP.
+//! - [`local_setup`]: the built-in defaults' generated token and secret, and `pair`.
+//! - [`probe`]: `flagpost probe URL`, a container's health check.
 
 pub mod deliveries;
+pub mod local_setup;
+pub mod probe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::process::{init_logging, shutdown_signal};
 use crate::store::UnusableFile;
 
@@ -45,18 +50,31 @@ enum Command {
     },
     /// Pending deliveries, attempts and dead letters of a running sidecar, and replays.
     Deliveries(deliveries::DeliveriesArgs),
+    /// Print a flagpost-receiver configuration paired with the flagpost that runs on the built-in
+    /// defaults in this folder (its secret and token named by file): `flagpost pair > receiver.toml`.
+    Pair,
+    /// Exit 0 when `GET URL` answers 200 (a container's health check): `flagpost probe
+    /// http://127.0.0.1:7070/healthz`.
+    Probe { url: String },
 }
 
 /// Parses the command line and runs the command; errors are printed, and give a failing status.
 pub fn main() -> ExitCode {
-    init_logging();
     let result = match Cli::parse().command {
         Command::Serve {
             config,
             new_database,
         } => serve(config, new_database),
-        Command::Check { config } => return check(config),
-        Command::Deliveries(args) => run_deliveries(args),
+        Command::Check { config } => {
+            init_logging(LogFormat::default());
+            return check(config);
+        }
+        Command::Deliveries(args) => {
+            init_logging(LogFormat::default());
+            run_deliveries(args)
+        }
+        Command::Pair => local_setup::receiver_config().map(|config| print!("{config}")),
+        Command::Probe { url } => probe::probe(&url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,8 +96,10 @@ fn serve(config_path: Option<PathBuf>, new_database: bool) -> anyhow::Result<()>
             let (config, file) = Config::load_file(&path)?;
             (config, Some(file))
         }
-        None => (Config::load(None)?, None),
+        None => (local_setup::default_config()?, None),
     };
+    // Once the configuration says how: every line of the run is in one format.
+    init_logging(config.fixed.log.format);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.fixed.listen;

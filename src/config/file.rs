@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub reload: RawReload,
     pub delivery: super::DeliveryConfig,
     pub server: super::ServerConfig,
+    pub log: super::LogConfig,
 }
 
 impl Default for RawConfig {
@@ -50,6 +51,7 @@ impl Default for RawConfig {
             reload: RawReload::default(),
             delivery: Default::default(),
             server: Default::default(),
+            log: Default::default(),
         }
     }
 }

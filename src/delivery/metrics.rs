@@ -3,7 +3,7 @@
 //! may carry credentials) and never anything derived from a secret. A lane resolves its endpoint's
 //! series once (`DeliveryMetrics::for_endpoint`), so that an attempt counts without a lookup.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,13 +11,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::client::AttemptOutcome;
+use crate::metrics::register_family;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabel {
     pub endpoint: String,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum AttemptKind {
     /// 2xx.
     Delivered,
@@ -25,6 +26,24 @@ pub enum AttemptKind {
     HttpError,
     /// No response: connection refused or reset, TLS, timeout.
     TransportError,
+}
+
+impl AttemptKind {
+    /// The label value, snake_case as the README documents it (the derive would write the
+    /// variant's name, `HttpError`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Delivered => "delivered",
+            AttemptKind::HttpError => "http_error",
+            AttemptKind::TransportError => "transport_error",
+        }
+    }
+}
+
+impl EncodeLabelValue for AttemptKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,34 +85,45 @@ impl Default for DeliveryMetrics {
 impl DeliveryMetrics {
     /// Makes the metrics and registers them in `registry`: delivery's sub-registry of the
     /// sidecar's registry, which names them `flagpost_*`. Configuration reloads are counted by
-    /// the sidecar's own metrics.
+    /// the sidecar's own metrics. The families are shown from start; each endpoint's series are
+    /// made at zero when its lane starts ([`DeliveryMetrics::for_endpoint`]).
     pub fn register(registry: &mut Registry) -> DeliveryMetrics {
         let metrics = DeliveryMetrics::default();
         let r = registry;
-        r.register(
+        register_family(
+            r,
             "deliveries_pending",
             "Deliveries waiting in the outbox, per endpoint",
-            metrics.pending.clone(),
+            &metrics.pending,
+            [],
         );
-        r.register(
+        register_family(
+            r,
             "delivery_attempts",
             "Delivery attempts by endpoint and outcome",
-            metrics.attempts.clone(),
+            &metrics.attempts,
+            [],
         );
-        r.register(
+        register_family(
+            r,
             "delivery_attempt_duration_seconds",
             "Time of one delivery attempt, connect to last response byte",
-            metrics.attempt_duration.clone(),
+            &metrics.attempt_duration,
+            [],
         );
-        r.register(
+        register_family(
+            r,
             "delivery_latency_seconds",
             "Time from an event's commit to its successful delivery",
-            metrics.delivery_latency.clone(),
+            &metrics.delivery_latency,
+            [],
         );
-        r.register(
+        register_family(
+            r,
             "dead_letters",
             "Deliveries given up, per endpoint",
-            metrics.dead_letters.clone(),
+            &metrics.dead_letters,
+            [],
         );
         r.register(
             "delivery_record_failures",

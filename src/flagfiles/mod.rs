@@ -58,7 +58,11 @@ pub enum FileOutcome {
 }
 
 impl FileOutcome {
-    /// A short name for metrics.
+    /// Every name [`FileOutcome::name`] gives, shown at zero on `/metrics` from start.
+    pub const NAMES: [&'static str; 5] =
+        ["applied", "unchanged", "invalid", "ignored", "not_applied"];
+
+    /// A short name for metrics: one of [`FileOutcome::NAMES`].
     pub fn name(&self) -> &'static str {
         match self {
             FileOutcome::Applied { .. } => "applied",

@@ -3,7 +3,8 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use http::{HeaderValue, StatusCode, header};
+use flagpost::metrics::exposition::Format;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::api::{AppState, json_response, json_value};
 use crate::clock::now_unix;
@@ -84,12 +85,18 @@ pub(crate) async fn readyz(State(shared): AppState) -> Response {
     json_response(status, serde_json::to_vec(&body).expect("serialises"))
 }
 
-pub(crate) async fn metrics(State(shared): AppState) -> Response {
-    let text = shared.metrics.render(&shared.cache.load(), now_unix());
+/// The metrics page, in the format the scrape's `Accept` asks for (Prometheus' text format by
+/// default, OpenMetrics when preferred: [`flagpost::metrics::exposition`]).
+pub(crate) async fn metrics(State(shared): AppState, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let text = shared
+        .metrics
+        .render(&shared.cache.load(), now_unix(), format);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
     response
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use flagpost::config::{SecretSource, ServerConfig};
+pub use flagpost::config::{LogConfig, LogFormat, SecretSource, ServerConfig};
 use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub snapshot_path: PathBuf,
     pub snapshot_debounce_ms: u64,
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
@@ -54,6 +55,7 @@ impl Default for FileConfig {
             snapshot_path: "flagpost-receiver.snapshot.json".into(),
             snapshot_debounce_ms: 200,
             server: ServerConfig::default(),
+            log: LogConfig::default(),
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
@@ -213,6 +215,8 @@ pub struct Fixed {
     pub snapshot_debounce: Duration,
     /// `[server]`: connection limits and timeouts, shared with the sidecar.
     pub server: ServerConfig,
+    /// `[log]`: the log lines' format, shared with the sidecar.
+    pub log: LogConfig,
 }
 
 /// What a running receiver takes from a reloaded file.
@@ -338,6 +342,7 @@ impl Config {
                 snapshot_path,
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
                 server: file.server,
+                log: file.log,
             },
             live: Live {
                 secrets,

@@ -47,6 +47,14 @@ pub enum IntakeOutcome {
 }
 
 impl IntakeOutcome {
+    /// Every outcome, for the metrics shown at zero from start.
+    pub const ALL: [IntakeOutcome; 4] = [
+        IntakeOutcome::Applied,
+        IntakeOutcome::Superseded,
+        IntakeOutcome::Duplicate,
+        IntakeOutcome::NotApplied,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IntakeOutcome::Applied => "applied",

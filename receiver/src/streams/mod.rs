@@ -51,6 +51,13 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 4] = [
+        EndReason::ClientGone,
+        EndReason::TooSlow,
+        EndReason::Shutdown,
+        EndReason::KeysReloaded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::ClientGone => "client_gone",
@@ -163,10 +170,14 @@ impl StreamHub {
             "Change streams open now (Flagsmith realtime and native)",
             metrics.open.clone(),
         );
-        streams.register(
+        flagpost::metrics::register_family(
+            streams,
             "streams_ended",
             "Change streams ended, by reason (client_gone, too_slow: dropped for not reading, shutdown, keys_reloaded)",
-            metrics.ended.clone(),
+            &metrics.ended,
+            EndReason::ALL.map(|reason| ReasonLabels {
+                reason: reason.as_str(),
+            }),
         );
         streams.register(
             "streams_refused",

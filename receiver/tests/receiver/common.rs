@@ -314,3 +314,14 @@ pub fn flag_event(
     }))
     .unwrap()
 }
+
+/// The value of one series on a metrics page (`name{labels}` exactly), 0 when it is not there.
+/// Every family shows its known series at zero from start, so a test asks for a count, never
+/// only for the series' presence.
+pub fn series_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}

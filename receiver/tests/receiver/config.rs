@@ -92,9 +92,10 @@ async fn secrets_reload_live_and_an_invalid_file_keeps_the_last_good_one() {
     // An invalid file: refused, counted, and the last good configuration stays in force.
     write_atomically(&config_path, "[intake]\nsecrets = \"oops-not-a-list\"\n");
     eventually("the invalid file being noticed", async || {
-        metrics_text(&receiver)
-            .await
-            .contains("config_reloads_total{result=\"invalid\"}")
+        series_value(
+            &metrics_text(&receiver).await,
+            "flagpost_receiver_config_reloads_total{result=\"invalid\"}",
+        ) >= 1.0
     })
     .await;
     assert_eq!(post_signed(&receiver, "new-secret", "e").await, 200);
@@ -103,9 +104,10 @@ async fn secrets_reload_live_and_an_invalid_file_keeps_the_last_good_one() {
     let moved = format!("listen = \"127.0.0.1:1\"\n{}", text);
     write_atomically(&config_path, &moved);
     eventually("the restart-only change being reported", async || {
-        metrics_text(&receiver)
-            .await
-            .contains("config_reloads_total{result=\"needs_restart\"}")
+        series_value(
+            &metrics_text(&receiver).await,
+            "flagpost_receiver_config_reloads_total{result=\"needs_restart\"}",
+        ) >= 1.0
     })
     .await;
     assert_eq!(
@@ -189,9 +191,10 @@ async fn an_empty_file_is_refused_at_start_and_on_reload() {
     let mut emptied = [&b""[..], &b" \n"[..]].into_iter().cycle();
     eventually("the emptied file being refused", async || {
         std::fs::write(&config_path, emptied.next().unwrap()).unwrap();
-        metrics_text(&receiver)
-            .await
-            .contains("config_reloads_total{result=\"invalid\"}")
+        series_value(
+            &metrics_text(&receiver).await,
+            "flagpost_receiver_config_reloads_total{result=\"invalid\"}",
+        ) >= 1.0
     })
     .await;
     assert_eq!(
@@ -199,10 +202,12 @@ async fn an_empty_file_is_refused_at_start_and_on_reload() {
         200,
         "the secret stays"
     );
-    assert!(
-        !metrics_text(&receiver)
-            .await
-            .contains("config_reloads_total{result=\"applied\"}")
+    assert_eq!(
+        series_value(
+            &metrics_text(&receiver).await,
+            "flagpost_receiver_config_reloads_total{result=\"applied\"}",
+        ),
+        0.0
     );
     receiver.stop().await;
 }

@@ -368,8 +368,8 @@ async fn bulk_answers_carry_an_etag_and_errors_carry_the_protocols_codes() {
     for counted in [
         r#"ofrep_evaluations_total{route="bulk",result="not_modified"} 1"#,
         r#"ofrep_evaluations_total{route="bulk",result="ok"} 2"#,
-        r#"ofrep_evaluations_total{route="flag",result="FLAG_NOT_FOUND"} 1"#,
-        r#"ofrep_evaluations_total{route="flag",result="TARGETING_KEY_MISSING"} 1"#,
+        r#"ofrep_evaluations_total{route="flag",result="flag_not_found"} 1"#,
+        r#"ofrep_evaluations_total{route="flag",result="targeting_key_missing"} 1"#,
         r#"ofrep_evaluations_total{route="flag",result="unauthorized"} 2"#,
     ] {
         assert!(metrics.contains(counted), "{counted} not in\n{metrics}");

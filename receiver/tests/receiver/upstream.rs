@@ -327,18 +327,20 @@ async fn bad_upstream_answers_are_refused_counted_and_the_last_good_document_sta
             .as_u64()
             .unwrap();
         trigger_fetch(&receiver, 100 + n as u64).await;
-        let series = format!("upstream_fetches_total{{environment=\"44\",result=\"{label}\"}}");
+        let series = format!(
+            "flagpost_receiver_upstream_fetches_total{{environment=\"44\",result=\"{label}\"}}"
+        );
         for _ in 0..600 {
             let status = fetch_status(&receiver, 44).await;
             if status["failures_in_a_row"].as_u64().unwrap() > failures
-                && metrics_text(&receiver).await.contains(&series)
+                && series_value(&metrics_text(&receiver).await, &series) >= 1.0
             {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(
-            metrics_text(&receiver).await.contains(&series),
+            series_value(&metrics_text(&receiver).await, &series) >= 1.0,
             "{label} not counted"
         );
         let status = fetch_status(&receiver, 44).await;

@@ -51,7 +51,7 @@ fn result_label(answer: &Result<Response, ApiError>) -> &'static str {
     match answer {
         Ok(response) if response.status() == StatusCode::NOT_MODIFIED => "not_modified",
         Ok(_) => "ok",
-        Err(ApiError::Ofrep { error, .. }) => error.code(),
+        Err(ApiError::Ofrep { error, .. }) => error.label(),
         Err(_) => "unauthorized",
     }
 }
