@@ -9,6 +9,7 @@
 //! change it measures from the web hook's acknowledgement to the moment the last stream has its
 //! event, and reports the p50 and p99 of those, with the receiver's RSS with every stream open.
 //! Both processes raise their open-files limit (the receiver does so itself).
+//! `FLAGPOST_BENCH_RECEIVER=<path>` runs that receiver binary instead of this build's.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -110,8 +111,12 @@ fn start_receiver(dir: &Path, streams: usize) -> (Running, SocketAddr) {
             streams + 1000,
             streams + 100
         ));
-    let binary = Path::new(env!("CARGO_BIN_EXE_flagpost-receiver"));
-    let running = Running::serve(binary, &config.write(), "warn", false);
+    // `FLAGPOST_BENCH_RECEIVER` runs another build of the receiver (a release binary driven
+    // from a quicker debug build of this bench, say).
+    let binary = std::env::var_os("FLAGPOST_BENCH_RECEIVER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_flagpost-receiver").into());
+    let running = Running::serve(&binary, &config.write(), "warn", false);
     for _ in 0..6000 {
         if support::http_get(addr, "/healthz").is_some() {
             return (running, addr);
