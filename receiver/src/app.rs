@@ -11,6 +11,7 @@ use crate::config::Live;
 use crate::documents::FlagCache;
 use crate::error::BootstrapError;
 use crate::intake::Writer;
+use crate::intake::recent::RecentWebhooks;
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
 use crate::sources::upstream::Upstreams;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub documents: DocumentClient,
     pub upstreams: Upstreams,
+    /// The latest web hooks and why any were refused, for the status page.
+    pub recent_webhooks: RecentWebhooks,
 }
 
 impl Shared {

@@ -81,6 +81,7 @@ pub async fn run(
         metrics: metrics::Metrics::new(registry),
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
+        recent_webhooks: Default::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 

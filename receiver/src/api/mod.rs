@@ -3,12 +3,14 @@
 //!
 //! - [`webhook`]: web hook intake; [`native`]: the native JSON lookups;
 //! - [`sdk`]: the Flagsmith-SDK-compatible API; [`status`]: health, readiness, metrics, admin;
-//! - [`snapshot`]: the native lookups' shape as a file, for apps that read files.
+//! - [`snapshot`]: the native lookups' shape as a file, for apps that read files;
+//! - [`status_page`]: the status page and the data it polls.
 
 pub mod native;
 pub mod sdk;
 pub mod snapshot;
 pub mod status;
+pub mod status_page;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
+        // The status page and its data (`/status`, `/admin/status`).
+        .merge(status_page::router())
         .layer(axum::middleware::map_response(crate::error::json_errors))
         .with_state(shared)
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use flagpost::config::{SecretSource, ServerConfig};
+pub use flagpost::config::{SecretSource, ServerConfig, ServerKey};
 use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::signing::Secret;
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use serde::Deserialize;
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics",
+    "/v1/", "/api/", "/admin/", "/healthz", "/readyz", "/metrics", "/status",
 ];
 
 /// The file as written.
@@ -36,6 +36,9 @@ pub struct FileConfig {
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
+    /// A bearer token the status page's data (`GET /admin/status`) asks for; none by default,
+    /// as for every other lookup and admin route.
+    pub status_token: Option<SecretSource>,
 }
 
 impl Default for FileConfig {
@@ -51,6 +54,7 @@ impl Default for FileConfig {
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
+            status_token: None,
         }
     }
 }
@@ -191,6 +195,8 @@ pub struct Live {
     /// Configured environments, in file order.
     pub environments: Vec<u64>,
     pub bootstrap: Option<Bootstrap>,
+    /// `status_token`: kept as a digest and compared in constant time, as a server-side key is.
+    pub status_token: Option<ServerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +266,7 @@ impl Config {
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
+        let status_token = check_status_token(file.status_token.as_ref(), &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -290,6 +297,7 @@ impl Config {
                 upstreams,
                 environments,
                 bootstrap,
+                status_token,
             },
         })
     }
@@ -483,6 +491,21 @@ fn check_bootstrap(bootstrap: &BootstrapFile, errors: &mut Vec<String>) -> Optio
         timeout: Duration::from_secs(bootstrap.timeout_secs),
         retry: Duration::from_secs(bootstrap.retry_secs),
     })
+}
+
+/// The status page's token: at least 12 characters, so that it is not a guessable word.
+fn check_status_token(token: Option<&SecretSource>, errors: &mut Vec<String>) -> Option<ServerKey> {
+    match token?.resolve() {
+        Ok(text) if text.trim().len() >= 12 => Some(ServerKey::new(text.trim())),
+        Ok(_) => {
+            errors.push("status_token: must be at least 12 characters".into());
+            None
+        }
+        Err(error) => {
+            errors.push(format!("status_token: {error}"));
+            None
+        }
+    }
 }
 
 #[cfg(test)]
