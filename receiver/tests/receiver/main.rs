@@ -21,6 +21,7 @@ mod ordering;
 mod sdk;
 mod senders;
 mod stand_in;
+mod status_page;
 mod storage;
 mod test_deps;
 mod upstream;
