@@ -29,7 +29,7 @@
     const age = e.data_age_seconds;
     const freshness = age === null || age === undefined ? "waiting" : age > STALE_SECONDS ? "stale" : "fresh";
     return el("tr", { "data-environment": e.id },
-      el("td", { class: "num" }, e.id),
+      el("td", {}, e.id),
       el("td", {}, e.name ?? ""),
       el("td", {}, SOURCES[e.source] || e.source),
       el("td", { "data-field": "data-age" },
