@@ -13,7 +13,9 @@ use super::error::ApiError;
 use crate::config::Config;
 use crate::delivery::client::now_millis;
 use crate::delivery::{DeliveryMetrics, Dispatcher, LaneActivity};
-use crate::store::deliveries::{committed_sequence, count_pending, outbox_endpoints};
+use crate::store::deliveries::{
+    AttemptRecord, committed_sequence, count_pending, outbox_endpoints,
+};
 
 /// What an operator most needs to know of an endpoint first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,9 +43,15 @@ pub struct EndpointSummary {
     pub activity: LaneActivity,
 }
 
+/// How many attempts the answer lists, newest first, across endpoints.
+const RECENT_ATTEMPTS: usize = 20;
+
 #[derive(Debug, Serialize)]
 pub struct EndpointsAnswer {
     pub endpoints: Vec<EndpointSummary>,
+    /// The latest attempts of every endpoint since the process started, newest first (the
+    /// stored ones: `GET /attempts`).
+    pub recent_attempts: Vec<AttemptRecord>,
     /// The last committed event's sequence, from which the page asks for the latest events.
     pub last_sequence: u64,
     /// The server's clock, unix milliseconds, so that ages are not skewed by the browser's.
@@ -56,6 +64,12 @@ pub async fn endpoints(
     let config = dispatcher.config();
     let configured = configured_endpoints(&config);
     let mut activity = dispatcher.activity();
+    let mut recent_attempts: Vec<AttemptRecord> = activity
+        .values()
+        .flat_map(|lane| lane.latest_attempts.iter().cloned())
+        .collect();
+    recent_attempts.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.sequence.cmp(&a.sequence)));
+    recent_attempts.truncate(RECENT_ATTEMPTS);
     // Endpoints no longer configured have no lane keeping a count: their rows are counted here,
     // as few as they are.
     let (last_sequence, removed) = dispatcher
@@ -108,6 +122,7 @@ pub async fn endpoints(
     }
     Ok(Json(EndpointsAnswer {
         endpoints,
+        recent_attempts,
         last_sequence,
         now_ms: now_millis(),
     }))

@@ -487,7 +487,15 @@ impl Lane {
         } else {
             self.failed(pending, attempt, &outcome, now)
         };
-        self.activity.attempted(&outcome, now, self.health.state());
+        let (DeliveryOutcome::Delivered(record)
+        | DeliveryOutcome::WillRetry {
+            attempt: record, ..
+        }
+        | DeliveryOutcome::DeadLettered {
+            attempt: record, ..
+        }) = &recorded;
+        self.activity
+            .attempted(&outcome, record, now, self.health.state());
         let command = RecorderCommand::Outcome {
             outcome: recorded,
             lane: self.return_path.clone(),

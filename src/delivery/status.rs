@@ -1,5 +1,8 @@
 //! What each lane is doing now, for operators (the admin API's endpoint summary and the status
-//! page): its health, requests in flight, and its last success, failure and latency.
+//! page): its health, requests in flight, its last success, failure and latency, and its latest
+//! attempts. Those are kept here, in time order and with replays among them, because the stored
+//! attempts are keyed by event: finding an endpoint's latest there walks the table backwards,
+//! past every other endpoint's, which a page polling every second must not do.
 //!
 //! Kept in memory, written by the lanes and read by the admin API. Each lane writes only its own
 //! endpoint's record, so the lock a lane takes on every attempt is never contended by another
@@ -7,13 +10,17 @@
 //! outlives its lane, so an endpoint removed and brought back keeps its history. Since the
 //! process started only: the stored attempts (`GET /attempts`) are the durable history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::client::AttemptOutcome;
 use super::endpoint_health::LaneState;
+use crate::store::deliveries::AttemptRecord;
+
+/// How many of an endpoint's latest attempts are kept.
+pub const ATTEMPTS_KEPT: usize = 10;
 
 /// How much of each new latency goes into the running average: about the last ten attempts.
 const LATENCY_WEIGHT: f64 = 0.1;
@@ -38,6 +45,9 @@ pub struct LaneActivity {
     pub last_latency_ms: Option<f64>,
     /// A running average of attempt latency, weighted to about the last ten attempts.
     pub average_latency_ms: Option<f64>,
+    /// The latest attempts, newest first.
+    #[serde(skip)]
+    pub latest_attempts: VecDeque<AttemptRecord>,
 }
 
 impl LaneActivity {
@@ -46,7 +56,11 @@ impl LaneActivity {
         self.backing_off_until_ms.is_some() || self.probing
     }
 
-    fn attempted(&mut self, outcome: &AttemptOutcome, finished_at_ms: u64) {
+    fn attempted(&mut self, outcome: &AttemptOutcome, record: &AttemptRecord, finished_at_ms: u64) {
+        if self.latest_attempts.len() == ATTEMPTS_KEPT {
+            self.latest_attempts.pop_back();
+        }
+        self.latest_attempts.push_front(record.clone());
         let latency = outcome.latency.as_secs_f64() * 1000.0;
         self.last_latency_ms = Some(latency);
         self.average_latency_ms = Some(match self.average_latency_ms {
@@ -84,10 +98,16 @@ impl ActivityCell {
         activity.set_health(health);
     }
 
-    /// After an attempt finished, with the health it left the lane in.
-    pub fn attempted(&self, outcome: &AttemptOutcome, finished_at_ms: u64, health: LaneState) {
+    /// After an attempt finished (`record`, as stored), with the health it left the lane in.
+    pub fn attempted(
+        &self,
+        outcome: &AttemptOutcome,
+        record: &AttemptRecord,
+        finished_at_ms: u64,
+        health: LaneState,
+    ) {
         let mut activity = self.lock();
-        activity.attempted(outcome, finished_at_ms);
+        activity.attempted(outcome, record, finished_at_ms);
         activity.set_health(health);
     }
 
@@ -138,6 +158,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::store::deliveries::AttemptResult;
+
+    fn record(sequence: u64) -> AttemptRecord {
+        AttemptRecord {
+            endpoint: "app".into(),
+            sequence,
+            attempt: 1,
+            at_ms: 0,
+            latency_ms: 1.0,
+            status: Some(500),
+            error: None,
+            result: AttemptResult::WillRetry,
+            next_attempt_at_ms: None,
+        }
+    }
 
     fn outcome(status: Option<u16>, error: Option<&str>, latency_ms: u64) -> AttemptOutcome {
         AttemptOutcome {
@@ -157,12 +192,9 @@ mod tests {
             until_ms: 5_000,
             level: 0,
         };
-        cell.attempted(&outcome(Some(500), None, 10), 1_000, paused);
-        cell.attempted(
-            &outcome(None, Some("connection refused"), 30),
-            2_000,
-            paused,
-        );
+        cell.attempted(&outcome(Some(500), None, 10), &record(1), 1_000, paused);
+        let refused = outcome(None, Some("connection refused"), 30);
+        cell.attempted(&refused, &record(2), 2_000, paused);
         let seen = &board.snapshot()["app"];
         assert_eq!(seen.failures_in_a_row, 2);
         assert_eq!(seen.last_failure.as_deref(), Some("connection refused"));
@@ -174,7 +206,7 @@ mod tests {
         let healthy = LaneState::Healthy {
             consecutive_failures: 0,
         };
-        cell.attempted(&outcome(Some(204), None, 20), 6_000, healthy);
+        cell.attempted(&outcome(Some(204), None, 20), &record(1), 6_000, healthy);
         cell.dispatched(3, healthy);
         let seen = &board.snapshot()["app"];
         assert_eq!(seen.failures_in_a_row, 0);
@@ -187,6 +219,22 @@ mod tests {
             Some(2_000),
             "the last failure stays"
         );
+        let latest: Vec<u64> = seen.latest_attempts.iter().map(|a| a.sequence).collect();
+        assert_eq!(latest, [1, 2, 1], "newest first, a replay among them");
+    }
+
+    #[test]
+    fn only_the_latest_attempts_are_kept() {
+        let cell = ActivityCell::default();
+        let healthy = LaneState::Healthy {
+            consecutive_failures: 0,
+        };
+        for sequence in 0..25 {
+            cell.attempted(&outcome(Some(200), None, 1), &record(sequence), 0, healthy);
+        }
+        let latest = &cell.lock().latest_attempts;
+        assert_eq!(latest.len(), ATTEMPTS_KEPT);
+        assert_eq!(latest.front().map(|a| a.sequence), Some(24));
     }
 
     #[test]

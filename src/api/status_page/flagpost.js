@@ -1,26 +1,20 @@
 "use strict";
-// flagpost's status page: reads the admin API (endpoints, dead letters, attempts) and the events
-// API with the API token the operator entered, and replays dead letters.
+// flagpost's status page: reads the admin API (endpoints with their latest attempts, dead
+// letters) and the events API with the API token the operator entered, and replays dead letters.
 (() => {
   const { request, el, fillRows, ago, utc, millis } = StatusPage;
   const EVENTS_SHOWN = 15;
-  const ATTEMPTS_SHOWN = 20;
-  // Attempts are listed per endpoint; a page of hundreds of endpoints shows the first ones'.
-  const ENDPOINTS_ASKED = 20;
   const body = (id) => document.querySelector("#" + id + " tbody");
   const api = (path) => request("GET", path);
 
   async function load() {
     const summary = await api("/api/v1/admin/endpoints");
     const after = Math.max(0, summary.last_sequence - EVENTS_SHOWN);
-    const [dead, events, ...attempts] = await Promise.all([
+    const [dead, events] = await Promise.all([
       api("/api/v1/admin/dead-letters?limit=100"),
       api("/api/v1/events?after=" + after + "&limit=" + EVENTS_SHOWN),
-      ...summary.endpoints
-        .slice(0, ENDPOINTS_ASKED)
-        .map((e) => api("/api/v1/admin/attempts?limit=10&endpoint=" + encodeURIComponent(e.name))),
     ]);
-    return { summary, dead, events, attempts: attempts.flatMap((a) => a.attempts) };
+    return { summary, dead, events };
   }
 
   function answer(status, error) {
@@ -97,12 +91,11 @@
       el("td", {}, utc(e.committed_at_ms)));
   }
 
-  function render({ summary, dead, events, attempts }) {
+  function render({ summary, dead, events }) {
     const now = summary.now_ms;
     fillRows(body("endpoints"), summary.endpoints, (e) => endpointRow(e, now), "No endpoint is configured.");
     fillRows(body("dead-letters"), dead.dead_letters, deadLetterRow, "No dead letters.");
-    attempts.sort((a, b) => b.at_ms - a.at_ms || b.sequence - a.sequence);
-    fillRows(body("attempts"), attempts.slice(0, ATTEMPTS_SHOWN), attemptRow, "No attempts recorded.");
+    fillRows(body("attempts"), summary.recent_attempts, attemptRow, "No attempts since flagpost started.");
     fillRows(body("events"), events.events.slice().reverse(), eventRow, "No events yet.");
   }
 
