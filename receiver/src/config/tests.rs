@@ -133,3 +133,25 @@ fn every_error_is_reported_and_secrets_are_not_echoed() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn a_status_token_is_kept_as_a_digest_and_a_short_one_refused() {
+    let config = Config::parse(
+        "status_token = { value = \"status-0123456789\" }\n",
+        "t.toml",
+    )
+    .unwrap();
+    let token = config.live.status_token.expect("a status token");
+    assert!(token.matches("status-0123456789"));
+    assert!(!token.matches("status-012345678"));
+    assert!(!format!("{token:?}").contains("status-0123456789"));
+    assert_eq!(Config::default().live.status_token, None);
+    let err = Config::parse("status_token = { value = \"short\" }\n", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("status_token: must be at least 12 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("short\""), "{err}");
+}
