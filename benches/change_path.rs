@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench --bench change_path` (needs `wrk`: `apt-get install wrk`). Every figure is
 //! printed as a Markdown table row for the README. `FLAGPOST_BENCH_SECONDS` sets each wrk run's
-//! length (default 10).
+//! length (default 10). The store holds 100 segments with rules and a multivariate feature with
+//! allocations on every override before anything is measured (issue 10's model).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 #[path = "../tests/support/config.rs"]
@@ -185,7 +187,8 @@ impl Daemon {
         CommitWatch::start(self.addr, SIDECAR_COMMITS)
     }
 
-    /// Waits for the daemon and creates feature 1, which the wrk script overrides.
+    /// Waits for the daemon and creates feature 1, which the wrk script overrides, then
+    /// [`Daemon::add_segments_and_options`].
     async fn prepare(&self) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         for _ in 0..200 {
@@ -198,11 +201,60 @@ impl Daemon {
                 .unwrap();
             if let Ok(response) = client.request(request).await {
                 assert!(response.status().is_success(), "{}", response.status());
-                return;
+                return self.add_segments_and_options(&client).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("flagpost did not start");
+    }
+
+    /// The store as issue 10 leaves it: feature 1 multivariate (3 options), and 100 segments
+    /// with nested rules, each overriding feature 1 with allocations of its own.
+    async fn add_segments_and_options(&self, client: &Client<HttpConnector, Full<Bytes>>) {
+        let send = |method: &'static str, path: String, body: serde_json::Value| {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", self.addr))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let response = client.request(request);
+            async move {
+                let response = response.await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert!(status.is_success(), "{method} {path}: {status}");
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            }
+        };
+        let mut options = Vec::new();
+        for value in ["a", "b", "c"] {
+            let body = serde_json::json!({"value": value, "default_percentage_allocation": 30});
+            let path = "/api/v1/features/1/multivariate-options".to_owned();
+            let answer = send("POST", path, body).await;
+            options.push(answer["multivariate_option"]["id"].clone());
+        }
+        for n in 0..100 {
+            let rules = serde_json::json!([{"type": "ALL", "conditions": [], "rules": [
+                {"type": "ANY", "rules": [], "conditions": [
+                    {"property": "plan", "operator": "EQUAL", "value": format!("plan-{n}")},
+                    {"property": "sessions", "operator": "GREATER_THAN", "value": "10"}]},
+                {"type": "NONE", "rules": [], "conditions": [
+                    {"operator": "PERCENTAGE_SPLIT", "value": "50"}]}]}]);
+            let body =
+                serde_json::json!({"project": 1, "name": format!("segment-{n}"), "rules": rules});
+            let segment = send("POST", "/api/v1/segments".to_owned(), body).await;
+            let id = &segment["segment"]["id"];
+            let allocations: Vec<_> = options
+                .iter()
+                .map(|o| serde_json::json!({"multivariate_feature_option": o, "percentage_allocation": 20}))
+                .collect();
+            let body = serde_json::json!({"enabled": true, "value": n, "priority": n,
+                "multivariate_feature_state_values": allocations});
+            let path = format!("/api/v1/environments/1/features/1/segments/{id}");
+            send("PUT", path, body).await;
+        }
     }
 
     fn peak_rss_mib(&self) -> u64 {

@@ -33,6 +33,8 @@ use process::{Running, build_receiver, free_addr};
 use support::{CommitWatch, RECEIVER_COMMITS, SIDECAR_COMMITS, ms, percentile, row};
 
 const TOKEN: &str = "bench-token-0123456789";
+/// The environment's server-side key in flagpost: the receiver reads its document with it.
+const SERVER_KEY: &str = "ser.e2e-server-key";
 const SECRET: &str = "whsec_YmVuY2ggZW5kIHRvIGVuZCBzaGFyZWQgc2VjcmV0";
 /// Changes made before timing starts: connections, caches and the first document are warm.
 const WARM_UP: u64 = 20;
@@ -45,12 +47,14 @@ fn main() {
     let sidecar_config = SidecarConfig::new(work.path(), sidecar)
         .flag_files(None, "3600s")
         .token("bench", None, TOKEN)
+        .server_key(SERVER_KEY)
         .webhook("receiver", &format!("http://{receiver}/webhook"), SECRET)
         .write();
     let receiver_config = ReceiverConfig::new(work.path())
         .listen(receiver)
         .secret(SECRET)
         .environment(1, &["dev-key"])
+        .flagpost_server_key(1, SERVER_KEY)
         .bootstrap(&format!("http://{sidecar}"), TOKEN, 1)
         .write();
     let binary = Path::new(env!("CARGO_BIN_EXE_flagpost"));

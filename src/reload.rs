@@ -102,31 +102,43 @@ pub struct ReloadTiming {
     pub poll_every: Duration,
 }
 
+/// The configuration file a program was started with, and the very text its running
+/// configuration was loaded from: the reload watch's baseline. Taking the baseline from the file
+/// when the watch is armed instead would miss an edit made between loading and arming.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub text: Vec<u8>,
+}
+
 /// A watched configuration file, yielding each new valid version's live part.
 pub struct ConfigWatch<C: Reloadable> {
     path: PathBuf,
     running: C::Fixed,
     dir_watch: DirWatch,
     last_text: Option<Vec<u8>>,
+    /// Set at start: the file is compared with the loaded text once without waiting for a
+    /// wake-up, so an edit made before the watch was armed is applied at once.
+    check_now: bool,
     metrics: ReloadMetrics,
 }
 
 impl<C: Reloadable> ConfigWatch<C> {
-    /// Starts watching `path`, whose running fixed part is `running`. The watch and the baseline
-    /// read are in place when this returns, so no edit made after it can be missed.
-    pub async fn start(
-        path: PathBuf,
+    /// Starts watching `file`, whose running fixed part is `running`. Every edit made after the
+    /// file was loaded is seen, including one made before this call.
+    pub fn start(
+        file: LoadedFile,
         running: C::Fixed,
         timing: ReloadTiming,
         metrics: ReloadMetrics,
     ) -> ConfigWatch<C> {
-        let dir_watch = DirWatch::for_file(&path, timing.debounce, timing.poll_every);
-        let last_text = tokio::fs::read(&path).await.ok();
+        let dir_watch = DirWatch::for_file(&file.path, timing.debounce, timing.poll_every);
         ConfigWatch {
-            path,
+            path: file.path,
             running,
             dir_watch,
-            last_text,
+            last_text: Some(file.text),
+            check_now: true,
             metrics,
         }
     }
@@ -136,7 +148,9 @@ impl<C: Reloadable> ConfigWatch<C> {
     /// counted and logged, and its running values stay.
     pub async fn next_live(&mut self) -> C::Live {
         loop {
-            self.dir_watch.changed().await;
+            if !std::mem::take(&mut self.check_now) {
+                self.dir_watch.changed().await;
+            }
             let text = match tokio::fs::read(&self.path).await {
                 Ok(text) => text,
                 Err(error) => {
@@ -231,6 +245,51 @@ mod tests {
         }
     }
 
+    fn loaded(path: &Path) -> LoadedFile {
+        LoadedFile {
+            path: path.to_owned(),
+            text: std::fs::read(path).unwrap(),
+        }
+    }
+
+    fn test_timing() -> ReloadTiming {
+        ReloadTiming {
+            debounce: Duration::from_millis(10),
+            poll_every: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_edit_made_between_loading_and_arming_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "1 1").unwrap();
+        let file = loaded(&path);
+        // Edited after loading, before the watch exists: no wake-up will ever report it, and the
+        // poll is an hour away.
+        std::fs::write(&path, "1 2").unwrap();
+        let metrics = ReloadMetrics::register(&mut Registry::default());
+        let mut watch = ConfigWatch::<Pair>::start(file, 1, test_timing(), metrics);
+        let live = tokio::time::timeout(Duration::from_secs(60), watch.next_live())
+            .await
+            .expect("the edit is handed over without another wake-up");
+        assert_eq!(live, 2);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_file_is_not_handed_over_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "1 1").unwrap();
+        let metrics = ReloadMetrics::register(&mut Registry::default());
+        let mut watch = ConfigWatch::<Pair>::start(loaded(&path), 1, test_timing(), metrics);
+        let handed = tokio::time::timeout(Duration::from_millis(300), watch.next_live()).await;
+        assert!(
+            handed.is_err(),
+            "nothing changed, so nothing is handed over"
+        );
+    }
+
     fn counted(registry: &Registry, result: &str) -> bool {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
@@ -248,7 +307,7 @@ mod tests {
             debounce: Duration::from_millis(10),
             poll_every: Duration::from_millis(50),
         };
-        let mut watch = ConfigWatch::<Pair>::start(path.clone(), 1, timing, metrics).await;
+        let mut watch = ConfigWatch::<Pair>::start(loaded(&path), 1, timing, metrics);
         std::fs::write(&path, "1 x").unwrap();
         let edits = async {
             while !counted(&registry, "invalid") {

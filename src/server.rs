@@ -2,7 +2,6 @@
 //! listener the caller binds (so that tests run the real server on port 0) and stopped by a future.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use crate::delivery::{DeliveryMetrics, Dispatcher};
 use crate::envdoc;
 use crate::flagfiles::FlagFiles;
 use crate::metrics::{self, Metrics};
-use crate::reload::{ConfigWatch, ReloadTiming};
+use crate::reload::{ConfigWatch, LoadedFile, ReloadTiming};
 use crate::store::{Store, StoreError, StoreOptions, UnusableFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +52,13 @@ pub async fn open_store(config: &Fixed, unusable_file: UnusableFile) -> Result<S
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    config_path: Option<PathBuf>,
+    config_file: Option<LoadedFile>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     run_with(
         listener,
         config,
-        config_path,
+        config_file,
         UnusableFile::Refuse,
         shutdown,
     )
@@ -71,7 +70,7 @@ pub async fn run(
 pub async fn run_with(
     listener: TcpListener,
     config: Config,
-    config_path: Option<PathBuf>,
+    config_file: Option<LoadedFile>,
     unusable_file: UnusableFile,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -115,9 +114,8 @@ pub async fn run_with(
         );
         background.spawn(files.run(stop_rx.clone()));
     }
-    if let Some(path) = config_path.filter(|_| initial.fixed.reload.enabled) {
-        // Started before serving, so that no edit made once `run` serves can be missed.
-        let watch = watch_config(path, &initial.fixed, &metrics).await;
+    if let Some(file) = config_file.filter(|_| initial.fixed.reload.enabled) {
+        let watch = watch_config(file, &initial.fixed, &metrics);
         background.spawn(reload_config(
             watch,
             state.clone(),
@@ -173,12 +171,12 @@ async fn sync_environments(store: &Store, config: &Arc<Config>) -> Result<(), St
         .map_err(|e| e.to_string())
 }
 
-async fn watch_config(path: PathBuf, running: &Fixed, metrics: &Metrics) -> ConfigWatch<Config> {
+fn watch_config(file: LoadedFile, running: &Fixed, metrics: &Metrics) -> ConfigWatch<Config> {
     let timing = ReloadTiming {
         debounce: running.reload.debounce,
         poll_every: running.reload.poll_every,
     };
-    ConfigWatch::start(path, running.clone(), timing, metrics.reloads().clone()).await
+    ConfigWatch::start(file, running.clone(), timing, metrics.reloads().clone())
 }
 
 /// Swaps in the live part of each valid new configuration (the fixed part keeps its running

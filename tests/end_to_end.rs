@@ -18,6 +18,8 @@ use support::config::{ReceiverConfig, SidecarConfig};
 use support::process::{Running, build_receiver};
 
 const TOKEN: &str = "e2e-token-0123456789";
+/// The environment's server-side key in flagpost: the receiver reads its document with it.
+const SERVER_KEY: &str = "ser.e2e-server-key";
 const SECRET: &str = "whsec_ZTJlIHNoYXJlZCBzZWNyZXQgZm9yIHRoZSB0ZXN0cw==";
 
 /// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
@@ -65,6 +67,7 @@ async fn changes_through_the_api_and_flag_files_reach_the_receiver() {
     let sidecar_config = SidecarConfig::new(dir.path(), sidecar)
         .flag_files(Some("20ms"), "500ms")
         .token("e2e", None, TOKEN)
+        .server_key(SERVER_KEY)
         .webhook("receiver", &format!("http://{receiver}/webhook"), SECRET)
         .write();
     let receiver_config = ReceiverConfig::new(dir.path())
@@ -72,6 +75,7 @@ async fn changes_through_the_api_and_flag_files_reach_the_receiver() {
         .without_snapshot()
         .secret(SECRET)
         .environment(1, &["dev-key"])
+        .flagpost_server_key(1, SERVER_KEY)
         .bootstrap(&format!("http://{sidecar}"), TOKEN, 1)
         .write();
 

@@ -22,9 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flagpost::document::{
-    EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
-};
 use flagpost::signing::Secret;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -357,6 +354,36 @@ fn intake() {
     );
 }
 
+/// flagpost's document of environment `env` (Flagsmith's format): 1,000 features, each with 100
+/// identity overrides of identities of their own.
+fn flagpost_document(env: u64) -> serde_json::Value {
+    let feature =
+        |id: u64| json!({"id": id, "name": format!("feature_{id:04}"), "type": "STANDARD"});
+    let state = |id: u64, enabled: bool, value: serde_json::Value| {
+        json!({"django_id": null, "enabled": enabled, "feature": feature(id),
+            "feature_segment": null, "feature_state_value": value,
+            "featurestate_uuid": format!("00000000-0000-8000-8000-{id:012}"),
+            "multivariate_feature_state_values": []})
+    };
+    let identities: Vec<_> = (1..=1_000u64)
+        .flat_map(|id| (0..100u64).map(move |i| (id, i)))
+        .map(|(id, i)| {
+            json!({"identifier": format!("user-{}", id * 100 + i),
+                "identity_features": [state(id, i % 2 == 0, json!(i))]})
+        })
+        .collect();
+    json!({
+        "api_key": format!("client-{env}"), "id": env, "name": format!("env-{env}"),
+        "feature_states": (1..=1_000u64).map(|id| state(id, true, json!(format!("v{id}")))).collect::<Vec<_>>(),
+        "identity_overrides": identities,
+        "project": {"id": 1, "name": "bench", "hide_disabled_flags": false, "segments": [],
+            "organisation": {"id": 1, "name": "", "feature_analytics": false,
+                "persist_trait_data": true, "stop_serving_flags": false}},
+        "updated_at": "2026-01-01T00:00:00Z",
+        "flagpost": {"last_sequence": 1, "instance": "0000000000000001"}
+    })
+}
+
 fn memory() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -367,36 +394,14 @@ fn memory() {
             flagpost_receiver::intake::writer::start(&dir.path().join("receiver.redb"), 16 << 20)
                 .unwrap();
         for env in 1..=10u64 {
-            let features = (1..=1_000u64)
-                .map(|feature| FeatureDocument {
-                    feature: FeatureInfo {
-                        id: feature,
-                        name: format!("feature_{feature:04}"),
-                        feature_type: "STANDARD".into(),
-                        ..FeatureInfo::default()
-                    },
-                    enabled: true,
-                    value: Some(flagpost::wire::FlagValue::String(format!("v{feature}"))),
-                    identity_overrides: (0..100u64)
-                        .map(|i| IdentityOverride {
-                            identifier: format!("user-{}", feature * 100 + i),
-                            enabled: i % 2 == 0,
-                            value: Some(flagpost::wire::FlagValue::Integer(i as i64)),
-                        })
-                        .collect(),
-                    segment_overrides: Vec::new(),
-                })
-                .collect();
+            let raw = Bytes::from(serde_json::to_vec(&flagpost_document(env)).unwrap());
+            let document =
+                flagpost_receiver::documents::UpstreamDocument::parse(raw, env, 0, 0).unwrap();
             writer
-                .load_document(EnvironmentDocument {
-                    environment: EnvironmentInfo {
-                        id: env,
-                        name: format!("env-{env}"),
-                        ..EnvironmentInfo::default()
-                    },
+                .load_flagpost_document(flagpost_receiver::documents::FlagpostDocument {
+                    document: Arc::new(document),
                     last_sequence: 1,
-                    features,
-                    deleted_feature_ids: Vec::new(),
+                    sender: 1,
                 })
                 .await
                 .unwrap();

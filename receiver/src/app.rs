@@ -1,7 +1,8 @@
 //! What the handlers and background tasks share, and the tasks that keep the cache current:
 //! bootstrap of configured environments and pruning of remembered request ids.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -28,6 +29,10 @@ pub struct Shared {
     pub upstreams: Upstreams,
     /// The latest web hooks and why any were refused, for the status page.
     pub recent_webhooks: RecentWebhooks,
+    /// Environments whose document is being read again from flagpost after an event, each with
+    /// whether another read is wanted when this one ends (an event taken during a read may be
+    /// newer than the document it brings).
+    pub rereading: Mutex<HashMap<u64, bool>>,
 }
 
 impl Shared {
@@ -43,6 +48,15 @@ impl Shared {
             .collect()
     }
 
+    /// Configured environments whose documents come from flagpost and were never loaded (an
+    /// environment with an upstream Flagsmith gets its document from there).
+    fn flagpost_environments_waiting(&self) -> Vec<u64> {
+        let live = self.live.load();
+        let mut waiting = self.environments_waiting();
+        waiting.retain(|env| !live.upstreams.contains_key(env));
+        waiting
+    }
+
     /// Fetches one environment's document and applies it; returns its `last_sequence`.
     pub async fn load_environment(&self, env: u64) -> Result<u64, BootstrapError> {
         let live = self.live.load_full();
@@ -54,11 +68,13 @@ impl Shared {
             return Err(BootstrapError::NotConfiguredEnvironment(env));
         }
         let result = async {
-            let fetched = self.documents.fetch(settings, env).await?;
-            let last_sequence = fetched.document.last_sequence;
-            self.writer
-                .load_flagpost_document(fetched.document, fetched.sender)
-                .await?;
+            let key = settings
+                .server_keys
+                .get(&env)
+                .ok_or(BootstrapError::NoServerKey(env))?;
+            let fetched = self.documents.fetch(settings, env, key).await?;
+            let last_sequence = fetched.last_sequence;
+            self.writer.load_flagpost_document(fetched).await?;
             Ok(last_sequence)
         }
         .await;
@@ -75,6 +91,44 @@ impl Shared {
         result
     }
 
+    /// An event made `env`'s document stale (a segment's rules, multivariate options): read it
+    /// again from flagpost, without waiting for any poll. Coalesced: one read at a time per
+    /// environment and at most one more after it, however many events come; a read that fails
+    /// is retried every `bootstrap.retry_secs` until one succeeds.
+    pub fn document_wanted(self: &Arc<Self>, env: u64) {
+        let live = self.live.load();
+        if live.bootstrap.is_none() || live.upstreams.contains_key(&env) {
+            return;
+        }
+        {
+            let mut rereading = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(again) = rereading.get_mut(&env) {
+                *again = true;
+                return;
+            }
+            rereading.insert(env, false);
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let retry = match shared.load_environment(env).await {
+                    Ok(_) => false,
+                    Err(error) => error.is_transient(),
+                };
+                if retry {
+                    let wait = shared.live.load().bootstrap.as_ref().map(|b| b.retry);
+                    tokio::time::sleep(wait.unwrap_or(Duration::from_secs(5))).await;
+                    continue;
+                }
+                let mut rereading = shared.rereading.lock().unwrap_or_else(|e| e.into_inner());
+                if rereading.insert(env, false) != Some(true) {
+                    rereading.remove(&env);
+                    return;
+                }
+            }
+        });
+    }
+
     /// Loads every configured environment that has never been loaded, retrying until each has;
     /// environments added by a reload are picked up on the next round.
     pub async fn bootstrap_loop(self: Arc<Self>) {
@@ -84,7 +138,7 @@ impl Shared {
                 None => Duration::from_secs(5),
             };
             if self.live.load().bootstrap.is_some() {
-                for env in self.environments_waiting() {
+                for env in self.flagpost_environments_waiting() {
                     let _ = self.load_environment(env).await;
                 }
             }

@@ -183,6 +183,8 @@ pub enum BootstrapError {
     NotConfigured,
     #[error("environment {0} is not in the configuration")]
     NotConfiguredEnvironment(u64),
+    #[error("environment {0} has no flagpost_server_key (it is fed by an upstream Flagsmith)")]
+    NoServerKey(u64),
     #[error("cannot reach flagpost: {0}")]
     Transport(String),
     #[error("flagpost answered {0}")]
@@ -193,6 +195,21 @@ pub enum BootstrapError {
     Invalid(String),
     #[error("{0}")]
     Write(#[from] WriteError),
+}
+
+impl BootstrapError {
+    /// Whether trying again later may succeed (flagpost unreachable, busy or slow; a commit that
+    /// failed), as opposed to a configuration that will refuse it again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BootstrapError::Transport(_)
+                | BootstrapError::Status(_)
+                | BootstrapError::Timeout(_)
+                | BootstrapError::Invalid(_)
+                | BootstrapError::Write(_)
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,9 +243,9 @@ impl ApiError {
                 LookupError::NoDocument(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::Bootstrap(error) => match error {
-                BootstrapError::NotConfigured | BootstrapError::NotConfiguredEnvironment(_) => {
-                    StatusCode::NOT_FOUND
-                }
+                BootstrapError::NotConfigured
+                | BootstrapError::NotConfiguredEnvironment(_)
+                | BootstrapError::NoServerKey(_) => StatusCode::NOT_FOUND,
                 BootstrapError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
                 BootstrapError::Transport(_)
                 | BootstrapError::Status(_)

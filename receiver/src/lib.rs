@@ -29,10 +29,10 @@ pub mod sources;
 pub mod storage;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use flagpost::reload::LoadedFile;
 use tokio::net::TcpListener;
 
 use crate::api::snapshot;
@@ -51,11 +51,11 @@ pub enum RunError {
 }
 
 /// Runs the receiver on `listener` until `shutdown` completes, then closes the database cleanly.
-/// With `config_path`, the file is watched and reloaded.
+/// With `config_file`, the file is watched and reloaded, every edit since it was loaded included.
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    config_path: Option<PathBuf>,
+    config_file: Option<LoadedFile>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let fixed = config.fixed.clone();
@@ -82,6 +82,7 @@ pub async fn run(
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
         recent_webhooks: Default::default(),
+        rereading: Default::default(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
@@ -98,9 +99,9 @@ pub async fn run(
             published.commits.clone(),
         )));
     }
-    if let Some(path) = config_path {
+    if let Some(file) = config_file {
         tasks.push(tokio::spawn(reload::watch_config(
-            path,
+            file,
             fixed.clone(),
             shared.clone(),
         )));

@@ -58,9 +58,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let (config, config_file) = match &config_path {
+        Some(path) => {
+            let (config, file) = Config::load_file(path)?;
+            (config, Some(file))
+        }
+        None => (Config::default(), None),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,7 +73,13 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.fixed.listen)
             .await
             .with_context(|| format!("listening on {}", config.fixed.listen))?;
-        flagpost_receiver::run(listener, config, config_path, shutdown_signal()).await?;
+        flagpost_receiver::run(listener, config, config_file, shutdown_signal()).await?;
         Ok(())
     })
 }
+
+// As the sidecar's binary does (`src/main.rs`): the writer thread and the request threads allocate
+// for every web hook (its body, its parsed change, its rows), and glibc's malloc and free with
+// their consolidation cost more of that than mimalloc's per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

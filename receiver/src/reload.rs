@@ -5,11 +5,11 @@
 //! effect at start (listen address, paths) are reported as needing a restart and keep their
 //! running values.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flagpost::reload::{ConfigWatch, ReloadTiming, Reloadable};
+use flagpost::reload::{ConfigWatch, LoadedFile, ReloadTiming, Reloadable};
 
 use crate::app::Shared;
 use crate::config::{Config, ConfigError, Fixed, Live};
@@ -60,9 +60,10 @@ impl Reloadable for Config {
 
 /// Watches `path` for the life of the task, swapping in each new live part that differs from the
 /// one in force.
-pub async fn watch_config(path: PathBuf, running: Fixed, shared: Arc<Shared>) {
+pub async fn watch_config(file: LoadedFile, running: Fixed, shared: Arc<Shared>) {
     let reloads = shared.metrics.reloads().clone();
-    let mut watch = ConfigWatch::<Config>::start(path.clone(), running, TIMING, reloads).await;
+    let path = file.path.clone();
+    let mut watch = ConfigWatch::<Config>::start(file, running, TIMING, reloads);
     loop {
         let live = watch.next_live().await;
         if **shared.live.load() != live {

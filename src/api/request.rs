@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -222,6 +223,48 @@ fn answer_body(mut body: Map<String, Value>, events: &[CommittedEvent]) -> Value
     Value::Object(body)
 }
 
+/// [`answer_body`] written straight to JSON, byte for byte the same (keys in order, as a JSON
+/// object holds them), without first building a tree of the events: every change answers one.
+struct AnswerBody<'a> {
+    body: &'a Map<String, Value>,
+    events: &'a [CommittedEvent],
+}
+
+impl Serialize for AnswerBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let events: Vec<SortedEvent<'_>> = self.events.iter().map(SortedEvent).collect();
+        let mut map = serializer.serialize_map(Some(self.body.len() + 1))?;
+        let mut written = false;
+        for (key, value) in self.body {
+            if !written && key.as_str() >= "events" {
+                map.serialize_entry("events", &events)?;
+                written = true;
+            }
+            // `answer_body` replaces a key "events" of the change's own.
+            if key != "events" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if !written {
+            map.serialize_entry("events", &events)?;
+        }
+        map.end()
+    }
+}
+
+/// A committed event with its keys in the order a JSON object of it holds them.
+struct SortedEvent<'a>(&'a CommittedEvent);
+
+impl Serialize for SortedEvent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("event_type", &self.0.event_type)?;
+        map.serialize_entry("id", &self.0.id)?;
+        map.serialize_entry("sequence", &self.0.sequence)?;
+        map.end()
+    }
+}
+
 /// Applies a change in the writer's next batch and answers once it is durable: `status` and the
 /// object `change` returns, plus `events`, the events committed. With an `Idempotency-Key` the
 /// answer is stored in the same transaction, and a retry of the same request gets it again without
@@ -267,11 +310,17 @@ where
             Ok(Answer::Built(answer.status, answer.body, events))
         })
         .await;
-    let (status, body, events) = match result {
-        Ok(Answer::Built(status, body, events)) => (status, body, events),
+    let (status, response, events) = match result {
+        Ok(Answer::Built(status, body, events)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            (status, axum::Json(body).into_response(), events)
+        }
         Ok(Answer::Parts(body, events)) => {
-            let body = answer_body(body, &events);
-            (status.as_u16(), body, events)
+            let answer = AnswerBody {
+                body: &body,
+                events: &events,
+            };
+            (status, axum::Json(answer).into_response(), events)
         }
         Err(error) => {
             let error = ApiError::from(error);
@@ -282,8 +331,7 @@ where
     if !events.is_empty() {
         state.metrics.change_committed("api", &events);
     }
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    Ok((status, axum::Json(body)).into_response())
+    Ok((status, response).into_response())
 }
 
 /// Removes stored idempotency answers older than `retention_ms`.
@@ -322,5 +370,46 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
             .await
             .map(|q| QueryParams(q.0))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer written directly is byte for byte the one built as a JSON tree.
+    #[test]
+    fn answers_are_written_as_their_json_tree_would_be() {
+        let events = [
+            CommittedEvent {
+                id: "evt_0000000000000001_000000000007".into(),
+                sequence: 7,
+                event_type: "FLAG_UPDATED".into(),
+            },
+            CommittedEvent {
+                id: "evt_0000000000000001_000000000008".into(),
+                sequence: 8,
+                event_type: "AUDIT_LOG_CREATED".into(),
+            },
+        ];
+        for body in [
+            json!({}),
+            json!({"changed": true}),
+            json!({"a": 1, "events": "replaced", "z": [1, "two"]}),
+            json!({"id": 3, "name": "n\"ame", "feature": {"x": null}}),
+        ] {
+            let Value::Object(body) = body else {
+                unreachable!()
+            };
+            for events in [&events[..0], &events[..]] {
+                let direct = serde_json::to_string(&AnswerBody {
+                    body: &body,
+                    events,
+                })
+                .unwrap();
+                let tree = serde_json::to_string(&answer_body(body.clone(), events)).unwrap();
+                assert_eq!(direct, tree);
+            }
+        }
     }
 }

@@ -73,7 +73,13 @@ fn serve(config_path: Option<PathBuf>, new_database: bool) -> anyhow::Result<()>
     } else {
         UnusableFile::Refuse
     };
-    let config = Config::load(config_path.as_deref())?;
+    let (config, config_file) = match config_path {
+        Some(path) => {
+            let (config, file) = Config::load_file(&path)?;
+            (config, Some(file))
+        }
+        None => (Config::load(None)?, None),
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.fixed.listen;
@@ -83,7 +89,7 @@ fn serve(config_path: Option<PathBuf>, new_database: bool) -> anyhow::Result<()>
         crate::server::run_with(
             listener,
             config,
-            config_path,
+            config_file,
             unusable_file,
             shutdown_signal(),
         )

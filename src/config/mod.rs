@@ -38,6 +38,7 @@ pub use secrets::{ApiToken, SecretSource, ServerKey};
 pub use server::ServerConfig;
 pub use toml_error::describe_toml_error;
 
+use crate::reload::LoadedFile;
 use crate::wire::EventType;
 
 /// A validated configuration: what is fixed for the life of the process, and what a reload
@@ -102,9 +103,15 @@ impl Config {
     /// Reads and validates the file at `path`; `None` gives the built-in defaults. Blocking: it
     /// reads files (secret files too), so on the runtime call it from `spawn_blocking`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = path else {
-            return Config::from_raw(RawConfig::default());
-        };
+        match path {
+            None => Config::from_raw(RawConfig::default()),
+            Some(path) => Config::load_file(path).map(|(config, _)| config),
+        }
+    }
+
+    /// Reads and validates the file at `path`, returning with the configuration the text it was
+    /// read from, for the reload watch. Blocking, as [`Config::load`].
+    pub fn load_file(path: &Path) -> Result<(Config, LoadedFile), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source_name: Some(path.display().to_string()),
             problems: vec![format!("cannot read: {e}")],
@@ -113,10 +120,15 @@ impl Config {
             source_name: Some(path.display().to_string()),
             problems: vec![problem],
         })?;
-        Config::parse(&text).map_err(|mut e| {
+        let config = Config::parse(&text).map_err(|mut e| {
             e.source_name = Some(path.display().to_string());
             e
-        })
+        })?;
+        let file = LoadedFile {
+            path: path.to_owned(),
+            text: text.into_bytes(),
+        };
+        Ok((config, file))
     }
 
     /// Parses and validates TOML text. Secrets given as `file` or `env` are read here.

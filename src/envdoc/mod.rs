@@ -2,9 +2,13 @@
 //!
 //! A request is answered from the prepared bytes. They are looked at again only after the store
 //! has committed (the store's commit counter moved) or the environment's configuration changed,
-//! and rebuilt only when the environment's content differs: a commit that touched another
-//! environment leaves the bytes, their ETag and `updated_at` as they were. The bytes then carry
-//! an older `last_sequence`, which stays true (no later event concerns this environment).
+//! and rebuilt only when the store counted a change to what the document shows (the
+//! environment's states, or its project's features, options and segments:
+//! [`crate::store::queries::change_counts`]): a commit that touched another environment costs
+//! two counter reads and leaves the bytes, their ETag and `updated_at` as they were. The bytes
+//! then carry an older `last_sequence`, which stays true (no later event concerns this
+//! environment). Reading and serialising run on a blocking thread ([`Store::read`]), never on a
+//! tokio worker.
 
 mod format;
 pub mod upstream;
@@ -24,7 +28,7 @@ use crate::changes::EnvironmentRecord;
 use crate::error::StoreError;
 use crate::store::Store;
 use crate::store::events::database_instance;
-use crate::store::queries::{EnvironmentContent, read_environment_content};
+use crate::store::queries::{EnvironmentContent, change_counts, read_environment_content};
 use crate::store::upstream::{UpstreamDocument, upstream_document};
 
 /// A document ready to send.
@@ -43,8 +47,8 @@ struct Built {
     commits: u64,
     record: EnvironmentRecord,
     facts: EnvironmentFacts,
-    /// The content, `last_sequence` left at 0, to tell a change from a commit elsewhere.
-    content: EnvironmentContent,
+    /// The store's change counts of the environment and of its project when it was built.
+    counts: (u64, u64),
     instance: u64,
     prepared: PreparedDocument,
 }
@@ -81,29 +85,35 @@ impl DocumentCache {
         {
             return Ok(built.prepared.clone());
         }
-        let read_record = record.clone();
-        let (mut document, instance) = store
+        let previous = self.lookup(record.id);
+        let built = store
             .read(move |txn| {
-                let content = read_environment_content(txn, &read_record)?;
-                Ok((content, database_instance(txn)?))
+                let counts = change_counts(txn, &record)?;
+                let instance = database_instance(txn)?;
+                if let Some(previous) = previous.filter(|p| {
+                    p.counts == counts
+                        && p.instance == instance
+                        && p.record == record
+                        && p.facts == facts
+                }) {
+                    return Ok(Built {
+                        commits,
+                        ..Built::clone(&previous)
+                    });
+                }
+                let content = read_environment_content(txn, &record)?;
+                let prepared = prepare(&record, &content, &facts, instance);
+                Ok(Built {
+                    commits,
+                    record,
+                    facts,
+                    counts,
+                    instance,
+                    prepared,
+                })
             })
             .await?;
-        let last_sequence = std::mem::take(&mut document.last_sequence);
-        let previous = self.lookup(record.id);
-        let prepared = match previous {
-            Some(p) if p.content == document && p.facts == facts && p.instance == instance => {
-                p.prepared.clone()
-            }
-            _ => prepare(&record, &document, &facts, instance, last_sequence),
-        };
-        let built = Built {
-            commits,
-            record,
-            facts,
-            content: document,
-            instance,
-            prepared: prepared.clone(),
-        };
+        let prepared = built.prepared.clone();
         self.built
             .lock()
             .expect("document cache lock")
@@ -160,23 +170,19 @@ impl DocumentCache {
     }
 }
 
-/// Serialises the document once; `content` has its `last_sequence` taken out.
+/// Serialises the document once.
 fn prepare(
     record: &EnvironmentRecord,
     content: &EnvironmentContent,
     facts: &EnvironmentFacts,
     instance: u64,
-    last_sequence: u64,
 ) -> PreparedDocument {
     let now = OffsetDateTime::now_utc();
     let updated_at = now
         .format(&Rfc3339)
         .expect("a UTC time formats as RFC 3339");
-    let content = EnvironmentContent {
-        last_sequence,
-        ..content.clone()
-    };
-    let flagsmith = FlagsmithDocument::new(record, &content, facts, instance, &updated_at);
+    let last_sequence = content.last_sequence;
+    let flagsmith = FlagsmithDocument::new(record, content, facts, instance, &updated_at);
     let bytes = serde_json::to_vec(&flagsmith).expect("the document serialises");
     PreparedDocument {
         bytes: Bytes::from(bytes),

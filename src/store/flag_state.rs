@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redb::ReadableTable;
 
 use super::StoreError;
+use super::queries::ContentScope;
 use super::rows::{
     feature_of, feature_row, feature_states, state_key, state_key_of, state_of, state_row,
 };
@@ -71,6 +72,7 @@ impl FlagStore for Tables<'_> {
     }
 
     fn put_feature(&mut self, feature: &FeatureRecord) -> Result<(), StoreError> {
+        self.touch(ContentScope::Project(feature.project));
         self.features()?.insert(feature.id, feature_row(feature))?;
         let name = (feature.project, feature.name.as_str());
         if feature.deleted {
@@ -136,6 +138,7 @@ impl FlagStore for Tables<'_> {
         key: &StateKey,
         state: &StateRecord,
     ) -> Result<(), StoreError> {
+        self.touch(ContentScope::Environment(env));
         let key = state_key(key);
         self.states()?
             .insert((env, feature, key.as_slice()), state_row(state))?;
@@ -143,6 +146,7 @@ impl FlagStore for Tables<'_> {
     }
 
     fn remove_state(&mut self, env: u64, feature: u64, key: &StateKey) -> Result<(), StoreError> {
+        self.touch(ContentScope::Environment(env));
         let key = state_key(key);
         self.states()?.remove((env, feature, key.as_slice()))?;
         self.put_allocations(env, feature, &key, &[])
@@ -222,12 +226,16 @@ impl FlagStore for Tables<'_> {
     }
 
     fn put_segment(&mut self, segment: &SegmentRecord) -> Result<(), StoreError> {
+        self.touch(ContentScope::Project(segment.project));
         let json = serde_json::to_string(segment)?;
         self.segments()?.insert(segment.id, json.as_str())?;
         Ok(())
     }
 
     fn remove_segment(&mut self, id: u64) -> Result<(), StoreError> {
+        if let Some(segment) = self.segment(id)? {
+            self.touch(ContentScope::Project(segment.project));
+        }
         self.segments()?.remove(id)?;
         Ok(())
     }
@@ -248,6 +256,9 @@ impl FlagStore for Tables<'_> {
         feature: u64,
         options: &[MultivariateOption],
     ) -> Result<(), StoreError> {
+        if let Some(project) = self.feature(feature)?.map(|f| f.project) {
+            self.touch(ContentScope::Project(project));
+        }
         let json = serde_json::to_string(options)?;
         self.multivariate_options()?
             .insert(feature, json.as_str())?;

@@ -109,6 +109,40 @@ pub fn read_document(
     })
 }
 
+/// What an environment document shows changes with: an environment's states (and their
+/// allocations), or its project's features, multivariate options and segments. The store counts
+/// the commits that changed each, in `META`, in the commit that made the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContentScope {
+    Environment(u64),
+    Project(u64),
+}
+
+/// The `META` row counting `scope`'s changes.
+pub fn change_count_key(scope: ContentScope) -> String {
+    match scope {
+        ContentScope::Environment(id) => format!("changes_environment_{id}"),
+        ContentScope::Project(id) => format!("changes_project_{id}"),
+    }
+}
+
+/// How many commits changed what `environment`'s document shows: its own count and its
+/// project's. While both stand, so does the document (bar its `last_sequence`).
+pub fn change_counts(
+    txn: &ReadTransaction,
+    environment: &EnvironmentRecord,
+) -> Result<(u64, u64), StoreError> {
+    let meta = txn.open_table(META)?;
+    let count = |scope| -> Result<u64, StoreError> {
+        let key = change_count_key(scope);
+        Ok(meta.get(key.as_str())?.map_or(0, |v| v.value()))
+    };
+    Ok((
+        count(ContentScope::Environment(environment.id))?,
+        count(ContentScope::Project(environment.project))?,
+    ))
+}
+
 /// Everything Flagsmith's environment document says of an environment, as stored: what
 /// [`crate::envdoc`] writes the document from.
 #[derive(Debug, Clone, PartialEq)]

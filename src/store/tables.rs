@@ -6,11 +6,12 @@
 //! every job of the batch that works through it, and keeps the id counters in memory until the
 //! batch ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
+use super::queries::{ContentScope, change_count_key};
 use super::rows::{EventRow, FeatureRow, StateRow};
 use super::schema::*;
 
@@ -20,6 +21,8 @@ macro_rules! cached_tables {
         pub struct Tables<'t> {
             txn: &'t WriteTransaction,
             counters: BTreeMap<&'static str, u64>,
+            /// What the batch changed that environment documents show.
+            changed: BTreeSet<ContentScope>,
             instance_id: Option<u64>,
             meta: Option<Table<'t, &'static str, u64>>,
             $($field: Option<Table<'t, $key, $value>>,)*
@@ -30,6 +33,7 @@ macro_rules! cached_tables {
                 Tables {
                     txn,
                     counters: BTreeMap::new(),
+                    changed: BTreeSet::new(),
                     instance_id: None,
                     meta: None,
                     $($field: None,)*
@@ -105,13 +109,24 @@ impl<'t> Tables<'t> {
         Ok(id)
     }
 
-    /// Writes the counters back and closes every table. Dropping `Tables` instead discards the
-    /// counters, which is right only when the transaction is aborted.
+    /// Notes that the batch changed what `scope`'s documents show.
+    pub(super) fn touch(&mut self, scope: ContentScope) {
+        self.changed.insert(scope);
+    }
+
+    /// Writes the counters and the change counts back and closes every table. Dropping `Tables`
+    /// instead discards them, which is right only when the transaction is aborted.
     pub(super) fn close(mut self) -> Result<(), StoreError> {
         let counters = std::mem::take(&mut self.counters);
+        let changed = std::mem::take(&mut self.changed);
         let meta = self.meta()?;
         for (counter, next) in counters {
             meta.insert(counter, next)?;
+        }
+        for scope in changed {
+            let key = change_count_key(scope);
+            let count = meta.get(key.as_str())?.map_or(0, |v| v.value());
+            meta.insert(key.as_str(), count + 1)?;
         }
         Ok(())
     }

@@ -122,3 +122,95 @@ async fn an_event_reads_back_for_the_admin_api_and_for_delivery() {
     assert!(missing.is_none());
     store.shutdown().await;
 }
+
+/// A document is rebuilt only on a change count that moved: each commit that changes an
+/// environment's states counts for it alone, and one that changes a project's segments for the
+/// project (every environment of it); a commit that changes neither moves neither.
+#[tokio::test]
+async fn change_counts_move_only_for_what_a_commit_changed() {
+    use crate::changes::{EnvironmentRecord, SegmentRecord, StateKey, StateRecord};
+    use crate::store::queries::change_counts;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    let env = |id: u64, project: u64| EnvironmentRecord {
+        id,
+        name: format!("e{id}"),
+        project,
+        project_name: String::new(),
+    };
+    let counts = |record: EnvironmentRecord| {
+        let store = store.clone();
+        async move {
+            store
+                .read(move |txn| change_counts(txn, &record))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(counts(env(1, 1)).await, (0, 0));
+    store
+        .write(|tables| {
+            let state = StateRecord {
+                id: 1,
+                enabled: true,
+                value: None,
+                identity_id: None,
+                segment_name: None,
+                priority: None,
+                multivariate: Vec::new(),
+            };
+            // Twice in one commit: one count.
+            tables.put_state(1, 7, &StateKey::Default, &state)?;
+            tables.put_state(1, 7, &StateKey::Identity("u".into()), &state)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts(env(1, 1)).await, (1, 0));
+    assert_eq!(counts(env(2, 1)).await, (0, 0), "another environment");
+    store
+        .write(|tables| {
+            tables.put_segment(&SegmentRecord {
+                id: 3,
+                project: 1,
+                name: "beta".into(),
+                description: None,
+                rules: Vec::new(),
+                owner: crate::changes::Owner::Api,
+            })?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts(env(1, 1)).await, (1, 1));
+    assert_eq!(counts(env(2, 1)).await, (0, 1), "the same project");
+    assert_eq!(counts(env(3, 2)).await, (0, 0), "another project");
+    store
+        .write(|tables| Ok(tables.put_identity_id(1, "u", 9)?))
+        .await
+        .unwrap();
+    assert_eq!(counts(env(1, 1)).await, (1, 1), "nothing a document shows");
+    store.shutdown().await;
+/// Event ids are written by hand on the hot path; they must read exactly as the documented format.
+#[test]
+fn event_ids_are_the_documented_format() {
+    let cases = [
+        (0, 0),
+        (0, 1),
+        (0x8c1f_0000_dead_beef, 42),
+        (u64::MAX, u64::MAX),
+    ];
+    let random = (0..10_000).map(|_| {
+        (
+            fastrand::u64(..),
+            fastrand::u64(..u64::MAX >> fastrand::u32(0..64)),
+        )
+    });
+    for (instance, sequence) in cases.into_iter().chain(random) {
+        assert_eq!(
+            events::event_id(instance, sequence),
+            format!("evt_{instance:016x}_{sequence:012}")
+        );
+    }
+}

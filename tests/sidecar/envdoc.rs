@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const SERVER_KEY: &str = "ser.prod-server-key-1";
-const CLIENT_KEY: &str = "prod-client-key";
+pub(crate) const SERVER_KEY: &str = "ser.prod-server-key-1";
+pub(crate) const CLIENT_KEY: &str = "prod-client-key";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flagsmith_local_eval.py");
 
 /// A second environment, `Production` (id 2), readable with [`SERVER_KEY`].
-fn production() -> String {
+pub(crate) fn production() -> String {
     format!(
         "[[environments]]\nid = 2\nname = \"Production\"\napi_key = \"{CLIENT_KEY}\"\nproject = 1\n\
          server_keys = [{{ value = \"{SERVER_KEY}\" }}]\n"
@@ -246,13 +246,6 @@ async fn get_with_etag(url: &str, if_none_match: Option<&str>) -> (StatusCode, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flagsmiths_python_sdk_evaluates_locally_from_flagpost() {
-    let probe = Command::new("python3")
-        .args(["-c", "import flagsmith"])
-        .output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "the Flagsmith Python SDK is missing: run `pip install flagsmith` (python3 must import flagsmith)"
-    );
     let sidecar = Sidecar::start_with(&production()).await;
     seed(&sidecar).await;
     let api_url = sidecar.url("/api/v1/");
@@ -262,7 +255,7 @@ async fn flagsmiths_python_sdk_evaluates_locally_from_flagpost() {
     ])
     .to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        python_sdk()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()
@@ -422,11 +415,33 @@ async fn the_python_sdk_applies_segment_rules_priorities_and_multivariate_option
     sidecar.stop().await;
 }
 
-async fn run_sdk(sidecar: &Sidecar, identities: Value) -> Value {
+/// `python3` importing the pinned Flagsmith SDK that `.ci/test --setup-only` installs under
+/// `<target>/test-deps/python`; panics naming that command when it is not there.
+pub(crate) fn python_sdk() -> Command {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("test-deps/python");
+    let works = Command::new("python3")
+        .env("PYTHONPATH", &path)
+        .args(["-c", "import flagsmith"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        works,
+        "the pinned Flagsmith Python SDK is missing from {}: run `.ci/test --setup-only` once",
+        path.display()
+    );
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", &path);
+    command
+}
+
+pub(crate) async fn run_sdk(sidecar: &Sidecar, identities: Value) -> Value {
     let api_url = sidecar.url("/api/v1/");
     let identities = identities.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        python_sdk()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()

@@ -22,6 +22,7 @@ pub struct SidecarConfig {
     tokens: Vec<String>,
     projects: Vec<(u64, String)>,
     api_key: String,
+    server_keys: Vec<String>,
     webhooks: Vec<String>,
     extra: String,
 }
@@ -38,6 +39,7 @@ impl SidecarConfig {
             tokens: Vec::new(),
             projects: Vec::new(),
             api_key: "dev-key".into(),
+            server_keys: Vec::new(),
             webhooks: Vec::new(),
             extra: String::new(),
         }
@@ -72,6 +74,13 @@ impl SidecarConfig {
 
     pub fn api_key(mut self, key: &str) -> SidecarConfig {
         self.api_key = key.to_owned();
+        self
+    }
+
+    /// A server-side key of the environment: it reads `GET /api/v1/environment-document/`.
+    pub fn server_key(mut self, key: &str) -> SidecarConfig {
+        self.server_keys
+            .push(format!("{{ value = {} }}", quoted(key)));
         self
     }
 
@@ -121,8 +130,10 @@ impl SidecarConfig {
         }
         writeln!(
             text,
-            "[[environments]]\nid = 1\nname = \"Development\"\napi_key = {}\nproject = 1",
-            quoted(&self.api_key)
+            "[[environments]]\nid = 1\nname = \"Development\"\napi_key = {}\nproject = 1\n\
+             server_keys = [{}]",
+            quoted(&self.api_key),
+            self.server_keys.join(", ")
         )
         .unwrap();
         for webhook in &self.webhooks {
@@ -150,6 +161,8 @@ pub struct ReceiverConfig {
     secrets: Vec<String>,
     intake: String,
     environments: Vec<(u64, Vec<String>)>,
+    /// Environment -> its server-side key in flagpost (`flagpost_server_key`).
+    flagpost_keys: Vec<(u64, String)>,
     bootstrap: Option<String>,
     extra: String,
 }
@@ -164,6 +177,7 @@ impl ReceiverConfig {
             secrets: Vec::new(),
             intake: String::new(),
             environments: Vec::new(),
+            flagpost_keys: Vec::new(),
             bootstrap: None,
             extra: String::new(),
         }
@@ -209,7 +223,14 @@ impl ReceiverConfig {
         self
     }
 
-    /// Documents fetched from flagpost at `url` with `token`.
+    /// Environment `id` reads its document from flagpost with the server-side key `key`.
+    pub fn flagpost_server_key(mut self, id: u64, key: &str) -> ReceiverConfig {
+        self.flagpost_keys.push((id, key.to_owned()));
+        self
+    }
+
+    /// Documents fetched from flagpost at `url` with `token` (and each environment's
+    /// [`ReceiverConfig::flagpost_server_key`]).
     pub fn bootstrap(mut self, url: &str, token: &str, retry_secs: u64) -> ReceiverConfig {
         self.bootstrap = Some(format!(
             "flagpost_url = {}\ntoken = {{ value = {} }}\nretry_secs = {retry_secs}",
@@ -259,6 +280,9 @@ impl ReceiverConfig {
                 keys.join(", ")
             )
             .unwrap();
+            for (_, key) in self.flagpost_keys.iter().filter(|(env, _)| env == id) {
+                writeln!(text, "flagpost_server_key = {{ value = {} }}", quoted(key)).unwrap();
+            }
         }
         if let Some(bootstrap) = &self.bootstrap {
             writeln!(text, "[bootstrap]\n{bootstrap}").unwrap();

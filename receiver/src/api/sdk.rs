@@ -9,6 +9,7 @@
 //! - `POST /api/v1/analytics/flags/`: accepted, counted and forwarded to the upstream if any.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -21,7 +22,8 @@ use crate::api::{AppState, json_response};
 use crate::app::Shared;
 use crate::documents::{EnvCache, FeatureMeta};
 use crate::error::{ApiError, LookupError};
-use crate::evaluation::{IdentityInput, ResolvedFlag};
+use crate::evaluation::outcome::write_json;
+use crate::evaluation::{FlagOutcome, IdentityInput, ResolvedFlag};
 
 const ENVIRONMENT_KEY_HEADER: &str = "x-environment-key";
 
@@ -144,13 +146,6 @@ struct TraitView<'a> {
     transient: bool,
 }
 
-#[derive(Serialize)]
-struct IdentityResponse<'a> {
-    identifier: &'a str,
-    flags: Vec<SdkFlag<'a>>,
-    traits: Vec<TraitView<'a>>,
-}
-
 /// The traits the engine reads: a `null` value deletes a trait in Flagsmith, so it is left out,
 /// and so is a value that is no scalar.
 fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, FlagsmithValue> {
@@ -164,7 +159,131 @@ fn engine_traits(traits: &[Trait]) -> std::collections::HashMap<String, Flagsmit
         .collect()
 }
 
+/// Parts of identity answers, kept until the environment changes: each feature's `"feature"`
+/// object (by feature id, with the name and type it was rendered for), and each flag the
+/// prepared environment can give, rendered whole on first use (by [`FlagOutcome::prepared`]).
+struct FeatureParts {
+    by_id: Vec<(u64, String, String, Box<[u8]>)>,
+    flags: Vec<OnceLock<Box<[u8]>>>,
+}
+
+impl FeatureParts {
+    fn build(env: &EnvCache) -> FeatureParts {
+        let prepared = env.prepared();
+        let hide = prepared.settings().hide_sensitive_data;
+        let mut by_id: Vec<_> = prepared
+            .context()
+            .features
+            .values()
+            .map(|feature| {
+                let id = u64::from(feature.metadata.feature_id);
+                let (name, kind) = (&feature.name, &feature.metadata.feature_type);
+                let json = serde_json::to_vec(&feature_view(env, id, name, kind, hide));
+                let json = json.expect("a feature serialises").into_boxed_slice();
+                (id, name.clone(), kind.clone(), json)
+            })
+            .collect();
+        by_id.sort_by_key(|(id, ..)| *id);
+        let flags = (0..prepared.prepared_outcomes())
+            .map(|_| OnceLock::new())
+            .collect();
+        FeatureParts { by_id, flags }
+    }
+
+    /// The rendered feature of `flag`, unless the flag names it otherwise (then it is rendered
+    /// for this answer alone).
+    fn get(&self, flag: &FlagOutcome<'_>) -> Option<&[u8]> {
+        let i = self
+            .by_id
+            .binary_search_by_key(&flag.feature_id, |(id, ..)| *id)
+            .ok()?;
+        let (_, name, kind, json) = &self.by_id[i];
+        (name == flag.name && kind == flag.feature_type).then_some(json)
+    }
+}
+
+fn feature_view<'a>(
+    env: &'a EnvCache,
+    id: u64,
+    name: &'a str,
+    feature_type: &'a str,
+    hide: bool,
+) -> SdkFeature<'a> {
+    // What the document does not carry (description, initial value, ...) comes from web hooks.
+    let meta: Option<&FeatureMeta> = env.features.get(&id).map(|e| &e.meta).filter(|_| !hide);
+    SdkFeature {
+        id,
+        name,
+        feature_type,
+        description: meta.and_then(|m| m.description.as_deref()),
+        initial_value: meta.and_then(|m| m.initial_value.as_ref()),
+        default_enabled: meta.and_then(|m| m.default_enabled).unwrap_or(false),
+        created_date: meta.and_then(|m| m.created_date.as_deref()),
+    }
+}
+
+/// Appends one flag of an identity answer: copied whole where this environment rendered it
+/// before, else rendered.
+fn write_prepared_flag(
+    out: &mut Vec<u8>,
+    env_id: u64,
+    env: &EnvCache,
+    parts: &FeatureParts,
+    flag: &FlagOutcome<'_>,
+    hide: bool,
+) {
+    let Some(slot) = flag.prepared.and_then(|n| parts.flags.get(n as usize)) else {
+        return write_identity_flag(out, env_id, env, parts, flag, hide);
+    };
+    let rendered = slot.get_or_init(|| {
+        let mut json = Vec::new();
+        write_identity_flag(&mut json, env_id, env, parts, flag, hide);
+        json.into_boxed_slice()
+    });
+    out.extend_from_slice(rendered);
+}
+
+/// Appends one flag of an identity answer, as [`SdkFlag`] serialises (the same bytes).
+fn write_identity_flag(
+    out: &mut Vec<u8>,
+    env_id: u64,
+    env: &EnvCache,
+    parts: &FeatureParts,
+    flag: &FlagOutcome<'_>,
+    hide: bool,
+) {
+    let number = |out: &mut Vec<u8>, n: Option<u64>| match n.filter(|_| !hide) {
+        Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.extend_from_slice(b"{\"id\":");
+    number(out, flag.state_id);
+    out.extend_from_slice(b",\"feature\":");
+    match parts.get(flag) {
+        Some(json) => out.extend_from_slice(json),
+        None => {
+            let (id, name, kind) = (flag.feature_id, flag.name, flag.feature_type);
+            write_json(out, &feature_view(env, id, name, kind, hide));
+        }
+    }
+    out.extend_from_slice(if flag.enabled {
+        b",\"enabled\":true,\"feature_state_value\":"
+    } else {
+        b",\"enabled\":false,\"feature_state_value\":"
+    });
+    flag.value.write_json(out);
+    out.extend_from_slice(b",\"environment\":");
+    number(out, Some(env_id));
+    out.extend_from_slice(b",\"identity\":");
+    number(out, flag.identity_id);
+    out.extend_from_slice(b",\"feature_segment\":null,\"variant\":");
+    write_json(out, &flag.variant);
+    out.push(b'}');
+}
+
 /// The body of `GET`/`POST /api/v1/identities/`; an environment with no data yet gives no flags.
+/// Written straight into one buffer from parts prepared per change: this is the hottest answer
+/// that is evaluated per request.
 pub fn identity_flags(
     env_id: u64,
     env: Option<&EnvCache>,
@@ -176,26 +295,30 @@ pub fn identity_flags(
         key: None,
         traits: engine_traits(traits),
     };
-    let evaluation = env.map(|env| {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"identifier\":");
+    write_json(&mut out, identifier);
+    out.extend_from_slice(b",\"flags\":[");
+    let mut hide = false;
+    if let Some(env) = env {
         let overlay = env.identity_overlay(identifier);
         let prepared = env.prepared();
-        let hide = prepared.settings().hide_sensitive_data;
-        (env, prepared.evaluate(Some(&input), &overlay), hide)
-    });
-    let hide = evaluation.as_ref().is_some_and(|(_, _, hide)| *hide);
-    let flags = evaluation
-        .as_ref()
-        .map(|(env, evaluation, _)| {
-            evaluation
-                .flags
-                .iter()
-                .map(|flag| sdk_flag(env_id, env, flag, true, hide))
-                .collect()
-        })
-        .unwrap_or_default();
+        hide = prepared.settings().hide_sensitive_data;
+        let parts = env.answer_parts(FeatureParts::build);
+        prepared.evaluate_identity(&input, &overlay, |flags, _| {
+            out.reserve(flags.len() * parts.by_id.first().map_or(256, |p| p.3.len() + 160));
+            for (i, flag) in flags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_prepared_flag(&mut out, env_id, env, &parts, flag, hide);
+            }
+        });
+    }
+    out.extend_from_slice(b"],\"traits\":");
     let mut traits: Vec<TraitView<'_>> = traits
         .iter()
-        .filter(|t| !t.trait_value.is_null())
+        .filter(|t| !t.trait_value.is_null() && !hide)
         .map(|t| TraitView {
             id: None,
             trait_key: &t.trait_key,
@@ -204,15 +327,9 @@ pub fn identity_flags(
         })
         .collect();
     traits.sort_by(|a, b| a.trait_key.cmp(b.trait_key));
-    if hide {
-        traits.clear();
-    }
-    let response = IdentityResponse {
-        identifier,
-        flags,
-        traits,
-    };
-    serde_json::to_vec(&response).expect("identity response serialises")
+    write_json(&mut out, &traits);
+    out.push(b'}');
+    out
 }
 
 /// The environment an SDK request is for, from its `X-Environment-Key` (client or server key).
@@ -347,4 +464,83 @@ pub(crate) async fn analytics(
         }
     }
     json_response(StatusCode::OK, Bytes::from_static(b"{}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::documents::FeatureEntry;
+
+    /// An environment whose feature 7 has details only web hooks carry.
+    fn environment() -> EnvCache {
+        let mut env = EnvCache::default();
+        let mut entry = FeatureEntry::default();
+        entry.meta.name = "banner \"x\"".to_owned();
+        entry.meta.description = Some("shown on top".to_owned());
+        entry.meta.default_enabled = Some(true);
+        entry.meta.created_date = Some("2026-12-01T00:00:00Z".to_owned());
+        env.features.insert(7, Arc::new(entry));
+        env
+    }
+
+    fn flag(variant: Option<&str>, identity_id: Option<u64>) -> ResolvedFlag {
+        ResolvedFlag {
+            feature_id: 7,
+            name: "banner \"x\"".to_owned(),
+            feature_type: "MULTIVARIATE".to_owned(),
+            enabled: true,
+            value: serde_json::json!("caf\u{e9} \"quoted\""),
+            variant: variant.map(str::to_owned),
+            reason: "STATIC".to_owned(),
+            state_id: Some(41),
+            identity_override: identity_id.is_some(),
+            identity_id,
+        }
+    }
+
+    /// The identity answer is written by hand for speed; it must be what serde wrote before.
+    #[test]
+    fn identity_flags_are_written_as_serde_serialises_them() {
+        let env = environment();
+        // With the feature rendered and a slot for the flag, and with neither.
+        let parts = |prepared: bool| FeatureParts {
+            by_id: [(7, "banner \"x\"", "MULTIVARIATE")]
+                .into_iter()
+                .filter(|_| prepared)
+                .map(|(id, name, kind)| {
+                    let json = serde_json::to_vec(&feature_view(&env, id, name, kind, false));
+                    (
+                        id,
+                        name.into(),
+                        kind.into(),
+                        json.unwrap().into_boxed_slice(),
+                    )
+                })
+                .collect(),
+            flags: (0..usize::from(prepared))
+                .map(|_| OnceLock::new())
+                .collect(),
+        };
+        for (resolved, hide) in [
+            (flag(Some("big"), None), false),
+            (flag(None, Some(9)), false),
+            (flag(Some("control"), Some(9)), true),
+        ] {
+            let expected = serde_json::to_vec(&sdk_flag(3, &env, &resolved, true, hide)).unwrap();
+            let expected = String::from_utf8(expected).unwrap();
+            // Prepared parts are rendered for the environment's own `hide`.
+            for parts in [parts(!hide), parts(false)] {
+                let mut outcome = FlagOutcome::from(&resolved);
+                outcome.prepared = Some(0).filter(|_| !parts.flags.is_empty());
+                // Twice: rendered, then copied.
+                for _ in 0..2 {
+                    let mut written = Vec::new();
+                    write_prepared_flag(&mut written, 3, &env, &parts, &outcome, hide);
+                    assert_eq!(String::from_utf8(written).unwrap(), expected);
+                }
+            }
+        }
+    }
 }

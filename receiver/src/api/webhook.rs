@@ -1,6 +1,8 @@
 //! `POST {webhook_path}`: a web hook, checked by [`crate::intake::request`] and acknowledged only
 //! after the writer's durable commit.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -45,7 +47,7 @@ pub(crate) async fn take_webhook(State(shared): AppState, incoming: Request) -> 
 
 /// Takes one web hook; `about` is set to its environment and feature once it is verified.
 async fn intake_request(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     incoming: Request,
     about: &mut (Option<u64>, Option<String>),
 ) -> Result<IntakeOutcome, WriteError> {
@@ -75,11 +77,16 @@ async fn intake_request(
     if let Some(change) = &accepted.change {
         *about = (Some(change.env), Some(change.meta.name.clone()));
     }
+    let document_wanted = accepted.document_wanted;
     let outcome = shared
         .writer
         .intake(accepted.request_id, accepted.change)
         .await?;
     // Web hooks are triggers too: an upstream document is fetched again after each.
     shared.upstreams.webhook_taken(env);
+    // An event flagpost's document must bring (segment rules, multivariate options).
+    if let Some(env) = document_wanted {
+        shared.document_wanted(env);
+    }
     Ok(outcome)
 }

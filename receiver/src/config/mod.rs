@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use flagpost::config::{SecretSource, ServerConfig, ServerKey};
 use flagpost::config::{describe_toml_error, redact_url};
+use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
@@ -96,6 +97,11 @@ pub struct EnvironmentFile {
     pub server_keys: Vec<String>,
     #[serde(default)]
     pub upstream: Option<UpstreamFile>,
+    /// A server-side key of this environment in flagpost: bootstrap reads flagpost's
+    /// `GET /api/v1/environment-document/` with it. Needed with `[bootstrap]` unless the
+    /// environment has an `upstream`.
+    #[serde(default)]
+    pub flagpost_server_key: Option<SecretSource>,
 }
 
 /// An upstream Flagsmith the environment's document is fetched from.
@@ -203,6 +209,8 @@ pub struct Live {
 pub struct Bootstrap {
     pub flagpost_url: String,
     pub token: Option<Redacted>,
+    /// Each environment's server-side key in flagpost (`flagpost_server_key`).
+    pub server_keys: HashMap<u64, Redacted>,
     pub timeout: Duration,
     pub retry: Duration,
 }
@@ -240,12 +248,23 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_file(path).map(|(config, _)| config)
+    }
+
+    /// Reads and validates a file, returning with the configuration the text it was read from,
+    /// for the reload watch.
+    pub fn load_file(path: &Path) -> Result<(Config, LoadedFile), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         flagpost::reload::refuse_empty(&text, path).map_err(ConfigError::Empty)?;
-        Config::parse(&text, &path.display().to_string())
+        let config = Config::parse(&text, &path.display().to_string())?;
+        let file = LoadedFile {
+            path: path.to_owned(),
+            text: text.into_bytes(),
+        };
+        Ok((config, file))
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -265,7 +284,7 @@ impl Config {
         let secrets = check_intake(intake, &mut errors);
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
-        let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
+        let bootstrap = check_bootstrap(&file.bootstrap, &file.environments, &mut errors);
         let status_token = check_status_token(file.status_token.as_ref(), &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
@@ -451,10 +470,15 @@ fn check_upstreams(
 }
 
 /// `None` when bootstrap is off (no `flagpost_url`).
-fn check_bootstrap(bootstrap: &BootstrapFile, errors: &mut Vec<String>) -> Option<Bootstrap> {
+fn check_bootstrap(
+    bootstrap: &BootstrapFile,
+    environments: &[EnvironmentFile],
+    errors: &mut Vec<String>,
+) -> Option<Bootstrap> {
     if bootstrap.flagpost_url.is_empty() {
         return None;
     }
+    let server_keys = check_flagpost_keys(environments, errors);
     if !(bootstrap.flagpost_url.starts_with("http://")
         || bootstrap.flagpost_url.starts_with("https://"))
     {
@@ -488,6 +512,7 @@ fn check_bootstrap(bootstrap: &BootstrapFile, errors: &mut Vec<String>) -> Optio
     Some(Bootstrap {
         flagpost_url: bootstrap.flagpost_url.trim_end_matches('/').to_owned(),
         token,
+        server_keys,
         timeout: Duration::from_secs(bootstrap.timeout_secs),
         retry: Duration::from_secs(bootstrap.retry_secs),
     })
@@ -506,6 +531,34 @@ fn check_status_token(token: Option<&SecretSource>, errors: &mut Vec<String>) ->
             None
         }
     }
+}
+
+/// Each environment's `flagpost_server_key`, which bootstrap needs for every environment that
+/// has no upstream Flagsmith.
+fn check_flagpost_keys(
+    environments: &[EnvironmentFile],
+    errors: &mut Vec<String>,
+) -> HashMap<u64, Redacted> {
+    let mut keys = HashMap::new();
+    for (i, env) in environments.iter().enumerate() {
+        let what = format!("environments[{i}].flagpost_server_key");
+        match &env.flagpost_server_key {
+            None if env.upstream.is_none() => errors.push(format!(
+                "{what}: needed with [bootstrap]: the document is read from flagpost's \
+                 /api/v1/environment-document/ with a server-side key of environment {}",
+                env.id
+            )),
+            None => {}
+            Some(source) => match source.resolve() {
+                Ok(key) if !key.is_empty() => {
+                    keys.insert(env.id, Redacted(key));
+                }
+                Ok(_) => errors.push(format!("{what}: is empty")),
+                Err(error) => errors.push(format!("{what}: {error}")),
+            },
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

@@ -155,3 +155,29 @@ fn a_status_token_is_kept_as_a_digest_and_a_short_one_refused() {
     );
     assert!(!err.contains("short\""), "{err}");
 }
+
+#[test]
+fn bootstrap_needs_a_flagpost_server_key_for_each_environment_without_an_upstream() {
+    let bootstrap = "[bootstrap]\nflagpost_url = \"http://127.0.0.1:7070\"\n";
+    let without = format!("[[environments]]\nid = 1\n{bootstrap}");
+    let err = Config::parse(&without, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("environments[0].flagpost_server_key: needed with [bootstrap]"),
+        "{err}"
+    );
+    let empty =
+        format!("[[environments]]\nid = 1\nflagpost_server_key = {{ value = \"\" }}\n{bootstrap}");
+    let err = Config::parse(&empty, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("flagpost_server_key: is empty"), "{err}");
+    let with = format!(
+        "[[environments]]\nid = 1\nflagpost_server_key = {{ value = \"ser.k\" }}\n\
+         [[environments]]\nid = 2\n[environments.upstream]\nurl = \"http://fs\"\n\
+         server_key = {{ value = \"ser.up\" }}\n{bootstrap}"
+    );
+    let config = Config::parse(&with, "t.toml").unwrap();
+    let keys = &config.live.bootstrap.unwrap().server_keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[&1].0, "ser.k");
+    // The key is a secret: not in any debug output.
+    assert!(!format!("{keys:?}").contains("ser.k"));
+}

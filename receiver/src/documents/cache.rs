@@ -3,15 +3,15 @@
 //! The cache is copy-on-write at two levels (environment, feature) through `Arc::make_mut`, so the
 //! writer can stage a batch on a cheap clone and publish it only after the batch has committed.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use flagpost::document::{EnvironmentDocument, FeatureDocument};
 
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
-use crate::documents::state::{FeatureEntry, FeatureMeta, FlagState, SegmentState, Slot};
+use crate::documents::state::{FeatureEntry, SegmentState, Slot};
 use crate::documents::upstream::UpstreamDocument;
 use crate::evaluation::PreparedEnvironment;
 
@@ -40,6 +40,8 @@ pub struct EnvCache {
     rendered: OnceLock<Bytes>,
     /// The environment prepared for evaluation, kept until it next changes.
     pub(crate) prepared: OnceLock<Arc<PreparedEnvironment>>,
+    /// Parts of answers the API prepares from this environment (see [`EnvCache::answer_parts`]).
+    answer_parts: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Clone for EnvCache {
@@ -57,6 +59,7 @@ impl Clone for EnvCache {
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
             prepared: OnceLock::new(),
+            answer_parts: OnceLock::new(),
         }
     }
 }
@@ -66,6 +69,17 @@ impl EnvCache {
     /// change: lookups of a whole environment then cost a pointer copy.
     pub fn rendered(&self, render: impl FnOnce(&EnvCache) -> Bytes) -> Bytes {
         self.rendered.get_or_init(|| render(self)).clone()
+    }
+
+    /// Parts of answers (built by `build` on first use) kept until the next change, as
+    /// [`EnvCache::rendered`] keeps a whole answer. One kind of parts per environment: a request
+    /// for another kind gets it built afresh, uncached.
+    pub fn answer_parts<T: Any + Send + Sync>(&self, build: impl Fn(&EnvCache) -> T) -> Arc<T> {
+        let held = self
+            .answer_parts
+            .get_or_init(|| Arc::new(build(self)))
+            .clone();
+        held.downcast().unwrap_or_else(|_| Arc::new(build(self)))
     }
 
     /// Features with a live default state, by id.
@@ -207,62 +221,6 @@ impl FlagCache {
         }
     }
 
-    /// Loads a full document from flagpost: every key in it counts as applied at its
-    /// `last_sequence`, and keys the cache holds at a greater sequence stay as they are.
-    pub fn apply_document(
-        &mut self,
-        doc: &EnvironmentDocument,
-        now_unix: i64,
-        dirty: &mut Vec<Dirty>,
-    ) {
-        let env_id = doc.environment.id;
-        // A document older than one already loaded adds nothing, and it could bring back an
-        // override the newer one dropped (a dropped key leaves no tombstone).
-        let loaded = self.envs.get(&env_id).and_then(|env| env.document_seq);
-        if loaded.is_some_and(|seq| seq > doc.last_sequence) {
-            return;
-        }
-        let covered = |order: &Order| order.seq.is_none_or(|seq| seq <= doc.last_sequence);
-        let env = self.env_mut(env_id);
-        env.name = Some(doc.environment.name.clone());
-        for id in &doc.deleted_feature_ids {
-            env.features.remove(id);
-            if env.deleted_features.insert(*id) {
-                dirty.push(Dirty::FeatureDeleted(env_id, *id));
-            }
-        }
-        let listed: HashSet<u64> = doc.features.iter().map(|f| f.feature.id).collect();
-        // Keys the document does not list existed at no point up to `last_sequence` or were
-        // removed by then: drop those it covers, keep anything newer.
-        let unlisted: Vec<u64> = env
-            .features
-            .keys()
-            .filter(|id| !listed.contains(id))
-            .copied()
-            .collect();
-        for id in unlisted {
-            let entry = Arc::make_mut(env.features.get_mut(&id).expect("listed above"));
-            retain_newer(entry, &covered);
-            if entry.is_empty() {
-                env.features.remove(&id);
-            }
-            dirty.push(Dirty::FeatureRewritten(env_id, id));
-        }
-        for feature in &doc.features {
-            let id = feature.feature.id;
-            if env.deleted_features.contains(&id) {
-                continue;
-            }
-            let entry = Arc::make_mut(env.features.entry(id).or_default());
-            load_feature(entry, feature, doc.last_sequence);
-            dirty.push(Dirty::FeatureRewritten(env_id, id));
-        }
-        env.document_seq = Some(env.document_seq.unwrap_or(0).max(doc.last_sequence));
-        env.loaded_at = Some(now_unix);
-        env.refreshed_at = Some(now_unix);
-        dirty.push(Dirty::Env(env_id));
-    }
-
     /// Rebuilds the cache from stored parts (used when opening the database).
     pub fn insert_env(&mut self, id: u64, env: EnvCache) {
         self.envs.insert(id, Arc::new(env));
@@ -308,80 +266,12 @@ fn write_slot(entry: &mut FeatureEntry, change: &Change) {
     }
 }
 
-/// Loads one feature of a document at `last_sequence` into `entry`, keeping keys set later.
-fn load_feature(entry: &mut FeatureEntry, feature: &FeatureDocument, last_sequence: u64) {
-    let at = Order {
-        seq: Some(last_sequence),
-        ts_micros: None,
-    };
-    let covered = |order: &Order| order.seq.is_none_or(|seq| seq <= last_sequence);
-    if entry.meta.name.is_empty() || covered(&entry.meta.order) {
-        entry.meta = FeatureMeta::from_document(&feature.feature, at);
-    }
-    retain_newer(entry, &covered);
-    let loaded = |state: FlagState| Slot {
-        order: at,
-        state: Some(state),
-        arrived_micros: 0,
-    };
-    if entry.default.is_none() {
-        entry.default = Some(loaded(FlagState {
-            enabled: feature.enabled,
-            value: feature.value.clone(),
-            state_id: None,
-            identity_id: None,
-        }));
-    }
-    for identity in &feature.identity_overrides {
-        if entry.identities.get(&identity.identifier).is_none() {
-            let slot = loaded(FlagState {
-                enabled: identity.enabled,
-                value: identity.value.clone(),
-                state_id: None,
-                identity_id: None,
-            });
-            entry
-                .identities
-                .insert(identity.identifier.as_str().into(), slot);
-        }
-    }
-    for segment in &feature.segment_overrides {
-        entry
-            .segments
-            .entry(segment.segment.id)
-            .or_insert_with(|| Slot {
-                order: at,
-                state: Some(SegmentState {
-                    enabled: segment.enabled,
-                    value: segment.value.clone(),
-                    priority: Some(segment.priority),
-                    name: Some(segment.segment.name.clone()),
-                    state_id: None,
-                }),
-                arrived_micros: 0,
-            });
-    }
-}
-
-/// Drops every key of `entry` that a document at the covering sequence replaces.
-fn retain_newer(entry: &mut FeatureEntry, covered: &impl Fn(&Order) -> bool) {
-    if entry
-        .default
-        .as_ref()
-        .is_some_and(|slot| covered(&slot.order))
-    {
-        entry.default = None;
-    }
-    entry.identities.retain(|slot| !covered(&slot.order));
-    entry.segments.retain(|_, slot| !covered(&slot.order));
-}
-
 #[cfg(test)]
 mod tests {
-    use flagpost::document::{EnvironmentInfo, FeatureInfo, IdentityOverride, ProjectInfo};
     use flagpost::wire::FlagValue;
 
     use super::*;
+    use crate::documents::state::{FeatureMeta, FlagState};
 
     fn change(
         scope: Scope,
@@ -424,42 +314,6 @@ mod tests {
             .default_state()?
             .value
             .clone()
-    }
-
-    #[test]
-    fn an_older_document_never_brings_back_what_a_newer_one_dropped() {
-        let document = |last_sequence, identity_overrides| EnvironmentDocument {
-            environment: EnvironmentInfo {
-                id: 1,
-                name: "env".into(),
-                project: ProjectInfo::default(),
-            },
-            last_sequence,
-            features: vec![FeatureDocument {
-                feature: FeatureInfo {
-                    name: "f".into(),
-                    id: 7,
-                    ..FeatureInfo::default()
-                },
-                enabled: true,
-                value: None,
-                identity_overrides,
-                segment_overrides: Vec::new(),
-            }],
-            deleted_feature_ids: Vec::new(),
-        };
-        let mut cache = FlagCache::default();
-        let mut dirty = Vec::new();
-        cache.apply_document(&document(200, Vec::new()), 0, &mut dirty);
-        let override_u = IdentityOverride {
-            identifier: "u".into(),
-            enabled: true,
-            value: None,
-        };
-        let stale = document(100, vec![override_u]);
-        cache.apply_document(&stale, 0, &mut dirty);
-        let feature = cache.env(1).unwrap().features.get(&7).unwrap();
-        assert_eq!(feature.identity_state("u"), None);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - deleting an environment default removes the feature, its overrides with it, and leaves a
 //!   tombstone on the feature id so that nothing for it, of any key, comes back;
 //! - deleting an override leaves a tombstone on that key, ordered like any other state;
-//! - a document from flagpost counts as applied at its `last_sequence` for every key;
+//! - a document from flagpost counts as applied at its `last_sequence` for every key, and is
+//!   held as the environment's base document ([`flagpost`]);
 //! - sequences count within one flagpost database: an environment follows the database its
 //!   events come from, and a new one (the sender started again) re-bases it ([`sender`]).
 //! - a document from an upstream Flagsmith supersedes every change taken before its fetch began.
@@ -19,12 +20,14 @@
 //! - [`order`]: which of two changes is newer; [`state`]: what one feature holds, its identity
 //!   overrides in [`overrides`] (shared in shards, so a change copies few of them);
 //! - [`change`]: a web hook's change, normalised; [`cache`]: every environment, and applying
-//!   changes and documents to it; [`sender`]: which flagpost database an environment follows.
-//!   changes and documents to it; [`upstream`]: documents from an upstream Flagsmith, with the
-//!   web-hook changes taken since their fetch began on top; [`raw`]: their bytes as kept.
+//!   changes to it; [`sender`]: which flagpost database an environment follows;
+//! - [`flagpost`]: documents from flagpost, ordered by their sequence; [`upstream`]: documents
+//!   from an upstream Flagsmith, with the web-hook changes taken since their fetch began on top;
+//!   [`raw`]: their bytes as kept.
 
 pub mod cache;
 pub mod change;
+pub mod flagpost;
 pub mod order;
 pub mod overrides;
 pub mod raw;
@@ -34,6 +37,7 @@ pub mod upstream;
 
 pub use cache::{Dirty, EnvCache, FlagCache, Outcome};
 pub use change::{Change, Scope};
+pub use flagpost::FlagpostDocument;
 pub use order::Order;
 pub use overrides::IdentityOverrides;
 pub use raw::DocumentBytes;

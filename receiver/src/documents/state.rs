@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use flagpost::document::FeatureInfo;
 use flagpost::wire::FlagValue;
 use serde::{Deserialize, Serialize};
 
@@ -66,21 +65,6 @@ pub struct FeatureMeta {
     pub created_date: Option<String>,
     #[serde(default)]
     pub order: Order,
-}
-
-impl FeatureMeta {
-    /// What a document from flagpost says the feature is, as applied at `order`.
-    pub fn from_document(feature: &FeatureInfo, order: Order) -> FeatureMeta {
-        FeatureMeta {
-            name: feature.name.clone(),
-            feature_type: Some(feature.feature_type.clone()),
-            description: feature.description.clone(),
-            initial_value: feature.initial_value.clone(),
-            default_enabled: Some(feature.default_enabled),
-            created_date: Some(feature.created_date.clone()),
-            order,
-        }
-    }
 }
 
 /// A feature in one environment: its default state and its overrides.

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use flagsmith_flag_engine::engine_eval::context::{ConditionValue, SegmentRule};
 use flagsmith_flag_engine::engine_eval::{EngineEvaluationContext, environment_to_context};
 use flagsmith_flag_engine::environments::Environment;
 use flagsmith_flag_engine::types::FlagsmithValue;
@@ -177,6 +178,9 @@ impl EvaluationDocument {
         );
         let mut context = environment_to_context(environment);
         mark_keyless_options(&mut context);
+        for segment in context.segments.values_mut() {
+            read_array_values(&mut segment.rules);
+        }
         Ok(EvaluationDocument {
             env_id,
             api_key,
@@ -242,6 +246,24 @@ fn mark_keyless_options(context: &mut EngineEvaluationContext) {
         for variant in &mut feature.variants {
             variant.key.get_or_insert_with(|| KEYLESS_OPTION.to_owned());
         }
+    }
+}
+
+/// Reads a condition value written as a JSON array of strings (`["a","b"]`) as that list, as
+/// Flagsmith's engines do (its suite: `test_in_condition_json_array_format__should_match`). The
+/// crate does so when it reads an evaluation context, but its mapping from a document keeps the
+/// text whole, so an `IN` listing values that way would match nothing.
+fn read_array_values(rules: &mut [SegmentRule]) {
+    for rule in rules {
+        for condition in &mut rule.conditions {
+            if let ConditionValue::Single(text) = &condition.value
+                && text.trim_start().starts_with('[')
+                && let Ok(values) = serde_json::from_str::<Vec<String>>(text)
+            {
+                condition.value = ConditionValue::Multiple(values);
+            }
+        }
+        read_array_values(&mut rule.rules);
     }
 }
 

@@ -8,10 +8,14 @@
 //! when `use_identity_composite_key_for_hashing` is false, identity overrides (kept apart, by
 //! identifier), and never letting a malformed document reach the engine at request time.
 
+pub(crate) mod compiled;
+pub(crate) mod conditions;
 pub mod document;
+pub mod outcome;
 pub mod prepared;
 
 pub use document::{EvaluationDocument, EvaluationSettings, IdentityEntry, IdentityOverride};
+pub use outcome::{FlagOutcome, OutcomeValue};
 pub use prepared::{
     Evaluation, FeatureOverlay, IDENTITY_OVERRIDE_REASON, IdentityInput, IdentityOverlay,
     OverlayState, PreparedEnvironment, ResolvedFlag, value_json,

@@ -1,8 +1,10 @@
 //! An environment prepared for evaluation: the engine's context built once per change of the
 //! document or of the web-hook changes on top of it, then evaluated per request.
 //!
-//! The engine reads the identity from its context, so each request needs a context of its own.
-//! Cloning the environment's context per request is what makes Flagsmith's Edge Proxy slow; here
+//! Identities are evaluated by the environment compiled once per change ([`super::compiled`]);
+//! the engine crate evaluates environments without identity, and identities only where a
+//! condition needs it. The engine reads the identity from its context, so each such request needs
+//! a context of its own: cloning it per request is what makes Flagsmith's Edge Proxy slow; here
 //! each prepared environment keeps a small pool of clones, and a request borrows one, sets its
 //! identity, evaluates and gives it back.
 
@@ -18,9 +20,11 @@ use flagsmith_flag_engine::engine_eval::{
 };
 use flagsmith_flag_engine::types::{FlagsmithValue, FlagsmithValueType};
 
+use crate::evaluation::compiled::{CompiledEnvironment, Identity};
 use crate::evaluation::document::{
-    EvaluationDocument, EvaluationSettings, IdentityEntry, IdentityOverride, KEYLESS_OPTION,
+    EvaluationDocument, EvaluationSettings, IdentityEntry, KEYLESS_OPTION,
 };
+use crate::evaluation::outcome::{FlagOutcome, OutcomeValue};
 
 /// How many idle contexts a prepared environment keeps: a request holds one only while it
 /// evaluates, which it does without awaiting, so no more are in use at once than there are
@@ -112,6 +116,9 @@ pub struct PreparedEnvironment {
     /// identity (as Flagsmith's SDKs do), so that a rule such as `IS_NOT_SET` cannot match the
     /// absence of an identity.
     environment_only: EngineEvaluationContext,
+    /// The environment compiled for identities; `None` where a condition needs the engine crate
+    /// (a JSONPath it alone reads, or one reading other flags).
+    compiled: Option<CompiledEnvironment>,
     settings: EvaluationSettings,
     /// Shared with the document: a million identity overrides are not copied per change.
     identities: Arc<HashMap<String, IdentityEntry>>,
@@ -169,6 +176,7 @@ impl PreparedEnvironment {
             .collect();
         PreparedEnvironment {
             environment_only: remove_identity_from_context(&base),
+            compiled: CompiledEnvironment::compile(&base),
             base,
             settings,
             identities,
@@ -196,6 +204,18 @@ impl PreparedEnvironment {
         &self.base.environment.key
     }
 
+    /// Whether identities are evaluated by this project's compiled path (else by the crate).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
+    /// How many distinct flags identity evaluation can give (see [`FlagOutcome::prepared`]).
+    pub fn prepared_outcomes(&self) -> usize {
+        self.compiled
+            .as_ref()
+            .map_or(0, CompiledEnvironment::outcomes)
+    }
+
     /// Evaluates the environment for `identity` (the environment's own flags when `None`), with
     /// `overlay`: identity overrides that web hooks set or removed for this identity.
     pub fn evaluate(
@@ -203,14 +223,58 @@ impl PreparedEnvironment {
         identity: Option<&IdentityInput>,
         overlay: &[IdentityOverlay],
     ) -> Evaluation {
+        match identity {
+            Some(identity) => self.evaluate_identity(identity, overlay, owned),
+            None => self.evaluate_with_engine(None, overlay),
+        }
+    }
+
+    /// Evaluates `identity` and hands `answer` its flags (shown ones only, by feature id) and
+    /// segments, borrowed: the answer is written without copying them. This is what answers
+    /// identities; the engine crate evaluates only environments the compiled path cannot.
+    pub fn evaluate_identity<R>(
+        &self,
+        identity: &IdentityInput,
+        overlay: &[IdentityOverlay],
+        answer: impl FnOnce(&[FlagOutcome<'_>], &[&str]) -> R,
+    ) -> R {
+        let Some(compiled) = &self.compiled else {
+            let evaluation = self.evaluate_with_engine(Some(identity), overlay);
+            let flags: Vec<FlagOutcome<'_>> = evaluation.flags.iter().map(Into::into).collect();
+            let segments: Vec<&str> = evaluation.segments.iter().map(String::as_str).collect();
+            return answer(&flags, &segments);
+        };
+        let key = match &identity.key {
+            Some(key) => key.clone(),
+            None => self.hashing_key(&identity.identifier),
+        };
+        let evaluation = compiled.evaluate(&Identity {
+            identifier: &identity.identifier,
+            key: &key,
+            traits: &identity.traits,
+        });
+        let mut flags = evaluation.flags;
+        self.apply_identity_overrides(&mut flags, &identity.identifier, overlay);
+        self.shown(&mut flags);
+        answer(&flags, &evaluation.segments)
+    }
+
+    /// The engine crate's evaluation, the reference the compiled path is held to.
+    pub fn evaluate_with_engine(
+        &self,
+        identity: Option<&IdentityInput>,
+        overlay: &[IdentityOverlay],
+    ) -> Evaluation {
         let Some(identity) = identity else {
             let result = get_evaluation_result(&self.environment_only);
-            let flags = result
+            let flags: Vec<ResolvedFlag> = result
                 .flags
                 .into_values()
                 .map(|flag| self.resolved(&self.environment_only, flag, false))
                 .collect();
-            return self.finish(flags, result.segments);
+            let mut outcomes: Vec<FlagOutcome<'_>> = flags.iter().map(Into::into).collect();
+            self.shown(&mut outcomes);
+            return owned(&outcomes, &segment_names(&result.segments));
         };
         let mut context = self.borrow_context();
         context.identity = Some(IdentityContext {
@@ -223,30 +287,25 @@ impl PreparedEnvironment {
         });
         let result = get_evaluation_result(&context);
         context.identity = None;
-        let mut flags: HashMap<String, ResolvedFlag> = result
+        let flags: Vec<ResolvedFlag> = result
             .flags
             .into_values()
-            .map(|flag| {
-                let resolved = self.resolved(&context, flag, true);
-                (resolved.name.clone(), resolved)
-            })
+            .map(|flag| self.resolved(&context, flag, true))
             .collect();
         self.give_back(context);
-        self.apply_identity_overrides(&mut flags, &identity.identifier, overlay);
-        self.finish(flags.into_values().collect(), result.segments)
+        let mut outcomes: Vec<FlagOutcome<'_>> = flags.iter().map(Into::into).collect();
+        self.apply_identity_overrides(&mut outcomes, &identity.identifier, overlay);
+        self.shown(&mut outcomes);
+        owned(&outcomes, &segment_names(&result.segments))
     }
 
-    /// Hides disabled flags where the settings say so, and orders flags by feature id.
-    fn finish(&self, flags: Vec<ResolvedFlag>, segments: Vec<SegmentResult>) -> Evaluation {
-        let mut flags: Vec<ResolvedFlag> = flags
-            .into_iter()
-            .filter(|flag| flag.enabled || !self.settings.hide_disabled_flags)
-            .collect();
-        flags.sort_by_key(|flag| flag.feature_id);
-        Evaluation {
-            flags,
-            segments: segments.into_iter().map(|segment| segment.name).collect(),
+    /// Hides disabled flags where the settings say so, and orders flags by feature id (then
+    /// name: contexts without ids give every feature id 0).
+    fn shown(&self, flags: &mut Vec<FlagOutcome<'_>>) {
+        if self.settings.hide_disabled_flags {
+            flags.retain(|flag| flag.enabled);
         }
+        flags.sort_by(|a, b| (a.feature_id, a.name).cmp(&(b.feature_id, b.name)));
     }
 
     /// Flagsmith's hashing key: `<client key>_<identifier>`, or the identity's Flagsmith id
@@ -301,45 +360,46 @@ impl PreparedEnvironment {
         }
     }
 
-    fn apply_identity_overrides(
-        &self,
-        flags: &mut HashMap<String, ResolvedFlag>,
+    /// The identity's overrides, the document's and the web hooks' (which replace the
+    /// document's, feature by feature, removals too), applied to its flags.
+    fn apply_identity_overrides<'a>(
+        &'a self,
+        flags: &mut [FlagOutcome<'a>],
         identifier: &str,
-        overlay: &[IdentityOverlay],
+        overlay: &'a [IdentityOverlay],
     ) {
         let entry = self.identities.get(identifier);
         let identity_id = entry.and_then(|entry| entry.django_id);
         let from_document = entry.map(|entry| &*entry.overrides).unwrap_or_default();
-        let from_webhooks = overlay.iter().filter_map(|o| {
-            let state = o.state.as_ref()?;
-            let identity_override = IdentityOverride {
-                feature_id: o.feature_id,
-                feature_name: Arc::from(o.feature_name.as_str()),
-                enabled: state.enabled,
-                value: state.value.clone(),
-                state_id: state.state_id,
-            };
-            Some((identity_override, o.identity_id))
-        });
-        // A web hook's override, or its removal, replaces the document's for that feature.
         let overridden = |id: u64| overlay.iter().any(|o| o.feature_id == id);
         let document = from_document
             .iter()
             .filter(|o| !overridden(o.feature_id))
-            .map(|o| (o.clone(), identity_id));
-        for (identity_override, identity_id) in document.chain(from_webhooks) {
-            let by_id = |flag: &&mut ResolvedFlag| flag.feature_id == identity_override.feature_id;
-            let Some(flag) = flags.values_mut().find(by_id) else {
+            .map(|o| (o.feature_id, o.enabled, &o.value, o.state_id, identity_id));
+        let from_webhooks = overlay.iter().filter_map(|o| {
+            let state = o.state.as_ref()?;
+            Some((
+                o.feature_id,
+                state.enabled,
+                &state.value,
+                state.state_id,
+                o.identity_id,
+            ))
+        });
+        for (feature_id, enabled, value, state_id, identity_id) in document.chain(from_webhooks) {
+            let Some(flag) = flags.iter_mut().find(|flag| flag.feature_id == feature_id) else {
                 continue;
             };
-            flag.enabled = identity_override.enabled;
-            flag.value = value_json(&identity_override.value);
-            flag.reason = IDENTITY_OVERRIDE_REASON.to_owned();
-            flag.state_id = identity_override.state_id;
+            flag.enabled = enabled;
+            flag.value = OutcomeValue::Raw(value);
+            flag.reason = IDENTITY_OVERRIDE_REASON;
+            flag.segment = None;
+            flag.state_id = state_id;
             flag.identity_override = true;
             flag.identity_id = identity_id;
-            let multivariate = self.multivariate.get(&flag.name).copied().unwrap_or(false);
-            flag.variant = multivariate.then(|| "control".to_owned());
+            flag.prepared = None;
+            let multivariate = self.multivariate.get(flag.name).copied().unwrap_or(false);
+            flag.variant = multivariate.then_some("control");
         }
     }
 
@@ -354,6 +414,18 @@ impl PreparedEnvironment {
             idle.push(context);
         }
     }
+}
+
+/// An evaluation, owned.
+fn owned(flags: &[FlagOutcome<'_>], segments: &[&str]) -> Evaluation {
+    Evaluation {
+        flags: flags.iter().map(FlagOutcome::to_resolved).collect(),
+        segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn segment_names(segments: &[SegmentResult]) -> Vec<&str> {
+    segments.iter().map(|s| s.name.as_str()).collect()
 }
 
 /// Applies one feature's web-hook changes to the context.

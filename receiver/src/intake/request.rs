@@ -8,7 +8,7 @@ use flagpost::signing::{
     FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, VerifyError, WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, verify_flagsmith, verify_standard,
 };
-use flagpost::wire::{IncomingEvent, parse_incoming};
+use flagpost::wire::{EventType, IncomingEvent, parse_incoming};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +23,9 @@ pub struct Accepted {
     pub request_id: String,
     /// `None` for event types that are acknowledged and never applied.
     pub change: Option<Change>,
+    /// The environment whose document must be read again from flagpost: the event says
+    /// something the change cannot carry (see [`document_wanted`]).
+    pub document_wanted: Option<u64>,
 }
 
 /// Checks the content type before the body is read.
@@ -158,7 +161,9 @@ fn signed_origin(
 /// Flagsmith one is.
 pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Accepted, WriteError> {
     let origin = signed_origin(headers, verified)?;
-    let change = match parse_incoming(body)? {
+    let incoming = parse_incoming(body)?;
+    let document_wanted = document_wanted(&incoming, body);
+    let change = match incoming {
         IncomingEvent::Flag(event) => {
             let mut change = Change::from_event(&event, origin.map(|o| o.sequence));
             change.sender = origin.map(|o| o.instance);
@@ -171,7 +176,38 @@ pub fn read(headers: &HeaderMap, body: &[u8], verified: Verified) -> Result<Acce
         Some(id) if !id.is_empty() => format!("id:{id}"),
         _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
     };
-    Ok(Accepted { request_id, change })
+    Ok(Accepted {
+        request_id,
+        change,
+        document_wanted,
+    })
+}
+
+/// The environment whose document an event makes stale in a way no change can mend: flagpost's
+/// `SEGMENT_UPDATED` and `SEGMENT_DELETED` (a segment's rules live only in the document), and a
+/// flag event with multivariate allocations (a change holds a value, not its options). `None`
+/// for every other event.
+fn document_wanted(incoming: &IncomingEvent, body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct SegmentEvent {
+        data: SegmentData,
+    }
+    #[derive(serde::Deserialize)]
+    struct SegmentData {
+        environment: u64,
+    }
+    match incoming {
+        IncomingEvent::Flag(event) => {
+            let state = &event.state;
+            (!state.multivariate_feature_state_values.is_empty()).then(|| state.environment.id())
+        }
+        IncomingEvent::NotApplied(EventType::SegmentUpdated | EventType::SegmentDeleted) => {
+            serde_json::from_slice::<SegmentEvent>(body)
+                .ok()
+                .map(|event| event.data.environment)
+        }
+        IncomingEvent::NotApplied(_) => None,
+    }
 }
 
 #[cfg(test)]

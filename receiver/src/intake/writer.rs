@@ -18,12 +18,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use flagpost::document::EnvironmentDocument;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now_unix;
-use crate::documents::{Change, Dirty, FlagCache, Outcome, SenderCheck, UpstreamDocument};
+use crate::documents::{
+    Change, Dirty, FlagCache, FlagpostDocument, Outcome, SenderCheck, UpstreamDocument,
+};
 use crate::error::WriteError;
 use crate::storage::{Batch, Storage};
 
@@ -73,9 +74,7 @@ enum Job {
         reply: oneshot::Sender<Result<IntakeOutcome, WriteError>>,
     },
     Document {
-        doc: Box<EnvironmentDocument>,
-        /// The flagpost database the document was read from, when it names one.
-        sender: Option<u64>,
+        doc: Box<FlagpostDocument>,
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Forget {
@@ -161,23 +160,13 @@ impl Writer {
         answer.await.map_err(|_| WriteError::WriterGone)?
     }
 
-    /// Loads a full environment document (bootstrap).
-    pub async fn load_document(&self, doc: EnvironmentDocument) -> Result<(), WriteError> {
-        self.load_flagpost_document(doc, None).await
-    }
-
-    /// Loads a full environment document read from the flagpost database `sender`: a document
+    /// Loads a document read from flagpost (bootstrap, and after a segment event): a document
     /// of a database the environment no longer follows is dropped, one of a new database is
     /// followed (see [`crate::documents::sender`]).
-    pub async fn load_flagpost_document(
-        &self,
-        doc: EnvironmentDocument,
-        sender: Option<u64>,
-    ) -> Result<(), WriteError> {
+    pub async fn load_flagpost_document(&self, doc: FlagpostDocument) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Document {
             doc: Box::new(doc),
-            sender,
             reply,
         })
         .await?;
@@ -475,13 +464,10 @@ fn run_batch(
                     }
                 }
             }
-            Job::Document { doc, sender, .. } => {
-                let env = doc.environment.id;
-                let stale = sender.is_some_and(|sender| {
-                    staged.check_sender(env, sender, &mut dirty) == SenderCheck::Retired
-                });
-                if !stale {
-                    staged.apply_document(doc, now, &mut dirty);
+            Job::Document { doc, .. } => {
+                let env = doc.document.parsed.env_id;
+                if staged.check_sender(env, doc.sender, &mut dirty) != SenderCheck::Retired {
+                    staged.apply_flagpost_document(doc, now, &mut dirty);
                 }
                 Answer::Document
             }

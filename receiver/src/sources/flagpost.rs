@@ -1,84 +1,75 @@
-//! Bootstrap: loading an environment's full document from flagpost's change API.
+//! Bootstrap: loading an environment's document from flagpost.
 //!
-//! `GET {flagpost_url}/api/v1/environments/{id}/document` with `Authorization: Bearer <token>`.
-//! The document is read with flagpost's own types ([`flagpost::document`]): one contract, written
-//! and read by the same code. The writer applies it as of its `last_sequence`, so webhooks that
-//! arrived meanwhile with a greater sequence stay (see
-//! [`crate::documents::FlagCache::apply_document`]). flagpost names, beside the document, the
-//! database its `last_sequence` counts in (`"instance"`, as in event ids), so that a document of
-//! a database that started again is followed, and one of a database left behind is dropped
-//! ([`crate::documents::sender`]).
+//! `GET {flagpost_url}/api/v1/environment-document/` with `X-Environment-Key` set to the
+//! environment's server-side key in flagpost (`flagpost_server_key`): Flagsmith's environment
+//! document, the one contract flagpost serves to Flagsmith's SDKs and to receivers alike, so
+//! segment rules and multivariate options reach the receiver as they reach an SDK. flagpost adds
+//! `"flagpost": {"last_sequence", "instance"}`: the document reflects every event of that
+//! database up to `last_sequence`, so the writer applies it exactly as of that sequence
+//! ([`crate::documents::flagpost`]), and a document of a database that started again is followed,
+//! one of a database left behind dropped ([`crate::documents::sender`]).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use flagpost::document::EnvironmentDocument;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::Bootstrap;
+use crate::clock::{now_micros, now_unix};
+use crate::config::{Bootstrap, Redacted};
+use crate::documents::{FlagpostDocument, UpstreamDocument};
 use crate::error::BootstrapError;
 
 /// The largest document read; a bigger answer is refused rather than exhausting memory.
 const MAX_DOCUMENT_BYTES: usize = 1 << 30;
 
-/// Reads a document body with flagpost's own types; `expected_env` is the environment it was
-/// asked for.
-pub fn parse_document(
-    body: &[u8],
-    expected_env: u64,
-) -> Result<EnvironmentDocument, BootstrapError> {
-    let doc: EnvironmentDocument =
-        serde_json::from_slice(body).map_err(|e| BootstrapError::Invalid(e.to_string()))?;
-    if doc.environment.id != expected_env {
-        return Err(BootstrapError::Invalid(format!(
-            "asked for environment {expected_env}, got environment {}",
-            doc.environment.id
-        )));
-    }
-    Ok(doc)
-}
-
-/// A document as flagpost serves it, with the database it was read from (`None` from a flagpost
-/// that does not name it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlagpostDocument {
-    pub document: EnvironmentDocument,
-    pub sender: Option<u64>,
-}
-
-/// The `"instance"` flagpost adds beside its document: 16 lower-case hex digits, the database
-/// part of its event ids.
+/// Where a document stands in flagpost's event order: the `flagpost` field it adds.
 #[derive(serde::Deserialize)]
-struct DocumentInstance {
-    #[serde(default)]
-    instance: Option<String>,
+struct Ordering {
+    last_sequence: u64,
+    /// 16 lower-case hex digits, the database part of flagpost's event ids.
+    instance: String,
 }
 
-/// Reads a document body and the database it names; `expected_env` is the environment it was
-/// asked for.
+#[derive(serde::Deserialize)]
+struct WithOrdering {
+    flagpost: Option<Ordering>,
+}
+
+/// Reads a document body as flagpost serves it; `expected_env` is the environment it was asked
+/// for, `began_micros` when its fetch began.
 pub fn parse_flagpost_document(
-    body: &[u8],
+    body: Bytes,
     expected_env: u64,
+    began_micros: i64,
 ) -> Result<FlagpostDocument, BootstrapError> {
-    let document = parse_document(body, expected_env)?;
-    let named: DocumentInstance =
-        serde_json::from_slice(body).map_err(|e| BootstrapError::Invalid(e.to_string()))?;
-    let sender = match named.instance {
-        None => None,
-        Some(hex) => Some(
-            Some(&hex)
-                .filter(|hex| hex.len() == 16)
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| {
-                    BootstrapError::Invalid(format!(
-                        "instance {hex:?} is not 16 hex digits (a flagpost database id)"
-                    ))
-                })?,
-        ),
-    };
-    Ok(FlagpostDocument { document, sender })
+    let invalid = |e: &dyn std::fmt::Display| BootstrapError::Invalid(e.to_string());
+    let named: WithOrdering = serde_json::from_slice(&body).map_err(|e| invalid(&e))?;
+    let ordering = named.flagpost.ok_or_else(|| {
+        BootstrapError::Invalid(
+            "no \"flagpost\" field (last_sequence, instance): is bootstrap.flagpost_url a flagpost?"
+                .into(),
+        )
+    })?;
+    let sender = Some(&ordering.instance)
+        .filter(|hex| hex.len() == 16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            BootstrapError::Invalid(format!(
+                "flagpost.instance {:?} is not 16 hex digits (a flagpost database id)",
+                ordering.instance
+            ))
+        })?;
+    let document = UpstreamDocument::parse(body, expected_env, began_micros, now_unix())
+        .map_err(|e| invalid(&e))?;
+    Ok(FlagpostDocument {
+        document: Arc::new(document),
+        last_sequence: ordering.last_sequence,
+        sender,
+    })
 }
 
 /// An HTTP(S) client for flagpost's change API.
@@ -101,27 +92,34 @@ impl Default for DocumentClient {
 }
 
 impl DocumentClient {
-    /// Fetches and parses one environment's document.
+    /// Fetches and parses one environment's document, read with its `server_key`.
     pub async fn fetch(
         &self,
         settings: &Bootstrap,
         env: u64,
+        server_key: &Redacted,
     ) -> Result<FlagpostDocument, BootstrapError> {
-        let url = format!(
-            "{}/api/v1/environments/{env}/document",
-            settings.flagpost_url
-        );
-        let mut request = http::Request::get(url).header(http::header::ACCEPT, "application/json");
-        if let Some(token) = &settings.token {
-            let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.0))
-                .map_err(|_| BootstrapError::Transport("the token cannot go in a header".into()))?;
+        let url = format!("{}/api/v1/environment-document/", settings.flagpost_url);
+        let secret = |text: String| {
+            let mut value = http::HeaderValue::try_from(text)
+                .map_err(|_| BootstrapError::Transport("a key cannot go in a header".into()))?;
             // Kept out of any debug output of the request.
             value.set_sensitive(true);
-            request = request.header(http::header::AUTHORIZATION, value);
+            Ok::<_, BootstrapError>(value)
+        };
+        let mut request = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header("x-environment-key", secret(server_key.0.clone())?);
+        if let Some(token) = &settings.token {
+            request = request.header(
+                http::header::AUTHORIZATION,
+                secret(format!("Bearer {}", token.0))?,
+            );
         }
         let request = request
             .body(Empty::new())
             .map_err(|e| BootstrapError::Transport(e.to_string()))?;
+        let began_micros = now_micros();
         let fetch = async {
             let response = self
                 .client
@@ -140,7 +138,7 @@ impl DocumentClient {
         let body = tokio::time::timeout(settings.timeout, fetch)
             .await
             .map_err(|_| BootstrapError::Timeout(settings.timeout))??;
-        parse_flagpost_document(&body, env)
+        parse_flagpost_document(body, env, began_micros)
     }
 }
 
@@ -148,91 +146,44 @@ impl DocumentClient {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_documented_shape_parses() {
-        let body = br#"{"environment": {"id": 1, "name": "Development", "project": {"id": 1, "name": "Shop"}}, "last_sequence": 123, "features": [{"feature": {"id": 7, "name": "dark_mode", "type": "STANDARD", "description": null, "initial_value": null, "default_enabled": false, "created_date": "2026-01-01T00:00:00Z"}, "enabled": true, "value": "v2", "identity_overrides": [{"identifier": "user-42", "enabled": false, "value": "x"}], "segment_overrides": [{"segment": {"id": 9, "name": "beta"}, "priority": 0, "enabled": true, "value": "seg"}]}], "deleted_feature_ids": [3, 4]}"#;
-        let doc = parse_document(body, 1).unwrap();
-        assert_eq!(doc.last_sequence, 123);
-        assert_eq!(doc.deleted_feature_ids, vec![3, 4]);
-        assert_eq!(doc.features[0].identity_overrides[0].identifier, "user-42");
-        assert_eq!(doc.features[0].segment_overrides[0].priority, 0);
-        assert!(matches!(
-            parse_document(body, 2),
-            Err(BootstrapError::Invalid(_))
-        ));
-        assert_eq!(parse_flagpost_document(body, 1).unwrap().sender, None);
+    fn body(ordering: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"id": 1, "api_key": "k", "name": "Development", "feature_states": [],
+               "project": {{"id": 1, "name": "Shop", "segments": [],
+                 "organisation": {{"id": 1, "name": "", "feature_analytics": false,
+                   "persist_trait_data": true, "stop_serving_flags": false}},
+                 "hide_disabled_flags": false}}{ordering}}}"#
+        ))
     }
 
     #[test]
-    fn the_database_a_document_names_is_read_and_a_bad_one_refused() {
-        let named = |instance: &str| {
-            format!(r#"{{"environment": {{"id": 1}}, "last_sequence": 5, "instance": {instance}}}"#)
-        };
-        let read = parse_flagpost_document(named("\"00000000000000ff\"").as_bytes(), 1).unwrap();
-        assert_eq!((read.sender, read.document.last_sequence), (Some(255), 5));
-        for bad in ["\"ff\"", "\"zz00000000000000\"", "17"] {
+    fn the_ordering_flagpost_adds_is_read_and_a_bad_or_missing_one_refused() {
+        let read = parse_flagpost_document(
+            body(r#", "flagpost": {"last_sequence": 5, "instance": "00000000000000ff"}"#),
+            1,
+            0,
+        )
+        .unwrap();
+        assert_eq!((read.sender, read.last_sequence), (255, 5));
+        assert_eq!(read.document.parsed.env_id, 1);
+        let ordering = r#", "flagpost": {"last_sequence": 5, "instance": "00000000000000ff"}"#;
+        assert!(matches!(
+            parse_flagpost_document(body(ordering), 2, 0),
+            Err(BootstrapError::Invalid(_))
+        ));
+        for bad in [
+            "",
+            r#", "flagpost": {"last_sequence": 5, "instance": "ff"}"#,
+            r#", "flagpost": {"last_sequence": 5, "instance": "zz00000000000000"}"#,
+            r#", "flagpost": {"last_sequence": -1, "instance": "00000000000000ff"}"#,
+        ] {
             assert!(
                 matches!(
-                    parse_flagpost_document(named(bad).as_bytes(), 1),
+                    parse_flagpost_document(body(bad), 1, 0),
                     Err(BootstrapError::Invalid(_))
                 ),
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn a_document_written_by_flagpost_reads_back_equal() {
-        use flagpost::document::{
-            EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride, ProjectInfo,
-            SegmentInfo, SegmentOverride,
-        };
-        use flagpost::wire::FlagValue;
-
-        let feature = |id: u64, value: Option<FlagValue>| FeatureDocument {
-            feature: FeatureInfo {
-                id,
-                name: format!("feature_{id}"),
-                feature_type: "STANDARD".into(),
-                description: Some("what it does".into()),
-                initial_value: Some(FlagValue::Integer(3)),
-                default_enabled: true,
-                created_date: "2026-01-01T00:00:00.000000Z".into(),
-            },
-            enabled: id.is_multiple_of(2),
-            value,
-            identity_overrides: vec![IdentityOverride {
-                identifier: "user-42".into(),
-                enabled: false,
-                value: Some(FlagValue::Bool(true)),
-            }],
-            segment_overrides: vec![SegmentOverride {
-                segment: SegmentInfo {
-                    id: 9,
-                    name: String::new(),
-                },
-                priority: 2,
-                enabled: true,
-                value: Some(FlagValue::Float(0.5)),
-            }],
-        };
-        let written = EnvironmentDocument {
-            environment: EnvironmentInfo {
-                id: 4,
-                name: "Production".into(),
-                project: ProjectInfo {
-                    id: 2,
-                    name: "Shop".into(),
-                },
-            },
-            last_sequence: 77,
-            features: vec![
-                feature(7, Some(FlagValue::String("v".into()))),
-                feature(8, None),
-            ],
-            deleted_feature_ids: vec![3],
-        };
-        let body = serde_json::to_vec(&written).unwrap();
-        assert_eq!(parse_document(&body, 4).unwrap(), written);
     }
 }

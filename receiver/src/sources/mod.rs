@@ -1,10 +1,9 @@
-//! Where documents come from, besides web hooks: [`flagpost`], an environment's full document
-//! from flagpost's change API (bootstrap, and reload on demand); [`upstream`], Flagsmith's
-//! environment document from an upstream Flagsmith (at start, after web hooks, on a poll).
+//! Where documents come from, besides web hooks: [`flagpost`], an environment's document from
+//! flagpost (bootstrap, after segment and multivariate events, and reload on demand);
+//! [`upstream`], Flagsmith's environment document from an upstream Flagsmith (at start, after
+//! web hooks, on a poll).
 
 pub mod flagpost;
 pub mod upstream;
 
-pub use self::flagpost::{
-    DocumentClient, FlagpostDocument, parse_document, parse_flagpost_document,
-};
+pub use self::flagpost::{DocumentClient, parse_flagpost_document};

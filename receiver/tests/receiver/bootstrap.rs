@@ -1,13 +1,9 @@
-//! Bootstrap from a real HTTP server on 127.0.0.1 serving flagpost's environment document.
+//! Bootstrap from a real HTTP server on 127.0.0.1 serving flagpost's environment document
+//! (`GET /api/v1/environment-document/`: Flagsmith's format plus flagpost's ordering).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flagpost::document::{
-    EnvironmentDocument, EnvironmentInfo, FeatureDocument, FeatureInfo, IdentityOverride,
-    ProjectInfo, SegmentInfo, SegmentOverride,
-};
-use flagpost::wire::FlagValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,7 +17,10 @@ struct DocumentServer {
     requests: Vec<String>,
 }
 
-/// Serves `GET /api/v1/environments/{id}/document` over plain HTTP/1.1, one request per
+/// The receiver's server-side key of environment 1 in flagpost.
+const SERVER_KEY: &str = "ser.bootstrap-key";
+
+/// Serves `GET /api/v1/environment-document/` to [`SERVER_KEY`] over plain HTTP/1.1, one request per
 /// connection.
 async fn serve_documents(state: Arc<Mutex<DocumentServer>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,7 +43,12 @@ async fn serve_documents(state: Arc<Mutex<DocumentServer>>) -> String {
                     let mut state = state.lock().unwrap();
                     state.requests.push(head.clone());
                     match &state.document {
-                        Some(doc) if head.starts_with("GET /api/v1/environments/1/document ") => {
+                        Some(doc)
+                            if head.starts_with("GET /api/v1/environment-document/ ")
+                                && head
+                                    .to_lowercase()
+                                    .contains(&format!("x-environment-key: {SERVER_KEY}")) =>
+                        {
                             ("200 OK", doc.to_string())
                         }
                         Some(_) => ("404 Not Found", "{}".to_owned()),
@@ -63,49 +67,33 @@ async fn serve_documents(state: Arc<Mutex<DocumentServer>>) -> String {
     url
 }
 
-/// flagpost's environment document, built with the types flagpost writes it with.
+/// flagpost's environment document, in the format flagpost serves it: `dark_mode` (id 7) at
+/// `default_value`, overridden for `user-42` and for segment 9 (`beta`, with no rules); read
+/// from the database the tests' events come from.
 fn document(last_sequence: u64, default_value: &str, identity_value: &str) -> Value {
-    let text = |value: &str| Some(FlagValue::String(value.into()));
-    let doc = EnvironmentDocument {
-        environment: EnvironmentInfo {
-            id: 1,
-            name: "Development".into(),
-            project: ProjectInfo {
-                id: 1,
-                name: "Shop".into(),
-            },
-        },
-        last_sequence,
-        features: vec![FeatureDocument {
-            feature: FeatureInfo {
-                id: 7,
-                name: "dark_mode".into(),
-                feature_type: "STANDARD".into(),
-                description: None,
-                initial_value: None,
-                default_enabled: false,
-                created_date: "2026-01-01T00:00:00Z".into(),
-            },
-            enabled: true,
-            value: text(default_value),
-            identity_overrides: vec![IdentityOverride {
-                identifier: "user-42".into(),
-                enabled: false,
-                value: text(identity_value),
-            }],
-            segment_overrides: vec![SegmentOverride {
-                segment: SegmentInfo {
-                    id: 9,
-                    name: "beta".into(),
-                },
-                priority: 0,
-                enabled: true,
-                value: text("seg"),
-            }],
-        }],
-        deleted_feature_ids: vec![3, 4],
+    let state = |enabled: bool, value: &str, segment: bool| {
+        json!({
+            "django_id": null, "enabled": enabled,
+            "feature": {"id": 7, "name": "dark_mode", "type": "STANDARD"},
+            "feature_segment": if segment { json!({"priority": 0}) } else { Value::Null },
+            "feature_state_value": value,
+            "featurestate_uuid": "00000000-0000-8000-8000-000000000007",
+            "multivariate_feature_state_values": []
+        })
     };
-    serde_json::to_value(doc).unwrap()
+    json!({
+        "api_key": "key-1", "id": 1, "name": "Development",
+        "feature_states": [state(true, default_value, false)],
+        "identity_overrides": [{"identifier": "user-42",
+            "identity_features": [state(false, identity_value, false)]}],
+        "project": {"id": 1, "name": "Shop", "hide_disabled_flags": false,
+            "organisation": {"id": 1, "name": "", "feature_analytics": false,
+                "persist_trait_data": true, "stop_serving_flags": false},
+            "segments": [{"id": 9, "name": "beta", "rules": [],
+                "feature_states": [state(true, "seg", true)]}]},
+        "updated_at": "2026-01-01T00:00:00Z",
+        "flagpost": {"last_sequence": last_sequence, "instance": format!("{TEST_DATABASE:016x}")}
+    })
 }
 
 async fn wait_ready(receiver: &Receiver) {
@@ -132,7 +120,7 @@ async fn documents_load_at_start_and_on_demand_without_regressing_newer_changes(
     let url = serve_documents(state.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let rest = format!(
-        "[[environments]]\nid = 1\nkeys = [\"key-1\"]\n[bootstrap]\nflagpost_url = \"{url}\"\ntoken = {{ value = \"doc-token\" }}\nretry_secs = 1\n"
+        "[[environments]]\nid = 1\nkeys = [\"key-1\"]\nflagpost_server_key = {{ value = \"{SERVER_KEY}\" }}\n[bootstrap]\nflagpost_url = \"{url}\"\ntoken = {{ value = \"doc-token\" }}\nretry_secs = 1\n"
     );
     let receiver = Receiver::start(dir.path(), &config_toml(dir.path(), "", &rest)).await;
 
@@ -169,13 +157,15 @@ async fn documents_load_at_start_and_on_demand_without_regressing_newer_changes(
     assert_eq!(flags[0]["segment_overrides"][0]["value"], "seg");
     assert_eq!(receiver.identity_flags(1, "user-42").await[0]["value"], "x");
 
-    // Webhooks on top: older than the document ignored, newer applied, deleted ids stay deleted.
+    // Webhooks on top: older than the document ignored, newer applied. A feature the document
+    // does not list was deleted by then (or never existed): its events it covers are ignored too
+    // (flagpost never reuses a feature id, so none comes after the deletion).
     assert_eq!(
         post_event(&receiver, 7, Key::Default, "old", 90).await,
         "superseded"
     );
     assert_eq!(
-        post_event(&receiver, 3, Key::Default, "back", 500).await,
+        post_event(&receiver, 3, Key::Default, "back", 95).await,
         "superseded"
     );
     assert_eq!(

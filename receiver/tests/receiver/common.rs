@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
 use flagpost_receiver::config::Config;
 use http_body_util::{BodyExt, Full};
@@ -91,8 +92,13 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        // The watched file holds `toml`: it is the text the configuration was loaded from.
+        let config_file = config_path.map(|path| LoadedFile {
+            path,
+            text: toml.as_bytes().to_vec(),
+        });
         let task = tokio::spawn(async move {
-            flagpost_receiver::run(listener, config, config_path, async {
+            flagpost_receiver::run(listener, config, config_file, async {
                 let _ = stopped.await;
             })
             .await

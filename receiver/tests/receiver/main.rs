@@ -13,6 +13,7 @@ mod connections;
 mod crash;
 mod dedupe;
 mod engine_suite;
+mod evaluation_differential;
 mod hardening;
 mod large_documents;
 mod live_replay;

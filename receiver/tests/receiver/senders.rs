@@ -67,6 +67,9 @@ impl Flagpost {
 
 /// flagpost with its database in `dir`, one environment (1) whose events go, one at a time and
 /// in order, to `webhook` signed with the receiver's test secret; `extra` appended.
+/// flagpost's server-side key of environment 1: the receiver reads its document with it.
+const SERVER_KEY: &str = "ser.senders-server-key";
+
 fn flagpost_toml(dir: &Path, webhook: &str, extra: &str) -> String {
     let database = dir.join("flagpost.redb");
     format!(
@@ -85,6 +88,7 @@ id = 1
 name = "Development"
 api_key = "dev-key"
 project = 1
+server_keys = [{{ value = "{SERVER_KEY}" }}]
 [[environments.webhooks]]
 name = "receiver"
 url = "{webhook}"
@@ -205,7 +209,7 @@ async fn a_flagpost_started_on_a_new_database_is_followed_across_a_restart() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let flagpost_addr = listener.local_addr().unwrap();
     let rest = format!(
-        "[[environments]]\nid = 1\nkeys = [\"key-1\"]\n[bootstrap]\nflagpost_url = \"http://{flagpost_addr}\"\ntoken = {{ value = \"{TOKEN}\" }}\nretry_secs = 1\n"
+        "[[environments]]\nid = 1\nkeys = [\"key-1\"]\nflagpost_server_key = {{ value = \"{SERVER_KEY}\" }}\n[bootstrap]\nflagpost_url = \"http://{flagpost_addr}\"\ntoken = {{ value = \"{TOKEN}\" }}\nretry_secs = 1\n"
     );
     let receiver_toml = config_toml(receiver_dir.path(), "", &rest);
     let receiver = Receiver::start(receiver_dir.path(), &receiver_toml).await;
