@@ -192,6 +192,8 @@ async fn change_counts_move_only_for_what_a_commit_changed() {
         .unwrap();
     assert_eq!(counts(env(1, 1)).await, (1, 1), "nothing a document shows");
     store.shutdown().await;
+}
+
 /// Event ids are written by hand on the hot path; they must read exactly as the documented format.
 #[test]
 fn event_ids_are_the_documented_format() {
