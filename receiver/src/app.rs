@@ -12,6 +12,7 @@ use crate::config::Live;
 use crate::documents::FlagCache;
 use crate::error::BootstrapError;
 use crate::intake::Writer;
+use crate::intake::recent::RecentWebhooks;
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
 use crate::sources::upstream::Upstreams;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub documents: DocumentClient,
     pub upstreams: Upstreams,
+    /// The latest web hooks and why any were refused, for the status page.
+    pub recent_webhooks: RecentWebhooks,
     /// Environments whose document is being read again from flagpost after an event, each with
     /// whether another read is wanted when this one ends (an event taken during a read may be
     /// newer than the document it brings).

@@ -86,6 +86,7 @@ pub async fn run(
         metrics,
         documents: sources::DocumentClient::default(),
         upstreams: sources::upstream::Upstreams::default(),
+        recent_webhooks: Default::default(),
         rereading: Default::default(),
         streams: streams.clone(),
     });

@@ -28,6 +28,8 @@ type AdminResult<T> = Result<Json<T>, ApiError>;
 
 /// The delivery admin routes, relative to wherever they are nested:
 ///
+/// - `GET /endpoints` — every endpoint's state, pending, in flight, last success and failure,
+///   latency ([`super::endpoint_summary`]).
 /// - `GET /deliveries/pending` — pending counts per endpoint;
 ///   `?endpoint=NAME[&after=SEQ][&limit=N]` — that endpoint's pending rows.
 /// - `GET /attempts?sequence=SEQ` — every attempt of one event;
@@ -39,6 +41,7 @@ type AdminResult<T> = Result<Json<T>, ApiError>;
 ///   deliveries of an endpoint removed from the configuration.
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
+        .route("/endpoints", get(super::endpoint_summary::endpoints))
         .route("/deliveries/pending", get(pending))
         .route("/attempts", get(attempts))
         .route("/dead-letters", get(dead_letters))

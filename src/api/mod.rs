@@ -1,9 +1,11 @@
-//! The HTTP API: thin handlers that authenticate, parse, and hand a change to the store, and the
-//! delivery admin routes ([`admin`]). Domain rules live in [`crate::changes`], storage in
+//! The HTTP API: thin handlers that authenticate, parse, and hand a change to the store, the
+//! delivery admin routes ([`admin`], with [`endpoint_summary`]) and the status page
+//! ([`status_page`]) that reads them. Domain rules live in [`crate::changes`], storage in
 //! [`crate::store`]; how each error maps to a status, in [`error`].
 
 pub mod admin;
 mod documents;
+pub mod endpoint_summary;
 mod environments;
 pub mod error;
 mod events;
@@ -11,6 +13,7 @@ mod features;
 mod relay;
 pub mod request;
 mod segments;
+pub mod status_page;
 
 use std::sync::Arc;
 
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(status_page::router())
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         // Bodies are read with this limit; a larger one is refused with 413 before it is buffered.
         .layer(DefaultBodyLimit::max(limit))

@@ -14,6 +14,7 @@ use super::metrics::DeliveryMetrics;
 use super::recorder::Recorder;
 use super::removed::{DropError, RemovedEndpoints};
 use super::retry::RetrySchedule;
+use super::status::{ActivityBoard, LaneActivity};
 use crate::config::DeliveryConfig;
 use crate::config::{Config, Webhook};
 use crate::store::deliveries::{committed_sequence, outbox_endpoints};
@@ -45,6 +46,7 @@ pub struct Dispatcher {
     store: Store,
     config: watch::Receiver<Arc<Config>>,
     metrics: Arc<DeliveryMetrics>,
+    activity: ActivityBoard,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -86,7 +88,9 @@ impl Dispatcher {
         };
         let recorder_task = tokio::spawn(recorder.run(recorder_rx));
         let removed = RemovedEndpoints::new(settings.removed_endpoint_grace);
+        let activity = ActivityBoard::default();
         let shared = Arc::new(LaneShared {
+            activity: activity.clone(),
             store: store.clone(),
             client,
             schedule: RetrySchedule::from_config(&settings),
@@ -113,6 +117,7 @@ impl Dispatcher {
             store,
             config,
             metrics,
+            activity,
             commands: commands_tx,
             task: Mutex::new(Some(task)),
         })
@@ -124,6 +129,11 @@ impl Dispatcher {
 
     pub fn metrics(&self) -> &Arc<DeliveryMetrics> {
         &self.metrics
+    }
+
+    /// What each endpoint's lane has been doing since the process started, by endpoint name.
+    pub fn activity(&self) -> BTreeMap<String, LaneActivity> {
+        self.activity.snapshot()
     }
 
     /// The configuration in force.

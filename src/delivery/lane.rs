@@ -29,6 +29,7 @@ use super::metrics::{DeliveryMetrics, EndpointMetrics};
 use super::recorder::RecorderCommand;
 use super::retry::{RetryDecision, RetrySchedule};
 use super::settle::{LaneReturn, Settled};
+use super::status::{ActivityBoard, ActivityCell};
 use crate::config::DeliveryConfig;
 use crate::config::Webhook;
 use crate::signing::{Secret, SigningKey};
@@ -48,6 +49,8 @@ pub(crate) struct LaneShared {
     pub recorder: mpsc::Sender<RecorderCommand>,
     /// The last committed sequence, published after every commit.
     pub committed: watch::Receiver<u64>,
+    /// What each lane is doing, for the admin API's summary.
+    pub activity: ActivityBoard,
 }
 
 /// The endpoint's configuration in force, with its secrets' keys prepared once for every
@@ -127,6 +130,7 @@ pub(crate) struct Lane {
     /// Rows up to this sequence are in the pending gauge already.
     counted_through: u64,
     metrics: EndpointMetrics,
+    activity: ActivityCell,
 }
 
 impl Lane {
@@ -153,6 +157,7 @@ impl Lane {
                 .get_or_create_owned(&DeliveryMetrics::endpoint(&name)),
         });
         Lane {
+            activity: shared.activity.cell(&name),
             metrics,
             name,
             shared,
@@ -202,6 +207,8 @@ impl Lane {
             } else {
                 None
             };
+            self.activity
+                .dispatched(self.in_flight.len(), self.health.state());
             let sleep_until = wake.map(|at_ms| {
                 Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_millis()))
             });
@@ -245,6 +252,7 @@ impl Lane {
                 self.settle(settled);
             }
         }
+        self.activity.stopped();
     }
 
     /// Takes the endpoint's new configuration, preparing its secrets' keys once for the
@@ -479,6 +487,15 @@ impl Lane {
         } else {
             self.failed(pending, attempt, &outcome, now)
         };
+        let (DeliveryOutcome::Delivered(record)
+        | DeliveryOutcome::WillRetry {
+            attempt: record, ..
+        }
+        | DeliveryOutcome::DeadLettered {
+            attempt: record, ..
+        }) = &recorded;
+        self.activity
+            .attempted(&outcome, record, now, self.health.state());
         let command = RecorderCommand::Outcome {
             outcome: recorded,
             lane: self.return_path.clone(),

@@ -10,7 +10,7 @@
 //! - [`recorder`]: outcomes written in batches, not one commit per delivery.
 //! - [`removed`]: endpoints removed from the configuration, whose deliveries wait for a grace.
 //! - [`settle`]: how the recorder answers a lane once its outcomes are written.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`status`]: what each lane is doing, for operators.
 //!
 //! The HTTP routes that list and replay are in [`crate::api::admin`]; `flagpost deliveries`, in
 //! [`crate::cli`], asks them from the command line.
@@ -24,6 +24,7 @@ mod recorder;
 mod removed;
 pub mod retry;
 mod settle;
+pub mod status;
 
 pub use crate::config::{DeliveryConfig, Jitter};
 pub use client::{AttemptOutcome, DeliveryClient, SignedDelivery};
@@ -32,3 +33,4 @@ pub use endpoint_health::{EndpointHealth, HealthPolicy};
 pub use metrics::DeliveryMetrics;
 pub use removed::DropError;
 pub use retry::{DeadLetterReason, RetryDecision, RetrySchedule};
+pub use status::{ActivityBoard, LaneActivity};

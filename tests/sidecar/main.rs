@@ -21,6 +21,7 @@ mod segment_crash;
 mod segment_files;
 mod segment_receiver;
 mod segments;
+mod status_page;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;

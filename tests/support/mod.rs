@@ -7,3 +7,4 @@ pub mod config;
 pub mod connections;
 pub mod process;
 pub mod sink;
+pub mod webdriver;

@@ -6,6 +6,7 @@
 //! - [`snapshot`]: the native lookups' shape as a file, for apps that read files;
 //! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol; [`cors`]: browsers on other origins;
 //! - [`transient`]: the identifier Flagsmith gives an identity sent without one.
+//! - [`status_page`]: the status page and the data it polls.
 
 pub mod cors;
 pub mod native;
@@ -15,6 +16,7 @@ pub mod snapshot;
 pub mod status;
 pub mod streams;
 pub mod transient;
+pub mod status_page;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -83,6 +85,8 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         // OFREP (issue 11, item 3).
         .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_flags))
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
+        // The status page and its data (`/status`, `/admin/status`).
+        .merge(status_page::router())
         .layer(axum::middleware::map_response(crate::error::json_errors))
         // Outermost, so that every answer (errors included) carries its CORS headers.
         .layer(axum::middleware::from_fn_with_state(

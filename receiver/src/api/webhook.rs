@@ -11,28 +11,45 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::api::{AppState, json_response};
 use crate::app::Shared;
-use crate::clock::now_unix;
+use crate::clock::{now_micros, now_unix};
 use crate::error::{ApiError, WriteError};
+use crate::intake::recent::WebhookRecord;
 use crate::intake::{IntakeOutcome, request};
 
 pub(crate) async fn take_webhook(State(shared): AppState, incoming: Request) -> Response {
-    match intake_request(&shared, incoming).await {
+    let mut about = (None, None);
+    let answered = intake_request(&shared, incoming, &mut about).await;
+    let (environment, feature) = about;
+    let record = |accepted, outcome| WebhookRecord {
+        at_ms: now_micros() / 1_000,
+        accepted,
+        outcome,
+        environment,
+        feature,
+    };
+    match answered {
         Ok(outcome) => {
             shared.metrics.accepted(outcome.as_str());
+            shared
+                .recent_webhooks
+                .record(record(true, outcome.as_str()));
             json_response(StatusCode::OK, Bytes::from_static(outcome.response_body()))
         }
         Err(error) => {
             if let Some(reason) = error.refusal() {
                 shared.metrics.refused(reason);
+                shared.recent_webhooks.record(record(false, reason));
             }
             ApiError::from(error).into_response()
         }
     }
 }
 
+/// Takes one web hook; `about` is set to its environment and feature once it is verified.
 async fn intake_request(
     shared: &Arc<Shared>,
     incoming: Request,
+    about: &mut (Option<u64>, Option<String>),
 ) -> Result<IntakeOutcome, WriteError> {
     let (parts, body) = incoming.into_parts();
     request::check_content_type(&parts.headers)?;
@@ -57,6 +74,9 @@ async fn intake_request(
     let verified = request::verify(&parts.headers, &body, &live, now_unix())?;
     let accepted = request::read(&parts.headers, &body, verified)?;
     let env = accepted.change.as_ref().map(|change| change.env);
+    if let Some(change) = &accepted.change {
+        *about = (Some(change.env), Some(change.meta.name.clone()));
+    }
     let document_wanted = accepted.document_wanted;
     let outcome = shared
         .writer

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use flagpost::config::{LogConfig, LogFormat, SecretSource, ServerConfig};
+pub use flagpost::config::{LogConfig, LogFormat, SecretSource, ServerConfig, ServerKey};
 use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::reload::LoadedFile;
 use flagpost::signing::Secret;
@@ -23,7 +23,7 @@ pub use cors::{AllowedOrigins, CorsFile};
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1/", "/api/", "/admin/", "/sse/", "/healthz", "/readyz", "/metrics", "/ofrep/",
+    "/v1/", "/api/", "/admin/", "/sse/", "/healthz", "/readyz", "/metrics", "/ofrep/", "/status",
 ];
 
 /// The file as written.
@@ -43,6 +43,9 @@ pub struct FileConfig {
     pub bootstrap: BootstrapFile,
     pub streams: StreamsFile,
     pub cors: CorsFile,
+    /// A bearer token the status page's data (`GET /admin/status`) asks for; none by default,
+    /// as for every other lookup and admin route.
+    pub status_token: Option<SecretSource>,
 }
 
 impl Default for FileConfig {
@@ -61,6 +64,7 @@ impl Default for FileConfig {
             bootstrap: BootstrapFile::default(),
             streams: StreamsFile::default(),
             cors: CorsFile::default(),
+            status_token: None,
         }
     }
 }
@@ -241,6 +245,8 @@ pub struct Live {
     pub streams: StreamLimits,
     /// `[cors]`: the web origins whose pages may read the receiver.
     pub cors_origins: AllowedOrigins,
+    /// `status_token`: kept as a digest and compared in constant time, as a server-side key is.
+    pub status_token: Option<ServerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -325,6 +331,7 @@ impl Config {
         let bootstrap = check_bootstrap(&file.bootstrap, &file.environments, &mut errors);
         let streams = check_streams(&file.streams, &mut errors);
         let cors_origins = cors::check_cors(&file.cors, &mut errors);
+        let status_token = check_status_token(file.status_token.as_ref(), &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -358,6 +365,7 @@ impl Config {
                 bootstrap,
                 streams,
                 cors_origins,
+                status_token,
             },
         })
     }
@@ -571,6 +579,21 @@ fn check_bootstrap(
         timeout: Duration::from_secs(bootstrap.timeout_secs),
         retry: Duration::from_secs(bootstrap.retry_secs),
     })
+}
+
+/// The status page's token: at least 12 characters, so that it is not a guessable word.
+fn check_status_token(token: Option<&SecretSource>, errors: &mut Vec<String>) -> Option<ServerKey> {
+    match token?.resolve() {
+        Ok(text) if text.trim().len() >= 12 => Some(ServerKey::new(text.trim())),
+        Ok(_) => {
+            errors.push("status_token: must be at least 12 characters".into());
+            None
+        }
+        Err(error) => {
+            errors.push(format!("status_token: {error}"));
+            None
+        }
+    }
 }
 
 /// Each environment's `flagpost_server_key`, which bootstrap needs for every environment that

@@ -135,6 +135,28 @@ fn every_error_is_reported_and_secrets_are_not_echoed() {
 }
 
 #[test]
+fn a_status_token_is_kept_as_a_digest_and_a_short_one_refused() {
+    let config = Config::parse(
+        "status_token = { value = \"status-0123456789\" }\n",
+        "t.toml",
+    )
+    .unwrap();
+    let token = config.live.status_token.expect("a status token");
+    assert!(token.matches("status-0123456789"));
+    assert!(!token.matches("status-012345678"));
+    assert!(!format!("{token:?}").contains("status-0123456789"));
+    assert_eq!(Config::default().live.status_token, None);
+    let err = Config::parse("status_token = { value = \"short\" }\n", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("status_token: must be at least 12 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("short\""), "{err}");
+}
+
+#[test]
 fn bootstrap_needs_a_flagpost_server_key_for_each_environment_without_an_upstream() {
     let bootstrap = "[bootstrap]\nflagpost_url = \"http://127.0.0.1:7070\"\n";
     let without = format!("[[environments]]\nid = 1\n{bootstrap}");

@@ -25,6 +25,9 @@ pub mod connections;
 #[path = "../../../tests/support/process.rs"]
 #[allow(dead_code)]
 mod process;
+#[path = "../../../tests/support/webdriver.rs"]
+#[allow(dead_code)]
+pub mod webdriver;
 pub use config::ReceiverConfig;
 pub use process::{Running, free_addr, free_port, stream_until_killed};
 

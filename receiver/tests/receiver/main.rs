@@ -24,6 +24,7 @@ mod ordering;
 mod sdk;
 mod senders;
 mod stand_in;
+mod status_page;
 mod storage;
 mod streams;
 mod streams_sdk;
