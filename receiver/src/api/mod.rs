@@ -14,9 +14,9 @@ pub mod ofrep;
 pub mod sdk;
 pub mod snapshot;
 pub mod status;
+pub mod status_page;
 pub mod streams;
 pub mod transient;
-pub mod status_page;
 pub mod webhook;
 
 use std::sync::Arc;

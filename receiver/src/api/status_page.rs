@@ -52,6 +52,8 @@ struct StatusAnswer {
     now_ms: i64,
     environments: Vec<Value>,
     webhooks: RecentWebhooksView,
+    /// Change streams open now, Flagsmith realtime and native.
+    open_streams: usize,
     /// The storage's last commit failure (a full disk, a damaged file), if it cannot commit.
     storage_error: Option<String>,
 }
@@ -82,6 +84,7 @@ async fn status_data(State(shared): AppState, headers: HeaderMap) -> Result<Resp
         now_ms: now_micros() / 1_000,
         environments,
         webhooks: shared.recent_webhooks.view(),
+        open_streams: shared.streams.open_streams(),
         storage_error: shared.writer.commit_failure().map(|f| f.to_string()),
     }))
 }

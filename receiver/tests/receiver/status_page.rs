@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::common::webdriver::{Browser, screenshot_paths};
 use crate::common::{Key, Receiver, Signed, flag_event, test_config};
 
@@ -79,6 +81,15 @@ async fn the_status_page_shows_data_age_and_refused_web_hooks_in_chromium() {
     assert_eq!(refused, "refused, bad signature: 1");
     let accepted = browser.text("#webhooks tr[data-outcome=\"applied\"]").await;
     assert!(accepted.contains("feature_7"), "{accepted}");
+    browser.wait_for_text("#open-streams", "0").await;
+    // A native change stream, held open: the page counts it.
+    let mut stream = tokio::net::TcpStream::connect(receiver.addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/environments/1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    browser.wait_for_text("#open-streams", "1").await;
+    drop(stream);
     for path in screenshot_paths("receiver-status.png", screenshots_dir()) {
         browser.screenshot(&path).await;
     }

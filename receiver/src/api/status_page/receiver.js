@@ -67,6 +67,7 @@
     message.textContent = data.storage_error ? "Storage cannot commit: " + data.storage_error : "";
     fillRows(document.querySelector("#environments tbody"), data.environments,
       (e) => environmentRow(e, data.now_ms), "No environment is configured or known.");
+    document.getElementById("open-streams").textContent = String(data.open_streams);
     document.getElementById("webhook-counts").replaceChildren(...counts(data.webhooks));
     fillRows(document.querySelector("#webhooks tbody"), data.webhooks.latest, webhookRow, "No web hooks yet.");
   }
