@@ -48,15 +48,7 @@ async fn intake_request(shared: &Shared, incoming: Request) -> Result<IntakeOutc
             WriteError::Body(error.to_string())
         }
     })?;
-    let body = body.to_bytes();
-    let verified = request::verify(&parts.headers, &body, &live, now_unix())?;
-    let accepted = request::read(&parts.headers, &body, verified)?;
-    let env = accepted.change.as_ref().map(|change| change.env);
-    let outcome = shared
-        .writer
-        .intake(accepted.request_id, accepted.change)
-        .await?;
-    // Web hooks are triggers too: an upstream document is fetched again after each.
-    shared.upstreams.webhook_taken(env);
-    Ok(outcome)
+    shared
+        .take_verified(&parts.headers, &body.to_bytes(), now_unix())
+        .await
 }

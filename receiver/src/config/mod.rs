@@ -16,6 +16,9 @@ use flagpost::config::{describe_toml_error, redact_url};
 use flagpost::signing::Secret;
 use serde::Deserialize;
 
+mod jetstream;
+pub use jetstream::{JetStreamFile, JetStreamIntake};
+
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
 pub const RESERVED_PREFIXES: &[&str] = &[
@@ -36,6 +39,8 @@ pub struct FileConfig {
     pub intake: IntakeFile,
     pub environments: Vec<EnvironmentFile>,
     pub bootstrap: BootstrapFile,
+    /// Intake from NATS JetStream; absent: web hooks only.
+    pub jetstream: Option<JetStreamFile>,
 }
 
 impl Default for FileConfig {
@@ -51,6 +56,7 @@ impl Default for FileConfig {
             intake: IntakeFile::default(),
             environments: Vec::new(),
             bootstrap: BootstrapFile::default(),
+            jetstream: None,
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Fixed {
     pub snapshot_debounce: Duration,
     /// `[server]`: connection limits and timeouts, shared with the sidecar.
     pub server: ServerConfig,
+    /// `[jetstream]`: the durable consumer this receiver takes events from, if any.
+    pub jetstream: Option<JetStreamIntake>,
 }
 
 /// What a running receiver takes from a reloaded file.
@@ -260,6 +268,10 @@ impl Config {
         let (environment_keys, environments) = check_environments(&file.environments, &mut errors);
         let (server_keys, upstreams) = check_upstreams(&file.environments, &mut errors);
         let bootstrap = check_bootstrap(&file.bootstrap, &mut errors);
+        let jetstream = file
+            .jetstream
+            .as_ref()
+            .and_then(|j| jetstream::check(j, &mut errors));
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -277,6 +289,7 @@ impl Config {
                 snapshot_path,
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
                 server: file.server,
+                jetstream,
             },
             live: Live {
                 secrets,
