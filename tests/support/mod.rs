@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod connections;
+pub mod nats;
 pub mod process;
 pub mod sink;
