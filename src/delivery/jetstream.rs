@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, Context};
 
@@ -63,9 +64,14 @@ impl JetStreamPublisher {
                 .send_publish(self.target.subject.clone(), message)
                 .await
                 .map_err(|e| format!("publishing: {e}"))?;
-            let ack = sent
-                .await
-                .map_err(|e| format!("waiting for the stream's acknowledgement: {e}"))?;
+            let ack = sent.await.map_err(|e| {
+                // The stream is gone (deleted, or a server's store lost): check it (and create
+                // it, when configured to) again before the next publish.
+                if e.kind() == PublishErrorKind::StreamNotFound {
+                    self.forget_stream();
+                }
+                format!("waiting for the stream's acknowledgement: {e}")
+            })?;
             Ok::<_, String>(ack)
         };
         let error = match tokio::time::timeout(self.timeout, result).await {
@@ -116,6 +122,13 @@ impl JetStreamPublisher {
                 .header(WEBHOOK_SIGNATURE_HEADER, standard);
         }
         message
+    }
+
+    /// Drops the connection, so that the next attempt connects and checks the stream again.
+    fn forget_stream(&self) {
+        if let Ok(mut ready) = self.ready.try_lock() {
+            *ready = None;
+        }
     }
 
     /// The connected context, connecting and checking the stream first when not yet done.

@@ -1,7 +1,9 @@
 //! The server unreachable when flagpost starts, then lost mid-stream: the lane backs off and
 //! resumes, and nothing is lost.
 
-use crate::common::{metric, wait_until};
+use hyper::Method;
+
+use crate::common::{call, metric, wait_until};
 use crate::fleet::{ChangeStream, Flagpost, Receiver, assert_acknowledged_kept};
 use crate::support::nats::NatsServer;
 
@@ -26,6 +28,32 @@ async fn the_lane_backs_off_while_the_server_is_away_and_resumes() {
             >= 2
     })
     .await;
+    // The admin API shows the endpoint's kind, what it owes, and why its attempts failed.
+    let (_, pending) = call(
+        Method::GET,
+        &flagpost.url("/api/v1/admin/deliveries/pending"),
+        None,
+    )
+    .await;
+    let fleet = pending["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "fleet")
+        .unwrap_or_else(|| panic!("{pending}"))
+        .clone();
+    assert_eq!(fleet["kind"], "jetstream", "{pending}");
+    assert!(fleet["pending"].as_u64().unwrap() > 0, "{pending}");
+    let (_, attempts) = call(
+        Method::GET,
+        &flagpost.url("/api/v1/admin/attempts?endpoint=fleet&limit=5"),
+        None,
+    )
+    .await;
+    assert!(
+        attempts.to_string().contains("cannot connect to NATS"),
+        "{attempts}"
+    );
 
     nats.start();
     nats.wait_ready().await;
