@@ -58,3 +58,54 @@ pub(super) fn target(
         stream: stream?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const ENVIRONMENT: &str =
+        "[[environments]]\nid = 1\nname = \"Development\"\napi_key = \"k\"\nproject = 1\n";
+
+    fn endpoint(lines: &str) -> String {
+        format!("{ENVIRONMENT}[[environments.webhooks]]\nname = \"fleet\"\n{lines}")
+    }
+
+    #[test]
+    fn a_jetstream_endpoint_is_read_with_its_defaults() {
+        let text = endpoint(
+            "[environments.webhooks.jetstream]\nsubject = \"flagpost.Development\"\n\
+             connection = { servers = [\"nats://127.0.0.1:4222\", \"tls://n2:4222\"] }\n",
+        );
+        let config = Config::parse(&text).unwrap();
+        let webhook = config.webhooks().next().unwrap();
+        let target = webhook.jetstream.as_ref().unwrap();
+        assert_eq!(target.subject, "flagpost.Development");
+        assert_eq!(target.stream.name, "FLAGPOST");
+        assert_eq!(webhook.url.to_string(), "nats://127.0.0.1:4222/");
+    }
+
+    #[test]
+    fn bad_jetstream_endpoints_are_refused_with_every_problem() {
+        let both = endpoint(
+            "url = \"http://127.0.0.1:1/h\"\n[environments.webhooks.jetstream]\nsubject = \"a\"\n\
+             connection = { servers = [\"nats://127.0.0.1:4222\"] }\n",
+        );
+        let problems = Config::parse(&both).unwrap_err().problems;
+        assert!(
+            problems.iter().any(|p| p.contains("not both")),
+            "{problems:?}"
+        );
+
+        let bad = endpoint(
+            "[environments.webhooks.jetstream]\nsubject = \"flags.>\"\n\
+             connection = { servers = [] }\nstream = { replicas = 0 }\n",
+        );
+        let problems = Config::parse(&bad).unwrap_err().problems;
+        for expected in ["jetstream.subject", "connection.servers", "stream.replicas"] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+}

@@ -94,3 +94,38 @@ pub(super) fn check(file: &JetStreamFile, errors: &mut Vec<String>) -> Option<Je
         batch: file.batch,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, "test") {
+            Err(ConfigError::Invalid { errors, .. }) => errors,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_jetstream_intake_needs_servers_and_a_durable_name() {
+        let text = "[jetstream]\ndurable = \"app-1\"\n\
+                    connection = { servers = [\"nats://127.0.0.1:4222\"], token = { value = \"t0ken\" } }\n";
+        let config = Config::parse(text, "test").unwrap();
+        let intake = config.fixed.jetstream.unwrap();
+        assert_eq!((intake.stream.as_str(), intake.batch), ("FLAGPOST", 256));
+        assert!(!format!("{intake:?}").contains("t0ken"));
+
+        let all = errors("[jetstream]\nbatch = 0\nsubject = \"a..b\"\n");
+        for expected in [
+            "jetstream.connection.servers",
+            "jetstream.durable",
+            "jetstream.batch",
+            "jetstream.subject",
+        ] {
+            assert!(
+                all.iter().any(|e| e.starts_with(expected)),
+                "{expected}: {all:?}"
+            );
+        }
+    }
+}

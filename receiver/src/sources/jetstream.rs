@@ -124,9 +124,14 @@ impl JetStreamStatus {
 /// Consumes for ever: connects, finds the stream, takes this receiver's durable consumer and
 /// handles its messages; after any failure, waits (doubling up to [`MAX_PAUSE`]) and starts again.
 pub async fn consume(shared: Arc<Shared>, settings: JetStreamIntake, status: Arc<JetStreamStatus>) {
-    let mut pause = Duration::from_millis(250);
+    const FIRST_PAUSE: Duration = Duration::from_millis(250);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let error = consume_once(&shared, &settings, &status).await;
+        let (error, consumed) = consume_once(&shared, &settings, &status).await;
+        if consumed {
+            // It worked for a while: the next failure starts the backoff over.
+            pause = FIRST_PAUSE;
+        }
         status.set_connected(false);
         tracing::warn!(stream = %settings.stream, durable = %settings.durable, %error, "JetStream intake interrupted; starting again");
         status.set_error(Some(error));
@@ -135,15 +140,15 @@ pub async fn consume(shared: Arc<Shared>, settings: JetStreamIntake, status: Arc
     }
 }
 
-/// One connection's worth of consuming; answers why it ended.
+/// One connection's worth of consuming; answers why it ended, and whether the consumer opened.
 async fn consume_once(
     shared: &Arc<Shared>,
     settings: &JetStreamIntake,
     status: &Arc<JetStreamStatus>,
-) -> String {
+) -> (String, bool) {
     let consumer = match open_consumer(settings).await {
         Ok(consumer) => consumer,
-        Err(error) => return error,
+        Err(error) => return (error, false),
     };
     status.set_connected(true);
     status.set_error(None);
@@ -155,7 +160,7 @@ async fn consume_once(
     ));
     let ended = handle_messages(shared, &consumer.1, settings, status).await;
     lag.abort();
-    ended
+    (ended, true)
 }
 
 /// Connects, finds the stream and creates (or finds) this receiver's durable consumer.
