@@ -394,7 +394,6 @@ async fn through_flagpost(work: &Path, nats: &NatsServer, backlog: u64, body: &B
         left -= n;
     }
     let _ = std::process::Command::new("sync").status();
-    let metrics = Arc::new(DeliveryMetrics::default());
     let started = Instant::now();
     let dispatcher = Dispatcher::start(
         store.clone(),
@@ -403,12 +402,18 @@ async fn through_flagpost(work: &Path, nats: &NatsServer, backlog: u64, body: &B
             max_in_flight: IN_FLIGHT,
             ..DeliveryConfig::default()
         },
-        metrics.clone(),
+        Arc::new(DeliveryMetrics::default()),
     )
     .await
     .unwrap();
-    let label = DeliveryMetrics::endpoint("rate");
-    while metrics.pending.get_or_create(&label).get() > 0 {
+    // Done when the stream holds every message flagpost published (each one acknowledged by
+    // then), beside the ones published without flagpost.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("RATE")
+        .await
+        .unwrap();
+    while stream.info().await.unwrap().state.messages < 2 * backlog {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = backlog as f64 / started.elapsed().as_secs_f64();
