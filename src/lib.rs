@@ -15,6 +15,7 @@ pub mod envdoc;
 pub mod error;
 pub mod flagfiles;
 pub mod http_error;
+pub mod jetstream;
 pub mod metrics;
 pub mod process;
 pub mod reload;

@@ -6,15 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::HeaderMap;
 
 use crate::clock::now_unix;
 use crate::config::Live;
 use crate::documents::FlagCache;
-use crate::error::BootstrapError;
-use crate::intake::Writer;
+use crate::error::{BootstrapError, WriteError};
 use crate::intake::recent::RecentWebhooks;
+use crate::intake::{IntakeOutcome, Writer, request};
 use crate::metrics::Metrics;
 use crate::sources::DocumentClient;
+use crate::sources::jetstream::JetStreamStatus;
 use crate::sources::upstream::Upstreams;
 use crate::streams::StreamHub;
 
@@ -36,9 +38,49 @@ pub struct Shared {
     pub rereading: Mutex<HashMap<u64, bool>>,
     /// The change streams' notices, limits and counts.
     pub streams: Arc<StreamHub>,
+    /// The JetStream intake's connection and lag, when `[jetstream]` is configured.
+    pub jetstream: Option<Arc<JetStreamStatus>>,
 }
 
 impl Shared {
+    /// Verifies, reads and applies one web hook whose body is read, whichever way it came (HTTP,
+    /// JetStream), answering after the durable commit. `signed_at_or_near` is the time its
+    /// `webhook-timestamp` must be within the tolerance of: now for HTTP, the time the stream
+    /// stored the message for JetStream (a receiver catching up takes old messages). `about` is
+    /// set to its environment and feature once it is verified, for the status page.
+    pub async fn take_verified(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        body: &[u8],
+        signed_at_or_near: i64,
+        about: &mut (Option<u64>, Option<String>),
+    ) -> Result<IntakeOutcome, WriteError> {
+        let live = self.live.load_full();
+        if body.len() > live.max_body_bytes {
+            return Err(WriteError::TooLarge {
+                limit: live.max_body_bytes,
+            });
+        }
+        let verified = request::verify(headers, body, &live, signed_at_or_near)?;
+        let accepted = request::read(headers, body, verified)?;
+        let env = accepted.change.as_ref().map(|change| change.env);
+        if let Some(change) = &accepted.change {
+            *about = (Some(change.env), Some(change.meta.name.clone()));
+        }
+        let document_wanted = accepted.document_wanted;
+        let outcome = self
+            .writer
+            .intake(accepted.request_id, accepted.change)
+            .await?;
+        // Web hooks are triggers too: an upstream document is fetched again after each.
+        self.upstreams.webhook_taken(env);
+        // An event flagpost's document must bring (segment rules, multivariate options).
+        if let Some(env) = document_wanted {
+            self.document_wanted(env);
+        }
+        Ok(outcome)
+    }
+
     /// Configured environments that have never had a document loaded.
     pub fn environments_waiting(&self) -> Vec<u64> {
         let cache = self.cache.load();

@@ -9,7 +9,8 @@
 //! - [`documents`]: each environment's flags and the ordering rules (the domain: pure).
 //! - [`storage`]: the redb tables, rows and transactions; the only module that names redb.
 //! - [`intake`]: a web hook's checks, and the one writer thread (dedupe, group commit).
-//! - [`sources`]: documents fetched from flagpost (bootstrap).
+//! - [`sources`]: documents fetched from flagpost (bootstrap) or an upstream Flagsmith, and
+//!   events consumed from NATS JetStream.
 //! - [`metrics`]; [`app`]: state shared by handlers and background tasks.
 //! - [`api`]: HTTP routes and thin handlers (web hooks, native lookups, the Flagsmith SDK API,
 //!   status), and the snapshot file.
@@ -76,6 +77,10 @@ pub async fn run(
     let mut registry = metrics::registry();
     // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
     flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
+    let jetstream = fixed
+        .jetstream
+        .as_ref()
+        .map(|_| sources::jetstream::JetStreamStatus::new(&mut registry));
     let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
     let metrics = metrics::Metrics::new(registry);
     metrics.show_environments(&config.live);
@@ -89,6 +94,7 @@ pub async fn run(
         recent_webhooks: Default::default(),
         rereading: Default::default(),
         streams: streams.clone(),
+        jetstream: jetstream.clone(),
     });
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
 
@@ -102,6 +108,13 @@ pub async fn run(
             move || shared.live.load().streams.heartbeat
         })),
     ];
+    if let (Some(settings), Some(status)) = (fixed.jetstream.clone(), jetstream) {
+        tasks.push(tokio::spawn(sources::jetstream::consume(
+            shared.clone(),
+            settings,
+            status,
+        )));
+    }
     if let Some(path) = fixed.snapshot_path.clone() {
         tasks.push(tokio::spawn(snapshot::keep_written(
             path,

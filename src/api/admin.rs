@@ -93,7 +93,26 @@ enum PendingAnswer {
 #[derive(Debug, Serialize)]
 struct EndpointCount {
     endpoint: String,
+    /// "http" or "jetstream"; absent for an endpoint no longer configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     pending: u64,
+}
+
+/// The kind of each configured endpoint, by name.
+fn endpoint_kinds(dispatcher: &Dispatcher) -> std::collections::HashMap<String, &'static str> {
+    dispatcher
+        .config()
+        .webhooks()
+        .map(|w| {
+            let kind = if w.jetstream.is_some() {
+                "jetstream"
+            } else {
+                "http"
+            };
+            (w.name.clone(), kind)
+        })
+        .collect()
 }
 
 async fn pending(
@@ -116,13 +135,19 @@ async fn pending(
                     "after needs an endpoint: counts are per endpoint".to_owned(),
                 ));
             }
+            let kinds = endpoint_kinds(&dispatcher);
             let endpoints = store
-                .read(|txn| {
+                .read(move |txn| {
                     outbox_endpoints(txn)?
                         .into_iter()
                         .map(|endpoint| {
                             let pending = count_pending(txn, &endpoint, 0)?;
-                            Ok(EndpointCount { endpoint, pending })
+                            let kind = kinds.get(&endpoint).copied();
+                            Ok(EndpointCount {
+                                endpoint,
+                                kind,
+                                pending,
+                            })
                         })
                         .collect()
                 })

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::endpoint_url::{Credentials, redact_url, split_credentials};
 use super::file::{RawEnvironment, RawRelaySource, RawUpstream, RawWebhook};
+pub use super::jetstream::JetStreamTarget;
 use super::secrets::ServerKey;
 use crate::signing::Secret;
 use crate::wire::EventType;
@@ -43,6 +44,8 @@ pub struct Webhook {
     pub events: BTreeSet<String>,
     pub ordered: bool,
     pub max_in_flight: Option<usize>,
+    /// Set for a JetStream endpoint, whose `url` is then its first server (for display).
+    pub jetstream: Option<std::sync::Arc<JetStreamTarget>>,
 }
 
 impl Webhook {
@@ -292,11 +295,22 @@ fn webhook(
     if w.name.is_empty() || w.name.len() > 200 {
         problems.push(format!("{at}: name must be 1 to 200 characters"));
     }
-    let url = match w.url.parse::<http::Uri>() {
-        Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => {
+    let jetstream = w
+        .jetstream
+        .as_ref()
+        .map(|raw| super::jetstream::target(raw, &format!("{at}.jetstream"), problems));
+    let url = match (&jetstream, w.url.parse::<http::Uri>()) {
+        (Some(target), _) if w.url.is_empty() => target.as_ref().map(|t| (t.display_url(), None)),
+        (Some(_), _) => {
+            problems.push(format!("{at}: give url (HTTP) or jetstream, not both"));
+            None
+        }
+        (None, Ok(url))
+            if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
+        {
             Some(split_credentials(&url))
         }
-        _ => {
+        (None, _) => {
             problems.push(format!(
                 "{at}: url {:?} is not an http:// or https:// URL",
                 redact_url(&w.url)
@@ -342,6 +356,7 @@ fn webhook(
         events,
         ordered: w.ordered,
         max_in_flight: w.max_in_flight,
+        jetstream: jetstream.flatten().map(std::sync::Arc::new),
     })
 }
 

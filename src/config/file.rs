@@ -164,7 +164,12 @@ pub struct RawEnvironment {
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     pub name: String,
+    /// An HTTP endpoint's URL; empty for a JetStream endpoint, which has `jetstream` instead.
+    #[serde(default)]
     pub url: String,
+    /// Publish to NATS JetStream instead of POSTing.
+    #[serde(default)]
+    pub jetstream: Option<RawJetStreamEndpoint>,
     #[serde(default)]
     pub secrets: Vec<SecretSource>,
     #[serde(default = "yes")]
@@ -175,6 +180,17 @@ pub struct RawWebhook {
     pub ordered: bool,
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+}
+
+/// A JetStream endpoint: where its messages are published, over which connection, into which
+/// stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJetStreamEndpoint {
+    pub subject: String,
+    pub connection: crate::jetstream::RawNatsConnection,
+    #[serde(default)]
+    pub stream: crate::jetstream::RawStream,
 }
 
 fn yes() -> bool {

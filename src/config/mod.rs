@@ -18,6 +18,7 @@ mod delivery;
 mod endpoint_url;
 mod endpoints;
 mod file;
+mod jetstream;
 mod log;
 mod secrets;
 mod server;
@@ -30,10 +31,10 @@ use std::time::Duration;
 
 pub use delivery::{DeliveryConfig, Jitter, default_retry_delays};
 pub use endpoint_url::{Credentials, redact_url, split_credentials};
-pub use endpoints::{Environment, Project, RelaySource, Upstream, Webhook};
+pub use endpoints::{Environment, JetStreamTarget, Project, RelaySource, Upstream, Webhook};
 pub use file::{
-    RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawOrganisation, RawProject, RawRelaySource,
-    RawReload, RawStorage, RawToken, RawWebhook,
+    RawApi, RawConfig, RawEnvironment, RawFlagFiles, RawJetStreamEndpoint, RawOrganisation,
+    RawProject, RawRelaySource, RawReload, RawStorage, RawToken, RawWebhook,
 };
 pub use log::{LogConfig, LogFormat};
 pub use secrets::{ApiToken, SecretSource, ServerKey};

@@ -82,9 +82,10 @@ pub struct AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    /// 2xx, fully read, is the only success.
+    /// Success is a 2xx, fully read, over HTTP; over JetStream (no status), the stream's
+    /// acknowledgement. An HTTP attempt without an error always has a status.
     pub fn delivered(&self) -> bool {
-        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+        self.error.is_none() && self.status.is_none_or(|s| (200..300).contains(&s))
     }
 
     /// A one-line description for attempt records and logs.
@@ -92,7 +93,7 @@ impl AttemptOutcome {
         match (&self.status, &self.error) {
             (_, Some(error)) => error.clone(),
             (Some(status), None) => format!("HTTP {status}"),
-            (None, None) => "no response".to_owned(),
+            (None, None) => "acknowledged".to_owned(),
         }
     }
 }

@@ -30,6 +30,7 @@ use super::recorder::RecorderCommand;
 use super::retry::{RetryDecision, RetrySchedule};
 use super::settle::{LaneReturn, Settled};
 use super::status::{ActivityBoard, ActivityCell};
+use super::transport::Transport;
 use crate::config::DeliveryConfig;
 use crate::config::Webhook;
 use crate::signing::{Secret, SigningKey};
@@ -58,12 +59,27 @@ pub(crate) struct LaneShared {
 struct Endpoint {
     webhook: Arc<Webhook>,
     keys: Vec<SigningKey>,
+    transport: Transport,
 }
 
 impl Endpoint {
-    fn new(webhook: Arc<Webhook>) -> Arc<Endpoint> {
+    fn new(
+        webhook: Arc<Webhook>,
+        shared: &LaneShared,
+        previous: Option<&Endpoint>,
+    ) -> Arc<Endpoint> {
         let keys = webhook.secrets.iter().map(Secret::prepare).collect();
-        Arc::new(Endpoint { webhook, keys })
+        let transport = Transport::for_endpoint(
+            &webhook,
+            &shared.client,
+            shared.config.request_timeout,
+            previous.map(|p| &p.transport),
+        );
+        Arc::new(Endpoint {
+            webhook,
+            keys,
+            transport,
+        })
     }
 }
 
@@ -139,7 +155,7 @@ impl Lane {
         webhook: watch::Receiver<Arc<Webhook>>,
         commands: mpsc::UnboundedReceiver<LaneCommand>,
     ) -> Lane {
-        let endpoint = Endpoint::new(webhook.borrow().clone());
+        let endpoint = Endpoint::new(webhook.borrow().clone(), &shared, None);
         let name: Arc<str> = endpoint.webhook.name.as_str().into();
         let (settled_tx, settled) = mpsc::unbounded_channel();
         let health = EndpointHealth::new(HealthPolicy {
@@ -258,7 +274,8 @@ impl Lane {
     /// Takes the endpoint's new configuration, preparing its secrets' keys once for the
     /// attempts made under it.
     fn refresh_endpoint(&mut self) {
-        self.endpoint = Endpoint::new(self.webhook.borrow_and_update().clone());
+        let webhook = self.webhook.borrow_and_update().clone();
+        self.endpoint = Endpoint::new(webhook, &self.shared, Some(&self.endpoint));
     }
 
     /// Past the shutdown deadline: what is still in flight is abandoned. Its rows stay in the
@@ -401,11 +418,11 @@ impl Lane {
             let Some(pending) = self.next_due(webhook.ordered, now) else {
                 return true;
             };
-            let client = self.shared.client.clone();
             let endpoint = endpoint.clone();
             self.in_flight.spawn(async move {
-                let outcome = client
-                    .attempt_keyed(KeyedDelivery {
+                let outcome = endpoint
+                    .transport
+                    .attempt(KeyedDelivery {
                         url: &endpoint.webhook.url,
                         credentials: endpoint.webhook.credentials.as_ref(),
                         keys: &endpoint.keys,

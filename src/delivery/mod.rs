@@ -4,6 +4,8 @@
 //! - [`retry`]: when a failed delivery is tried again, and when it is given up (pure).
 //! - [`endpoint_health`]: when a failing endpoint's whole lane pauses and probes (pure).
 //! - [`client`]: one signed HTTP attempt over pooled connections.
+//! - `transport`: what a lane attempts through: HTTP, or `jetstream` (a publish acknowledged
+//!   by the stream).
 //! - `[delivery]` settings live with the rest of the configuration, in `crate::config`.
 //! - [`lane`]: one endpoint's deliveries, streamed from the outbox, bounded in flight.
 //! - [`dispatcher`]: one lane per configured endpoint, following configuration reloads.
@@ -18,6 +20,7 @@
 pub mod client;
 pub mod dispatcher;
 pub mod endpoint_health;
+mod jetstream;
 mod lane;
 pub mod metrics;
 mod recorder;
@@ -25,6 +28,7 @@ mod removed;
 pub mod retry;
 mod settle;
 pub mod status;
+mod transport;
 
 pub use crate::config::{DeliveryConfig, Jitter};
 pub use client::{AttemptOutcome, DeliveryClient, SignedDelivery};

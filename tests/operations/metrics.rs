@@ -36,14 +36,17 @@ fn both_pages_follow_prometheus_conventions_and_match_the_readme() {
             "s3cret-value",
         )
         .write();
-    // Environment 44 has an upstream (nothing listens there), so its fetch series are shown.
+    // Environment 44 has an upstream (nothing listens there), so its fetch series are shown; a
+    // JetStream intake (no NATS server there either) shows its families.
     let receiver_config = ReceiverConfig::new(dir.path())
         .listen(receiver)
         .secret("s3cret-value")
         .environment(1, &["dev-key"])
         .extra(&format!(
             "[[environments]]\nid = 44\nkeys = [\"up-key\"]\n[environments.upstream]\n\
-             url = \"http://{nothing}\"\nserver_key = {{ value = \"ser.upstream-key\" }}\n"
+             url = \"http://{nothing}\"\nserver_key = {{ value = \"ser.upstream-key\" }}\n\
+             [jetstream]\ndurable = \"metrics-test\"\n\
+             [jetstream.connection]\nservers = [\"nats://{nothing}\"]\n"
         ))
         .write();
     let _sidecar = Running::serve(&common::flagpost(), &sidecar_config, "warn", true);

@@ -105,6 +105,12 @@ impl SidecarConfig {
         self
     }
 
+    /// A webhook written as TOML lines of its own (a JetStream endpoint's tables, say).
+    pub fn raw_webhook(mut self, toml: &str) -> SidecarConfig {
+        self.webhooks.push(toml.to_owned());
+        self
+    }
+
     /// TOML appended as it is, after the environment and its webhooks.
     pub fn extra(mut self, toml: &str) -> SidecarConfig {
         self.extra.push_str(toml);

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod nats;
 pub mod process;
 pub mod sink;
 pub mod webdriver;

@@ -32,7 +32,8 @@ pub(crate) async fn healthz(State(shared): AppState) -> Response {
     }
 }
 
-/// Ready once every configured environment is loaded, and while the writer commits. A writer that
+/// Ready once every configured environment is loaded, the JetStream intake (if any) has caught
+/// up once, and while the writer commits. A writer that
 /// cannot commit (a full disk, a damaged file) is reported here, not on `/healthz`: it recovers by
 /// itself once space is freed, lookups keep answering from memory meanwhile, and a restart (what
 /// a failing liveness probe brings) would free no space.
@@ -68,7 +69,18 @@ pub(crate) async fn readyz(State(shared): AppState) -> Response {
     }
     waiting.sort_unstable();
     let failure = shared.writer.commit_failure();
-    let ready = waiting.is_empty() && failure.is_none();
+    // A JetStream intake is ready once it has read its consumer to the end of the stream since
+    // start; a connection lost after that is reported, and the cache keeps answering.
+    let jetstream = shared.jetstream.as_ref().map(|status| {
+        serde_json::json!({
+            "connected": status.connected(),
+            "caught_up": status.caught_up(),
+            "consumer_lag": status.lag(),
+            "last_error": status.last_error(),
+        })
+    });
+    let caught_up = shared.jetstream.as_ref().is_none_or(|s| s.caught_up());
+    let ready = waiting.is_empty() && failure.is_none() && caught_up;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -79,6 +91,9 @@ pub(crate) async fn readyz(State(shared): AppState) -> Response {
         "waiting_for": waiting,
         "documents": documents,
     });
+    if let Some(jetstream) = jetstream {
+        body["jetstream"] = jetstream;
+    }
     if let Some(failure) = failure {
         body["error"] = format!("the storage cannot commit: {failure}").into();
     }

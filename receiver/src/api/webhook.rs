@@ -70,23 +70,7 @@ async fn intake_request(
             WriteError::Body(error.to_string())
         }
     })?;
-    let body = body.to_bytes();
-    let verified = request::verify(&parts.headers, &body, &live, now_unix())?;
-    let accepted = request::read(&parts.headers, &body, verified)?;
-    let env = accepted.change.as_ref().map(|change| change.env);
-    if let Some(change) = &accepted.change {
-        *about = (Some(change.env), Some(change.meta.name.clone()));
-    }
-    let document_wanted = accepted.document_wanted;
-    let outcome = shared
-        .writer
-        .intake(accepted.request_id, accepted.change)
-        .await?;
-    // Web hooks are triggers too: an upstream document is fetched again after each.
-    shared.upstreams.webhook_taken(env);
-    // An event flagpost's document must bring (segment rules, multivariate options).
-    if let Some(env) = document_wanted {
-        shared.document_wanted(env);
-    }
-    Ok(outcome)
+    shared
+        .take_verified(&parts.headers, &body.to_bytes(), now_unix(), about)
+        .await
 }

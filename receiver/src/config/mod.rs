@@ -19,6 +19,8 @@ use serde::Deserialize;
 
 mod cors;
 pub use cors::{AllowedOrigins, CorsFile};
+mod jetstream;
+pub use jetstream::{JetStreamFile, JetStreamIntake};
 
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
@@ -46,6 +48,8 @@ pub struct FileConfig {
     /// A bearer token the status page's data (`GET /admin/status`) asks for; none by default,
     /// as for every other lookup and admin route.
     pub status_token: Option<SecretSource>,
+    /// Intake from NATS JetStream; absent: web hooks only.
+    pub jetstream: Option<JetStreamFile>,
 }
 
 impl Default for FileConfig {
@@ -65,6 +69,7 @@ impl Default for FileConfig {
             streams: StreamsFile::default(),
             cors: CorsFile::default(),
             status_token: None,
+            jetstream: None,
         }
     }
 }
@@ -221,6 +226,8 @@ pub struct Fixed {
     pub server: ServerConfig,
     /// `[log]`: the log lines' format, shared with the sidecar.
     pub log: LogConfig,
+    /// `[jetstream]`: the durable consumer this receiver takes events from, if any.
+    pub jetstream: Option<JetStreamIntake>,
 }
 
 /// What a running receiver takes from a reloaded file.
@@ -332,6 +339,10 @@ impl Config {
         let streams = check_streams(&file.streams, &mut errors);
         let cors_origins = cors::check_cors(&file.cors, &mut errors);
         let status_token = check_status_token(file.status_token.as_ref(), &mut errors);
+        let jetstream = file
+            .jetstream
+            .as_ref()
+            .and_then(|j| jetstream::check(j, &mut errors));
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -350,6 +361,7 @@ impl Config {
                 snapshot_debounce: Duration::from_millis(file.snapshot_debounce_ms),
                 server: file.server,
                 log: file.log,
+                jetstream,
             },
             live: Live {
                 secrets,
