@@ -22,7 +22,7 @@ async fn the_lane_backs_off_while_the_server_is_away_and_resumes() {
     wait_until("the lane has failed attempts and backs off", || async {
         metric(
             &base,
-            "flagpost_delivery_attempts_total{endpoint=\"fleet\",outcome=\"TransportError\"}",
+            "flagpost_delivery_attempts_total{endpoint=\"fleet\",outcome=\"transport_error\"}",
         )
         .await
             >= 2
