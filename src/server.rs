@@ -105,40 +105,13 @@ pub async fn run_with(
         )
         .await?,
     );
-    if initial.fixed.flag_files.enabled {
-        let files = FlagFiles::new(
-            initial.fixed.flag_files.dir.clone(),
-            store.clone(),
-            config.clone(),
-            metrics.clone(),
-        );
-        background.spawn(files.run(stop_rx.clone()));
-    }
-    if let Some(file) = config_file.filter(|_| initial.fixed.reload.enabled) {
-        let watch = watch_config(file, &initial.fixed, &metrics);
-        background.spawn(reload_config(
-            watch,
-            state.clone(),
-            delivery_config,
-            stop_rx.clone(),
-        ));
-    }
-    background.spawn(prune_idempotency(state.clone(), stop_rx.clone()));
-    // One fetcher per relay source with an upstream at start (a source given one by a reload is
-    // fetched from the next start).
-    for (name, _) in initial
-        .relay_sources
-        .iter()
-        .filter(|(_, s)| s.upstream.is_some())
-    {
-        background.spawn(envdoc::upstream::fetch_loop(
-            name.clone(),
-            store.clone(),
-            config.clone(),
-            state.upstream.clone(),
-            stop_rx.clone(),
-        ));
-    }
+    spawn_background(
+        &mut background,
+        &state,
+        config_file,
+        delivery_config,
+        &stop_rx,
+    );
 
     tracing::info!(listen = %listener.local_addr()?, "flagpost serving");
     crate::process::notify_ready();
@@ -156,6 +129,47 @@ pub async fn run_with(
     let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     tracing::info!("flagpost stopped; database closed");
     served.map_err(ServeError::Http)
+}
+
+/// The flag files' watch, the configuration's, idempotency pruning, and one document fetcher per
+/// relay source with an upstream at start (a source given one by a reload is fetched from the next
+/// start); each ends once `stop` turns true.
+fn spawn_background(
+    background: &mut JoinSet<()>,
+    state: &AppState,
+    config_file: Option<LoadedFile>,
+    delivery_config: watch::Sender<Arc<Config>>,
+    stop: &watch::Receiver<bool>,
+) {
+    let initial = state.config.load_full();
+    if initial.fixed.flag_files.enabled {
+        let files = FlagFiles::new(
+            initial.fixed.flag_files.dir.clone(),
+            state.store.clone(),
+            state.config.clone(),
+            state.metrics.clone(),
+        );
+        background.spawn(files.run(stop.clone()));
+    }
+    if let Some(file) = config_file.filter(|_| initial.fixed.reload.enabled) {
+        let watch = watch_config(file, &initial.fixed, &state.metrics);
+        let reload = reload_config(watch, state.clone(), delivery_config, stop.clone());
+        background.spawn(reload);
+    }
+    background.spawn(prune_idempotency(state.clone(), stop.clone()));
+    for (name, _) in initial
+        .relay_sources
+        .iter()
+        .filter(|(_, s)| s.upstream.is_some())
+    {
+        background.spawn(envdoc::upstream::fetch_loop(
+            name.clone(),
+            state.store.clone(),
+            state.config.clone(),
+            state.upstream.clone(),
+            stop.clone(),
+        ));
+    }
 }
 
 /// Brings environment records in line with configuration (a new environment gets each feature's

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use flagpost::reload::LoadedFile;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::api::snapshot;
 use crate::app::Shared;
@@ -74,65 +75,13 @@ pub async fn run(
         tokio::task::spawn_blocking(move || writer::start(&storage_path, cache_bytes))
             .await
             .expect("the storage start-up task does not panic")?;
-    let mut registry = metrics::registry();
-    // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
-    flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
-    let jetstream = fixed
-        .jetstream
-        .as_ref()
-        .map(|_| sources::jetstream::JetStreamStatus::new(&mut registry));
-    let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
-    let metrics = metrics::Metrics::new(registry);
-    metrics.show_environments(&config.live);
-    let shared = Arc::new(Shared {
-        live: ArcSwap::from_pointee(config.live),
-        cache: published.cache.clone(),
-        writer,
-        metrics,
-        documents: sources::DocumentClient::default(),
-        upstreams: sources::upstream::Upstreams::default(),
-        recent_webhooks: Default::default(),
-        rereading: Default::default(),
-        streams: streams.clone(),
-        jetstream: jetstream.clone(),
-    });
+    let shared = share(config, writer, &published);
     tracing::info!(listen = %fixed.listen, storage = %fixed.storage_path.display(), "receiver started");
-
-    let mut tasks = vec![
-        tokio::spawn(shared.clone().bootstrap_loop()),
-        tokio::spawn(shared.clone().prune_loop()),
-        tokio::spawn(sources::upstream::supervise(shared.clone())),
-        tokio::spawn(streams.clone().follow(published.commits.clone())),
-        tokio::spawn(streams.clone().heartbeats({
-            let shared = shared.clone();
-            move || shared.live.load().streams.heartbeat
-        })),
-    ];
-    if let (Some(settings), Some(status)) = (fixed.jetstream.clone(), jetstream) {
-        tasks.push(tokio::spawn(sources::jetstream::consume(
-            shared.clone(),
-            settings,
-            status,
-        )));
-    }
-    if let Some(path) = fixed.snapshot_path.clone() {
-        tasks.push(tokio::spawn(snapshot::keep_written(
-            path,
-            fixed.snapshot_debounce,
-            published.cache.clone(),
-            published.commits.clone(),
-        )));
-    }
-    if let Some(file) = config_file {
-        tasks.push(tokio::spawn(reload::watch_config(
-            file,
-            fixed.clone(),
-            shared.clone(),
-        )));
-    }
+    let tasks = spawn_background(&shared, &published, &fixed, config_file);
 
     let router = api::router(shared.clone(), &fixed.webhook_path);
     // Streams never end by themselves: the server's graceful stop waits for open answers.
+    let streams = shared.streams.clone();
     let shutdown = async move {
         shutdown.await;
         streams.shut_down();
@@ -159,4 +108,69 @@ pub async fn run(
     drop(published);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     served.map_err(RunError::Serve)
+}
+
+/// The state handlers and background tasks share, with every metric registered in one registry.
+fn share(config: Config, writer: writer::Writer, published: &writer::Published) -> Arc<Shared> {
+    let mut registry = metrics::registry();
+    // `flagpost_receiver_store_commit_duration_seconds`: what every acknowledgement waits for.
+    flagpost::metrics::register_commit_latency(&mut registry, writer.commit_latency());
+    let jetstream = config
+        .fixed
+        .jetstream
+        .as_ref()
+        .map(|_| sources::jetstream::JetStreamStatus::new(&mut registry));
+    let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
+    let metrics = metrics::Metrics::new(registry);
+    metrics.show_environments(&config.live);
+    Arc::new(Shared {
+        live: ArcSwap::from_pointee(config.live),
+        cache: published.cache.clone(),
+        writer,
+        metrics,
+        documents: sources::DocumentClient::default(),
+        upstreams: sources::upstream::Upstreams::default(),
+        recent_webhooks: Default::default(),
+        rereading: Default::default(),
+        streams,
+        jetstream,
+    })
+}
+
+/// Bootstrap, pruning, upstream fetches, the streams' hub, and what `fixed` asks for besides:
+/// the JetStream intake, the snapshot file, the configuration watch.
+fn spawn_background(
+    shared: &Arc<Shared>,
+    published: &writer::Published,
+    fixed: &config::Fixed,
+    config_file: Option<LoadedFile>,
+) -> Vec<JoinHandle<()>> {
+    let streams = &shared.streams;
+    let mut tasks = vec![
+        tokio::spawn(shared.clone().bootstrap_loop()),
+        tokio::spawn(shared.clone().prune_loop()),
+        tokio::spawn(sources::upstream::supervise(shared.clone())),
+        tokio::spawn(streams.clone().follow(published.commits.clone())),
+        tokio::spawn(streams.clone().heartbeats({
+            let shared = shared.clone();
+            move || shared.live.load().streams.heartbeat
+        })),
+    ];
+    if let (Some(settings), Some(status)) = (fixed.jetstream.clone(), shared.jetstream.clone()) {
+        let consume = sources::jetstream::consume(shared.clone(), settings, status);
+        tasks.push(tokio::spawn(consume));
+    }
+    if let Some(path) = fixed.snapshot_path.clone() {
+        tasks.push(tokio::spawn(snapshot::keep_written(
+            path,
+            fixed.snapshot_debounce,
+            published.cache.clone(),
+            published.commits.clone(),
+        )));
+    }
+    if let Some(file) = config_file {
+        let watch = reload::watch_config(file, fixed.clone(), shared.clone());
+        tasks.push(tokio::spawn(watch));
+    }
+    tasks
 }

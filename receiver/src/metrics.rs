@@ -91,6 +91,27 @@ struct EnvironmentResultLabels {
     result: &'static str,
 }
 
+/// `ofrep_evaluations_total` (every route and result at zero) and `cors_refused_total`.
+fn register_browser_and_ofrep(registry: &mut Registry) -> (Family<OfrepLabels, Counter>, Counter) {
+    let ofrep = Family::default();
+    register_family(
+        subsystem(registry),
+        "ofrep_evaluations",
+        "OFREP requests, by route (flag, bulk) and result (ok, not_modified, unauthorized, or the protocol's error code in snake_case)",
+        &ofrep,
+        ["flag", "bulk"]
+            .into_iter()
+            .flat_map(|route| OFREP_RESULTS.map(|result| OfrepLabels { route, result })),
+    );
+    let cors_refused = Counter::default();
+    subsystem(registry).register(
+        "cors_refused",
+        "Requests refused because their Origin is not in cors.allowed_origins",
+        cors_refused.clone(),
+    );
+    (ofrep, cors_refused)
+}
+
 impl Metrics {
     /// Registers the receiver's metrics in `registry` (in which the writer's are registered) and
     /// keeps it for [`Metrics::render`].
@@ -155,22 +176,7 @@ impl Metrics {
             &analytics,
             [],
         );
-        let ofrep = Family::default();
-        register_family(
-            subsystem(&mut registry),
-            "ofrep_evaluations",
-            "OFREP requests, by route (flag, bulk) and result (ok, not_modified, unauthorized, or the protocol's error code in snake_case)",
-            &ofrep,
-            ["flag", "bulk"]
-                .into_iter()
-                .flat_map(|route| OFREP_RESULTS.map(|result| OfrepLabels { route, result })),
-        );
-        let cors_refused = Counter::default();
-        subsystem(&mut registry).register(
-            "cors_refused",
-            "Requests refused because their Origin is not in cors.allowed_origins",
-            cors_refused.clone(),
-        );
+        let (ofrep, cors_refused) = register_browser_and_ofrep(&mut registry);
         Metrics {
             ofrep,
             cors_refused,

@@ -24,6 +24,8 @@ pub const RECEIVER_ADDRESS: &str = "127.0.0.1:7071";
 pub struct LocalFiles {
     pub token: PathBuf,
     pub webhook_secret: PathBuf,
+    /// The environment's server-side key, with which a paired receiver reads its document.
+    pub server_key: PathBuf,
 }
 
 impl LocalFiles {
@@ -35,6 +37,7 @@ impl LocalFiles {
         Ok(LocalFiles {
             token: dir.join("flagpost.token"),
             webhook_secret: dir.join("flagpost-webhook.secret"),
+            server_key: dir.join("flagpost-server.key"),
         })
     }
 }
@@ -46,6 +49,7 @@ pub fn default_config() -> anyhow::Result<Config> {
     let files = LocalFiles::beside(&defaults.storage.path)?;
     let token = ensure_secret_file(&files.token, "fp_")?;
     ensure_secret_file(&files.webhook_secret, "whsec_")?;
+    ensure_secret_file(&files.server_key, "ser.")?;
     let config =
         Config::parse(&defaults_toml(&defaults, &files)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let status = format!("http://{}/status", config.fixed.listen);
@@ -72,10 +76,12 @@ fn defaults_toml(defaults: &RawConfig, files: &LocalFiles) -> String {
     format!(
         "[api]\ntokens = [{{ name = \"local-admin\", token = {{ file = {token} }} }}]\n\
          [[environments]]\nid = {id}\nname = \"{name}\"\napi_key = \"{key}\"\nproject = {project}\n\
+         server_keys = [{{ file = {server_key} }}]\n\
          [[environments.webhooks]]\nname = \"local-receiver\"\n\
          url = \"http://{RECEIVER_ADDRESS}/webhook\"\nsecrets = [{{ file = {secret} }}]\n",
         token = quoted(&files.token),
         secret = quoted(&files.webhook_secret),
+        server_key = quoted(&files.server_key),
         id = environment.id,
         name = environment.name,
         key = environment.api_key,
@@ -126,7 +132,7 @@ fn ensure_secret_file(path: &Path, prefix: &str) -> anyhow::Result<Option<String
 pub fn receiver_config() -> anyhow::Result<String> {
     let defaults = RawConfig::default();
     let files = LocalFiles::beside(&defaults.storage.path)?;
-    if !files.token.exists() || !files.webhook_secret.exists() {
+    if !files.token.exists() || !files.webhook_secret.exists() || !files.server_key.exists() {
         bail!(
             "{} is missing: run `flagpost serve` (on the built-in defaults) in this folder first",
             files.token.display()
@@ -138,11 +144,13 @@ pub fn receiver_config() -> anyhow::Result<String> {
         "# Written by `flagpost pair`: a receiver of the flagpost on {flagpost}, whose web hooks it\n\
          # verifies with the secret in the file named below. See config/receiver.toml for every field.\n\
          listen = \"{RECEIVER_ADDRESS}\"\n\n[intake]\nrequire_standard_signature = true\n\
-         secrets = [{{ file = {secret} }}]\n\n[[environments]]\nid = {id}\nkeys = [\"{key}\"]\n\n\
+         secrets = [{{ file = {secret} }}]\n\n[[environments]]\nid = {id}\nkeys = [\"{key}\"]\n\
+         flagpost_server_key = {{ file = {server_key} }}\n\n\
          [bootstrap]\nflagpost_url = \"http://{flagpost}\"\ntoken = {{ file = {token} }}\n",
         flagpost = defaults.listen,
         secret = quoted(&files.webhook_secret),
         token = quoted(&files.token),
+        server_key = quoted(&files.server_key),
         id = environment.id,
         key = environment.api_key,
     ))

@@ -318,28 +318,8 @@ fn webhook(
             None
         }
     };
-    let mut secrets = Vec::new();
-    for (k, s) in w.secrets.iter().enumerate() {
-        match s
-            .resolve()
-            .and_then(|s| Secret::new(s).map_err(|e| e.to_string()))
-        {
-            Ok(secret) => secrets.push(secret),
-            Err(e) => problems.push(format!("{at}.secrets[{k}]: {e}")),
-        }
-    }
-    let events: BTreeSet<String> = match &w.events {
-        Some(events) => events.iter().cloned().collect(),
-        None => default_events.iter().map(|s| s.to_string()).collect(),
-    };
-    for event in &events {
-        if let EventType::Other(other) = EventType::parse(event) {
-            problems.push(format!(
-                "{at}.events: {other:?} is not FLAG_UPDATED, FLAG_DELETED, AUDIT_LOG_CREATED, \
-                 SEGMENT_UPDATED or SEGMENT_DELETED"
-            ));
-        }
-    }
+    let secrets = webhook_secrets(w, at, problems);
+    let events = webhook_events(w, at, default_events, problems);
     if w.max_in_flight == Some(0) {
         problems.push(format!("{at}: max_in_flight must be at least 1"));
     }
@@ -358,6 +338,42 @@ fn webhook(
         max_in_flight: w.max_in_flight,
         jetstream: jetstream.flatten().map(std::sync::Arc::new),
     })
+}
+
+fn webhook_secrets(w: &RawWebhook, at: &str, problems: &mut Vec<String>) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for (k, s) in w.secrets.iter().enumerate() {
+        match s
+            .resolve()
+            .and_then(|s| Secret::new(s).map_err(|e| e.to_string()))
+        {
+            Ok(secret) => secrets.push(secret),
+            Err(e) => problems.push(format!("{at}.secrets[{k}]: {e}")),
+        }
+    }
+    secrets
+}
+
+/// The event types the endpoint subscribes to (`default_events` when it names none).
+fn webhook_events(
+    w: &RawWebhook,
+    at: &str,
+    default_events: &[&str],
+    problems: &mut Vec<String>,
+) -> BTreeSet<String> {
+    let events: BTreeSet<String> = match &w.events {
+        Some(events) => events.iter().cloned().collect(),
+        None => default_events.iter().map(|s| s.to_string()).collect(),
+    };
+    for event in &events {
+        if let EventType::Other(other) = EventType::parse(event) {
+            problems.push(format!(
+                "{at}.events: {other:?} is not FLAG_UPDATED, FLAG_DELETED, AUDIT_LOG_CREATED, \
+                 SEGMENT_UPDATED or SEGMENT_DELETED"
+            ));
+        }
+    }
+    events
 }
 
 fn is_file_safe(name: &str) -> bool {

@@ -94,9 +94,13 @@ fn the_token_is_owner_only_and_printed_once(dir: &Path, flagpost: &Path) {
     assert!(token.starts_with("fp_") && token.len() > 40, "{token}");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    let secret = dir.join("flagpost-webhook.secret");
-    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    for secret in ["flagpost-webhook.secret", "flagpost-server.key"] {
+        let mode = std::fs::metadata(dir.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}: {mode:o}");
+    }
     let first = std::fs::read_to_string(dir.join("stdout-0")).unwrap();
     assert!(first.contains(token), "{first}");
     assert!(first.contains("http://127.0.0.1:7070/status"), "{first}");

@@ -21,6 +21,9 @@ mod cors;
 pub use cors::{AllowedOrigins, CorsFile};
 mod jetstream;
 pub use jetstream::{JetStreamFile, JetStreamIntake};
+mod streams;
+use streams::check_streams;
+pub use streams::{StreamLimits, StreamsFile};
 
 /// Paths the lookup, SDK, admin and health routes use ([`crate::api::router`]); the webhook path
 /// must not start with one.
@@ -72,36 +75,6 @@ impl Default for FileConfig {
             jetstream: None,
         }
     }
-}
-
-/// `[streams]`: the change streams (`/sse/environments/{key}/stream`, `/v1/environments/{env}/stream`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamsFile {
-    /// The most streams open at once; one more is answered 503.
-    pub max_streams: usize,
-    /// Events a stream may have waiting for its client before it is dropped.
-    pub buffer_events: usize,
-    /// Seconds between heartbeats (SSE comment lines) on every stream.
-    pub heartbeat_secs: u64,
-}
-
-impl Default for StreamsFile {
-    fn default() -> Self {
-        StreamsFile {
-            max_streams: 1000,
-            buffer_events: 64,
-            heartbeat_secs: 15,
-        }
-    }
-}
-
-/// Validated `[streams]` limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamLimits {
-    pub max_streams: usize,
-    pub buffer_events: usize,
-    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -528,20 +501,6 @@ fn check_upstreams(
         }
     }
     (server_keys, upstreams)
-}
-
-fn check_streams(streams: &StreamsFile, errors: &mut Vec<String>) -> StreamLimits {
-    if streams.buffer_events == 0 {
-        errors.push("streams.buffer_events: must be at least 1".into());
-    }
-    if streams.heartbeat_secs == 0 {
-        errors.push("streams.heartbeat_secs: must be at least 1".into());
-    }
-    StreamLimits {
-        max_streams: streams.max_streams,
-        buffer_events: streams.buffer_events,
-        heartbeat: Duration::from_secs(streams.heartbeat_secs),
-    }
 }
 
 /// `None` when bootstrap is off (no `flagpost_url`).
