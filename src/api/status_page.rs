@@ -50,15 +50,25 @@ pub fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The page and its files, for the sidecar's router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    page_router(PAGE_HTML, "/status/flagpost.js", PAGE_JS)
+}
+
+/// A status page's routes, for both programs: its HTML at `/status`, its own script at
+/// `script_path`, and the script and style both pages share.
+pub fn page_router<S: Clone + Send + Sync + 'static>(
+    html: &'static str,
+    script_path: &'static str,
+    script: &'static str,
+) -> Router<S> {
     Router::new()
-        .route("/status", get(|| async { asset(HTML, PAGE_HTML) }))
+        .route("/status", get(move || async move { asset(HTML, html) }))
         .route(
             "/status/common.js",
             get(|| async { asset(JAVASCRIPT, COMMON_JS) }),
         )
         .route(
-            "/status/flagpost.js",
-            get(|| async { asset(JAVASCRIPT, PAGE_JS) }),
+            script_path,
+            get(move || async move { asset(JAVASCRIPT, script) }),
         )
         .route(
             "/status/status.css",

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use flagpost::api::status_page::{COMMON_JS, CSS, HTML, JAVASCRIPT, STYLE_CSS, asset};
+use flagpost::api::status_page::page_router;
 use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -29,21 +29,7 @@ const PAGE_JS: &str = include_str!("status_page/receiver.js");
 
 /// The page, its files and its data.
 pub fn router() -> Router<std::sync::Arc<Shared>> {
-    Router::new()
-        .route("/status", get(|| async { asset(HTML, PAGE_HTML) }))
-        .route(
-            "/status/common.js",
-            get(|| async { asset(JAVASCRIPT, COMMON_JS) }),
-        )
-        .route(
-            "/status/receiver.js",
-            get(|| async { asset(JAVASCRIPT, PAGE_JS) }),
-        )
-        .route(
-            "/status/status.css",
-            get(|| async { asset(CSS, STYLE_CSS) }),
-        )
-        .route("/admin/status", get(status_data))
+    page_router(PAGE_HTML, "/status/receiver.js", PAGE_JS).route("/admin/status", get(status_data))
 }
 
 #[derive(Serialize)]
