@@ -78,105 +78,133 @@ fn main() {
     );
 
     runtime.block_on(async {
+        let work = work.path();
         if runs("latency") {
-            // Latency from acknowledgement (durable commit) to the sink's receipt at 1,000 changes/s.
-            let bench = Bench::open(work.path(), "latency", &sink, 1).await;
-            let dispatcher = bench.start(DeliveryConfig::default()).await;
-            let commits = bench.commits();
-            let (p50, p99, n) = bench.latency_at_rate(1000, seconds, &body).await;
-            row(
-                "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)",
-                format!(
-                    "{} / {} ({n} deliveries; {})",
-                    ms(p50),
-                    ms(p99),
-                    bench.commit_note(commits.as_ref(), None)
-                ),
-            );
-            dispatcher.shutdown().await;
-            bench.store.shutdown().await;
-            flush_writeback();
+            latency_phase(work, &sink, seconds, &body).await;
         }
         if runs("fanout") {
-            // Fan-out to 100 endpoints.
-            let bench = Bench::open(work.path(), "fanout", &sink, 100).await;
-            let dispatcher = bench.start(DeliveryConfig::default()).await;
-            let sequence = bench.commit(&body).await;
-            let acked = Instant::now();
-            sink.wait_for(sequence, 100).await;
-            row(
-                "fan-out: one change to 100 endpoints, acknowledgement to the 100th receipt",
-                ms(acked.elapsed()),
-            );
-            let commits = bench.commits();
-            let (p50, p99, n) = bench.latency_at_rate(100, seconds, &body).await;
-            row(
-                "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)",
-                format!(
-                    "{} / {} ({n} deliveries; {})",
-                    ms(p50),
-                    ms(p99),
-                    bench.commit_note(commits.as_ref(), None)
-                ),
-            );
-            dispatcher.shutdown().await;
-            bench.store.shutdown().await;
-            flush_writeback();
+            fanout_phase(work, &sink, seconds, &body).await;
         }
         if runs("throughput") {
-            // One endpoint, 8 in flight, a backlog big enough to last the phase.
-            let count = (ceiling as u64 * seconds / 2).max(10_000);
-            let bench = Bench::open(work.path(), "throughput", &sink, 1).await;
-            bench.fill(count, &body).await;
-            // The backlog's own writeback is not part of delivering it.
-            flush_writeback();
-            let started = Instant::now();
-            let settings = DeliveryConfig {
-                max_in_flight: in_flight,
-                ..DeliveryConfig::default()
-            };
-            let commits = bench.commits();
-            let dispatcher = bench.start(settings).await;
-            bench.wait_until_recorded(&dispatcher).await;
-            let elapsed = started.elapsed();
-            let rate = count as f64 / elapsed.as_secs_f64();
-            row(
-                &format!("flagpost signed deliveries, 1 endpoint, {in_flight} in flight, every outcome durably recorded"),
-                format!(
-                    "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling; {})",
-                    elapsed.as_secs_f64(),
-                    100.0 * rate / ceiling,
-                    bench.commit_note(commits.as_ref(), Some(in_flight))
-                ),
-            );
-            dispatcher.shutdown().await;
-            bench.store.shutdown().await;
-            flush_writeback();
+            throughput_phase(work, &sink, (seconds, ceiling, in_flight), &body).await;
         }
         if runs("recovery") {
-            // Recovery: a backlog written here, delivered by a fresh process.
-            let bench = Bench::open(work.path(), "recovery", &sink, 1).await;
-            bench.fill(backlog, &body).await;
-            bench.store.shutdown().await;
-            let db = bench.path.clone();
-            drop(bench);
-            let output = Command::new(std::env::current_exe().unwrap())
-                .env(RECOVERY_MODE, &db)
-                .env("FLAGPOST_BENCH_SINK", sink.addr.to_string())
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&output.stdout);
-            assert!(output.status.success(), "recovery child failed: {text}{}", String::from_utf8_lossy(&output.stderr));
-            for line in text.lines() {
-                let (what, value) = line.split_once('=').unwrap();
-                row(
-                    &format!("recovery with {backlog} deliveries pending: {what}"),
-                    value.to_owned(),
-                );
-            }
-            flush_writeback();
+            recovery_phase(work, &sink, backlog, &body).await;
         }
     });
+}
+
+/// Latency from acknowledgement (durable commit) to the sink's receipt at 1,000 changes/s.
+async fn latency_phase(work: &Path, sink: &Sink, seconds: u64, body: &Bytes) {
+    let bench = Bench::open(work, "latency", sink, 1).await;
+    let dispatcher = bench.start(DeliveryConfig::default()).await;
+    let commits = bench.commits();
+    let (p50, p99, n) = bench.latency_at_rate(1000, seconds, body).await;
+    row(
+        "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)",
+        format!(
+            "{} / {} ({n} deliveries; {})",
+            ms(p50),
+            ms(p99),
+            bench.commit_note(commits.as_ref(), None)
+        ),
+    );
+    dispatcher.shutdown().await;
+    bench.store.shutdown().await;
+    flush_writeback();
+}
+
+/// Fan-out to 100 endpoints: one change, then a steady 100 changes/s.
+async fn fanout_phase(work: &Path, sink: &Sink, seconds: u64, body: &Bytes) {
+    let bench = Bench::open(work, "fanout", sink, 100).await;
+    let dispatcher = bench.start(DeliveryConfig::default()).await;
+    let sequence = bench.commit(body).await;
+    let acked = Instant::now();
+    sink.wait_for(sequence, 100).await;
+    row(
+        "fan-out: one change to 100 endpoints, acknowledgement to the 100th receipt",
+        ms(acked.elapsed()),
+    );
+    let commits = bench.commits();
+    let (p50, p99, n) = bench.latency_at_rate(100, seconds, body).await;
+    row(
+        "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)",
+        format!(
+            "{} / {} ({n} deliveries; {})",
+            ms(p50),
+            ms(p99),
+            bench.commit_note(commits.as_ref(), None)
+        ),
+    );
+    dispatcher.shutdown().await;
+    bench.store.shutdown().await;
+    flush_writeback();
+}
+
+/// One endpoint, `in_flight` requests in flight, a backlog big enough to last the phase.
+async fn throughput_phase(
+    work: &Path,
+    sink: &Sink,
+    (seconds, ceiling, in_flight): (u64, f64, usize),
+    body: &Bytes,
+) {
+    let count = (ceiling as u64 * seconds / 2).max(10_000);
+    let bench = Bench::open(work, "throughput", sink, 1).await;
+    bench.fill(count, body).await;
+    // The backlog's own writeback is not part of delivering it.
+    flush_writeback();
+    let started = Instant::now();
+    let settings = DeliveryConfig {
+        max_in_flight: in_flight,
+        ..DeliveryConfig::default()
+    };
+    let commits = bench.commits();
+    let dispatcher = bench.start(settings).await;
+    bench.wait_until_recorded(&dispatcher).await;
+    let elapsed = started.elapsed();
+    let rate = count as f64 / elapsed.as_secs_f64();
+    row(
+        &format!(
+            "flagpost signed deliveries, 1 endpoint, {in_flight} in flight, every outcome durably recorded"
+        ),
+        format!(
+            "{rate:.0} deliveries/s ({count} in {:.1} s; {:.0}% of the sink ceiling; {})",
+            elapsed.as_secs_f64(),
+            100.0 * rate / ceiling,
+            bench.commit_note(commits.as_ref(), Some(in_flight))
+        ),
+    );
+    dispatcher.shutdown().await;
+    bench.store.shutdown().await;
+    flush_writeback();
+}
+
+/// Recovery: a backlog written here, delivered by a fresh process.
+async fn recovery_phase(work: &Path, sink: &Sink, backlog: u64, body: &Bytes) {
+    let bench = Bench::open(work, "recovery", sink, 1).await;
+    bench.fill(backlog, body).await;
+    bench.store.shutdown().await;
+    let db = bench.path.clone();
+    drop(bench);
+    let output = Command::new(std::env::current_exe().unwrap())
+        .env(RECOVERY_MODE, &db)
+        .env("FLAGPOST_BENCH_SINK", sink.addr.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "recovery child failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in text.lines() {
+        let (what, value) = line.split_once('=').unwrap();
+        row(
+            &format!("recovery with {backlog} deliveries pending: {what}"),
+            value.to_owned(),
+        );
+    }
+    flush_writeback();
 }
 
 /// Lets the OS write back what a phase left dirty, so that its flush does not stall the next
