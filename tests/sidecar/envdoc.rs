@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use flagpost::config::Config;
 use hyper::{Method, StatusCode};
@@ -255,7 +254,7 @@ async fn flagsmiths_python_sdk_evaluates_locally_from_flagpost() {
     ])
     .to_string();
     let output = tokio::task::spawn_blocking(move || {
-        python_sdk()
+        crate::support::test_deps::python()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()
@@ -415,33 +414,11 @@ async fn the_python_sdk_applies_segment_rules_priorities_and_multivariate_option
     sidecar.stop().await;
 }
 
-/// `python3` importing the pinned Flagsmith SDK that `.ci/test --setup-only` installs under
-/// `<target>/test-deps/python`; panics naming that command when it is not there.
-pub(crate) fn python_sdk() -> Command {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir))
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("test-deps/python");
-    let works = Command::new("python3")
-        .env("PYTHONPATH", &path)
-        .args(["-c", "import flagsmith"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    assert!(
-        works,
-        "the pinned Flagsmith Python SDK is missing from {}: run `.ci/test --setup-only` once",
-        path.display()
-    );
-    let mut command = Command::new("python3");
-    command.env("PYTHONPATH", &path);
-    command
-}
-
 pub(crate) async fn run_sdk(sidecar: &Sidecar, identities: Value) -> Value {
     let api_url = sidecar.url("/api/v1/");
     let identities = identities.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        python_sdk()
+        crate::support::test_deps::python()
             .args([SCRIPT, &api_url, SERVER_KEY, &identities])
             .output()
             .unwrap()

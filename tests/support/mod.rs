@@ -8,4 +8,5 @@ pub mod connections;
 pub mod nats;
 pub mod process;
 pub mod sink;
+pub mod test_deps;
 pub mod webdriver;

@@ -28,6 +28,8 @@ mod status_page;
 mod storage;
 mod streams;
 mod streams_sdk;
+#[path = "../../../tests/support/test_deps.rs"]
+#[allow(dead_code)]
 mod test_deps;
 mod transient;
 mod upstream;
