@@ -71,7 +71,12 @@ impl<S: FlagStore> Changes<'_, S> {
         update: &StateUpdate,
         owner: Owner,
     ) -> Result<bool, WriteError> {
-        let environment = self.environment(env)?;
+        // Borrowed from configuration, not copied into a record: this runs for every change.
+        let config = self.config;
+        let environment = config
+            .environments
+            .get(&env)
+            .ok_or_else(|| WriteError::UnknownEnvironment(env.to_string()))?;
         let feature = self.feature(feature)?;
         self.check_owner(&feature, owner)?;
         if feature.project != environment.project {

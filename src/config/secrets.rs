@@ -73,8 +73,19 @@ impl ApiToken {
     }
 
     pub fn matches(&self, presented: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        presented.ct_eq(&self.digest).into()
+        self.matches_digest(&ApiToken::digest_of(presented))
+    }
+
+    /// The SHA-256 a presented token is compared by: computed once per request, however many
+    /// tokens are configured.
+    pub fn digest_of(presented: &str) -> [u8; 32] {
+        Sha256::digest(presented.as_bytes()).into()
+    }
+
+    /// Whether `digest` ([`ApiToken::digest_of`] a presented token) is this token's, compared in
+    /// constant time.
+    pub fn matches_digest(&self, digest: &[u8; 32]) -> bool {
+        digest.ct_eq(&self.digest).into()
     }
 }
 

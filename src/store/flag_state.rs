@@ -31,6 +31,25 @@ impl Tables<'_> {
             .unwrap_or_default())
     }
 
+    /// A state as stored, allocations included.
+    fn read_state(
+        &mut self,
+        env: u64,
+        feature: u64,
+        key: &StateKey,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        let key = state_key(key);
+        let Some(mut state) = self
+            .states()?
+            .get((env, feature, key.as_slice()))?
+            .map(|v| state_of(v.value()))
+        else {
+            return Ok(None);
+        };
+        state.multivariate = self.allocations_of(env, feature, &key)?;
+        Ok(Some(state))
+    }
+
     fn put_allocations(
         &mut self,
         env: u64,
@@ -61,7 +80,12 @@ fn counter_key(counter: Counter) -> &'static str {
 
 impl FlagStore for Tables<'_> {
     fn feature(&mut self, id: u64) -> Result<Option<FeatureRecord>, StoreError> {
-        Ok(self.features()?.get(id)?.map(|v| feature_of(id, v.value())))
+        if let Some(seen) = self.features_seen.get(&id) {
+            return Ok(seen.clone());
+        }
+        let feature = self.features()?.get(id)?.map(|v| feature_of(id, v.value()));
+        self.features_seen.insert(id, feature.clone());
+        Ok(feature)
     }
 
     fn feature_id(&mut self, project: u64, name: &str) -> Result<Option<u64>, StoreError> {
@@ -74,6 +98,7 @@ impl FlagStore for Tables<'_> {
     fn put_feature(&mut self, feature: &FeatureRecord) -> Result<(), StoreError> {
         self.touch(ContentScope::Project(feature.project));
         self.features()?.insert(feature.id, feature_row(feature))?;
+        self.features_seen.insert(feature.id, Some(feature.clone()));
         let name = (feature.project, feature.name.as_str());
         if feature.deleted {
             self.feature_names()?.remove(name)?;
@@ -101,16 +126,16 @@ impl FlagStore for Tables<'_> {
         feature: u64,
         key: &StateKey,
     ) -> Result<Option<StateRecord>, StoreError> {
-        let key = state_key(key);
-        let Some(mut state) = self
-            .states()?
-            .get((env, feature, key.as_slice()))?
-            .map(|v| state_of(v.value()))
-        else {
-            return Ok(None);
-        };
-        state.multivariate = self.allocations_of(env, feature, &key)?;
-        Ok(Some(state))
+        if *key == StateKey::Default
+            && let Some(seen) = self.defaults_seen.get(&(env, feature))
+        {
+            return Ok(seen.clone());
+        }
+        let state = self.read_state(env, feature, key)?;
+        if *key == StateKey::Default {
+            self.defaults_seen.insert((env, feature), state.clone());
+        }
+        Ok(state)
     }
 
     fn states(
@@ -139,14 +164,28 @@ impl FlagStore for Tables<'_> {
         state: &StateRecord,
     ) -> Result<(), StoreError> {
         self.touch(ContentScope::Environment(env));
+        if *key == StateKey::Default {
+            self.defaults_seen
+                .insert((env, feature), Some(state.clone()));
+        }
         let key = state_key(key);
-        self.states()?
-            .insert((env, feature, key.as_slice()), state_row(state))?;
+        let replaced = self
+            .states()?
+            .insert((env, feature, key.as_slice()), state_row(state))?
+            .is_some();
+        // Allocations exist only beside a state row (written and removed with it): a new state
+        // without any has no allocation row to remove, so its lookup is saved.
+        if !replaced && state.multivariate.is_empty() {
+            return Ok(());
+        }
         self.put_allocations(env, feature, &key, &state.multivariate)
     }
 
     fn remove_state(&mut self, env: u64, feature: u64, key: &StateKey) -> Result<(), StoreError> {
         self.touch(ContentScope::Environment(env));
+        if *key == StateKey::Default {
+            self.defaults_seen.insert((env, feature), None);
+        }
         let key = state_key(key);
         self.states()?.remove((env, feature, key.as_slice()))?;
         self.put_allocations(env, feature, &key, &[])

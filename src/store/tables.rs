@@ -5,8 +5,14 @@
 //! as much as the change itself. [`Tables`] opens each table on first use and keeps it open for
 //! every job of the batch that works through it, and keeps the id counters in memory until the
 //! batch ends.
+//!
+//! It also keeps what the batch read of features and environment defaults: a batch is most often
+//! many changes to the same feature (its overrides), and each change reads the feature and its
+//! default state. Every write of either goes through [`Tables`] (`super::flag_state`), which keeps
+//! these copies current; they go with the transaction (a batch re-run after a refusal starts with
+//! new `Tables`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -14,6 +20,7 @@ use super::StoreError;
 use super::queries::{ContentScope, change_count_key};
 use super::rows::{EventRow, FeatureRow, StateRow};
 use super::schema::*;
+use crate::changes::{FeatureRecord, StateRecord};
 
 macro_rules! cached_tables {
     ($($field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
@@ -24,6 +31,11 @@ macro_rules! cached_tables {
             /// What the batch changed that environment documents show.
             changed: BTreeSet<ContentScope>,
             instance_id: Option<u64>,
+            /// Features read or written in this batch, by id (`None`: no such feature).
+            pub(super) features_seen: HashMap<u64, Option<FeatureRecord>>,
+            /// Environment defaults read or written in this batch, by (environment, feature),
+            /// allocations included (`None`: no default state).
+            pub(super) defaults_seen: HashMap<(u64, u64), Option<StateRecord>>,
             meta: Option<Table<'t, &'static str, u64>>,
             $($field: Option<Table<'t, $key, $value>>,)*
         }
@@ -35,6 +47,8 @@ macro_rules! cached_tables {
                     counters: BTreeMap::new(),
                     changed: BTreeSet::new(),
                     instance_id: None,
+                    features_seen: HashMap::new(),
+                    defaults_seen: HashMap::new(),
                     meta: None,
                     $($field: None,)*
                 }

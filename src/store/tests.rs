@@ -216,3 +216,79 @@ fn event_ids_are_the_documented_format() {
         );
     }
 }
+
+/// Within one batch, the features and environment defaults a change reads are kept
+/// (`Tables`): every read after a write sees the write, allocations come and go with their
+/// state, and what commits is what the last write said.
+#[tokio::test]
+async fn reads_within_a_batch_see_its_own_writes() {
+    use crate::changes::{FeatureRecord, MultivariateValue, Owner, StateKey, StateRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+    let state = |id: u64, allocations: usize| StateRecord {
+        id,
+        enabled: id.is_multiple_of(2),
+        value: None,
+        identity_id: None,
+        segment_name: None,
+        priority: None,
+        multivariate: (0..allocations as u64)
+            .map(|n| MultivariateValue {
+                id: n,
+                option: n,
+                percentage_allocation: 10.0,
+            })
+            .collect(),
+    };
+    let feature = FeatureRecord {
+        id: 7,
+        project: 1,
+        name: "f".into(),
+        feature_type: "STANDARD".into(),
+        description: None,
+        initial_value: None,
+        default_enabled: false,
+        created_date: "2026-01-01T00:00:00.000000Z".into(),
+        owner: Owner::Api,
+        deleted: false,
+    };
+    let identity = StateKey::Identity("u".into());
+    store
+        .write(move |tables| {
+            assert_eq!(tables.feature(7)?, None);
+            assert_eq!(tables.state(1, 7, &StateKey::Default)?, None);
+            tables.put_feature(&feature)?;
+            assert_eq!(tables.feature(7)?.as_ref(), Some(&feature));
+            let mut renamed = feature.clone();
+            renamed.description = Some("changed".into());
+            tables.put_feature(&renamed)?;
+            assert_eq!(tables.feature(7)?, Some(renamed));
+            tables.put_state(1, 7, &StateKey::Default, &state(1, 2))?;
+            assert_eq!(tables.state(1, 7, &StateKey::Default)?, Some(state(1, 2)));
+            tables.remove_state(1, 7, &StateKey::Default)?;
+            assert_eq!(tables.state(1, 7, &StateKey::Default)?, None);
+            tables.put_state(1, 7, &StateKey::Default, &state(2, 1))?;
+            // A new override without allocations, then with, then without again.
+            tables.put_state(1, 7, &identity, &state(3, 0))?;
+            tables.put_state(1, 7, &identity, &state(3, 2))?;
+            assert_eq!(tables.state(1, 7, &identity)?, Some(state(3, 2)));
+            tables.put_state(1, 7, &identity, &state(4, 0))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (default, overridden, allocation_rows) = store
+        .write(move |tables| {
+            let default = tables.state(1, 7, &StateKey::Default)?;
+            let overridden = tables.state(1, 7, &StateKey::Identity("u".into()))?;
+            let rows = redb::ReadableTableMetadata::len(tables.multivariate_values()?)?;
+            Ok((default, overridden, rows))
+        })
+        .await
+        .unwrap();
+    assert_eq!(default, Some(state(2, 1)), "the last write committed");
+    assert_eq!(overridden, Some(state(4, 0)));
+    assert_eq!(allocation_rows, 1, "only the default's allocations remain");
+    store.shutdown().await;
+}
