@@ -20,8 +20,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use flagsmith_flag_engine::types::{FlagsmithValue, FlagsmithValueType};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::OfrepError;
 use crate::evaluation::outcome::write_json;
@@ -29,56 +31,93 @@ use crate::evaluation::{FlagOutcome, IDENTITY_OVERRIDE_REASON, IdentityInput, Ou
 
 const SEGMENT_REASON: &str = "TARGETING_MATCH; segment=";
 
-/// Reads an OFREP request body: who to evaluate for (`None`: the environment itself).
+/// Reads an OFREP request body: who to evaluate for (`None`: the environment itself). Read
+/// without a JSON tree: each context field is borrowed from the body, and only traits are
+/// converted (by the engine crate's own reader of values).
 pub fn read_request(body: &[u8]) -> Result<Option<IdentityInput>, OfrepError> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|error| OfrepError::Parse(format!("the body is not JSON: {error}")))?;
-    let Value::Object(mut request) = request else {
+    #[derive(Deserialize)]
+    struct RequestBody<'a> {
+        #[serde(borrow, default)]
+        context: Option<&'a RawValue>,
+    }
+    let not_json = |error| OfrepError::Parse(format!("the body is not JSON: {error}"));
+    // serde would read a list into the struct too.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        serde_json::from_slice::<IgnoredAny>(body).map_err(not_json)?;
         return Err(OfrepError::Parse(
             "the body must be a JSON object: {\"context\": {...}}".to_owned(),
         ));
+    }
+    let request: RequestBody<'_> = serde_json::from_slice(body).map_err(not_json)?;
+    let Some(context) = request.context else {
+        return Ok(None);
     };
-    let context = match request.remove("context") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(context)) => context,
-        Some(_) => {
-            return Err(OfrepError::InvalidContext(
-                "context must be a JSON object".to_owned(),
-            ));
-        }
-    };
-    read_context(context)
+    let ContextFields(fields) = serde_json::from_str(context.get())
+        .map_err(|_| OfrepError::InvalidContext("context must be a JSON object".to_owned()))?;
+    read_context(fields)
 }
 
-fn read_context(mut context: Map<String, Value>) -> Result<Option<IdentityInput>, OfrepError> {
-    let identifier = match context.remove("targetingKey") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(key)) => Some(key).filter(|key| !key.is_empty()),
-        Some(_) => {
-            return Err(OfrepError::InvalidContext(
-                "targetingKey must be a string".to_owned(),
-            ));
+/// A context's fields in their order, each value still JSON text.
+struct ContextFields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for ContextFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ContextFields<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(ContextFields(fields))
+            }
         }
-    };
-    let mut traits = HashMap::with_capacity(context.len());
-    for (name, value) in context {
-        match value {
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// The identity of a context's fields; a field given twice counts as given last, as in a JSON
+/// object read whole.
+fn read_context(fields: Vec<(String, &RawValue)>) -> Result<Option<IdentityInput>, OfrepError> {
+    let mut identifier = None;
+    let mut traits = HashMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let json = value.get();
+        if name == "targetingKey" {
+            identifier = match json {
+                "null" => None,
+                _ => Some(serde_json::from_str::<String>(json).map_err(|_| {
+                    OfrepError::InvalidContext("targetingKey must be a string".to_owned())
+                })?),
+            };
+            continue;
+        }
+        match json.as_bytes().first() {
             // A null trait is an absent one (Flagsmith deletes a trait set to null).
-            Value::Null => {}
-            Value::Object(_) | Value::Array(_) => {
+            _ if json == "null" => {
+                traits.remove(&name);
+            }
+            Some(b'{' | b'[') => {
                 return Err(OfrepError::InvalidContext(format!(
                     "context field {name:?} is an object or a list: Flagsmith traits are \
                      strings, numbers or booleans"
                 )));
             }
-            scalar => {
-                let value: FlagsmithValue = serde_json::from_value(scalar).map_err(|error| {
+            _ => {
+                let value: FlagsmithValue = serde_json::from_str(json).map_err(|error| {
                     OfrepError::InvalidContext(format!("context field {name:?}: {error}"))
                 })?;
                 traits.insert(name, value);
             }
         }
     }
+    let identifier = identifier.filter(|key: &String| !key.is_empty());
     match identifier {
         Some(identifier) => Ok(Some(IdentityInput {
             identifier,
@@ -263,7 +302,34 @@ mod tests {
         let identity = read_request(body).unwrap().unwrap();
         assert_eq!(identity.identifier, "u-1");
         assert_eq!(identity.traits.len(), 2);
+        // Fields as JSON allows them: spaced, escaped, given twice (the last counts), with
+        // other fields beside the context.
+        let body = br#" { "flagKey": 1, "context" : { "targetingKey" : "u\u002d2", "pl\"an": 1.5,
+            "gone": "x", "gone": null, "n": 3, "n": "3", "on": true } } "#;
+        let identity = read_request(body).unwrap().unwrap();
+        assert_eq!(identity.identifier, "u-2");
+        let mut traits: Vec<_> = identity.traits.iter().collect();
+        traits.sort_by_key(|(name, _)| name.as_str());
+        let traits: Vec<_> = traits
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str(),
+                    value.value.as_str(),
+                    value.value_type.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            traits,
+            [
+                ("n", "3", FlagsmithValueType::String),
+                ("on", "true", FlagsmithValueType::Bool),
+                ("pl\"an", "1.5", FlagsmithValueType::Float),
+            ]
+        );
         for empty in [
+            br#"{"context": null}"#,
             &b"{}"[..],
             br#"{"context": {}}"#,
             br#"{"context": {"targetingKey": ""}}"#,
@@ -277,6 +343,10 @@ mod tests {
         let code = |body: &[u8]| read_request(body).unwrap_err().code();
         assert_eq!(code(b"{not json"), "PARSE_ERROR");
         assert_eq!(code(b"[]"), "PARSE_ERROR");
+        assert_eq!(code(b""), "PARSE_ERROR");
+        assert_eq!(code(br#"{"context": {}} x"#), "PARSE_ERROR");
+        assert_eq!(code(br#"{"context": {"a": 1,}}"#), "PARSE_ERROR");
+        assert_eq!(code(br#"{"context": "u"}"#), "INVALID_CONTEXT");
         assert_eq!(code(br#"{"context": 3}"#), "INVALID_CONTEXT");
         assert_eq!(
             code(br#"{"context": {"targetingKey": 3}}"#),

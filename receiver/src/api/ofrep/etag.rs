@@ -10,7 +10,6 @@
 //! (traits no segment reads) get different tags for the same answer, which costs a 200.
 
 use http::HeaderValue;
-use sha2::{Digest, Sha256};
 
 use crate::documents::EnvCache;
 use crate::evaluation::IdentityInput;
@@ -26,35 +25,60 @@ pub fn bulk_etag(
     env: Option<&EnvCache>,
     identity: Option<&IdentityInput>,
 ) -> HeaderValue {
-    let mut hash = Sha256::new();
+    let mut hash = Fnv128::default();
     hash.update(FORMAT);
-    hash.update(env_id.to_le_bytes());
+    hash.update(&env_id.to_le_bytes());
     match env {
         Some(env) => {
-            hash.update([1]);
-            hash.update(env.revision.to_le_bytes());
-            hash.update(env.updated_at_micros.to_le_bytes());
+            hash.update(&[1]);
+            hash.update(&env.revision.to_le_bytes());
+            hash.update(&env.updated_at_micros.to_le_bytes());
         }
-        None => hash.update([0]),
+        None => hash.update(&[0]),
     }
     if let Some(identity) = identity {
-        let field = |hash: &mut Sha256, text: &str| {
-            hash.update((text.len() as u64).to_le_bytes());
-            hash.update(text);
-        };
-        field(&mut hash, &identity.identifier);
+        hash.field(identity.identifier.as_bytes());
         let mut traits: Vec<_> = identity.traits.iter().collect();
         traits.sort_unstable_by_key(|(name, _)| name.as_str());
         for (name, value) in traits {
-            field(&mut hash, name);
-            hash.update([type_tag(&value.value_type)]);
-            field(&mut hash, &value.value);
+            hash.field(name.as_bytes());
+            hash.update(&[type_tag(&value.value_type)]);
+            hash.field(value.value.as_bytes());
         }
     }
-    let digest = hash.finalize();
     let mut tag = [b'"'; 34];
-    hex::encode_to_slice(&digest[..16], &mut tag[1..33]).expect("16 bytes are 32 hex digits");
+    let digest = hash.0.to_be_bytes();
+    hex::encode_to_slice(digest, &mut tag[1..33]).expect("16 bytes are 32 hex digits");
     HeaderValue::from_bytes(&tag).expect("hex is a valid header value")
+}
+
+/// FNV-1a, 128 bits: a fixed, published function (the tag stays across restarts and builds),
+/// and a few instructions per byte of the ~100 bytes hashed. Not cryptographic: a tag guards
+/// nothing, it only lets a client keep what it was given.
+struct Fnv128(u128);
+
+impl Default for Fnv128 {
+    fn default() -> Self {
+        Fnv128(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d)
+    }
+}
+
+impl Fnv128 {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+
+    fn update(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u128::from(*byte);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// A variable-length field, its length first, so that no two sequences of fields hash
+    /// the same bytes.
+    fn field(&mut self, bytes: &[u8]) {
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
+    }
 }
 
 fn type_tag(kind: &FlagsmithValueType) -> u8 {
@@ -153,6 +177,18 @@ mod tests {
         env.revision -= 1;
         env.updated_at_micros += 1;
         assert_ne!(bulk_etag(1, Some(&env), Some(&anna)), tag);
+    }
+
+    #[test]
+    fn the_hash_is_fnv_1a_128() {
+        // The published test vectors of FNV-1a, 128 bits.
+        let of = |text: &[u8]| {
+            let mut hash = Fnv128::default();
+            hash.update(text);
+            hash.0
+        };
+        assert_eq!(of(b""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+        assert_eq!(of(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
     }
 
     #[test]
