@@ -17,6 +17,9 @@
 //! 6. ofrep (issue 11): `POST /ofrep/v1/evaluate/flags`, the bulk evaluation of the same 50 flags
 //!    for a context with 4 traits.
 //!
+//! `documents/ofrep_callgrind.sh` counts the instructions per OFREP answer instead (with
+//! `--write-document FILE`, this binary writes the document it serves).
+//!
 //! The receiver is the real binary; the upstream Flagsmith a minimal server in this process,
 //! serving generated documents by server key; the comparison server this binary re-run with
 //! `--minimal-server PORT FILE`, answering the file's bytes to every request.
@@ -71,6 +74,11 @@ fn main() {
         .collect();
     if args.first().map(String::as_str) == Some("--minimal-server") {
         minimal_server(args[1].parse().unwrap(), Path::new(&args[2]));
+        return;
+    }
+    // For `documents/ofrep_callgrind.sh`: the identity and OFREP parts' document, as a file.
+    if args.first().map(String::as_str) == Some("--write-document") {
+        std::fs::write(&args[1], generate::document(1, &SMALL, 1)).unwrap();
         return;
     }
     support::require_wrk();

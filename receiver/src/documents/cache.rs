@@ -48,8 +48,12 @@ pub struct EnvCache {
     /// The environment prepared for evaluation, kept until it next changes.
     pub(crate) prepared: OnceLock<Arc<PreparedEnvironment>>,
     /// Parts of answers the API prepares from this environment (see [`EnvCache::answer_parts`]).
-    answer_parts: OnceLock<Arc<dyn Any + Send + Sync>>,
+    answer_parts: [OnceLock<Arc<dyn Any + Send + Sync>>; ANSWER_KINDS],
 }
+
+/// How many kinds of answer parts an environment keeps (identity answers, OFREP answers, and
+/// room for one more).
+const ANSWER_KINDS: usize = 3;
 
 impl Clone for EnvCache {
     fn clone(&self) -> Self {
@@ -68,7 +72,7 @@ impl Clone for EnvCache {
             // A clone is made to be changed; its rendering is rebuilt on first use.
             rendered: OnceLock::new(),
             prepared: OnceLock::new(),
-            answer_parts: OnceLock::new(),
+            answer_parts: Default::default(),
         }
     }
 }
@@ -81,14 +85,16 @@ impl EnvCache {
     }
 
     /// Parts of answers (built by `build` on first use) kept until the next change, as
-    /// [`EnvCache::rendered`] keeps a whole answer. One kind of parts per environment: a request
-    /// for another kind gets it built afresh, uncached.
+    /// [`EnvCache::rendered`] keeps a whole answer. Each kind takes the first free slot; past
+    /// [`ANSWER_KINDS`] kinds, a request gets its parts built afresh, uncached.
     pub fn answer_parts<T: Any + Send + Sync>(&self, build: impl Fn(&EnvCache) -> T) -> Arc<T> {
-        let held = self
-            .answer_parts
-            .get_or_init(|| Arc::new(build(self)))
-            .clone();
-        held.downcast().unwrap_or_else(|_| Arc::new(build(self)))
+        for slot in &self.answer_parts {
+            let held = slot.get_or_init(|| Arc::new(build(self)));
+            if let Ok(parts) = held.clone().downcast() {
+                return parts;
+            }
+        }
+        Arc::new(build(self))
     }
 
     /// Features with a live default state, by id.
@@ -148,6 +154,7 @@ impl FlagCache {
         // Anything rendered or prepared from the old content is stale now.
         env.rendered = OnceLock::new();
         env.prepared = OnceLock::new();
+        env.answer_parts = Default::default();
         env
     }
 

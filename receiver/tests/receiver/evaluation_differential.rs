@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use flagpost_receiver::api::ofrep::answer::{read_request, reference_bulk};
+use flagpost_receiver::api::ofrep::render::OfrepPieces;
 use flagpost_receiver::evaluation::{
-    EvaluationDocument, IdentityInput, PreparedEnvironment, ResolvedFlag,
+    EvaluationDocument, FlagOutcome, IdentityInput, PreparedEnvironment, ResolvedFlag, value_json,
 };
 use flagsmith_flag_engine::engine_eval::context::SegmentRule;
 use flagsmith_flag_engine::types::FlagsmithValue;
@@ -111,12 +113,56 @@ fn draw_value<'a>(draw: &mut Draw, values: &'a [String]) -> &'a str {
     draw.pick(values).as_str()
 }
 
+/// The identity as an OpenFeature context, read as OFREP reads it (`None`: an empty identifier,
+/// which OFREP cannot ask for).
+fn ofrep_context(identity: &IdentityInput) -> Option<IdentityInput> {
+    if identity.identifier.is_empty() {
+        return None;
+    }
+    let mut context = serde_json::Map::new();
+    for (name, value) in &identity.traits {
+        context.insert(name.clone(), value_json(value));
+    }
+    context.insert("targetingKey".into(), identity.identifier.clone().into());
+    let body = serde_json::to_vec(&serde_json::json!({ "context": context })).unwrap();
+    Some(read_request(&body).unwrap().expect("a targeting key"))
+}
+
+/// OFREP's bulk answer as the routes write it (compiled evaluation, flags rendered once per
+/// environment by `pieces`) against serde's rendering of the engine crate's evaluation, byte
+/// for byte: values, variants and reasons agree.
+fn compare_ofrep(
+    what: &str,
+    prepared: &PreparedEnvironment,
+    pieces: &OfrepPieces,
+    identity: &IdentityInput,
+) -> Option<String> {
+    let context = ofrep_context(identity)?;
+    let mut written = Vec::new();
+    prepared.evaluate_identity(&context, &[], |flags, _| {
+        pieces.write_bulk(&mut written, flags);
+    });
+    let engine = prepared.evaluate_with_engine(Some(&context), &[]);
+    let flags: Vec<FlagOutcome<'_>> = engine.flags.iter().map(Into::into).collect();
+    let reference = reference_bulk(&flags);
+    (written != reference).then(|| {
+        format!(
+            "{what}, OFREP {context:?}:\n written   {}\n reference {}",
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&reference)
+        )
+    })
+}
+
 /// Compares the two evaluations for random identities; answers the failures. Also checks that
-/// a flag's `prepared` number always stands for the same flag (answers copy it by that number).
+/// a flag's `prepared` number always stands for the same flag (answers copy it by that number),
+/// and that OFREP's answers agree with the engine crate's evaluation.
 fn compare(what: &str, prepared: &PreparedEnvironment, draw: &mut Draw) -> Vec<String> {
     let mut by_number: HashMap<u32, ResolvedFlag> = HashMap::new();
     let mut failures = Vec::new();
+    let pieces = OfrepPieces::new(prepared);
     for identity in identities(prepared, draw) {
+        failures.extend(compare_ofrep(what, prepared, &pieces, &identity));
         let compiled = prepared.evaluate(Some(&identity), &[]);
         let engine = prepared.evaluate_with_engine(Some(&identity), &[]);
         if compiled != engine {

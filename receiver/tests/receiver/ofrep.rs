@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Map, Value, json};
 
 use crate::common::request;
-use crate::live_replay::{ENVIRONMENTS, Replay, step, url};
+use crate::live_replay::{ENVIRONMENTS, Replay, STEPS, step, url};
 use crate::test_deps;
 
 /// The recorded step the providers are asked at.
@@ -374,4 +374,23 @@ async fn bulk_answers_carry_an_etag_and_errors_carry_the_protocols_codes() {
     ] {
         assert!(metrics.contains(counted), "{counted} not in\n{metrics}");
     }
+
+    // A change to the environment moves its tag: the old one gets the new answer and its tag,
+    // which gets 304 in turn.
+    let later = step(STEPS - 1);
+    let served_from = replay.serve(&later, STEPS - 1);
+    replay
+        .wait_for_documents(&later, STEPS - 1, &Default::default(), served_from)
+        .await;
+    let (status, headers, answer) = crate::cors::send("POST", &bulk, &again, &body).await;
+    assert_eq!(status, 200, "the old tag after a change: {answer}");
+    let changed = headers.get("etag").unwrap().to_str().unwrap().to_owned();
+    assert_ne!(changed, etag);
+    let with_new = [
+        ("x-api-key", key),
+        json_type,
+        ("if-none-match", changed.as_str()),
+    ];
+    let (status, _, _) = crate::cors::send("POST", &bulk, &with_new, &body).await;
+    assert_eq!(status, 304);
 }

@@ -3,27 +3,28 @@
 //!
 //! - `POST /ofrep/v1/evaluate/flags/{key}`: one flag, for server-side providers;
 //! - `POST /ofrep/v1/evaluate/flags`: every flag, for client-side providers, with an `ETag`
-//!   (of the answer itself) and `If-None-Match` answered 304 while the answer is the same.
+//!   ([`etag`]: of the environment's revision and the context) and `If-None-Match` answered 304
+//!   before anything is evaluated.
 //!
-//! Both evaluate the environment with the same engine evaluation as `/api/v1/identities/`; how a
-//! Flagsmith flag maps onto OFREP's value, reason and variant is in [`answer`]. The environment is
+//! Both evaluate the environment with the same compiled evaluation as `/api/v1/identities/`, and
+//! write the answer from its borrowed outcomes ([`render`]); how a Flagsmith flag maps onto
+//! OFREP's value, reason and variant is in [`answer`]. The environment is
 //! chosen by its key, sent as the providers are configured to: `Authorization: Bearer KEY`,
 //! `X-API-Key` or Flagsmith's `X-Environment-Key`; client and server keys are both accepted.
 
 pub mod answer;
+pub mod etag;
+pub mod render;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use sha2::{Digest, Sha256};
+use http::{HeaderMap, StatusCode, header};
 
 use crate::api::{AppState, json_response};
 use crate::app::Shared;
-use crate::documents::EnvCache;
 use crate::error::{ApiError, LookupError, OfrepError};
-use crate::evaluation::{Evaluation, IdentityInput};
-use answer::{BulkAnswer, flag_answer, read_request};
+use answer::read_request;
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 pub(crate) async fn evaluate_flag(
@@ -64,55 +65,35 @@ async fn one_flag(shared: &Shared, key: String, request: Request) -> Result<Resp
     let (env, body) = read(shared, request).await.map_err(|e| e.for_flag(&key))?;
     let identity = read_request(&body).map_err(refused)?;
     let cache = shared.cache.load();
-    let evaluation = cache
+    let answer = cache
         .env(env)
-        .map(|env| evaluate(env, identity.as_ref()))
-        .unwrap_or_default();
-    let flag = evaluation
-        .flags
-        .iter()
-        .find(|flag| flag.name == key)
+        .and_then(|env| render::flag_answer(env, identity.as_ref(), &key))
         .ok_or_else(|| refused(OfrepError::FlagNotFound(key.clone())))?;
-    let body = serde_json::to_vec(&flag_answer(flag)).expect("an answer serialises");
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_response(StatusCode::OK, answer))
 }
 
 async fn every_flag(shared: &Shared, request: Request) -> Result<Response, ApiError> {
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let (env, body) = read(shared, request).await?;
+    let (env_id, body) = read(shared, request).await?;
     let refused = |error| ApiError::Ofrep { key: None, error };
     let identity = read_request(&body).map_err(refused)?;
     let cache = shared.cache.load();
-    let evaluation = cache
-        .env(env)
-        .map(|env| evaluate(env, identity.as_ref()))
-        .unwrap_or_default();
-    let answer = BulkAnswer {
-        flags: evaluation.flags.iter().map(flag_answer).collect(),
-    };
-    let body = serde_json::to_vec(&answer).expect("an answer serialises");
-    let etag = etag_of(&body);
-    if if_none_match.is_some_and(|tags| matches(&tags, &etag)) {
+    let env = cache.env(env_id).map(|env| &**env);
+    // Answered from the tag alone: a client that holds the answer costs no evaluation.
+    let etag = etag::bulk_etag(env_id, env, identity.as_ref());
+    if if_none_match.is_some_and(|tags| etag::matches(&tags, &etag)) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response.headers_mut().insert(header::ETAG, etag);
         return Ok(response);
     }
+    let body = match env {
+        Some(env) => render::bulk_answer(env, identity.as_ref()),
+        None => Bytes::from_static(b"{\"flags\":[]}"),
+    };
     let mut response = json_response(StatusCode::OK, body);
     response.headers_mut().insert(header::ETAG, etag);
     Ok(response)
-}
-
-/// Evaluates `env` for `identity` (its own flags when `None`), as `/api/v1/identities/` does.
-fn evaluate(env: &EnvCache, identity: Option<&IdentityInput>) -> Evaluation {
-    let prepared = env.prepared();
-    match identity {
-        None => prepared.evaluate(None, &[]),
-        Some(identity) => {
-            let overlay = env.identity_overlay(&identity.identifier);
-            prepared.evaluate(Some(identity), &overlay)
-        }
-    }
 }
 
 /// Why a request was refused before its context was read.
@@ -179,29 +160,10 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|key| !key.is_empty())
 }
 
-/// A strong validator of the answer's bytes: the same context and flags give the same tag,
-/// across restarts too.
-fn etag_of(body: &[u8]) -> HeaderValue {
-    let digest = Sha256::digest(body);
-    let tag = format!("\"{}\"", hex::encode(&digest[..16]));
-    HeaderValue::try_from(tag).expect("hex is a valid header value")
-}
-
-/// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare as strong ones, as
-/// `If-None-Match` asks.
-fn matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(tags) = if_none_match.to_str() else {
-        return false;
-    };
-    let etag = etag.to_str().unwrap_or_default();
-    tags.split(',').map(str::trim).any(|tag| {
-        let tag = tag.strip_prefix("W/").unwrap_or(tag);
-        tag == "*" || tag == etag
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -217,17 +179,5 @@ mod tests {
         assert_eq!(with("x-api-key", "k2").as_deref(), Some("k2"));
         assert_eq!(with("x-environment-key", "k3").as_deref(), Some("k3"));
         assert_eq!(with("x-api-key", ""), None);
-    }
-
-    #[test]
-    fn if_none_match_names_the_tag_or_any() {
-        let etag = etag_of(b"{}");
-        let header = |text: String| HeaderValue::try_from(text).unwrap();
-        let tag = etag.to_str().unwrap().to_owned();
-        assert!(matches(&header(tag.clone()), &etag));
-        assert!(matches(&header(format!("\"x\", W/{tag}")), &etag));
-        assert!(matches(&header("*".into()), &etag));
-        assert!(!matches(&header("\"x\"".into()), &etag));
-        assert_ne!(etag_of(b"{}"), etag_of(b"[]"));
     }
 }
