@@ -239,6 +239,11 @@ impl Lane {
                     if let Some(Ok((pending, outcome))) = joined {
                         self.attempted(pending, outcome).await;
                     }
+                    // Every other attempt that has finished too, before the slots are refilled:
+                    // one turn of this loop for all of them.
+                    while let Some(Ok((pending, outcome))) = self.in_flight.try_join_next() {
+                        self.attempted(pending, outcome).await;
+                    }
                 }
                 page = read_page(&mut self.scanning) => self.take_page(page).await,
                 Some(settled) = self.settled.recv(), if !reading => self.settle(settled),
@@ -419,12 +424,11 @@ impl Lane {
                 return true;
             };
             let endpoint = endpoint.clone();
-            self.in_flight.spawn(async move {
+            // Boxed once here rather than copied whole into the task and back out of it.
+            self.in_flight.spawn(Box::pin(async move {
                 let outcome = endpoint
                     .transport
                     .attempt(KeyedDelivery {
-                        url: &endpoint.webhook.url,
-                        credentials: endpoint.webhook.credentials.as_ref(),
                         keys: &endpoint.keys,
                         event_id: &pending.event_id,
                         sequence: pending.sequence,
@@ -432,7 +436,7 @@ impl Lane {
                     })
                     .await;
                 (pending, outcome)
-            });
+            }));
         }
         false
     }
