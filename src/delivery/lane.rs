@@ -236,13 +236,8 @@ impl Lane {
             let reading = self.scanning.is_some();
             tokio::select! {
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    if let Some(Ok((pending, outcome))) = joined {
-                        self.attempted(pending, outcome).await;
-                    }
-                    // Every other attempt that has finished too, before the slots are refilled:
-                    // one turn of this loop for all of them.
-                    while let Some(Ok((pending, outcome))) = self.in_flight.try_join_next() {
-                        self.attempted(pending, outcome).await;
+                    if let Some(Ok(finished)) = joined {
+                        self.finished(finished).await;
                     }
                 }
                 page = read_page(&mut self.scanning) => self.take_page(page).await,
@@ -274,6 +269,15 @@ impl Lane {
             }
         }
         self.activity.stopped();
+    }
+
+    /// A finished attempt, and every other that has finished too before the slots are refilled:
+    /// one turn of the run loop for all of them.
+    async fn finished(&mut self, (pending, outcome): (Pending, AttemptOutcome)) {
+        self.attempted(pending, outcome).await;
+        while let Some(Ok((pending, outcome))) = self.in_flight.try_join_next() {
+            self.attempted(pending, outcome).await;
+        }
     }
 
     /// Takes the endpoint's new configuration, preparing its secrets' keys once for the
