@@ -117,7 +117,11 @@ impl SigningKey {
     pub fn flagsmith_signature(&self, body: &[u8]) -> String {
         let mut mac = self.flagsmith.clone();
         mac.update(body);
-        hex::encode(mac.finalize().into_bytes())
+        // Into a buffer of the known size: `hex::encode` collects the digits one char at a time.
+        let mut digits = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut digits)
+            .expect("32 bytes are 64 hex digits");
+        String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
     }
 
     /// Appends one `v1,<base64>` entry of a `webhook-signature` header to `header`.

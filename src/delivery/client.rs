@@ -1,31 +1,22 @@
-//! The HTTP client that makes one signed delivery attempt.
-//!
-//! One client for every lane: hyper-util's pooled client keeps connections alive per host, so a
-//! lane with eight requests in flight reuses eight connections instead of paying a handshake per
-//! delivery. Redirects are never followed (hyper's client does not): a 3xx is a failed attempt, so
-//! an endpoint cannot bounce signed bodies to an address nobody configured.
+//! The HTTP client that makes one signed delivery attempt: what every endpoint shares, the
+//! attempt's outcome, and the headers that sign it. Each endpoint's requests and connections are
+//! in [`super::http_target`]. Redirects are never followed: a 3xx is a failed attempt, so an
+//! endpoint cannot bounce signed bodies to an address nobody configured.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, Uri};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use super::retry::parse_retry_after;
-use crate::config::{Credentials, split_credentials};
+use super::http_target::HttpTarget;
+use crate::config::split_credentials;
 use crate::signing::{
     FLAGSMITH_SIGNATURE_HEADER, SEQUENCE_HEADER, Secret, SigningKey, WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, standard_signature_header_with,
 };
-
-/// The most of a response body that is read; the rest is dropped with the connection. Endpoints
-/// answer a web hook with a few bytes; a huge answer must not cost memory.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -55,11 +46,8 @@ pub struct SignedDelivery<'a> {
 }
 
 /// A [`SignedDelivery`] whose secrets' keys are prepared: what a lane sends, keeping the keys of
-/// its endpoint's secrets from one configuration to the next.
+/// its endpoint's secrets from one configuration to the next. Where it goes is the transport's.
 pub(crate) struct KeyedDelivery<'a> {
-    /// Without userinfo: [`Credentials`] carry it.
-    pub url: &'a Uri,
-    pub credentials: Option<&'a Credentials>,
     /// As [`SignedDelivery::secrets`], newest first.
     pub keys: &'a [SigningKey],
     pub event_id: &'a str,
@@ -98,9 +86,12 @@ impl AttemptOutcome {
     }
 }
 
+/// What every endpoint's HTTP deliveries share: how connections are opened (TLS or not), the
+/// attempt's time limit and the `User-Agent`. Each endpoint keeps its own connections (see
+/// [`super::http_target`]).
 #[derive(Clone)]
 pub struct DeliveryClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
     timeout: Duration,
     user_agent: HeaderValue,
 }
@@ -113,133 +104,76 @@ impl DeliveryClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Many endpoints may share one host (receivers behind one address, told apart by
-            // path): every lane's connections must stay pooled, or requests pay a new
-            // connection each. Idle ones are closed after the timeout above.
-            .pool_max_idle_per_host(4096)
-            .build(https);
         Ok(DeliveryClient {
-            http: client,
+            connector,
             timeout,
             user_agent: HeaderValue::from_static(concat!("flagpost/", env!("CARGO_PKG_VERSION"))),
         })
     }
 
-    /// Signs `delivery` with this attempt's timestamp and posts it. Never fails: every way an
-    /// attempt can go wrong is an outcome to record.
+    pub(crate) fn connector(&self) -> &HttpsConnector<HttpConnector> {
+        &self.connector
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn user_agent(&self) -> &HeaderValue {
+        &self.user_agent
+    }
+
+    /// Signs `delivery` with this attempt's timestamp and posts it, on a connection of its own.
+    /// Never fails: every way an attempt can go wrong is an outcome to record.
     pub async fn attempt(&self, delivery: SignedDelivery<'_>) -> AttemptOutcome {
         let keys: Vec<SigningKey> = delivery.secrets.iter().map(Secret::prepare).collect();
         let (url, credentials) = split_credentials(delivery.url);
-        self.attempt_keyed(KeyedDelivery {
-            url: &url,
-            credentials: credentials.as_ref(),
-            keys: &keys,
-            event_id: delivery.event_id,
-            sequence: delivery.sequence,
-            body: delivery.body,
-        })
-        .await
+        HttpTarget::new(self, &url, credentials.as_ref())
+            .attempt(&KeyedDelivery {
+                keys: &keys,
+                event_id: delivery.event_id,
+                sequence: delivery.sequence,
+                body: delivery.body,
+            })
+            .await
     }
+}
 
-    /// As [`DeliveryClient::attempt`], with keys prepared beforehand.
-    pub(crate) async fn attempt_keyed(&self, delivery: KeyedDelivery<'_>) -> AttemptOutcome {
-        let now = SystemTime::now();
-        let started_at_ms = unix_millis(now);
-        let started = Instant::now();
-        let request = match self.signed_request(&delivery, now) {
-            Ok(request) => request,
-            Err(error) => {
-                return AttemptOutcome {
-                    started_at_ms,
-                    latency: started.elapsed(),
-                    status: None,
-                    error: Some(error),
-                    retry_after: None,
-                };
-            }
-        };
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(describe_error)?;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            // Read the answer to its end so that the connection goes back to the pool.
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
-            let read =
-                body.collect().await.map(|_| ()).map_err(|e| {
-                    format!("reading the response: {}", describe_error_chain(e.as_ref()))
-                });
-            Ok::<_, String>((status, retry_after, read.err()))
-        };
-        let (status, retry_after, error) = match tokio::time::timeout(self.timeout, exchange).await
-        {
-            Ok(Ok((status, retry_after, body_error))) => (Some(status), retry_after, body_error),
-            Ok(Err(error)) => (None, None, Some(error)),
-            Err(_) => (
-                None,
-                None,
-                Some(format!("timed out after {} ms", self.timeout.as_millis())),
-            ),
-        };
-        AttemptOutcome {
-            started_at_ms,
-            latency: started.elapsed(),
-            status,
-            error,
-            retry_after,
-        }
+/// Adds the headers that identify and sign `delivery`, timestamped `now`, to `headers`.
+pub(super) fn signed_headers(
+    headers: &mut HeaderMap,
+    delivery: &KeyedDelivery<'_>,
+    now: SystemTime,
+) -> Result<(), String> {
+    let timestamp = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // Only the event id can make a header invalid; the message names the header, not a value.
+    let event_id = HeaderValue::from_str(delivery.event_id)
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    headers.insert(WEBHOOK_ID.clone(), event_id);
+    headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
+    headers.insert(SEQUENCE.clone(), HeaderValue::from(delivery.sequence));
+    if let Some(newest) = delivery.keys.first() {
+        let signature = standard_signature_header_with(
+            delivery.keys,
+            delivery.event_id,
+            &timestamp.to_string(),
+            &delivery.body,
+        );
+        headers.insert(
+            FLAGSMITH_SIGNATURE.clone(),
+            signed_value(newest.flagsmith_signature(&delivery.body))?,
+        );
+        headers.insert(WEBHOOK_SIGNATURE.clone(), signed_value(signature)?);
     }
-
-    fn signed_request(
-        &self,
-        delivery: &KeyedDelivery<'_>,
-        now: SystemTime,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        let timestamp = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        // Only the event id can make a header invalid; the message names the header, not a value.
-        let event_id = HeaderValue::from_str(delivery.event_id)
-            .map_err(|e| format!("cannot build the request: {e}"))?;
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(USER_AGENT, self.user_agent.clone());
-        headers.insert(WEBHOOK_ID.clone(), event_id);
-        headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
-        headers.insert(SEQUENCE.clone(), HeaderValue::from(delivery.sequence));
-        if let Some(credentials) = delivery.credentials {
-            headers.insert(AUTHORIZATION, credentials.header().clone());
-        }
-        if let Some(newest) = delivery.keys.first() {
-            let signature = standard_signature_header_with(
-                delivery.keys,
-                delivery.event_id,
-                &timestamp.to_string(),
-                &delivery.body,
-            );
-            headers.insert(
-                FLAGSMITH_SIGNATURE.clone(),
-                signed_value(newest.flagsmith_signature(&delivery.body))?,
-            );
-            headers.insert(WEBHOOK_SIGNATURE.clone(), signed_value(signature)?);
-        }
-        let mut request = Request::new(Full::new(delivery.body.clone()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = delivery.url.clone();
-        *request.headers_mut() = headers;
-        Ok(request)
-    }
+    Ok(())
 }
 
 /// A signature as a header value: hex or base64, always valid, taken without a copy.
@@ -249,11 +183,7 @@ fn signed_value(signature: String) -> Result<HeaderValue, String> {
 
 /// The error and its causes on one line ("client error (Connect): tcp connect error: Connection
 /// refused"), since hyper's top-level message alone says little.
-fn describe_error(error: hyper_util::client::legacy::Error) -> String {
-    describe_error_chain(&error)
-}
-
-fn describe_error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn describe_error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

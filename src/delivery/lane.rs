@@ -236,8 +236,8 @@ impl Lane {
             let reading = self.scanning.is_some();
             tokio::select! {
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    if let Some(Ok((pending, outcome))) = joined {
-                        self.attempted(pending, outcome).await;
+                    if let Some(Ok(finished)) = joined {
+                        self.finished(finished).await;
                     }
                 }
                 page = read_page(&mut self.scanning) => self.take_page(page).await,
@@ -269,6 +269,15 @@ impl Lane {
             }
         }
         self.activity.stopped();
+    }
+
+    /// A finished attempt, and every other that has finished too before the slots are refilled:
+    /// one turn of the run loop for all of them.
+    async fn finished(&mut self, (pending, outcome): (Pending, AttemptOutcome)) {
+        self.attempted(pending, outcome).await;
+        while let Some(Ok((pending, outcome))) = self.in_flight.try_join_next() {
+            self.attempted(pending, outcome).await;
+        }
     }
 
     /// Takes the endpoint's new configuration, preparing its secrets' keys once for the
@@ -419,12 +428,11 @@ impl Lane {
                 return true;
             };
             let endpoint = endpoint.clone();
-            self.in_flight.spawn(async move {
+            // Boxed once here rather than copied whole into the task and back out of it.
+            self.in_flight.spawn(Box::pin(async move {
                 let outcome = endpoint
                     .transport
                     .attempt(KeyedDelivery {
-                        url: &endpoint.webhook.url,
-                        credentials: endpoint.webhook.credentials.as_ref(),
                         keys: &endpoint.keys,
                         event_id: &pending.event_id,
                         sequence: pending.sequence,
@@ -432,7 +440,7 @@ impl Lane {
                     })
                     .await;
                 (pending, outcome)
-            });
+            }));
         }
         false
     }

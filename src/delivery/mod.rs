@@ -3,7 +3,7 @@
 //!
 //! - [`retry`]: when a failed delivery is tried again, and when it is given up (pure).
 //! - [`endpoint_health`]: when a failing endpoint's whole lane pauses and probes (pure).
-//! - [`client`]: one signed HTTP attempt over pooled connections.
+//! - [`client`]: one signed HTTP attempt; `http_target`: an endpoint's own connections.
 //! - `transport`: what a lane attempts through: HTTP, or `jetstream` (a publish acknowledged
 //!   by the stream).
 //! - `[delivery]` settings live with the rest of the configuration, in `crate::config`.
@@ -20,6 +20,7 @@
 pub mod client;
 pub mod dispatcher;
 pub mod endpoint_health;
+mod http_target;
 mod jetstream;
 mod lane;
 pub mod metrics;
