@@ -11,7 +11,8 @@
 //! It never delays a lone sender: a batch waits only for as many senders as the last commit
 //! answered plus those already queued, so one request at a time is committed at once (the end to
 //! end latency bench), and it waits no longer than [`MAX_GATHER`], nor than half the last commit
-//! took (so a fast disk keeps short waits), for senders that do not come back.
+//! took (so a fast disk keeps short waits), nor past a silence of [`MAX_GAP`], for senders that
+//! do not come back.
 
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ use tokio::sync::mpsc;
 
 /// The longest a batch waits for answered senders to come back.
 pub const MAX_GATHER: Duration = Duration::from_micros(1_000);
+
+/// A batch stops waiting once no sender came back for this long: senders that are coming back
+/// arrive one after another, so a silence this long means the rest are not coming soon.
+pub const MAX_GAP: Duration = Duration::from_micros(250);
 
 /// What the writer knows of its senders: how many the last commit answered, and how long it took.
 #[derive(Debug, Default)]
@@ -48,8 +53,11 @@ impl Gather {
             return false;
         }
         let expected = (jobs.len() + std::mem::take(&mut self.answered)).min(max);
-        let deadline = Instant::now() + (self.last_commit / 2).min(MAX_GATHER);
+        let started = Instant::now();
+        let deadline = started + (self.last_commit / 2).min(MAX_GATHER);
+        let mut last_arrival = started;
         while jobs.len() < expected {
+            let before = jobs.len();
             while jobs.len() < max {
                 match queue.try_recv() {
                     Ok(job) => jobs.push(job),
@@ -57,10 +65,14 @@ impl Gather {
                 }
             }
             let now = Instant::now();
-            if jobs.len() >= expected || now >= deadline {
+            if jobs.len() > before {
+                last_arrival = now;
+            }
+            let quiet_until = last_arrival + MAX_GAP;
+            if jobs.len() >= expected || now >= deadline || now >= quiet_until {
                 break;
             }
-            std::thread::park_timeout(deadline - now);
+            std::thread::park_timeout(deadline.min(quiet_until) - now);
         }
         true
     }
