@@ -4,10 +4,8 @@
 //!   are recognised by; all on the raw bytes, before the writer sees the request.
 //! - [`writer`]: the one writer thread: remembers request ids (dedupe), applies changes to the
 //!   documents, and commits both durably (group commit) before anyone is answered.
-//! - [`gather`]: how long the writer gathers a batch (until the senders it answered are back).
 //! - [`recent`]: the latest web hooks taken and refused, for the status page.
 
-pub mod gather;
 pub mod recent;
 pub mod request;
 pub mod writer;

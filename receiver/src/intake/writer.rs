@@ -2,9 +2,8 @@
 //!
 //! A durable commit costs an fsync, so the thread takes every job queued while the previous commit
 //! ran, applies them to a staged copy of the cache, writes their rows in one transaction and commits
-//! once. A lone request is committed at once; under load the queue fills while the previous
-//! commit runs, so batches grow with the load by themselves, and a batch waits (briefly, see
-//! [`super::gather`]) for the senders the last commit answered to come back. Only after
+//! once. It never waits for more: a lone request is committed at once, and under load the queue
+//! fills while the previous commit runs, so batches grow with the load by themselves. Only after
 //! the commit does it publish the staged cache (readers never see a change that could still be
 //! lost) and answer each job's waiter.
 //!
@@ -27,7 +26,6 @@ use crate::documents::{
     Change, Dirty, FlagCache, FlagpostDocument, Outcome, SenderCheck, UpstreamDocument,
 };
 use crate::error::WriteError;
-use crate::intake::gather::{self, Gather};
 use crate::storage::{Batch, RequestId, Storage};
 
 /// The most jobs one commit takes; bounds the latency of the first job in a burst.
@@ -102,8 +100,6 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// The writer thread, woken after each job while it gathers a batch.
-    thread: std::thread::Thread,
     commit_latency: Histogram,
     failure: Failure,
 }
@@ -141,7 +137,6 @@ pub fn start(
         published: cache,
         commits: commits_tx,
         commit_latency: commit_latency.clone(),
-        gather: Gather::default(),
     };
     let thread = std::thread::Builder::new()
         .name("receiver-writer".into())
@@ -149,7 +144,6 @@ pub fn start(
         .map_err(|error| WriteError::WriterThread(Arc::new(error)))?;
     let writer = Writer {
         jobs,
-        thread: thread.thread().clone(),
         commit_latency,
         failure,
     };
@@ -231,9 +225,7 @@ impl Writer {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| WriteError::WriterGone)?;
-        gather::wake(&self.thread);
-        Ok(())
+            .map_err(|_| WriteError::WriterGone)
     }
 }
 
@@ -247,7 +239,6 @@ struct WriterThread {
     published: Arc<ArcSwap<FlagCache>>,
     commits: watch::Sender<u64>,
     commit_latency: Histogram,
-    gather: Gather,
 }
 
 impl WriterThread {
@@ -285,7 +276,7 @@ impl WriterThread {
                 let _ = self.recover();
             }
         }
-        self.gather.take(queue, jobs, MAX_BATCH)
+        queue.blocking_recv_many(jobs, MAX_BATCH) > 0
     }
 
     fn failing(&self) -> bool {
@@ -343,7 +334,6 @@ impl WriterThread {
         match result {
             Ok(((answers, changed), elapsed)) => {
                 self.commit_latency.observe(elapsed.as_secs_f64());
-                self.gather.committed(jobs.len(), elapsed);
                 tracing::debug!(
                     jobs = jobs.len(),
                     elapsed_us = elapsed.as_micros() as u64,
