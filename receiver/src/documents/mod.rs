@@ -28,6 +28,7 @@
 
 pub mod cache;
 pub mod change;
+pub mod event_id;
 pub mod flagpost;
 pub mod order;
 pub mod overrides;

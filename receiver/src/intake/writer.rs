@@ -26,7 +26,7 @@ use crate::documents::{
     Change, Dirty, FlagCache, FlagpostDocument, Outcome, SenderCheck, UpstreamDocument,
 };
 use crate::error::WriteError;
-use crate::storage::{Batch, Storage};
+use crate::storage::{Batch, RequestId, Storage};
 
 /// The most jobs one commit takes; bounds the latency of the first job in a burst.
 const MAX_BATCH: usize = 4096;
@@ -77,7 +77,7 @@ impl IntakeOutcome {
 
 enum Job {
     Intake {
-        request_id: String,
+        request_id: RequestId,
         change: Option<Box<Change>>,
         reply: oneshot::Sender<Result<IntakeOutcome, WriteError>>,
     },
@@ -155,7 +155,7 @@ impl Writer {
     /// with whatever else is waiting.
     pub async fn intake(
         &self,
-        request_id: String,
+        request_id: RequestId,
         change: Option<Change>,
     ) -> Result<IntakeOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
@@ -244,14 +244,8 @@ struct WriterThread {
 impl WriterThread {
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = self.next_job(&mut queue) {
-            jobs.push(first);
-            while jobs.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+        // Each pass takes every job waiting, in one go (one lock of the queue, not one per job).
+        while self.next_jobs(&mut queue, &mut jobs) {
             match self.recover() {
                 Ok(()) => self.commit(&mut jobs),
                 Err(error) => fail(&mut jobs, error),
@@ -260,15 +254,19 @@ impl WriterThread {
         // Every handle is gone: the database closes here, cleanly, when `self` drops.
     }
 
-    /// The next job; while failing, wakes every [`RETRY_EVERY`] to try to commit again, so that
-    /// `/readyz` recovers without waiting for a web hook.
-    fn next_job(&mut self, queue: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    /// Waits for jobs and takes all that are queued into `jobs`; false once every handle is gone.
+    /// While failing, wakes every [`RETRY_EVERY`] to try to commit again, so that `/readyz`
+    /// recovers without waiting for a web hook.
+    fn next_jobs(&mut self, queue: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) -> bool {
         let step = Duration::from_millis(50);
         let mut waited = Duration::ZERO;
         while self.failing() {
             match queue.try_recv() {
-                Ok(job) => return Some(job),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Ok(job) => {
+                    jobs.push(job);
+                    return true;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             std::thread::sleep(step);
@@ -278,7 +276,7 @@ impl WriterThread {
                 let _ = self.recover();
             }
         }
-        queue.blocking_recv()
+        queue.blocking_recv_many(jobs, MAX_BATCH) > 0
     }
 
     fn failing(&self) -> bool {
@@ -461,7 +459,7 @@ fn run_batch(
             Job::Intake {
                 request_id, change, ..
             } => {
-                if !batch.remember(request_id, now)? {
+                if !batch.remember(*request_id, now)? {
                     Answer::Intake(IntakeOutcome::Duplicate)
                 } else {
                     match change {

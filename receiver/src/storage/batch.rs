@@ -3,23 +3,22 @@
 //!
 //! Every table is opened once per batch, not once per request.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
 use crate::storage::documents::{self, DocumentsTable};
-use crate::storage::{
-    DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, SEEN, SEEN_BY_TIME, STATES, json, scope_key,
-};
+use crate::storage::request_ids::{RequestId, RequestIds};
+use crate::storage::rows::{self, MetaRow, SlotRow};
+use crate::storage::{DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, STATES, scope_key};
 
-type StatesTable<'txn> = Table<'txn, (u64, u64, &'static str), &'static [u8]>;
+type StatesTable<'txn> = Table<'txn, (u64, u64, &'static str), SlotRow<'static>>;
 
 /// The tables of one write transaction, open for the length of a batch.
 pub struct Batch<'txn> {
-    seen: Table<'txn, &'static str, i64>,
-    seen_by_time: Table<'txn, (i64, &'static str), ()>,
+    request_ids: RequestIds<'txn>,
     envs: Table<'txn, u64, &'static str>,
-    features: Table<'txn, (u64, u64), &'static str>,
+    features: Table<'txn, (u64, u64), MetaRow<'static>>,
     deleted: Table<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
     documents: DocumentsTable<'txn>,
@@ -28,8 +27,7 @@ pub struct Batch<'txn> {
 impl<'txn> Batch<'txn> {
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Batch<'txn>, WriteError> {
         Ok(Batch {
-            seen: txn.open_table(SEEN)?,
-            seen_by_time: txn.open_table(SEEN_BY_TIME)?,
+            request_ids: RequestIds::open(txn)?,
             envs: txn.open_table(ENVIRONMENTS)?,
             features: txn.open_table(FEATURES)?,
             deleted: txn.open_table(DELETED_FEATURES)?,
@@ -39,38 +37,13 @@ impl<'txn> Batch<'txn> {
     }
 
     /// Records a request id; false when it was already taken (by this batch or an earlier one).
-    pub fn remember(&mut self, request_id: &str, now_unix: i64) -> Result<bool, WriteError> {
-        // One lookup in the common case (a new id): the insert answers what the id held before.
-        let first_seen = self
-            .seen
-            .insert(request_id, now_unix)?
-            .map(|previous| previous.value());
-        if let Some(first_seen) = first_seen {
-            // Keep when it was first taken, which its `SEEN_BY_TIME` row records.
-            self.seen.insert(request_id, first_seen)?;
-            return Ok(false);
-        }
-        self.seen_by_time.insert((now_unix, request_id), ())?;
-        Ok(true)
+    pub fn remember(&mut self, request_id: RequestId, now_unix: i64) -> Result<bool, WriteError> {
+        self.request_ids.remember(request_id, now_unix)
     }
 
     /// Forgets request ids taken before `before_unix`; returns how many.
     pub fn forget_before(&mut self, before_unix: i64) -> Result<u64, WriteError> {
-        let old: Vec<(i64, String)> = self
-            .seen_by_time
-            .range((i64::MIN, "")..(before_unix, ""))?
-            .map(|row| {
-                row.map(|(key, _)| {
-                    let (at, id) = key.value();
-                    (at, id.to_owned())
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        for (at, id) in &old {
-            self.seen_by_time.remove((*at, id.as_str()))?;
-            self.seen.remove(id.as_str())?;
-        }
-        Ok(old.len() as u64)
+        self.request_ids.forget_before(before_unix)
     }
 
     /// Writes the rows behind every dirty key, reading their new content from `cache`.
@@ -140,8 +113,8 @@ impl<'txn> Batch<'txn> {
         feature: u64,
         entry: &FeatureEntry,
     ) -> Result<(), WriteError> {
-        let row = serde_json::to_string(&entry.meta).expect("meta serialises");
-        self.features.insert((env, feature), row.as_str())?;
+        self.features
+            .insert((env, feature), rows::meta_row(&entry.meta))?;
         Ok(())
     }
 
@@ -154,14 +127,14 @@ impl<'txn> Batch<'txn> {
     ) -> Result<(), WriteError> {
         let key = scope_key(scope);
         let row = entry.and_then(|entry| match scope {
-            Scope::Default => entry.default.as_ref().map(json),
-            Scope::Identity(identifier) => entry.identities.get(identifier).map(json),
-            Scope::Segment(segment) => entry.segments.get(segment).map(json),
+            Scope::Default => entry.default.as_ref().map(rows::flag_slot_row),
+            Scope::Identity(identifier) => {
+                entry.identities.get(identifier).map(rows::flag_slot_row)
+            }
+            Scope::Segment(segment) => entry.segments.get(segment).map(rows::segment_slot_row),
         });
         match row {
-            Some(row) => self
-                .states
-                .insert((env, feature, key.as_str()), row.as_slice())?,
+            Some(row) => self.states.insert((env, feature, key.as_str()), row)?,
             None => self.states.remove((env, feature, key.as_str()))?,
         };
         Ok(())
@@ -182,17 +155,17 @@ impl<'txn> Batch<'txn> {
         self.write_meta(env, feature, entry)?;
         if let Some(slot) = &entry.default {
             self.states
-                .insert((env, feature, ""), json(slot).as_slice())?;
+                .insert((env, feature, ""), rows::flag_slot_row(slot))?;
         }
         for (identifier, slot) in entry.identities.iter() {
             let key = scope_key(&Scope::Identity(identifier.into()));
             self.states
-                .insert((env, feature, key.as_str()), json(slot).as_slice())?;
+                .insert((env, feature, key.as_str()), rows::flag_slot_row(slot))?;
         }
         for (segment, slot) in &entry.segments {
             let key = scope_key(&Scope::Segment(*segment));
             self.states
-                .insert((env, feature, key.as_str()), json(slot).as_slice())?;
+                .insert((env, feature, key.as_str()), rows::segment_slot_row(slot))?;
         }
         Ok(())
     }

@@ -10,6 +10,9 @@
 
 pub mod batch;
 mod documents;
+mod request_ids;
+mod rows;
+mod schema;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -21,26 +24,23 @@ use flagpost::store::open::{OpenError, TWO_PHASE_COMMIT, open_checked, probe_com
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::documents::{EnvCache, FeatureEntry, FeatureMeta, FlagCache, FlagState, Scope};
-use crate::documents::{SegmentState, Slot};
+use crate::documents::{EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
 
 pub use batch::Batch;
+pub use request_ids::RequestId;
+pub use schema::SCHEMA_VERSION;
 
 /// Environment rows: what is known about each environment as a whole.
 const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
-/// `(environment, feature)` -> what the feature is.
-const FEATURES: TableDefinition<(u64, u64), &str> = TableDefinition::new("features");
+/// `(environment, feature)` -> what the feature is ([`rows::MetaRow`]).
+const FEATURES: TableDefinition<(u64, u64), rows::MetaRow> = TableDefinition::new("feature_meta");
 /// `(environment, feature)` of every deleted feature: the tombstones.
 const DELETED_FEATURES: TableDefinition<(u64, u64), ()> = TableDefinition::new("deleted_features");
-/// `(environment, feature, key)` -> the key's slot; key "" is the default, `i:<identifier>` an
-/// identity override, `s:<segment id>` a segment override.
-const STATES: TableDefinition<(u64, u64, &str), &[u8]> = TableDefinition::new("states");
-/// Request ids already taken (`webhook-id`, else SHA-256 of the body) -> when (unix seconds).
-const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen_requests");
-/// `(when, id)`, so that pruning old ids is one range scan.
-const SEEN_BY_TIME: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("seen_requests_by_time");
+/// `(environment, feature, key)` -> the key's slot ([`rows::SlotRow`]); key "" is the default,
+/// `i:<identifier>` an identity override, `s:<segment id>` a segment override.
+const STATES: TableDefinition<(u64, u64, &str), rows::SlotRow> =
+    TableDefinition::new("feature_states");
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -87,10 +87,6 @@ fn scope_key(scope: &Scope) -> String {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("cache rows always serialise")
-}
-
 fn corrupt(what: &str, error: impl std::fmt::Display) -> WriteError {
     WriteError::Corrupt(format!("{what}: {error}"))
 }
@@ -135,12 +131,13 @@ impl Storage {
         let db = open_checked(path, cache_bytes).map_err(refused)?;
         let mut txn = db.begin_write()?;
         txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+        schema::initialise(&txn, path)?;
         txn.open_table(ENVIRONMENTS)?;
         txn.open_table(FEATURES)?;
         txn.open_table(DELETED_FEATURES)?;
         txn.open_table(STATES)?;
-        txn.open_table(SEEN)?;
-        txn.open_table(SEEN_BY_TIME)?;
+        txn.open_table(request_ids::REQUEST_IDS)?;
+        txn.open_table(request_ids::REQUEST_IDS_BY_TIME)?;
         documents::create(&txn)?;
         txn.commit()?;
         Ok(Storage {
@@ -236,26 +233,21 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
     let mut features: HashMap<(u64, u64), FeatureEntry> = HashMap::new();
     for row in txn.open_table(FEATURES)?.iter()? {
         let (key, value) = row?;
-        let meta: FeatureMeta =
-            serde_json::from_str(value.value()).map_err(|e| corrupt("feature row", e))?;
-        features.entry(key.value()).or_default().meta = meta;
+        features.entry(key.value()).or_default().meta = rows::meta_of(value.value());
     }
     for row in txn.open_table(STATES)?.iter()? {
         let (key, value) = row?;
         let (env, feature, scope) = key.value();
         let entry = features.entry((env, feature)).or_default();
-        let bytes = value.value();
+        let slot = value.value();
         if scope.is_empty() {
-            entry.default = Some(serde_json::from_slice(bytes).map_err(|e| corrupt("state", e))?);
+            entry.default = Some(rows::flag_slot_of(slot));
         } else if let Some(identifier) = scope.strip_prefix("i:") {
-            let slot: Slot<FlagState> =
-                serde_json::from_slice(bytes).map_err(|e| corrupt("identity state", e))?;
+            let slot = rows::flag_slot_of(slot);
             entry.identities.insert(identifier.into(), slot);
         } else if let Some(segment) = scope.strip_prefix("s:") {
             let segment: u64 = segment.parse().map_err(|e| corrupt("segment key", e))?;
-            let slot: Slot<SegmentState> =
-                serde_json::from_slice(bytes).map_err(|e| corrupt("segment state", e))?;
-            entry.segments.insert(segment, slot);
+            entry.segments.insert(segment, rows::segment_slot_of(slot));
         } else {
             return Err(corrupt("state key", scope));
         }

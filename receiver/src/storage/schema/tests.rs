@@ -1,0 +1,115 @@
+//! A file written in schema 1 (JSON rows, text request ids) opens with everything it held, and a
+//! file of a later schema is refused.
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use super::*;
+use crate::storage::Storage;
+
+const ENVIRONMENTS_V1: TableDefinition<u64, &str> = TableDefinition::new("environments");
+
+/// A schema-1 file as the receiver wrote it: one environment, a feature with a default, an
+/// identity override and a segment override, and two remembered request ids.
+fn write_schema_1(path: &Path) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut envs = txn.open_table(ENVIRONMENTS_V1).unwrap();
+        envs.insert(1, r#"{"name":"prod","document_seq":null,"loaded_at":null,"refreshed_at":5,"revision":3,"updated_at_micros":7}"#).unwrap();
+        let mut features = txn.open_table(FEATURES_V1).unwrap();
+        features.insert((1, 7), r#"{"name":"banner","feature_type":"STANDARD","description":null,"initial_value":"x","default_enabled":false,"created_date":null,"order":{"seq":4}}"#).unwrap();
+        let mut states = txn.open_table(STATES_V1).unwrap();
+        let default = br#"{"order":{"seq":3},"state":{"enabled":true,"value":"on"}}"#;
+        states.insert((1, 7, ""), default.as_slice()).unwrap();
+        let identity = br#"{"order":{"seq":4},"state":{"enabled":false,"value":12,"identity_id":9},"arrived_micros":99}"#;
+        states
+            .insert((1, 7, "i:alice"), identity.as_slice())
+            .unwrap();
+        let segment = br#"{"order":{"ts_micros":8},"state":{"enabled":true,"value":null,"priority":1,"name":"beta"}}"#;
+        states.insert((1, 7, "s:42"), segment.as_slice()).unwrap();
+        let mut seen = txn.open_table(SEEN_V1).unwrap();
+        let mut seen_by_time = txn.open_table(SEEN_BY_TIME_V1).unwrap();
+        for (id, at) in [
+            ("id:evt_000000000000000a_000000000004", 100),
+            ("id:msg_1", 200),
+        ] {
+            seen.insert(id, at).unwrap();
+            seen_by_time.insert((at, id), ()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_with_everything_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receiver.redb");
+    write_schema_1(&path);
+
+    let (storage, cache) = Storage::open(&path, 1 << 20).unwrap();
+    let env = cache.env(1).unwrap();
+    assert_eq!((env.name.as_deref(), env.revision), (Some("prod"), 3));
+    let entry = &env.features[&7];
+    assert_eq!(entry.meta.name, "banner");
+    assert_eq!(entry.meta.order.seq, Some(4));
+    let default = entry.default_state().unwrap();
+    assert_eq!(
+        default.value,
+        Some(flagpost::wire::FlagValue::String("on".into()))
+    );
+    let alice = entry.identities.get("alice").unwrap();
+    assert_eq!(alice.arrived_micros, 99);
+    assert_eq!(alice.state.as_ref().unwrap().identity_id, Some(9));
+    let segment = entry.segments[&42].state.as_ref().unwrap();
+    assert_eq!(
+        (segment.priority, segment.name.as_deref()),
+        (Some(1), Some("beta"))
+    );
+
+    // The ids remembered as text are still duplicates, by whichever form they now take.
+    let (taken, _) = storage
+        .write(|batch| {
+            Ok([
+                batch.remember(
+                    RequestId::webhook_id("evt_000000000000000a_000000000004"),
+                    300,
+                )?,
+                batch.remember(RequestId::webhook_id("msg_1"), 300)?,
+                batch.remember(RequestId::webhook_id("msg_2"), 300)?,
+            ])
+        })
+        .unwrap();
+    assert_eq!(taken, [false, false, true]);
+    // ... and forgotten by when they were first taken.
+    let (forgotten, _) = storage.write(|batch| batch.forget_before(250)).unwrap();
+    assert_eq!(forgotten, 2);
+    drop(storage);
+
+    // Opened again: schema 2 as it stands, nothing migrated twice.
+    let (_, again) = Storage::open(&path, 1 << 20).unwrap();
+    let entry = &again.env(1).unwrap().features[&7];
+    assert!(entry.identities.get("alice").is_some());
+}
+
+#[test]
+fn a_file_of_a_later_schema_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receiver.redb");
+    drop(Storage::open(&path, 1 << 20).unwrap());
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let error = Storage::open(&path, 1 << 20).err().unwrap().to_string();
+    assert!(error.contains("schema version 99"), "{error}");
+    assert!(error.contains("delete the file"), "{error}");
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
+    assert_eq!(version.unwrap().value(), 99);
+}
