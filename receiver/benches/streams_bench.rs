@@ -208,7 +208,7 @@ fn main() {
         Client::builder(TokioExecutor::new()).build_http();
     let _guard = runtime.enter();
     runtime.block_on(change(&client, addr, 0));
-    let idle_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
+    let idle_kib = support::memory_kib(receiver.id(), "VmRSS");
     let progress = Arc::new(Progress {
         remaining: AtomicUsize::new(streams),
         round: AtomicUsize::new(0),
@@ -218,7 +218,8 @@ fn main() {
     let opening = Instant::now();
     open_streams(&runtime, addr, streams, &progress);
     let opened_in = opening.elapsed();
-    let open_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
+    let open_kib = support::memory_kib(receiver.id(), "VmRSS");
+    let (idle_rss, open_rss) = (idle_kib / 1024, open_kib / 1024);
 
     let mut latencies = Vec::with_capacity(rounds);
     for round in 1..=rounds {
@@ -248,6 +249,13 @@ fn main() {
     support::row(
         "receiver RSS: before streams / all open / after the rounds (peak)",
         format!("{idle_rss} MiB / {open_rss} MiB / {now_rss} MiB ({peak} MiB)"),
+    );
+    support::row(
+        "receiver RSS per open stream",
+        format!(
+            "{:.1} KiB",
+            open_kib.saturating_sub(idle_kib) as f64 / streams as f64
+        ),
     );
     support::row(
         &format!(
