@@ -7,7 +7,8 @@
 //! `/v1/environments/{env}/stream`), each its own TCP connection read by its own task, then makes
 //! `FLAGPOST_BENCH_ROUNDS` changes (default 100), one at a time, each a signed web hook. For each
 //! change it measures from the web hook's acknowledgement to the moment the last stream has its
-//! event, and reports the p50 and p99 of those, with the receiver's RSS with every stream open.
+//! event, and reports the p50 and p99 of those, with the receiver's RSS with every stream open and
+//! its CPU time per change (less sensitive than the latencies to other load on the machine).
 //! Both processes raise their open-files limit (the receiver does so itself).
 //! `FLAGPOST_BENCH_RECEIVER=<path>` runs that receiver binary instead of this build's.
 
@@ -208,7 +209,7 @@ fn main() {
         Client::builder(TokioExecutor::new()).build_http();
     let _guard = runtime.enter();
     runtime.block_on(change(&client, addr, 0));
-    let idle_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
+    let idle_kib = support::memory_kib(receiver.id(), "VmRSS");
     let progress = Arc::new(Progress {
         remaining: AtomicUsize::new(streams),
         round: AtomicUsize::new(0),
@@ -218,8 +219,10 @@ fn main() {
     let opening = Instant::now();
     open_streams(&runtime, addr, streams, &progress);
     let opened_in = opening.elapsed();
-    let open_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
+    let open_kib = support::memory_kib(receiver.id(), "VmRSS");
+    let (idle_rss, open_rss) = (idle_kib / 1024, open_kib / 1024);
 
+    let cpu_before = cpu_ms(receiver.id());
     let mut latencies = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         progress.start_round(round, streams);
@@ -239,6 +242,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     latencies.sort();
+    // The 20 ms pauses between rounds are idle for the receiver (heartbeats aside).
+    let cpu_per_change = (cpu_ms(receiver.id()) - cpu_before) as f64 / rounds as f64;
     let peak = support::peak_rss_mib(receiver.id());
     let now_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
     support::row(
@@ -248,6 +253,13 @@ fn main() {
     support::row(
         "receiver RSS: before streams / all open / after the rounds (peak)",
         format!("{idle_rss} MiB / {open_rss} MiB / {now_rss} MiB ({peak} MiB)"),
+    );
+    support::row(
+        "receiver RSS per open stream",
+        format!(
+            "{:.1} KiB",
+            open_kib.saturating_sub(idle_kib) as f64 / streams as f64
+        ),
     );
     support::row(
         &format!(
@@ -260,5 +272,21 @@ fn main() {
             support::ms(*latencies.last().unwrap())
         ),
     );
+    support::row(
+        "receiver CPU time per change (user + system, all streams)",
+        format!("{cpu_per_change:.1} ms"),
+    );
     drop(receiver);
+}
+
+/// The CPU time `pid` has used (user and system), in milliseconds: less sensitive to other
+/// processes on the machine than the latencies.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's closing parenthesis: fields 3 onwards; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ticks * 1000 / per_second
 }

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    refuse_transparent_huge_pages();
     let (config, config_file) = match &config_path {
         Some(path) => {
             let (config, file) = Config::load_file(path)?;
@@ -85,3 +86,17 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 // their consolidation cost more of that than mimalloc's per-thread free lists.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc commits its arena at once, and where the kernel's transparent huge pages are
+/// enabled for it, each 2 MiB of the arena that is touched at all becomes resident whole: with
+/// 10,000 change streams open (each a connection with two 8 KiB hyper buffers, barely written)
+/// that was 20 KiB of RSS per stream instead of 12 KiB. Refused for this process before the
+/// runtime allocates its connections; the cost is a few more TLB misses.
+fn refuse_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's flags.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        let error = std::io::Error::last_os_error();
+        eprintln!("flagpost-receiver: cannot refuse transparent huge pages: {error}");
+    }
+}

@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub struct StreamsFile {
     /// The most streams open at once; one more is answered 503.
     pub max_streams: usize,
-    /// Events a stream may have waiting for its client before it is dropped.
+    /// Notices (changes, heartbeats) a stream may be behind its environment, beyond what its
+    /// socket holds, before it is dropped.
     pub buffer_events: usize,
     /// Seconds between heartbeats (SSE comment lines) on every stream.
     pub heartbeat_secs: u64,

@@ -23,6 +23,14 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 /// Sent first on every stream: how long a client waits before it reconnects (milliseconds).
 pub const RETRY: &[u8] = b"retry: 1000\n\n";
 
+/// `retry:` and then `frame`, as one piece: a stream's opening, written at once.
+pub fn with_retry(frame: &[u8]) -> Bytes {
+    let mut opening = Vec::with_capacity(RETRY.len() + frame.len());
+    opening.extend_from_slice(RETRY);
+    opening.extend_from_slice(frame);
+    Bytes::from(opening)
+}
+
 /// One flag as a stream shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamFlag {

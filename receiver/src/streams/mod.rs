@@ -12,31 +12,46 @@
 //! environment had when it was first streamed; revisions are stored, so positions survive a
 //! restart). A client further back than that gets one full-state event instead.
 //!
-//! - [`events`]: the flags a stream shows, diffs, and the bytes of each frame.
+//! A stream is no task of its own: its response body ([`feed::Feed`]) takes the channel's notices
+//! itself, whenever hyper asks it for more, so a change wakes each connection once and costs it a
+//! clone of the frame rendered once for all. The channel keeps, for each stream, how many notices
+//! it has taken ([`Tail`]): one that falls `streams.buffer_events` behind (its client stopped
+//! reading, so hyper stopped asking) has its connection closed and is counted.
+//!
+//! - [`events`]: the flags a stream shows, diffs, and the bytes of each frame;
+//! - [`feed`]: one stream's body.
 
 pub mod events;
+pub mod feed;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use flagpost::serve::CloseConnection;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::config::Live;
 use crate::documents::{EnvCache, FlagCache};
-use events::{Audience, FlagTable, Position, diff, flagsmith_frame, full_frame, native_frame};
+use events::{
+    Audience, FlagTable, Position, diff, flagsmith_frame, full_frame, native_frame, with_retry,
+};
 
-/// Notices a stream's task may fall behind on the broadcast before it counts as too slow (its
-/// own buffer towards the client, `streams.buffer_events`, is the limit that normally applies).
+/// Notices the broadcast keeps. A stream further behind counts as too slow whatever
+/// `streams.buffer_events` says (which normally applies first: see [`StreamHub::drop_slow`]).
 const BROADCAST_CAPACITY: usize = 1024;
+
+/// Dead tails are swept out of a channel at least when it holds this many (and at every
+/// change and heartbeat), so opening and closing streams never grows it.
+const TAILS_PRUNED_AT: usize = 1024;
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +66,11 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// As kept in [`Tail::ended`] (0: not ended).
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
     pub const ALL: [EndReason; 4] = [
         EndReason::ClientGone,
         EndReason::TooSlow,
@@ -100,9 +120,38 @@ struct Channel {
     since: u64,
     /// The environment's keys, to end its streams when a reload changes them.
     keys: BTreeSet<String>,
+    /// Notices sent so far; a stream's [`Tail::taken`] counts the same way.
+    sent: u64,
+    /// Every stream of the channel (and some that ended, until the next sweep).
+    tails: Vec<Arc<Tail>>,
+    /// `retry:` and the opening event at `revision`, rendered for the first stream that needs
+    /// each and shared by the others: Flagsmith's, and the native full state.
+    flagsmith_opening: Option<Bytes>,
+    full_opening: Option<Bytes>,
 }
 
 impl Channel {
+    fn send(&mut self, notice: Notice) {
+        self.sent += 1;
+        // No receiver is fine: the channel still keeps its position for later resumes.
+        let _ = self.notices.send(notice);
+    }
+
+    fn flagsmith_opening(&mut self) -> Bytes {
+        let updated_at = self.updated_at_micros;
+        self.flagsmith_opening
+            .get_or_insert_with(|| with_retry(&flagsmith_frame(updated_at)))
+            .clone()
+    }
+
+    fn full_opening(&mut self, env: u64) -> Bytes {
+        let at = self.position(env);
+        let flags = &self.flags;
+        self.full_opening
+            .get_or_insert_with(|| with_retry(&full_frame(at, None, flags)))
+            .clone()
+    }
+
     fn position(&self, env: u64) -> Position {
         Position {
             env,
@@ -112,16 +161,28 @@ impl Channel {
     }
 }
 
+/// One stream as its channel sees it, shared with the stream's body.
+pub struct Tail {
+    /// Notices the stream has taken from its channel (counted as [`Channel::sent`]).
+    taken: AtomicU64,
+    /// Why it ended ([`EndReason::code`]), 0 while it is open: the first reason is the one counted.
+    ended: AtomicU8,
+    /// Closes the stream's connection, when the stream is too slow to end by its body.
+    close: Option<CloseConnection>,
+}
+
 /// A stream's first frames and the notices that follow them, without gap or overlap.
 pub struct Subscription {
-    pub opening: Vec<Bytes>,
+    /// `retry:` and what the client must see first.
+    pub opening: Bytes,
     pub notices: broadcast::Receiver<Notice>,
     /// The position the opening frames bring the client to.
     pub revision: u64,
     /// The published cache as it was when the stream subscribed: at or past `revision`.
     pub cache: Arc<FlagCache>,
-    /// Turns true when the receiver stops.
-    pub stopping: watch::Receiver<bool>,
+    pub tail: Arc<Tail>,
+    /// Set when the receiver was already stopping: the stream ends after its opening.
+    pub ended: Option<EndReason>,
 }
 
 /// A place among `streams.max_streams`; given back when dropped (when the response ends).
@@ -156,7 +217,10 @@ pub struct StreamHub {
     /// from a cache older than one [`StreamHub::announce`] already went past.
     cache: Arc<ArcSwap<FlagCache>>,
     open: AtomicUsize,
-    stopping: watch::Sender<bool>,
+    /// Set, under the `channels` lock, when the receiver stops.
+    stopping: std::sync::atomic::AtomicBool,
+    /// `streams.buffer_events` as last configured (it applies live).
+    buffer_events: AtomicUsize,
     metrics: StreamMetrics,
 }
 
@@ -188,7 +252,8 @@ impl StreamHub {
             channels: Mutex::new(HashMap::new()),
             cache,
             open: AtomicUsize::new(0),
-            stopping: watch::Sender::new(false),
+            stopping: Default::default(),
+            buffer_events: AtomicUsize::new(usize::MAX),
             metrics,
         })
     }
@@ -200,7 +265,7 @@ impl StreamHub {
 
     /// A place for one more stream, unless `max` are open or the receiver is stopping.
     pub fn try_open(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
-        if *self.stopping.borrow() {
+        if self.stopping.load(Ordering::Acquire) {
             return None;
         }
         let taken = self
@@ -220,13 +285,29 @@ impl StreamHub {
         }
     }
 
-    pub fn ended(&self, reason: EndReason) {
+    /// Ends `tail`'s stream for `reason` unless it ended already, and counts it; a stream too
+    /// slow to take its end from its body has its connection closed.
+    pub fn end(&self, tail: &Tail, reason: EndReason) {
+        let first = tail
+            .ended
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !first {
+            return;
+        }
         self.metrics
             .ended
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             })
             .inc();
+        if reason == EndReason::TooSlow {
+            // hyper waits on a socket the client does not read, and would never end the body.
+            if let Some(close) = &tail.close {
+                close.close();
+            }
+            tracing::info!("a change stream's client stopped reading: dropped");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Channel>> {
@@ -251,6 +332,10 @@ impl StreamHub {
                 changed_at: HashMap::new(),
                 since: revision,
                 keys: keys_of(live, env),
+                sent: 0,
+                tails: Vec::new(),
+                flagsmith_opening: None,
+                full_opening: None,
             }
         })
     }
@@ -258,32 +343,53 @@ impl StreamHub {
     /// Flagsmith's realtime stream: the environment's `updated_at` now (the SDKs refetch if it is
     /// newer than what they hold, which closes the gap between their fetch and this stream),
     /// then one event per change.
-    pub fn subscribe_flagsmith(&self, env: u64, live: &Live) -> Subscription {
-        self.subscribe(env, live, |channel, opening| {
+    pub fn subscribe_flagsmith(
+        &self,
+        env: u64,
+        live: &Live,
+        close: Option<CloseConnection>,
+    ) -> Subscription {
+        self.subscribe(env, live, close, |channel| {
             if channel.revision > 0 {
-                opening.push(flagsmith_frame(channel.updated_at_micros));
+                channel.flagsmith_opening()
+            } else {
+                Bytes::from_static(events::RETRY)
             }
         })
     }
 
-    /// Subscribes to `env`'s channel, `opening` adding the first frames after `retry:`.
+    /// Subscribes to `env`'s channel, `opening` making the first frames (`retry:` included).
     fn subscribe(
         &self,
         env: u64,
         live: &Live,
-        opening: impl FnOnce(&Channel, &mut Vec<Bytes>),
+        close: Option<CloseConnection>,
+        opening: impl FnOnce(&mut Channel) -> Bytes,
     ) -> Subscription {
+        self.buffer_events
+            .store(live.streams.buffer_events, Ordering::Relaxed);
         let mut channels = self.lock();
         let cache = self.cache.load_full();
         let channel = Self::channel(&mut channels, env, &cache, live);
-        let mut frames = vec![Bytes::from_static(events::RETRY)];
-        opening(channel, &mut frames);
+        let tail = Arc::new(Tail {
+            taken: AtomicU64::new(channel.sent),
+            ended: AtomicU8::new(0),
+            close,
+        });
+        if channel.tails.len() >= TAILS_PRUNED_AT.max(channel.tails.capacity()) {
+            channel.tails.retain(|tail| Arc::strong_count(tail) > 1);
+        }
+        channel.tails.push(tail.clone());
         Subscription {
-            opening: frames,
+            opening: opening(channel),
             notices: channel.notices.subscribe(),
             revision: channel.revision,
             cache,
-            stopping: self.stopping.subscribe(),
+            tail,
+            ended: self
+                .stopping
+                .load(Ordering::Acquire)
+                .then_some(EndReason::Shutdown),
         }
     }
 
@@ -295,24 +401,30 @@ impl StreamHub {
         env: u64,
         last_event_id: Option<u64>,
         live: &Live,
+        close: Option<CloseConnection>,
     ) -> Subscription {
-        self.subscribe(env, live, |channel, opening| {
+        self.subscribe(env, live, close, |channel| {
             let at = channel.position(env);
             match last_event_id {
-                Some(seen) if seen == channel.revision => {}
+                Some(seen) if seen == channel.revision => Bytes::from_static(events::RETRY),
                 Some(seen) if seen >= channel.since && seen < channel.revision => {
                     let (changed, deleted) = changes_since(channel, seen);
-                    opening.push(native_frame(at, None, false, &changed, &deleted));
+                    with_retry(&native_frame(at, None, false, &changed, &deleted))
                 }
-                _ => opening.push(full_frame(at, None, &channel.flags)),
+                _ => channel.full_opening(env),
             }
         })
     }
 
-    /// An identity's native stream: its task evaluates the subscription's cache and each change
+    /// An identity's native stream: its body evaluates the subscription's cache and each change
     /// itself, so the opening is only `retry:`.
-    pub fn subscribe_identity(&self, env: u64, live: &Live) -> Subscription {
-        self.subscribe(env, live, |_, _| {})
+    pub fn subscribe_identity(
+        &self,
+        env: u64,
+        live: &Live,
+        close: Option<CloseConnection>,
+    ) -> Subscription {
+        self.subscribe(env, live, close, |_| Bytes::from_static(events::RETRY))
     }
 
     /// Announces every streamed environment that moved past what its channel announced. Runs
@@ -325,12 +437,31 @@ impl StreamHub {
             };
             if env.revision > channel.revision {
                 announce_one(*env_id, env, channel);
+                self.drop_slow(channel);
             }
         }
     }
 
+    /// Ends the streams of `channel` that are more than `streams.buffer_events` notices behind
+    /// (their clients stopped reading, so hyper stopped asking their bodies for more), and
+    /// forgets those that ended.
+    fn drop_slow(&self, channel: &mut Channel) {
+        let limit = self.buffer_events.load(Ordering::Relaxed) as u64;
+        let sent = channel.sent;
+        channel.tails.retain(|tail| {
+            if Arc::strong_count(tail) == 1 || tail.ended.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            if sent.saturating_sub(tail.taken.load(Ordering::Acquire)) > limit {
+                self.end(tail, EndReason::TooSlow);
+                return false;
+            }
+            true
+        });
+    }
+
     /// Follows the writer's commits for the life of the task, announcing each published cache.
-    pub async fn follow(self: Arc<Self>, mut commits: watch::Receiver<u64>) {
+    pub async fn follow(self: Arc<Self>, mut commits: tokio::sync::watch::Receiver<u64>) {
         while commits.changed().await.is_ok() {
             let published = self.cache.load_full();
             self.announce(&published);
@@ -341,8 +472,9 @@ impl StreamHub {
     pub async fn heartbeats(self: Arc<Self>, interval: impl Fn() -> Duration + Send + 'static) {
         loop {
             tokio::time::sleep(interval()).await;
-            for channel in self.lock().values() {
-                let _ = channel.notices.send(Notice::Heartbeat);
+            for channel in self.lock().values_mut() {
+                channel.send(Notice::Heartbeat);
+                self.drop_slow(channel);
             }
         }
     }
@@ -350,11 +482,13 @@ impl StreamHub {
     /// Ends the streams of every environment whose keys differ in `live`, a reloaded
     /// configuration: their clients reconnect, and are let in again only with a key that holds.
     pub fn keys_reloaded(&self, live: &Live) {
+        self.buffer_events
+            .store(live.streams.buffer_events, Ordering::Relaxed);
         for (env, channel) in self.lock().iter_mut() {
             let keys = keys_of(live, *env);
             if keys != channel.keys {
                 channel.keys = keys;
-                let _ = channel.notices.send(Notice::End(EndReason::KeysReloaded));
+                channel.send(Notice::End(EndReason::KeysReloaded));
             }
         }
     }
@@ -362,7 +496,13 @@ impl StreamHub {
     /// Ends every stream and refuses new ones: the server is stopping, and waits for open
     /// responses to end.
     pub fn shut_down(&self) {
-        self.stopping.send_replace(true);
+        let mut channels = self.lock();
+        // Under the lock: a stream subscribes either before (and gets the notice) or after
+        // (and sees the flag).
+        self.stopping.store(true, Ordering::Release);
+        for channel in channels.values_mut() {
+            channel.send(Notice::End(EndReason::Shutdown));
+        }
     }
 }
 
@@ -416,6 +556,7 @@ fn announce_one(env_id: u64, env: &EnvCache, channel: &mut Channel) {
         flagsmith: flagsmith_frame(env.updated_at_micros),
         native,
     };
-    // No receiver is fine: the channel still keeps its position for later resumes.
-    let _ = channel.notices.send(Notice::Changed(Arc::new(notice)));
+    channel.flagsmith_opening = None;
+    channel.full_opening = None;
+    channel.send(Notice::Changed(Arc::new(notice)));
 }

@@ -1,6 +1,7 @@
 //! Issue 11, change streams, against the real binary: a native stream resumes across a restart
 //! with `Last-Event-ID`, a client that stops reading is dropped while another keeps receiving,
-//! `streams.max_streams` is enforced, and a reload of an environment's keys ends its streams.
+//! `streams.max_streams` is enforced, a reload of an environment's keys ends its streams, and
+//! 2,000 open streams cost little memory each.
 //! (Flagsmith's own clients in realtime mode: `streams_sdk.rs`.)
 
 use std::net::SocketAddr;
@@ -424,4 +425,57 @@ async fn an_identity_stream_carries_what_changes_for_that_identity_only() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// A field of `/proc/{pid}/{file}` in kB (`VmRSS` of `status`, `AnonHugePages` of `smaps_rollup`).
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/{file}"))
+}
+
+/// Issue 11's memory target at a test's scale (the bench opens 10,000 in release): 2,000 open
+/// streams take no transparent huge pages (with them, mimalloc's arena was resident in whole
+/// 2 MiB pages: 20 KiB per stream in the bench instead of 12). The few the process may have
+/// touched before refusing them at start stay; none are added.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_open_streams_hold_no_huge_pages_and_little_memory_each() {
+    const STREAMS: usize = 2000;
+    flagpost::serve::raise_open_files_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = Binary::start(dir.path(), free_addr(), "max_streams = 2100").await;
+    binary.change(1, json!("before")).await;
+    let pid = binary.running.id();
+    let before = proc_kib(pid, "status", "VmRSS");
+    let huge_before = proc_kib(pid, "smaps_rollup", "AnonHugePages");
+    let mut streams = Vec::with_capacity(STREAMS);
+    for n in 0..STREAMS {
+        let mut stream = tokio::net::TcpStream::connect(binary.addr).await.unwrap();
+        let path = match n % 2 {
+            0 => "/sse/environments/stream-key/stream",
+            _ => "/v1/environments/1/stream",
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", binary.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    binary
+        .wait_for_metric(&format!("flagpost_receiver_streams_open {STREAMS}"))
+        .await;
+    // Every stream has its opening: the answers are written, not waiting to be.
+    for stream in &mut streams {
+        let mut opening = [0u8; 256];
+        assert!(stream.read(&mut opening).await.unwrap() > 0);
+    }
+    let per_stream = (proc_kib(pid, "status", "VmRSS") - before) as f64 / STREAMS as f64;
+    let huge = proc_kib(pid, "smaps_rollup", "AnonHugePages");
+    println!(
+        "{STREAMS} streams: {per_stream:.1} KiB of RSS each (debug build), {huge} kB in huge pages"
+    );
+    assert_eq!(huge, huge_before, "the streams took transparent huge pages");
+    // 12 KiB a stream in this debug build and 11.7 in release; 20.8 with huge pages.
+    assert!(per_stream < 16.0, "{per_stream:.1} KiB of RSS per stream");
 }
