@@ -223,24 +223,7 @@ fn main() {
     let (idle_rss, open_rss) = (idle_kib / 1024, open_kib / 1024);
 
     let cpu_before = cpu_ms(receiver.id());
-    let mut latencies = Vec::with_capacity(rounds);
-    for round in 1..=rounds {
-        progress.start_round(round, streams);
-        runtime.block_on(async {
-            change(&client, addr, round).await;
-            let acknowledged = Instant::now();
-            tokio::time::timeout(Duration::from_secs(120), progress.done.notified())
-                .await
-                .unwrap_or_else(|_| panic!("round {round}: not every stream had its event"));
-            let last = progress
-                .last_seen
-                .lock()
-                .unwrap()
-                .expect("set before notified");
-            latencies.push(last.saturating_duration_since(acknowledged));
-        });
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut latencies = run_rounds(&runtime, &client, addr, rounds, streams, &progress);
     latencies.sort();
     // The 20 ms pauses between rounds are idle for the receiver (heartbeats aside).
     let cpu_per_change = (cpu_ms(receiver.id()) - cpu_before) as f64 / rounds as f64;
@@ -277,6 +260,37 @@ fn main() {
         format!("{cpu_per_change:.1} ms"),
     );
     drop(receiver);
+}
+
+/// `rounds` changes one at a time, each waited for until every stream has its event: how long
+/// after each web hook's acknowledgement the last stream saw it.
+fn run_rounds(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    rounds: usize,
+    streams: usize,
+    progress: &Progress,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        progress.start_round(round, streams);
+        runtime.block_on(async {
+            change(client, addr, round).await;
+            let acknowledged = Instant::now();
+            tokio::time::timeout(Duration::from_secs(120), progress.done.notified())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: not every stream had its event"));
+            let last = progress
+                .last_seen
+                .lock()
+                .unwrap()
+                .expect("set before notified");
+            latencies.push(last.saturating_duration_since(acknowledged));
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    latencies
 }
 
 /// The CPU time `pid` has used (user and system), in milliseconds: less sensitive to other
