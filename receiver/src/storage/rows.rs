@@ -7,6 +7,10 @@ use crate::documents::{FeatureMeta, FlagState, Order, SegmentState, Slot};
 
 /// A flag value: (kind, number bits, text). Kinds: 0 none, 1 false, 2 true, 3 integer (the bits
 /// of an `i64`), 4 float (the bits of an `f64`), 5 string (the text).
+///
+/// flagpost's store lays values out the same way, but in its own code on purpose: each file's
+/// format belongs to its program and moves only with that program's schema version, so a change
+/// to one must never silently change how the other's files are read.
 pub type ValueRow<'a> = (u8, u64, &'a str);
 
 /// A key's state: (enabled, value, state id, identity id, segment priority, segment name).
