@@ -3,8 +3,11 @@
 //! packages from `receiver/tests/sdk/package.json`): plain `cargo test` works once that command
 //! has run, and a test whose library is missing fails naming it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
 
 /// The README's test command, which installs what these tests need.
 pub const SETUP: &str = ".ci/test --setup-only";
@@ -77,4 +80,30 @@ fn interpreter(
     let mut command = Command::new(program);
     command.env(path_variable, &path);
     command
+}
+
+/// Runs `command` with `input` as JSON on its standard input and answers the JSON it prints;
+/// panics with what it wrote to standard error when it fails.
+pub fn run_json(mut command: Command, input: &Value) -> Value {
+    let described = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {described}: {e}"));
+    let input = serde_json::to_vec(input).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{described} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{described} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::common::*;
@@ -43,6 +43,21 @@ pub const ENVIRONMENTS: [(&str, u64, &str, &str); 2] = [
 
 pub fn step(n: usize) -> Value {
     read_json(Path::new(LIVE).join(format!("steps/{n:03}.json")))
+}
+
+/// The traits a recorded identity was asked with (its `traits_sent`), by name.
+pub fn traits_sent(recorded_identity: &Value) -> Map<String, Value> {
+    recorded_identity["traits_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["trait_key"].as_str().unwrap().to_owned(),
+                t["trait_value"].clone(),
+            )
+        })
+        .collect()
 }
 
 /// Step `n`'s document of `env` as Flagsmith served it.

@@ -4,12 +4,11 @@
 //! flags, for the same identities and traits, as in remote mode, and as Flagsmith gave.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Map, Value, json};
 
-use crate::live_replay::{ENVIRONMENTS, Replay, step, url};
+use crate::live_replay::{ENVIRONMENTS, Replay, step, traits_sent, url};
 use crate::test_deps;
 
 const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/local_evaluation.py");
@@ -37,17 +36,7 @@ fn recorded(step: &Value, env: &str) -> (Value, Value) {
     let mut traits = Map::new();
     for (identifier, recorded) in step["identities"][env].as_object().unwrap() {
         identities.insert(identifier.clone(), table(&recorded["answer"]["flags"]));
-        let sent: Map<String, Value> = recorded["traits_sent"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["trait_key"].as_str().unwrap().to_owned(),
-                    t["trait_value"].clone(),
-                )
-            })
-            .collect();
+        let sent = traits_sent(recorded);
         traits.insert(identifier.clone(), Value::Object(sent));
     }
     let answers = json!({"environment": table(&step["flags"][env]), "identities": identities});
@@ -56,28 +45,8 @@ fn recorded(step: &Value, env: &str) -> (Value, Value) {
 
 /// Runs an SDK script with the identities on its standard input; answers its JSON.
 fn run_script(mut command: Command, script: &str, args: [&str; 3], traits: &Value) -> Value {
-    let mut child = command
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {script}: {e}"));
-    let input = serde_json::to_vec(traits).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{script} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    command.arg(script).args(args);
+    test_deps::run_json(command, traits)
 }
 
 async fn sdks_answer_as_flagsmith(sdk: &'static str) {

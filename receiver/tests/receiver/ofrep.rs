@@ -6,13 +6,12 @@
 //! answered it, mapped as the README says: the value (or the caller's default for a disabled
 //! value flag), and the reason (`STATIC`, `TARGETING_MATCH`, `SPLIT`, `DISABLED`).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::common::request;
-use crate::live_replay::{ENVIRONMENTS, Replay, STEPS, step, url};
+use crate::live_replay::{ENVIRONMENTS, Replay, STEPS, step, traits_sent, url};
 use crate::test_deps;
 
 /// The recorded step the providers are asked at.
@@ -106,17 +105,7 @@ fn cases(step: &Value, env: &str) -> Vec<Case> {
         .collect();
     cases.push(missing(&json!({})));
     for (identifier, recorded) in step["identities"][env].as_object().unwrap() {
-        let mut context: Map<String, Value> = recorded["traits_sent"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["trait_key"].as_str().unwrap().to_owned(),
-                    t["trait_value"].clone(),
-                )
-            })
-            .collect();
+        let mut context = traits_sent(recorded);
         context.insert("targetingKey".into(), json!(identifier));
         let context = Value::Object(context);
         for flag in recorded["answer"]["flags"].as_array().unwrap() {
@@ -133,27 +122,11 @@ fn run(mut command: Command, args: &[&str], cases: &[Case]) -> Vec<Value> {
         .iter()
         .map(|c| json!({"context": c.context, "flag": c.flag, "default": c.default}))
         .collect();
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {args:?}: {e}"));
-    let input = serde_json::to_vec(&input).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    command.args(args);
+    match test_deps::run_json(command, &Value::Array(input)) {
+        Value::Array(rows) => rows,
+        other => panic!("{args:?} printed {other}, not a row per case"),
+    }
 }
 
 /// The differences between what a provider answered and what it must.

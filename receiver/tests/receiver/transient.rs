@@ -4,14 +4,11 @@
 //! it as Flagsmith does (the SHA-256 of its traits, so its splits are stable) and evaluates its
 //! traits: it gets the segment overrides Flagsmith gave an identity with the same traits.
 
-use std::io::Write as _;
-use std::process::Stdio;
-
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::common::request;
-use crate::live_replay::{ENVIRONMENTS, Replay, step, url};
+use crate::live_replay::{ENVIRONMENTS, Replay, step, traits_sent, url};
 use crate::test_deps;
 
 const SCRIPT: &str = concat!(
@@ -44,39 +41,17 @@ async fn the_flagsmith_js_client_identifies_traits_without_an_identifier() {
         .await;
     let (_, _, key, _) = ENVIRONMENTS[0];
     let anna = &recorded["identities"]["live"]["u-anna"];
-    let traits: Map<String, Value> = anna["traits_sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["trait_key"].as_str().unwrap().to_owned(),
-                t["trait_value"].clone(),
-            )
-        })
-        .collect();
+    let traits = traits_sent(anna);
 
     let api = url(replay.port, "/api/v1/");
-    let input = serde_json::to_vec(&traits).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = { node }
-            .args([SCRIPT, &api, key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
+    let input = Value::Object(traits.clone());
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut node = node;
+        node.args([SCRIPT, &api, key]);
+        test_deps::run_json(node, &input)
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success(),
-        "the flagsmith client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
 
     // What the client sent, asked directly: named as Flagsmith names it.
     let sent: Vec<Value> = traits

@@ -468,17 +468,7 @@ async fn the_native_identity_route_takes_traits_and_says_what_decided_each_flag(
     let dir = tempfile::tempdir().unwrap();
     let (receiver, _stand_in) = receiver_at_step(dir.path(), 33, 10).await;
     let recorded = &step(33)["identities"]["live"]["u-anna"];
-    let traits: serde_json::Map<String, Value> = recorded["traits_sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["trait_key"].as_str().unwrap().to_owned(),
-                t["trait_value"].clone(),
-            )
-        })
-        .collect();
+    let traits = crate::live_replay::traits_sent(recorded);
     let body = json!({ "traits": traits }).to_string();
     let (status, answer) = receiver
         .post(
