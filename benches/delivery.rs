@@ -98,20 +98,9 @@ fn main() {
 async fn latency_phase(work: &Path, sink: &Sink, seconds: u64, body: &Bytes) {
     let bench = Bench::open(work, "latency", sink, 1).await;
     let dispatcher = bench.start(DeliveryConfig::default()).await;
-    let commits = bench.commits();
-    let (p50, p99, n) = bench.latency_at_rate(1000, seconds, body).await;
-    row(
-        "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)",
-        format!(
-            "{} / {} ({n} deliveries; {})",
-            ms(p50),
-            ms(p99),
-            bench.commit_note(commits.as_ref(), None)
-        ),
-    );
-    dispatcher.shutdown().await;
-    bench.store.shutdown().await;
-    flush_writeback();
+    let what = "acknowledgement to sink receipt at 1,000 changes/s, 1 endpoint (p50 / p99)";
+    bench.latency_row(what, 1000, seconds, body).await;
+    bench.finish(dispatcher).await;
 }
 
 /// Fan-out to 100 endpoints: one change, then a steady 100 changes/s.
@@ -125,20 +114,9 @@ async fn fanout_phase(work: &Path, sink: &Sink, seconds: u64, body: &Bytes) {
         "fan-out: one change to 100 endpoints, acknowledgement to the 100th receipt",
         ms(acked.elapsed()),
     );
-    let commits = bench.commits();
-    let (p50, p99, n) = bench.latency_at_rate(100, seconds, body).await;
-    row(
-        "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)",
-        format!(
-            "{} / {} ({n} deliveries; {})",
-            ms(p50),
-            ms(p99),
-            bench.commit_note(commits.as_ref(), None)
-        ),
-    );
-    dispatcher.shutdown().await;
-    bench.store.shutdown().await;
-    flush_writeback();
+    let what = "fan-out: steady 100 changes/s to 100 endpoints (10,000 deliveries/s), acknowledgement to receipt (p50 / p99)";
+    bench.latency_row(what, 100, seconds, body).await;
+    bench.finish(dispatcher).await;
 }
 
 /// One endpoint, `in_flight` requests in flight, a backlog big enough to last the phase.
@@ -175,9 +153,7 @@ async fn throughput_phase(
             bench.commit_note(commits.as_ref(), None)
         ),
     );
-    dispatcher.shutdown().await;
-    bench.store.shutdown().await;
-    flush_writeback();
+    bench.finish(dispatcher).await;
 }
 
 /// Recovery: a backlog written here, delivered by a fresh process.
@@ -315,6 +291,25 @@ impl Bench {
     fn commit_note(&self, before: Option<&CommitHistogram>, clients: Option<usize>) -> String {
         let during = self.commits().map(|after| after.since(before));
         commit_note(during.as_ref(), clients)
+    }
+
+    /// Stops `dispatcher` and the store, and lets the disk settle before the next phase.
+    async fn finish(self, dispatcher: Dispatcher) {
+        dispatcher.shutdown().await;
+        self.store.shutdown().await;
+        flush_writeback();
+    }
+
+    /// A row named `what`: p50 and p99 of acknowledgement to receipt at a steady `rate` changes
+    /// a second (see [`Bench::latency_at_rate`]), with the commits meanwhile.
+    async fn latency_row(&self, what: &str, rate: u64, seconds: u64, body: &Bytes) {
+        let commits = self.commits();
+        let (p50, p99, n) = self.latency_at_rate(rate, seconds, body).await;
+        let commits = self.commit_note(commits.as_ref(), None);
+        row(
+            what,
+            format!("{} / {} ({n} deliveries; {commits})", ms(p50), ms(p99)),
+        );
     }
 
     async fn start(&self, settings: DeliveryConfig) -> Dispatcher {
