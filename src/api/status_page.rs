@@ -3,10 +3,11 @@
 //! it asks for an API token, keeps it in the tab's `sessionStorage` and sends it as
 //! `Authorization: Bearer` to the admin and events routes, which check it as they always do.
 //!
-//! The script and style shared with flagpost-receiver's page are public here
-//! ([`COMMON_JS`], [`STYLE_CSS`], [`asset`]), so both pages look and behave alike.
+//! The page's frame, script and style are shared with flagpost-receiver's page ([`StatusPage`],
+//! [`page_router`]), so both pages look and behave alike and differ only in their sections.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,8 +15,43 @@ use axum::routing::get;
 /// The token form, requests carrying the token, DOM building from text only, the refresh loop.
 pub const COMMON_JS: &str = include_str!("status_page/common.js");
 pub const STYLE_CSS: &str = include_str!("status_page/status.css");
-const PAGE_HTML: &str = include_str!("status_page/flagpost.html");
-const PAGE_JS: &str = include_str!("status_page/flagpost.js");
+/// The frame of both pages: head, title, token form, message line and scripts.
+const PAGE_FRAME: &str = include_str!("status_page/page.html");
+
+/// The sidecar's page.
+const FLAGPOST_PAGE: StatusPage = StatusPage {
+    title: "flagpost status",
+    token_hint: "API token",
+    token_label: "API token",
+    sections: include_str!("status_page/flagpost-sections.html"),
+    script_path: "/status/flagpost.js",
+    script: include_str!("status_page/flagpost.js"),
+};
+
+/// What one program's status page has of its own; the rest is [`PAGE_FRAME`].
+pub struct StatusPage {
+    pub title: &'static str,
+    /// The token field's placeholder, and its accessible name.
+    pub token_hint: &'static str,
+    pub token_label: &'static str,
+    /// The page's `<section>`s, below the message line.
+    pub sections: &'static str,
+    /// Where the page's own script is served, and the script.
+    pub script_path: &'static str,
+    pub script: &'static str,
+}
+
+impl StatusPage {
+    /// The whole page: the frame with this page's parts put in.
+    fn html(&self) -> String {
+        PAGE_FRAME
+            .replace("{{title}}", self.title)
+            .replace("{{token_hint}}", self.token_hint)
+            .replace("{{token_label}}", self.token_label)
+            .replace("{{script_path}}", self.script_path)
+            .replace("{{sections}}", self.sections)
+    }
+}
 
 pub const HTML: &str = "text/html; charset=utf-8";
 pub const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
@@ -28,7 +64,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      frame-ancestors 'none'";
 
 /// One embedded file of a status page, with the headers every one carries.
-pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+pub fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -50,16 +86,14 @@ pub fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The page and its files, for the sidecar's router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    page_router(PAGE_HTML, "/status/flagpost.js", PAGE_JS)
+    page_router(FLAGPOST_PAGE)
 }
 
-/// A status page's routes, for both programs: its HTML at `/status`, its own script at
-/// `script_path`, and the script and style both pages share.
-pub fn page_router<S: Clone + Send + Sync + 'static>(
-    html: &'static str,
-    script_path: &'static str,
-    script: &'static str,
-) -> Router<S> {
+/// A status page's routes, for both programs: its HTML at `/status` (put together once, here),
+/// its own script, and the script and style both pages share.
+pub fn page_router<S: Clone + Send + Sync + 'static>(page: StatusPage) -> Router<S> {
+    let html = Bytes::from(page.html());
+    let script = page.script;
     Router::new()
         .route("/status", get(move || async move { asset(HTML, html) }))
         .route(
@@ -67,11 +101,29 @@ pub fn page_router<S: Clone + Send + Sync + 'static>(
             get(|| async { asset(JAVASCRIPT, COMMON_JS) }),
         )
         .route(
-            script_path,
+            page.script_path,
             get(move || async move { asset(JAVASCRIPT, script) }),
         )
         .route(
             "/status/status.css",
             get(|| async { asset(CSS, STYLE_CSS) }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_takes_every_part_of_a_page() {
+        let html = FLAGPOST_PAGE.html();
+        assert!(!html.contains("{{"), "a part left out: {html}");
+        assert_eq!(
+            html.matches("flagpost status").count(),
+            2,
+            "title and heading"
+        );
+        assert!(html.contains(r#"<script src="/status/flagpost.js"></script>"#));
+        assert!(html.contains(r#"<table id="dead-letters">"#));
+    }
 }

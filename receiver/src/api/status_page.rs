@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use flagpost::api::status_page::page_router;
+use flagpost::api::status_page::{StatusPage, page_router};
 use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -24,12 +24,18 @@ use crate::documents::EnvCache;
 use crate::error::ApiError;
 use crate::intake::recent::RecentWebhooksView;
 
-const PAGE_HTML: &str = include_str!("status_page/receiver.html");
-const PAGE_JS: &str = include_str!("status_page/receiver.js");
+const RECEIVER_PAGE: StatusPage = StatusPage {
+    title: "flagpost-receiver status",
+    token_hint: "status token (if set)",
+    token_label: "status token",
+    sections: include_str!("status_page/receiver-sections.html"),
+    script_path: "/status/receiver.js",
+    script: include_str!("status_page/receiver.js"),
+};
 
 /// The page, its files and its data.
 pub fn router() -> Router<std::sync::Arc<Shared>> {
-    page_router(PAGE_HTML, "/status/receiver.js", PAGE_JS).route("/admin/status", get(status_data))
+    page_router(RECEIVER_PAGE).route("/admin/status", get(status_data))
 }
 
 #[derive(Serialize)]
