@@ -96,6 +96,25 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         .with_state(shared)
 }
 
+/// Appends the bytes `slot` keeps, rendered by `render` on first use; without a slot (a flag
+/// the environment could not prepare), `render` writes straight into `out`. Both the identity
+/// and the OFREP answers copy each flag's rendering this way.
+pub(crate) fn write_kept(
+    out: &mut Vec<u8>,
+    slot: Option<&std::sync::OnceLock<Box<[u8]>>>,
+    render: impl Fn(&mut Vec<u8>),
+) {
+    let Some(slot) = slot else {
+        return render(out);
+    };
+    let rendered = slot.get_or_init(|| {
+        let mut bytes = Vec::new();
+        render(&mut bytes);
+        bytes.into_boxed_slice()
+    });
+    out.extend_from_slice(rendered);
+}
+
 pub(crate) fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;

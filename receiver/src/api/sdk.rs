@@ -231,15 +231,10 @@ fn write_prepared_flag(
     flag: &FlagOutcome<'_>,
     hide: bool,
 ) {
-    let Some(slot) = flag.prepared.and_then(|n| parts.flags.get(n as usize)) else {
-        return write_identity_flag(out, env_id, env, parts, flag, hide);
-    };
-    let rendered = slot.get_or_init(|| {
-        let mut json = Vec::new();
-        write_identity_flag(&mut json, env_id, env, parts, flag, hide);
-        json.into_boxed_slice()
+    let slot = flag.prepared.and_then(|n| parts.flags.get(n as usize));
+    crate::api::write_kept(out, slot, |out| {
+        write_identity_flag(out, env_id, env, parts, flag, hide);
     });
-    out.extend_from_slice(rendered);
 }
 
 /// Appends one flag of an identity answer, as [`SdkFlag`] serialises (the same bytes).

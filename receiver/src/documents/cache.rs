@@ -287,7 +287,6 @@ mod tests {
     use flagpost::wire::FlagValue;
 
     use super::*;
-    use crate::documents::state::{FeatureMeta, FlagState};
 
     fn change(
         scope: Scope,
@@ -297,29 +296,14 @@ mod tests {
         value: &str,
     ) -> Change {
         let order = Order { seq, ts_micros: ts };
-        Change {
-            env: 1,
-            env_name: None,
-            feature: 7,
-            meta: FeatureMeta {
-                name: "f".into(),
-                order,
-                ..FeatureMeta::default()
-            },
+        let mut change = Change {
             scope,
             deleted,
-            state: FlagState {
-                enabled: true,
-                value: Some(FlagValue::String(value.into())),
-                state_id: None,
-                identity_id: None,
-            },
-            segment_priority: None,
-            segment_name: None,
             order,
-            sender: None,
-            arrived_micros: 0,
-        }
+            ..Change::with_string(1, 7, "f", value)
+        };
+        change.meta.order = order;
+        change
     }
 
     fn default_value(cache: &FlagCache) -> Option<FlagValue> {

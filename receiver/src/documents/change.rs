@@ -100,3 +100,33 @@ impl Change {
         }
     }
 }
+
+#[cfg(test)]
+impl Change {
+    /// A test's change: feature `feature` (named `name`) of environment `env`, enabled with the
+    /// string `value`, for its default key, at no position; a test sets the rest it needs.
+    pub(crate) fn with_string(env: u64, feature: u64, name: &str, value: &str) -> Change {
+        Change {
+            env,
+            env_name: None,
+            feature,
+            meta: FeatureMeta {
+                name: name.to_owned(),
+                ..FeatureMeta::default()
+            },
+            scope: Scope::Default,
+            deleted: false,
+            state: FlagState {
+                enabled: true,
+                value: Some(flagpost::wire::FlagValue::String(value.to_owned())),
+                state_id: None,
+                identity_id: None,
+            },
+            segment_priority: None,
+            segment_name: None,
+            order: Order::default(),
+            sender: None,
+            arrived_micros: 0,
+        }
+    }
+}

@@ -75,7 +75,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::documents::{Change, FeatureMeta, FlagState, Scope};
+    use crate::documents::Change;
     use crate::evaluation::IdentityInput;
 
     /// flagpost's document for environment 1 at `last_sequence`: `banner` = `value`, and a
@@ -114,29 +114,12 @@ mod tests {
 
     fn change(seq: u64, value: &str) -> Change {
         Change {
-            env: 1,
-            env_name: None,
-            feature: 7,
-            meta: FeatureMeta {
-                name: "banner".into(),
-                ..FeatureMeta::default()
-            },
-            scope: Scope::Default,
-            deleted: false,
-            state: FlagState {
-                enabled: true,
-                value: Some(FlagValue::String(value.into())),
-                state_id: None,
-                identity_id: None,
-            },
-            segment_priority: None,
-            segment_name: None,
             order: Order {
                 seq: Some(seq),
                 ts_micros: None,
             },
             sender: Some(0xff),
-            arrived_micros: 0,
+            ..Change::with_string(1, 7, "banner", value)
         }
     }
 

@@ -123,7 +123,7 @@ mod tests {
     use flagpost::wire::FlagValue;
 
     use super::*;
-    use crate::documents::{Change, FeatureMeta, Outcome, Scope};
+    use crate::documents::{Change, Outcome};
 
     fn change(feature: u64, seq: u64, sender: u64, deleted: bool, value: &str) -> Change {
         // Each database's events are made later than the one before it.
@@ -131,29 +131,14 @@ mod tests {
             seq: Some(seq),
             ts_micros: Some(sender as i64 * 1_000 + seq as i64),
         };
-        Change {
-            env: 1,
-            env_name: None,
-            feature,
-            meta: FeatureMeta {
-                name: format!("f{feature}"),
-                order,
-                ..FeatureMeta::default()
-            },
-            scope: Scope::Default,
+        let mut change = Change {
             deleted,
-            state: FlagState {
-                enabled: true,
-                value: Some(FlagValue::String(value.into())),
-                state_id: None,
-                identity_id: None,
-            },
-            segment_priority: None,
-            segment_name: None,
             order,
             sender: Some(sender),
-            arrived_micros: 0,
-        }
+            ..Change::with_string(1, feature, &format!("f{feature}"), value)
+        };
+        change.meta.order = order;
+        change
     }
 
     /// As the writer applies a change: its sender checked first.

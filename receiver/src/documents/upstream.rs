@@ -241,7 +241,7 @@ pub fn flagsmith_value(value: Option<&FlagValue>) -> FlagsmithValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::documents::{Change, FeatureMeta, Order, Scope};
+    use crate::documents::{Change, Scope};
 
     /// Step `n`'s document for the live environment (44) of the recorded Flagsmith run.
     fn recorded(n: usize, began: i64) -> UpstreamDocument {
@@ -256,27 +256,11 @@ mod tests {
     }
 
     fn change(feature: u64, scope: Scope, arrived_micros: i64) -> Change {
+        let name = format!("feature_{feature}");
         Change {
-            env: 44,
-            env_name: None,
-            feature,
-            meta: FeatureMeta {
-                name: format!("feature_{feature}"),
-                ..FeatureMeta::default()
-            },
             scope,
-            deleted: false,
-            state: FlagState {
-                enabled: true,
-                value: Some(FlagValue::String("from a web hook".into())),
-                state_id: None,
-                identity_id: None,
-            },
-            segment_priority: None,
-            segment_name: None,
-            order: Order::default(),
-            sender: None,
             arrived_micros,
+            ..Change::with_string(44, feature, &name, "from a web hook")
         }
     }
 

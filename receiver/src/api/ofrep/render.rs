@@ -38,15 +38,8 @@ impl OfrepPieces {
 
     /// Appends `flag`'s answer: copied whole where this environment rendered it before.
     pub fn write_flag(&self, out: &mut Vec<u8>, flag: &FlagOutcome<'_>) {
-        let Some(slot) = flag.prepared.and_then(|n| self.flags.get(n as usize)) else {
-            return write_flag(out, flag);
-        };
-        let rendered = slot.get_or_init(|| {
-            let mut json = Vec::new();
-            write_flag(&mut json, flag);
-            json.into_boxed_slice()
-        });
-        out.extend_from_slice(rendered);
+        let slot = flag.prepared.and_then(|n| self.flags.get(n as usize));
+        crate::api::write_kept(out, slot, |out| write_flag(out, flag));
     }
 
     /// Appends the bulk answer of `flags`: `{"flags":[...]}`.
