@@ -47,6 +47,11 @@ pub const LINGER_BYTES: usize = 4 * 1024 * 1024;
 /// The longest a closing connection waits for its client to finish sending and close.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
+/// The longest a stopping server waits for open answers to finish before it closes their
+/// connections: a change stream whose client stopped reading never takes its end, and would
+/// otherwise hold the stop (and what follows it, such as the snapshot) until heartbeats drop it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// In every request's extensions: closes the connection the request came on, at once, whatever
 /// it is doing (a handler whose client stopped reading its answer uses it).
 #[derive(Clone, Default)]
@@ -60,12 +65,23 @@ impl CloseConnection {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then accepts nothing more, lets
-/// each connection finish the request it is on (idle ones close at once) and returns.
+/// each connection finish the request it is on (idle ones close at once) for up to
+/// [`SHUTDOWN_GRACE`], closes what is still open and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with_grace(listener, router, config, shutdown, SHUTDOWN_GRACE).await
+}
+
+async fn serve_with_grace(
+    listener: TcpListener,
+    router: Router,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(connection_limit(config.max_connections)));
     let mut http = http1::Builder::new();
@@ -96,7 +112,14 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still answering at the end of the shutdown grace: closed"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 
@@ -256,4 +279,50 @@ pub fn raise_open_files_limit() -> Option<usize> {
 #[cfg(not(unix))]
 pub fn raise_open_files_limit() -> Option<usize> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+
+    /// An answer whose body never ends (a change stream nobody ends) must not hold the stop
+    /// past the grace.
+    #[tokio::test]
+    async fn a_stop_closes_answers_still_open_after_the_grace() {
+        let router = Router::new().route(
+            "/forever",
+            get(|| async {
+                let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+                Body::from_stream(never)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = ServerConfig::default();
+        let grace = Duration::from_millis(200);
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve_with_grace(listener, router, &config, shutdown, grace).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /forever HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stop.send(()).unwrap();
+        // Generous: without the grace this never returns.
+        tokio::time::timeout(Duration::from_secs(60), server)
+            .await
+            .expect("serve returned once the grace ran out")
+            .unwrap()
+            .unwrap();
+    }
 }
