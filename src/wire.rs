@@ -10,6 +10,7 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
@@ -152,6 +153,10 @@ impl fmt::Display for FlagValue {
     }
 }
 
+/// Flagsmith's timestamps: `%Y-%m-%dT%H:%M:%S.%fZ` (microseconds), as `time` describes them.
+const FLAGSMITH_TIMESTAMP: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
 /// Formats a time the way Flagsmith does: `%Y-%m-%dT%H:%M:%S.%fZ` in UTC (microseconds).
 ///
 /// Every change formats one, on the writer thread: written digit by digit, it costs a twentieth of
@@ -161,9 +166,7 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
     let year = at.year();
     if !(0..=9999).contains(&year) {
         return at
-            .format(format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-            ))
+            .format(FLAGSMITH_TIMESTAMP)
             .expect("a UTC date always formats");
     }
     let mut text = [0u8; 27];
@@ -522,12 +525,7 @@ mod tests {
         );
         assert_eq!(parse_timestamp(""), None);
         // Digit by digit, as `time`'s format description writes them, across the range written.
-        let described = |at: OffsetDateTime| {
-            at.format(format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-            ))
-            .unwrap()
-        };
+        let described = |at: OffsetDateTime| at.format(FLAGSMITH_TIMESTAMP).unwrap();
         for _ in 0..10_000 {
             let nanos = fastrand::i128(-62_167_219_200_000_000_000..253_402_300_799_999_999_999);
             let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();

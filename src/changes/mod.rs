@@ -41,7 +41,7 @@ pub use segments::{
 
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::error::WriteError;
 use input::validate_value;
 
@@ -93,13 +93,18 @@ impl<'a, S: FlagStore> Changes<'a, S> {
         }
     }
 
-    /// An environment as configuration has it now.
-    pub fn environment(&self, id: u64) -> Result<EnvironmentRecord, WriteError> {
-        let env = self
-            .config
+    /// An environment as configuration has it now, borrowed from it (not from `self`): a
+    /// change can hold it while it works through the store.
+    fn configured_environment(&self, id: u64) -> Result<&'a Environment, WriteError> {
+        self.config
             .environments
             .get(&id)
-            .ok_or_else(|| WriteError::UnknownEnvironment(id.to_string()))?;
+            .ok_or_else(|| WriteError::UnknownEnvironment(id.to_string()))
+    }
+
+    /// An environment as configuration has it now.
+    pub fn environment(&self, id: u64) -> Result<EnvironmentRecord, WriteError> {
+        let env = self.configured_environment(id)?;
         Ok(EnvironmentRecord {
             id: env.id,
             name: env.name.clone(),

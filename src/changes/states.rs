@@ -72,11 +72,7 @@ impl<S: FlagStore> Changes<'_, S> {
         owner: Owner,
     ) -> Result<bool, WriteError> {
         // Borrowed from configuration, not copied into a record: this runs for every change.
-        let config = self.config;
-        let environment = config
-            .environments
-            .get(&env)
-            .ok_or_else(|| WriteError::UnknownEnvironment(env.to_string()))?;
+        let environment = self.configured_environment(env)?;
         let feature = self.feature(feature)?;
         self.check_owner(&feature, owner)?;
         if feature.project != environment.project {

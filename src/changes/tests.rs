@@ -189,3 +189,27 @@ fn a_new_environment_gets_every_live_feature_default_once() {
     let (_, events) = change(&mut store, |c| c.sync_environments()).unwrap();
     assert!(events.is_empty(), "known environments are left as they are");
 }
+
+#[test]
+fn a_state_in_an_environment_configuration_does_not_have_is_refused_and_writes_nothing() {
+    let mut store = MemoryStore::default();
+    change(&mut store, |c| {
+        c.create_feature(&new_feature("a"), Owner::Api)
+    })
+    .unwrap();
+    let states_before = store.states.len();
+    let refused = change(&mut store, |c| {
+        c.set_state(
+            7,
+            1,
+            &StateKey::Default,
+            &StateUpdate::default(),
+            Owner::Api,
+        )
+    });
+    assert_eq!(
+        refused.unwrap_err(),
+        WriteError::UnknownEnvironment("7".into())
+    );
+    assert_eq!(store.states.len(), states_before);
+}

@@ -8,7 +8,8 @@
 //! lock only this endpoint's requests take), or opens one; a connection goes back once its
 //! answer has been read to the end. There are never more connections than requests in flight,
 //! so an endpoint holds at most its `max_in_flight` connections; they close when the endpoint is
-//! removed or its URL changes, or when the endpoint closes them.
+//! removed or its URL changes, when the endpoint closes them, or when one is next taken after
+//! idling longer than [`MAX_IDLE`].
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +33,11 @@ use crate::config::Credentials;
 /// answer a web hook with a few bytes; a huge answer must not cost memory.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
+/// How long a connection may idle and still be used, as hyper-util's pooled client kept them
+/// before. A firewall or NAT between here and the endpoint may forget a quiet connection without
+/// closing it; a request sent on one would wait out the whole attempt timeout and fail.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
 type Connection = SendRequest<Full<Bytes>>;
 
 /// Where an endpoint's requests go and what each carries whatever its body.
@@ -44,8 +50,11 @@ pub(crate) struct HttpTarget {
     /// `None` when the URL names no host: every attempt fails, saying so.
     host: Option<HeaderValue>,
     authorization: Option<HeaderValue>,
-    /// Connections whose last answer was read to the end, most recently used last.
-    idle: Mutex<Vec<Connection>>,
+    /// Connections whose last answer was read to the end, with when they were put back, most
+    /// recently used last.
+    idle: Mutex<Vec<(Instant, Connection)>>,
+    /// [`MAX_IDLE`], shorter in tests.
+    max_idle: Duration,
 }
 
 impl HttpTarget {
@@ -65,6 +74,7 @@ impl HttpTarget {
             host: host_header(url),
             authorization: credentials.map(|c| c.header().clone()),
             idle: Mutex::new(Vec::new()),
+            max_idle: MAX_IDLE,
         }
     }
 
@@ -182,8 +192,13 @@ impl HttpTarget {
         Ok((connection, response))
     }
 
+    /// The most recently used idle connection. Those idle too long are dropped (closing them):
+    /// they are the oldest, at the bottom of the stack.
     fn take_idle(&self) -> Option<Connection> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh_from = idle.partition_point(|(since, _)| since.elapsed() > self.max_idle);
+        idle.drain(..fresh_from);
+        idle.pop().map(|(_, connection)| connection)
     }
 
     fn put_back(&self, connection: Connection) {
@@ -191,7 +206,7 @@ impl HttpTarget {
             self.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(connection);
+                .push((Instant::now(), connection));
         }
     }
 
@@ -335,6 +350,32 @@ mod tests {
             assert!(outcome.delivered(), "{outcome:?}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_idle_longer_than_the_limit_is_not_used_again() {
+        let (url, accepted) = endpoint(false).await;
+        let mut target = target(&url);
+        target.max_idle = Duration::from_millis(50);
+        let keys = [Secret::new("s").unwrap().prepare()];
+        // Reuse within the limit is shown (with the real limit) by the test above; here only
+        // the sleep's lower bound matters, so the test cannot fail on a slow machine.
+        let outcome = attempt(&target, &keys, 0).await;
+        assert!(outcome.delivered(), "{outcome:?}");
+        assert_eq!(
+            target.idle.lock().unwrap().len(),
+            1,
+            "kept after its answer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let outcome = attempt(&target, &keys, 1).await;
+        assert!(outcome.delivered(), "{outcome:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new one past the limit"
+        );
+        assert_eq!(target.idle.lock().unwrap().len(), 1, "the old one dropped");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use serde::Deserialize;
 
-use crate::config::SecretSource;
+use crate::config::{SecretSource, redact_url};
 
 /// A NATS connection as written in a configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -163,15 +163,19 @@ impl RawNatsConnection {
     }
 }
 
-/// A server address: `nats://` or `tls://`, a host, and no credentials (those are secrets).
+/// A server address: `nats://` or `tls://`, a host, and no credentials (those are secrets). A
+/// refused address is shown with any userinfo in it hidden, as an endpoint URL is.
 fn parse_server(text: &str) -> Result<ServerAddr, String> {
     let scheme_ok = text.starts_with("nats://") || text.starts_with("tls://");
     if !scheme_ok {
-        return Err(format!("{text:?} is not a nats:// or tls:// address"));
+        return Err(format!(
+            "{:?} is not a nats:// or tls:// address",
+            redact_url(text)
+        ));
     }
     let addr: ServerAddr = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a server address"))?;
+        .map_err(|_| format!("{:?} is not a server address", redact_url(text)))?;
     if addr.has_user_pass() {
         return Err("credentials go in token, or user and password, not in the address".into());
     }
@@ -247,8 +251,14 @@ mod tests {
         assert!(validate(raw(&["nats://127.0.0.1:4222", "tls://nats.example:4222"])).is_ok());
         assert!(validate(raw(&[])).is_err());
         assert!(validate(raw(&["http://127.0.0.1:4222"])).is_err());
-        let problems = validate(raw(&["nats://me:hunter2@127.0.0.1:4222"])).unwrap_err();
-        assert!(!problems.join(" ").contains("hunter2"), "{problems:?}");
+        for refused in [
+            "nats://me:hunter2@127.0.0.1:4222",
+            "http://me:hunter2@127.0.0.1:4222",
+            "nats://me:hunter2@127.0.0.1:port",
+        ] {
+            let problems = validate(raw(&[refused])).unwrap_err();
+            assert!(!problems.join(" ").contains("hunter2"), "{problems:?}");
+        }
     }
 
     #[test]
