@@ -116,6 +116,16 @@ pub async fn stream_until_killed<T, F, Fut>(
     }
 }
 
+/// The receiver binary beside `flagpost` (the one `cargo test --workspace` builds into the same
+/// folder), or, when a test binary runs alone, built on demand by [`build_receiver`].
+pub fn receiver_beside(flagpost: &Path) -> PathBuf {
+    let beside = flagpost.with_file_name("flagpost-receiver");
+    if beside.exists() {
+        return beside;
+    }
+    build_receiver(false)
+}
+
 /// The `flagpost-receiver` binary of the current sources, built (or found up to date) by cargo in
 /// a target folder of its own, so as not to wait on the build lock of the cargo run that started
 /// this test or bench.
