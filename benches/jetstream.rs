@@ -15,9 +15,8 @@
 //!
 //! `FLAGPOST_BENCH_ONLY=fanout|rate` runs one phase.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -30,7 +29,7 @@ use flagpost::store::{Store, StoreOptions};
 use flagpost::wire::EventType;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
+use hyper::Request;
 use tokio::sync::watch;
 
 #[path = "../tests/support/config.rs"]
@@ -47,7 +46,7 @@ mod support;
 use config::SidecarConfig;
 use nats::NatsServer;
 use process::{Running, free_addr};
-use support::{env_number, http_get, ms, row};
+use support::{Arrivals, arrivals_sink, env_number, http_get, ms, note_arrival, row};
 
 const TOKEN: &str = "bench-token-0123456789";
 const SECRET: &str = "whsec_YmVuY2ggamV0c3RyZWFtIHNoYXJlZCBzZWNyZXQ=";
@@ -56,9 +55,6 @@ const STREAM: &str = "FLAGS";
 const SUBJECT: &str = "flagpost.Development";
 const WARM_UP: usize = 3;
 const IN_FLIGHT: usize = 64;
-
-/// Receipts by flagpost sequence: when each copy arrived.
-type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
 
 fn main() {
     raise_open_files();
@@ -101,7 +97,7 @@ async fn fanout(work: &Path, nats: &NatsServer) {
     let changes = env_number("FLAGPOST_BENCH_CHANGES", 20) as usize;
     // HTTP: 1,000 endpoints on one sink, a path each.
     let arrivals: Arrivals = Arc::default();
-    let sink = start_sink(arrivals.clone());
+    let sink = arrivals_sink("127.0.0.1:0".parse().unwrap(), arrivals.clone());
     let mut endpoints = String::new();
     for n in 0..CONSUMERS {
         endpoints.push_str(&format!(
@@ -149,7 +145,7 @@ async fn fanout(work: &Path, nats: &NatsServer) {
                     .and_then(|h| h.get("x-flagpost-sequence"))
                     .and_then(|v| v.as_str().parse::<u64>().ok());
                 if let Some(sequence) = sequence {
-                    note(&arrivals, sequence);
+                    note_arrival(&arrivals, sequence);
                 }
                 let _ = message.ack().await;
             }
@@ -166,36 +162,6 @@ async fn fanout(work: &Path, nats: &NatsServer) {
         "one change to 1,000 JetStream consumers: time to the 1,000th receipt (median) / flagpost CPU per change",
         format!("{} / {}", ms(time), ms(cpu)),
     );
-}
-
-fn note(arrivals: &Arrivals, sequence: u64) {
-    arrivals
-        .lock()
-        .unwrap()
-        .entry(sequence)
-        .or_default()
-        .push(Instant::now());
-}
-
-fn start_sink(arrivals: Arrivals) -> std::net::SocketAddr {
-    support::serve_minimal_on_thread(
-        "127.0.0.1:0".parse().unwrap(),
-        move |request: Request<hyper::body::Incoming>| {
-            let arrivals = arrivals.clone();
-            async move {
-                let sequence = request
-                    .headers()
-                    .get("x-flagpost-sequence")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let _ = request.into_body().collect().await;
-                if let Some(sequence) = sequence {
-                    note(&arrivals, sequence);
-                }
-                Response::new(Full::new(Bytes::from_static(b"ok")))
-            }
-        },
-    )
 }
 
 /// Starts flagpost with `webhooks` (the lines of its environment's endpoints), makes changes one

@@ -2,16 +2,18 @@
 //! memory from `/proc`, and the writers' durable-commit latency read from `/metrics`. Shared by
 //! path with the receiver's bench; each bench uses only part of it.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -165,6 +167,39 @@ where
         });
     });
     addr
+}
+
+/// When each copy of each event arrived, by the event's `x-flagpost-sequence`.
+pub type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+
+/// Notes that a copy of event `sequence` arrived now.
+pub fn note_arrival(arrivals: &Arrivals, sequence: u64) {
+    arrivals
+        .lock()
+        .unwrap()
+        .entry(sequence)
+        .or_default()
+        .push(Instant::now());
+}
+
+/// A web hook sink on `addr` (port 0 for any) that answers every request `ok` and notes its
+/// arrival in `arrivals`; answers the address it listens on.
+pub fn arrivals_sink(addr: SocketAddr, arrivals: Arrivals) -> SocketAddr {
+    serve_minimal_on_thread(addr, move |request: Request<Incoming>| {
+        let arrivals = arrivals.clone();
+        async move {
+            let sequence = request
+                .headers()
+                .get("x-flagpost-sequence")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let _ = request.into_body().collect().await;
+            if let Some(sequence) = sequence {
+                note_arrival(&arrivals, sequence);
+            }
+            Response::new(Full::new(Bytes::from_static(b"ok")))
+        }
+    })
 }
 
 /// A field of `/proc/<pid>/status` in KiB: `VmRSS` (resident now) or `VmHWM` (peak resident).
