@@ -234,6 +234,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .map(|_| body.to_owned())
 }
 
+/// Waits until `path` answers 200 (start-up, bootstrap), for up to a minute; not timed.
+pub fn wait_for_ok(addr: SocketAddr, path: &str) {
+    for _ in 0..600 {
+        if http_get(addr, path).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{addr}{path} did not answer 200 within a minute");
+}
+
 /// A commit-latency histogram from OpenMetrics text: cumulative counts by upper bound (seconds).
 #[derive(Debug, Clone, Default)]
 pub struct CommitHistogram {

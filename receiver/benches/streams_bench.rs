@@ -118,13 +118,8 @@ fn start_receiver(dir: &Path, streams: usize) -> (Running, SocketAddr) {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_flagpost-receiver").into());
     let running = Running::serve(&binary, &config.write(), "warn", false);
-    for _ in 0..6000 {
-        if support::http_get(addr, "/healthz").is_some() {
-            return (running, addr);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the receiver never answered /healthz");
+    support::wait_for_ok(addr, "/healthz");
+    (running, addr)
 }
 
 /// Sets the bench's feature to `value` through a signed web hook; answers when acknowledged.
