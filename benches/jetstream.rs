@@ -57,7 +57,7 @@ const WARM_UP: usize = 3;
 const IN_FLIGHT: usize = 64;
 
 fn main() {
-    raise_open_files();
+    flagpost::serve::raise_open_files_limit();
     let only = std::env::var("FLAGPOST_BENCH_ONLY").ok();
     let runs = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     let work = tempfile::tempdir().unwrap();
@@ -79,20 +79,6 @@ fn main() {
 }
 
 /// 1,000 HTTP endpoints and 1,000 consumers hold 2,000 sockets in this process.
-fn raise_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 async fn fanout(work: &Path, nats: &NatsServer) {
     let changes = env_number("FLAGPOST_BENCH_CHANGES", 20) as usize;
     // HTTP: 1,000 endpoints on one sink, a path each.
@@ -198,7 +184,7 @@ async fn fanout_through(
     let mut cpu_before = Duration::ZERO;
     for n in 0..WARM_UP + changes {
         if n == WARM_UP {
-            cpu_before = cpu_time(flagpost.id());
+            cpu_before = support::cpu_time(flagpost.id());
         }
         let started = Instant::now();
         let path = format!("/api/v1/environments/1/features/{feature}/state");
@@ -230,7 +216,7 @@ async fn fanout_through(
             times.push(last.duration_since(started));
         }
     }
-    let cpu = (cpu_time(flagpost.id()) - cpu_before) / changes as u32;
+    let cpu = (support::cpu_time(flagpost.id()) - cpu_before) / changes as u32;
     drop(flagpost);
     times.sort();
     (times[times.len() / 2], cpu)
@@ -250,19 +236,6 @@ async fn put(base: &str, method: &str, path: &str, body: &str) -> serde_json::Va
     let response = client.request(request).await.unwrap();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_default()
-}
-
-/// User and system CPU time of `pid`, from `/proc/<pid>/stat` (in clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 async fn rate(work: &Path, nats: &NatsServer) {
