@@ -32,6 +32,8 @@ use process::{Running, free_addr};
 use support::{CommitWatch, SIDECAR_COMMITS, Wrk, row};
 
 const TOKEN: &str = "bench-token-0123456789";
+/// The wrk script of every change run (shared with `callgrind/change_path.sh`), which sends `TOKEN`.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/change_path.lua");
 
 fn main() {
     let seconds = support::env_number("FLAGPOST_BENCH_SECONDS", 10);
@@ -45,7 +47,7 @@ fn main() {
 
     // The ceiling: a minimal hyper server that answers 200, under the same wrk script.
     let ceiling_addr = runtime.block_on(start_minimal_server());
-    let script = write_script(work.path());
+    let script = PathBuf::from(SCRIPT);
     let ceiling = wrk(ceiling_addr, 64, seconds, &script);
     row(
         "HTTP ceiling: minimal hyper server, wrk, 64 connections",
@@ -111,33 +113,6 @@ fn main() {
         "redb file after 1,000,000 events (500,000 changes, 1 endpoint's outbox rows pending)",
         format!("{} MiB ({events} events)", bytes >> 20),
     );
-}
-
-/// Each request a new change: a fresh identity override per request, per connection.
-fn write_script(dir: &Path) -> PathBuf {
-    let path = dir.join("changes.lua");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-local counter = 0
-local thread_id = 0
-setup = function(thread)
-  thread:set("thread_id", math.random(1, 1000000000))
-end
-wrk.method = "PUT"
-wrk.body = '{{"enabled": true, "value": "bench"}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {TOKEN}"
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, "/api/v1/environments/1/features/1/identities/u" .. thread_id .. "-" .. counter)
-end
-"#
-        ),
-    )
-    .unwrap();
-    path
 }
 
 /// wrk with the change script; returns requests per second.

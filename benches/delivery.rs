@@ -10,7 +10,6 @@
 //! sink runs on a runtime and thread of its own. Recovery runs in a child process, so that its
 //! peak memory is its own.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,13 +23,11 @@ use flagpost::delivery::{DeliveryConfig, DeliveryMetrics, Dispatcher};
 use flagpost::store::deliveries::count_pending;
 use flagpost::store::{Store, StoreOptions, Tables};
 use flagpost::wire::EventType;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
 use tokio::sync::watch;
 
 #[allow(dead_code)]
 mod support;
-use support::{CommitHistogram, Wrk, commit_note, env_number, ms, percentile, row};
+use support::{Arrivals, CommitHistogram, Wrk, commit_note, env_number, ms, percentile, row};
 
 const RECOVERY_MODE: &str = "FLAGPOST_BENCH_RECOVERY_DB";
 
@@ -194,7 +191,7 @@ fn flush_writeback() {
 /// single-threaded runtime of its own thread, for the ceiling and for flagpost alike.
 struct Sink {
     addr: SocketAddr,
-    arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>>,
+    arrivals: Arrivals,
 }
 
 impl Sink {
@@ -203,31 +200,8 @@ impl Sink {
     }
 
     fn start_on(addr: SocketAddr) -> Sink {
-        let arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
-        let noted = arrivals.clone();
-        let addr = support::serve_minimal_on_thread(
-            addr,
-            move |request: Request<hyper::body::Incoming>| {
-                let noted = noted.clone();
-                async move {
-                    let sequence = request
-                        .headers()
-                        .get("x-flagpost-sequence")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    let _ = request.into_body().collect().await;
-                    if let Some(sequence) = sequence {
-                        noted
-                            .lock()
-                            .unwrap()
-                            .entry(sequence)
-                            .or_default()
-                            .push(Instant::now());
-                    }
-                    Response::new(Full::new(Bytes::from_static(b"ok")))
-                }
-            },
-        );
+        let arrivals = Arrivals::default();
+        let addr = support::arrivals_sink(addr, arrivals.clone());
         Sink { addr, arrivals }
     }
 
@@ -253,7 +227,7 @@ struct Bench {
     store: Store,
     config: watch::Sender<Arc<Config>>,
     endpoints: Vec<String>,
-    sink_arrivals: Arc<Mutex<HashMap<u64, Vec<Instant>>>>,
+    sink_arrivals: Arrivals,
 }
 
 impl Bench {

@@ -60,8 +60,8 @@ fn main() {
     let binary = Path::new(env!("CARGO_BIN_EXE_flagpost"));
     let _sidecar = Running::serve(binary, &sidecar_config, "warn", false);
     let _receiver = Running::serve(&receiver_binary, &receiver_config, "warn", false);
-    wait_for_ok(sidecar, "/healthz");
-    wait_for_ok(receiver, "/readyz");
+    support::wait_for_ok(sidecar, "/healthz");
+    support::wait_for_ok(receiver, "/readyz");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -205,15 +205,4 @@ impl Connection {
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
     }
-}
-
-/// Waits until `path` answers 200 (start-up, bootstrap); not timed.
-fn wait_for_ok(addr: SocketAddr, path: &str) {
-    for _ in 0..600 {
-        if support::http_get(addr, path).is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{addr}{path} did not answer 200 within a minute");
 }

@@ -15,9 +15,8 @@
 //!
 //! `FLAGPOST_BENCH_ONLY=fanout|rate` runs one phase.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -30,7 +29,7 @@ use flagpost::store::{Store, StoreOptions};
 use flagpost::wire::EventType;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
+use hyper::Request;
 use tokio::sync::watch;
 
 #[path = "../tests/support/config.rs"]
@@ -47,7 +46,7 @@ mod support;
 use config::SidecarConfig;
 use nats::NatsServer;
 use process::{Running, free_addr};
-use support::{env_number, http_get, ms, row};
+use support::{Arrivals, arrivals_sink, env_number, http_get, ms, note_arrival, row};
 
 const TOKEN: &str = "bench-token-0123456789";
 const SECRET: &str = "whsec_YmVuY2ggamV0c3RyZWFtIHNoYXJlZCBzZWNyZXQ=";
@@ -57,11 +56,8 @@ const SUBJECT: &str = "flagpost.Development";
 const WARM_UP: usize = 3;
 const IN_FLIGHT: usize = 64;
 
-/// Receipts by flagpost sequence: when each copy arrived.
-type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
-
 fn main() {
-    raise_open_files();
+    flagpost::serve::raise_open_files_limit();
     let only = std::env::var("FLAGPOST_BENCH_ONLY").ok();
     let runs = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     let work = tempfile::tempdir().unwrap();
@@ -83,25 +79,11 @@ fn main() {
 }
 
 /// 1,000 HTTP endpoints and 1,000 consumers hold 2,000 sockets in this process.
-fn raise_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 async fn fanout(work: &Path, nats: &NatsServer) {
     let changes = env_number("FLAGPOST_BENCH_CHANGES", 20) as usize;
     // HTTP: 1,000 endpoints on one sink, a path each.
     let arrivals: Arrivals = Arc::default();
-    let sink = start_sink(arrivals.clone());
+    let sink = arrivals_sink("127.0.0.1:0".parse().unwrap(), arrivals.clone());
     let mut endpoints = String::new();
     for n in 0..CONSUMERS {
         endpoints.push_str(&format!(
@@ -149,7 +131,7 @@ async fn fanout(work: &Path, nats: &NatsServer) {
                     .and_then(|h| h.get("x-flagpost-sequence"))
                     .and_then(|v| v.as_str().parse::<u64>().ok());
                 if let Some(sequence) = sequence {
-                    note(&arrivals, sequence);
+                    note_arrival(&arrivals, sequence);
                 }
                 let _ = message.ack().await;
             }
@@ -166,36 +148,6 @@ async fn fanout(work: &Path, nats: &NatsServer) {
         "one change to 1,000 JetStream consumers: time to the 1,000th receipt (median) / flagpost CPU per change",
         format!("{} / {}", ms(time), ms(cpu)),
     );
-}
-
-fn note(arrivals: &Arrivals, sequence: u64) {
-    arrivals
-        .lock()
-        .unwrap()
-        .entry(sequence)
-        .or_default()
-        .push(Instant::now());
-}
-
-fn start_sink(arrivals: Arrivals) -> std::net::SocketAddr {
-    support::serve_minimal_on_thread(
-        "127.0.0.1:0".parse().unwrap(),
-        move |request: Request<hyper::body::Incoming>| {
-            let arrivals = arrivals.clone();
-            async move {
-                let sequence = request
-                    .headers()
-                    .get("x-flagpost-sequence")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let _ = request.into_body().collect().await;
-                if let Some(sequence) = sequence {
-                    note(&arrivals, sequence);
-                }
-                Response::new(Full::new(Bytes::from_static(b"ok")))
-            }
-        },
-    )
 }
 
 /// Starts flagpost with `webhooks` (the lines of its environment's endpoints), makes changes one
@@ -232,7 +184,7 @@ async fn fanout_through(
     let mut cpu_before = Duration::ZERO;
     for n in 0..WARM_UP + changes {
         if n == WARM_UP {
-            cpu_before = cpu_time(flagpost.id());
+            cpu_before = support::cpu_time(flagpost.id());
         }
         let started = Instant::now();
         let path = format!("/api/v1/environments/1/features/{feature}/state");
@@ -264,7 +216,7 @@ async fn fanout_through(
             times.push(last.duration_since(started));
         }
     }
-    let cpu = (cpu_time(flagpost.id()) - cpu_before) / changes as u32;
+    let cpu = (support::cpu_time(flagpost.id()) - cpu_before) / changes as u32;
     drop(flagpost);
     times.sort();
     (times[times.len() / 2], cpu)
@@ -284,19 +236,6 @@ async fn put(base: &str, method: &str, path: &str, body: &str) -> serde_json::Va
     let response = client.request(request).await.unwrap();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_default()
-}
-
-/// User and system CPU time of `pid`, from `/proc/<pid>/stat` (in clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 async fn rate(work: &Path, nats: &NatsServer) {

@@ -3,7 +3,7 @@
 //! as signed web hooks; the receiver bootstraps from flagpost's document first.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use hyper::{Method, StatusCode};
@@ -13,24 +13,14 @@ use serde_json::{Value, json};
 #[allow(dead_code)]
 mod sidecar;
 mod support;
-use sidecar::{free_addr, send, wait_until};
+use sidecar::{free_addr, receiver_binary, send, wait_until};
 use support::config::{ReceiverConfig, SidecarConfig};
-use support::process::{Running, build_receiver};
+use support::process::Running;
 
 const TOKEN: &str = "e2e-token-0123456789";
 /// The environment's server-side key in flagpost: the receiver reads its document with it.
 const SERVER_KEY: &str = "ser.e2e-server-key";
 const SECRET: &str = "whsec_ZTJlIHNoYXJlZCBzZWNyZXQgZm9yIHRoZSB0ZXN0cw==";
-
-/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
-/// the test runs alone.
-fn receiver_binary() -> PathBuf {
-    let beside = Path::new(env!("CARGO_BIN_EXE_flagpost")).with_file_name("flagpost-receiver");
-    if beside.exists() {
-        return beside;
-    }
-    build_receiver(false)
-}
 
 fn start(binary: &Path, config: &Path) -> Running {
     Running::serve(binary, config, "warn", false)

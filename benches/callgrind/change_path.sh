@@ -6,6 +6,7 @@
 #   benches/callgrind/change_path.sh target/release/flagpost [seconds]
 set -e
 BIN=$1; SECS=${2:-15}; PORT=17601
+SCRIPT=$(cd "$(dirname "$0")/.." && pwd)/change_path.lua
 WORK=$(mktemp -d); trap '[ -n "$KEEP" ] && cp "$WORK"/cg.* "$KEEP"/; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/flags"
 cat > "$WORK/flagpost.toml" <<TOML
@@ -27,30 +28,15 @@ name = "parked"
 url = "http://127.0.0.1:9/"
 enabled = false
 TOML
-cat > "$WORK/changes.lua" <<'LUA'
-local counter = 0
-local thread_id = 0
-setup = function(thread)
-  thread:set("thread_id", math.random(1, 1000000000))
-end
-wrk.method = "PUT"
-wrk.body = '{"enabled": true, "value": "bench"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token-0123456789"
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, "/api/v1/environments/1/features/1/identities/u" .. thread_id .. "-" .. counter)
-end
-LUA
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg.%p" \
   "$BIN" serve --config "$WORK/flagpost.toml" > "$WORK/log" 2>&1 &
 VG=$!
 for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.5; done
 curl -sf -X POST "http://127.0.0.1:$PORT/api/v1/features" -H 'authorization: Bearer bench-token-0123456789' \
   -H 'content-type: application/json' -d '{"project":1,"name":"bench"}' > /dev/null
-wrk -t2 -c64 -d5s -s "$WORK/changes.lua" "http://127.0.0.1:$PORT/" > /dev/null
+wrk -t2 -c64 -d5s -s "$SCRIPT" "http://127.0.0.1:$PORT/" > /dev/null
 callgrind_control -z $VG > /dev/null
-wrk -t2 -c64 -d${SECS}s -s "$WORK/changes.lua" "http://127.0.0.1:$PORT/" > "$WORK/wrk.txt"
+wrk -t2 -c64 -d${SECS}s -s "$SCRIPT" "http://127.0.0.1:$PORT/" > "$WORK/wrk.txt"
 callgrind_control -d $VG > /dev/null
 kill -TERM $VG; wait $VG || true
 N=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")

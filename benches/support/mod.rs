@@ -2,16 +2,18 @@
 //! memory from `/proc`, and the writers' durable-commit latency read from `/metrics`. Shared by
 //! path with the receiver's bench; each bench uses only part of it.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -167,6 +169,51 @@ where
     addr
 }
 
+/// When each copy of each event arrived, by the event's `x-flagpost-sequence`.
+pub type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+
+/// Notes that a copy of event `sequence` arrived now.
+pub fn note_arrival(arrivals: &Arrivals, sequence: u64) {
+    arrivals
+        .lock()
+        .unwrap()
+        .entry(sequence)
+        .or_default()
+        .push(Instant::now());
+}
+
+/// A web hook sink on `addr` (port 0 for any) that answers every request `ok` and notes its
+/// arrival in `arrivals`; answers the address it listens on.
+pub fn arrivals_sink(addr: SocketAddr, arrivals: Arrivals) -> SocketAddr {
+    serve_minimal_on_thread(addr, move |request: Request<Incoming>| {
+        let arrivals = arrivals.clone();
+        async move {
+            let sequence = request
+                .headers()
+                .get("x-flagpost-sequence")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let _ = request.into_body().collect().await;
+            if let Some(sequence) = sequence {
+                note_arrival(&arrivals, sequence);
+            }
+            Response::new(Full::new(Bytes::from_static(b"ok")))
+        }
+    })
+}
+
+/// The CPU time `pid` has used (user and system), from `/proc/<pid>/stat`: less sensitive to
+/// other processes on the machine than the latencies.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's closing parenthesis: fields 3 onwards; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
 /// A field of `/proc/<pid>/status` in KiB: `VmRSS` (resident now) or `VmHWM` (peak resident).
 pub fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -197,6 +244,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .then(|| head.split(' ').nth(1) == Some("200"))
         .filter(|ok| *ok)
         .map(|_| body.to_owned())
+}
+
+/// Waits until `path` answers 200 (start-up, bootstrap), for up to a minute; not timed.
+pub fn wait_for_ok(addr: SocketAddr, path: &str) {
+    for _ in 0..600 {
+        if http_get(addr, path).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{addr}{path} did not answer 200 within a minute");
 }
 
 /// A commit-latency histogram from OpenMetrics text: cumulative counts by upper bound (seconds).

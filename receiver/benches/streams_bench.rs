@@ -118,13 +118,8 @@ fn start_receiver(dir: &Path, streams: usize) -> (Running, SocketAddr) {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_flagpost-receiver").into());
     let running = Running::serve(&binary, &config.write(), "warn", false);
-    for _ in 0..6000 {
-        if support::http_get(addr, "/healthz").is_some() {
-            return (running, addr);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the receiver never answered /healthz");
+    support::wait_for_ok(addr, "/healthz");
+    (running, addr)
 }
 
 /// Sets the bench's feature to `value` through a signed web hook; answers when acknowledged.
@@ -222,11 +217,12 @@ fn main() {
     let open_kib = support::memory_kib(receiver.id(), "VmRSS");
     let (idle_rss, open_rss) = (idle_kib / 1024, open_kib / 1024);
 
-    let cpu_before = cpu_ms(receiver.id());
+    let cpu_before = support::cpu_time(receiver.id());
     let mut latencies = run_rounds(&runtime, &client, addr, rounds, streams, &progress);
     latencies.sort();
     // The 20 ms pauses between rounds are idle for the receiver (heartbeats aside).
-    let cpu_per_change = (cpu_ms(receiver.id()) - cpu_before) as f64 / rounds as f64;
+    let cpu_per_change =
+        (support::cpu_time(receiver.id()) - cpu_before).as_millis() as f64 / rounds as f64;
     let peak = support::peak_rss_mib(receiver.id());
     let now_rss = support::memory_kib(receiver.id(), "VmRSS") / 1024;
     support::row(
@@ -291,16 +287,4 @@ fn run_rounds(
         std::thread::sleep(Duration::from_millis(20));
     }
     latencies
-}
-
-/// The CPU time `pid` has used (user and system), in milliseconds: less sensitive to other
-/// processes on the machine than the latencies.
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command's closing parenthesis: fields 3 onwards; utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a constant of the system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    ticks * 1000 / per_second
 }

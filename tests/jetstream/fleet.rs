@@ -13,9 +13,9 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Process, TOKEN, call, free_addr, send, wait_until};
+use crate::common::{Process, TOKEN, call, free_addr, receiver_binary, send, wait_until};
 use crate::support::config::{ReceiverConfig, SidecarConfig};
-use crate::support::process::{Running, build_receiver};
+use crate::support::process::Running;
 
 pub const SECRET: &str = "whsec_amV0c3RyZWFtIHRlc3RzIHNoYXJlZCBzZWNyZXQ=";
 pub const SUBJECT: &str = "flagpost.Development";
@@ -37,16 +37,6 @@ fn servers_toml(servers: &[String]) -> String {
         "servers = [{}], connect_timeout = \"1s\"",
         quoted.join(", ")
     )
-}
-
-/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
-/// this test runs alone.
-fn receiver_binary() -> PathBuf {
-    let beside = Path::new(env!("CARGO_BIN_EXE_flagpost")).with_file_name("flagpost-receiver");
-    if beside.exists() {
-        return beside;
-    }
-    build_receiver(false)
 }
 
 /// flagpost with a JetStream endpoint publishing to `servers`, in `dir`.

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::process::build_receiver;
+use crate::support::process::receiver_beside;
 
 /// The workspace's root, where the README and `config/` are.
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -15,14 +15,8 @@ pub fn flagpost() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flagpost"))
 }
 
-/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
-/// this test binary runs alone.
 pub fn receiver() -> PathBuf {
-    let beside = flagpost().with_file_name("flagpost-receiver");
-    if beside.exists() {
-        return beside;
-    }
-    build_receiver(false)
+    receiver_beside(&flagpost())
 }
 
 /// One answer: status, headers (names lowercase) and body.

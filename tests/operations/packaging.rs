@@ -4,7 +4,7 @@
 //! The Dockerfile and the systemd units are checked by hand (see the README's "Packaging").
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -46,15 +46,12 @@ fn the_shipped_example_configurations_run_as_shipped() {
         (common::flagpost(), "config/flagpost.toml"),
         (common::receiver(), "config/receiver.toml"),
     ] {
-        let child = Command::new(binary)
-            .args(["serve", "--config", config])
+        let mut command = Command::new(binary);
+        command.args(["serve", "--config", config]);
+        command
             .current_dir(dir.path())
-            .env_remove("FLAGPOST_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        running.push(Running { child });
+            .env_remove("FLAGPOST_CONFIG");
+        running.push(Running::spawn(&mut command, true));
     }
     let (flagpost, receiver) = (
         "127.0.0.1:7070".parse().unwrap(),
@@ -165,15 +162,9 @@ fn both_binaries_tell_the_service_manager_they_are_ready() {
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(90)))
             .unwrap();
-        let child = Command::new(&binary)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _running = Running { child };
+        let mut command = Command::new(&binary);
+        command.args(["serve", "--config"]).arg(&config);
+        let _running = Running::spawn(command.env("NOTIFY_SOCKET", &socket_path), true);
         let mut message = [0u8; 64];
         let length = socket
             .recv(&mut message)

@@ -3,7 +3,7 @@
 //! shared `support` module (`tests/support/`) at their root.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +19,16 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub use crate::support::config::SidecarConfig;
+use crate::support::process::receiver_beside;
 use crate::support::process::stream_until_killed;
 pub use crate::support::process::{Running, free_addr};
 
 pub const TOKEN: &str = "test-token-0123456789";
+
+/// The `flagpost-receiver` binary that goes with this test binary's `flagpost`.
+pub fn receiver_binary() -> PathBuf {
+    receiver_beside(Path::new(env!("CARGO_BIN_EXE_flagpost")))
+}
 
 /// The sidecar's `run` on a port of its own, in this process.
 pub struct Sidecar {

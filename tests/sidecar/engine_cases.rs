@@ -15,15 +15,17 @@
 //! Flagsmith's, found with the engine's own hash function; an identity is only renamed where
 //! the case's rules cannot tell the new name from the old one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use flagsmith_flag_engine::utils::hashing::get_hashed_percentage_for_object_ids;
 use hyper::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Process, TOKEN, call, free_addr, send, test_config, wait_until};
+use crate::common::{
+    Process, TOKEN, call, free_addr, receiver_binary, send, test_config, wait_until,
+};
 use crate::support::config::ReceiverConfig;
-use crate::support::process::{Running, build_receiver};
+use crate::support::process::Running;
 
 const SECRET: &str = "whsec_ZW5naW5lIGNhc2VzIGVuZCB0byBlbmQ=";
 
@@ -460,14 +462,6 @@ fn by_name(flags: &Value) -> Map<String, Value> {
             (name, json!([flag["enabled"], flag["feature_state_value"]]))
         })
         .collect()
-}
-
-fn receiver_binary() -> PathBuf {
-    let beside = Path::new(env!("CARGO_BIN_EXE_flagpost")).with_file_name("flagpost-receiver");
-    if beside.exists() {
-        return beside;
-    }
-    build_receiver(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

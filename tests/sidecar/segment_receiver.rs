@@ -1,26 +1,14 @@
 //! flagpost's own segment events reach the real `flagpost-receiver`, which knows only Flagsmith's
 //! event types: it acknowledges them (2xx, so they are delivered, never retried or dead-lettered).
 
-use std::path::{Path, PathBuf};
-
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{Process, call, free_addr, send, test_config, wait_until};
+use crate::common::{Process, call, free_addr, receiver_binary, send, test_config, wait_until};
 use crate::support::config::ReceiverConfig;
-use crate::support::process::{Running, build_receiver};
+use crate::support::process::Running;
 
 const SECRET: &str = "whsec_c2VnbWVudCBldmVudHMgZm9yIHRoZSByZWNlaXZlcg==";
-
-/// The receiver binary, built beside flagpost's by `cargo test --workspace`; built on demand when
-/// the test runs alone.
-fn receiver_binary() -> PathBuf {
-    let beside = Path::new(env!("CARGO_BIN_EXE_flagpost")).with_file_name("flagpost-receiver");
-    if beside.exists() {
-        return beside;
-    }
-    build_receiver(false)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_knows_only_flagsmith_types_acknowledges_segment_events() {

@@ -2,7 +2,7 @@
 //! test owns: one server, or a cluster of three. Shared by path with the benches.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::process::Running;
@@ -105,17 +105,8 @@ impl NatsServer {
     /// Starts the server (again), with the same ports and folder.
     pub fn start(&mut self) {
         let quiet = std::env::var_os("TEST_NATS_LOG").is_none();
-        let child = Command::new(nats_server_binary())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(if quiet {
-                Stdio::null()
-            } else {
-                Stdio::inherit()
-            })
-            .spawn()
-            .expect("start nats-server");
-        self.running = Some(Running { child });
+        let mut command = Command::new(nats_server_binary());
+        self.running = Some(Running::spawn(command.args(&self.args), quiet));
     }
 
     pub fn url(&self) -> String {

@@ -29,18 +29,23 @@ impl Running {
     /// Starts `binary serve --config <config>` with `RUST_LOG` set to `log`; stdout is dropped
     /// and stderr inherited unless `quiet`.
     pub fn serve(binary: &Path, config: &Path, log: &str, quiet: bool) -> Running {
-        let child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", log)
+        let mut command = Command::new(binary);
+        command.args(["serve", "--config"]).arg(config);
+        Running::spawn(command.env("RUST_LOG", log), quiet)
+    }
+
+    /// Starts `command` with stdout dropped and stderr inherited unless `quiet`.
+    pub fn spawn(command: &mut Command, quiet: bool) -> Running {
+        let stderr = if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        };
+        let child = command
             .stdout(Stdio::null())
-            .stderr(if quiet {
-                Stdio::null()
-            } else {
-                Stdio::inherit()
-            })
+            .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()));
         Running { child }
     }
 
@@ -114,6 +119,16 @@ pub async fn stream_until_killed<T, F, Fut>(
             .expect("the clients stop once the process is gone")
             .unwrap();
     }
+}
+
+/// The receiver binary beside `flagpost` (the one `cargo test --workspace` builds into the same
+/// folder), or, when a test binary runs alone, built on demand by [`build_receiver`].
+pub fn receiver_beside(flagpost: &Path) -> PathBuf {
+    let beside = flagpost.with_file_name("flagpost-receiver");
+    if beside.exists() {
+        return beside;
+    }
+    build_receiver(false)
 }
 
 /// The `flagpost-receiver` binary of the current sources, built (or found up to date) by cargo in

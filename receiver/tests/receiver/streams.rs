@@ -133,15 +133,8 @@ impl Binary {
             .environment(1, &["stream-key"])
             .extra(&format!("[streams]\n{streams}\n"))
             .write();
-        let binary = Path::new(env!("CARGO_BIN_EXE_flagpost-receiver"));
-        let running = Running::serve(binary, &config, "warn", true);
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Binary { addr, running };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the receiver never listened on {addr}");
+        let running = crate::crash::start_binary(&config, addr.port()).await;
+        Binary { addr, running }
     }
 
     pub fn url(&self, path: &str) -> String {
