@@ -19,6 +19,7 @@ use crate::documents::cache::{Dirty, EnvCache, FlagCache, Outcome};
 use crate::documents::raw::DocumentBytes;
 use crate::documents::state::{FeatureEntry, FlagState};
 use crate::error::DocumentError;
+use crate::evaluation::document::{identity_overrides_json, parse_identity_overrides};
 use crate::evaluation::{
     EvaluationDocument, FeatureOverlay, IdentityOverlay, OverlayState, PreparedEnvironment,
 };
@@ -34,6 +35,10 @@ pub struct UpstreamDocument {
     pub fetch_began_micros: i64,
     /// When it was fetched (unix seconds): the data age.
     pub fetched_at: i64,
+    /// A document that carries no identity overrides keeps those of the last document that did:
+    /// that document's `identity_overrides`, as it sent them, so that they are stored with this
+    /// one and survive a restart.
+    pub carried_overrides: Option<DocumentBytes>,
 }
 
 impl UpstreamDocument {
@@ -56,7 +61,27 @@ impl UpstreamDocument {
             parsed,
             fetch_began_micros,
             fetched_at,
+            carried_overrides: None,
         })
+    }
+
+    /// Takes `overrides` (see [`UpstreamDocument::carried_overrides`]) as this document's
+    /// identity overrides.
+    pub fn carry_overrides(&mut self, overrides: DocumentBytes) -> Result<(), DocumentError> {
+        self.parsed.identities = Arc::new(parse_identity_overrides(&overrides.bytes())?);
+        self.carried_overrides = Some(overrides);
+        Ok(())
+    }
+
+    /// The identity overrides a later document that carries none keeps from this one: its own,
+    /// or those it keeps itself.
+    fn overrides_to_carry(&self) -> Option<DocumentBytes> {
+        if !self.parsed.carries_identity_overrides {
+            return self.carried_overrides.clone();
+        }
+        // Checked when this document was read, so its field reads again.
+        let json = identity_overrides_json(&self.raw.bytes()).ok().flatten()?;
+        Some(DocumentBytes::new(Bytes::from(json)))
     }
 
     fn updated_at(&self) -> Option<OffsetDateTime> {
@@ -102,6 +127,7 @@ impl FlagCache {
             Some(held) if keep_identities => {
                 let mut carried = UpstreamDocument::clone(&doc);
                 carried.parsed.identities = held.parsed.identities.clone();
+                carried.carried_overrides = held.overrides_to_carry();
                 Arc::new(carried)
             }
             _ => doc,

@@ -147,19 +147,14 @@ impl EvaluationDocument {
     /// straight into its type: a parsed JSON tree of a document with a million identity overrides
     /// would take several times its size, and the allocator keeps much of that after it is freed.
     pub fn parse(raw: &[u8]) -> Result<EvaluationDocument, DocumentError> {
-        let fields: HashMap<String, &RawValue> =
-            serde_json::from_slice(raw).map_err(|e| match e.classify() {
-                Category::Data => DocumentError::NotAnObject,
-                _ => DocumentError::NotJson(e.to_string()),
-            })?;
+        let fields = top_level_fields(raw)?;
         let shape = |e: serde_json::Error| DocumentError::Shape(e.to_string());
         // Taken apart before the engine reads the rest: see the module's comment.
         let identities = fields
             .get(IDENTITY_OVERRIDES_FIELD)
-            .map(|raw| serde_json::from_str::<Option<Vec<DocumentIdentity>>>(raw.get()))
-            .transpose()
-            .map_err(shape)?
-            .flatten();
+            .map(|raw| parse_identity_overrides(raw.get().as_bytes()))
+            .transpose()?
+            .unwrap_or_default();
         let settings: Settings =
             serde_json::from_str(&object_of(&fields, |key| SETTINGS_FIELDS.contains(&key)))
                 .map_err(shape)?;
@@ -170,7 +165,6 @@ impl EvaluationDocument {
         let hide_disabled_flags = settings
             .hide_disabled_flags
             .unwrap_or(environment.project.hide_disabled_flags);
-        let identities = read_identities(identities.unwrap_or_default());
         let (env_id, api_key, name) = (
             u64::from(environment.id),
             environment.api_key.clone(),
@@ -200,6 +194,33 @@ impl EvaluationDocument {
                 .unwrap_or(true),
         })
     }
+}
+
+/// A document's `identity_overrides` field as it was sent (a JSON array, or `null`), when it
+/// has one.
+pub fn identity_overrides_json(raw: &[u8]) -> Result<Option<String>, DocumentError> {
+    let fields = top_level_fields(raw)?;
+    Ok(fields
+        .get(IDENTITY_OVERRIDES_FIELD)
+        .map(|overrides| overrides.get().to_owned()))
+}
+
+/// Reads a document's `identity_overrides` field (see [`identity_overrides_json`]) into a map by
+/// identifier.
+pub fn parse_identity_overrides(
+    json: &[u8],
+) -> Result<HashMap<String, IdentityEntry>, DocumentError> {
+    let listed: Option<Vec<DocumentIdentity>> =
+        serde_json::from_slice(json).map_err(|e| DocumentError::Shape(e.to_string()))?;
+    Ok(read_identities(listed.unwrap_or_default()))
+}
+
+/// A document's top-level fields as borrowed raw JSON.
+fn top_level_fields(raw: &[u8]) -> Result<HashMap<String, &RawValue>, DocumentError> {
+    serde_json::from_slice(raw).map_err(|e| match e.classify() {
+        Category::Data => DocumentError::NotAnObject,
+        _ => DocumentError::NotJson(e.to_string()),
+    })
 }
 
 /// A JSON object of the `fields` whose key `keep` accepts, as text.

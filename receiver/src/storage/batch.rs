@@ -7,7 +7,7 @@ use redb::{Table, WriteTransaction};
 
 use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
-use crate::storage::documents::{self, DocumentsTable};
+use crate::storage::documents::{self, DocumentsTables};
 use crate::storage::request_ids::{RequestId, RequestIds};
 use crate::storage::rows::{self, MetaRow, SlotRow};
 use crate::storage::{DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, STATES, scope_key};
@@ -21,7 +21,7 @@ pub struct Batch<'txn> {
     features: Table<'txn, (u64, u64), MetaRow<'static>>,
     deleted: Table<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
-    documents: DocumentsTable<'txn>,
+    documents: DocumentsTables<'txn>,
 }
 
 impl<'txn> Batch<'txn> {

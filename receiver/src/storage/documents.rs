@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use crate::documents::{EnvCache, UpstreamDocument};
+use crate::documents::{DocumentBytes, EnvCache, UpstreamDocument};
 use crate::error::WriteError;
 use crate::storage::corrupt;
 
@@ -16,15 +16,27 @@ use crate::storage::corrupt;
 pub(super) const UPSTREAM_DOCUMENTS: TableDefinition<u64, (i64, i64, &[u8])> =
     TableDefinition::new("upstream_documents");
 
-pub(super) type DocumentsTable<'txn> = Table<'txn, u64, (i64, i64, &'static [u8])>;
+/// Environment -> the identity overrides its document keeps from an earlier one (see
+/// [`UpstreamDocument::carried_overrides`]), where it keeps any.
+pub(super) const CARRIED_OVERRIDES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("upstream_carried_identity_overrides");
+
+/// The two tables a document is kept in.
+pub(super) struct DocumentsTables<'txn> {
+    documents: Table<'txn, u64, (i64, i64, &'static [u8])>,
+    carried: Table<'txn, u64, &'static [u8]>,
+}
 
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), WriteError> {
-    txn.open_table(UPSTREAM_DOCUMENTS)?;
+    open(txn)?;
     Ok(())
 }
 
-pub(super) fn open<'txn>(txn: &'txn WriteTransaction) -> Result<DocumentsTable<'txn>, WriteError> {
-    Ok(txn.open_table(UPSTREAM_DOCUMENTS)?)
+pub(super) fn open<'txn>(txn: &'txn WriteTransaction) -> Result<DocumentsTables<'txn>, WriteError> {
+    Ok(DocumentsTables {
+        documents: txn.open_table(UPSTREAM_DOCUMENTS)?,
+        carried: txn.open_table(CARRIED_OVERRIDES)?,
+    })
 }
 
 /// Reads every stored document into its environment.
@@ -32,12 +44,18 @@ pub(super) fn load(
     txn: &ReadTransaction,
     envs: &mut HashMap<u64, EnvCache>,
 ) -> Result<(), WriteError> {
+    let carried = txn.open_table(CARRIED_OVERRIDES)?;
     for row in txn.open_table(UPSTREAM_DOCUMENTS)?.iter()? {
         let (id, value) = row?;
         let env = id.value();
         let (began, fetched_at, raw) = value.value();
-        let doc = UpstreamDocument::parse(Bytes::copy_from_slice(raw), env, began, fetched_at)
+        let mut doc = UpstreamDocument::parse(Bytes::copy_from_slice(raw), env, began, fetched_at)
             .map_err(|e| corrupt("upstream document", e))?;
+        if let Some(overrides) = carried.get(env)? {
+            let overrides = DocumentBytes::new(Bytes::copy_from_slice(overrides.value()));
+            doc.carry_overrides(overrides)
+                .map_err(|e| corrupt("carried identity overrides", e))?;
+        }
         envs.entry(env).or_default().upstream = Some(Arc::new(doc));
     }
     Ok(())
@@ -45,18 +63,27 @@ pub(super) fn load(
 
 /// Writes `env`'s document as the cache holds it.
 pub(super) fn write(
-    table: &mut DocumentsTable<'_>,
+    tables: &mut DocumentsTables<'_>,
     env_id: u64,
     env: Option<&EnvCache>,
 ) -> Result<(), WriteError> {
-    match env.and_then(|env| env.upstream.as_ref()) {
+    let doc = env.and_then(|env| env.upstream.as_ref());
+    match doc {
         Some(doc) => {
             let raw = doc.raw.bytes();
             let row = (doc.fetch_began_micros, doc.fetched_at, raw.as_ref());
-            table.insert(env_id, row)?;
+            tables.documents.insert(env_id, row)?;
         }
         None => {
-            table.remove(env_id)?;
+            tables.documents.remove(env_id)?;
+        }
+    }
+    match doc.and_then(|doc| doc.carried_overrides.as_ref()) {
+        Some(overrides) => {
+            tables.carried.insert(env_id, overrides.bytes().as_ref())?;
+        }
+        None => {
+            tables.carried.remove(env_id)?;
         }
     }
     Ok(())

@@ -3,8 +3,11 @@
 //! - 1 (no version row): features and key slots as JSON, request ids as text.
 //! - 2: features and key slots as redb tuples ([`super::rows`]), request ids in a fixed width
 //!   ([`super::request_ids`]).
+//! - 3: the identity overrides an upstream document keeps from an earlier one have a table of
+//!   their own ([`super::documents`]); a receiver of schema 2 would not read it, and would start
+//!   without them.
 //!
-//! A file of schema 1 is migrated when it is opened, in the same transaction that records the
+//! A file of an earlier schema is migrated when it is opened, in the same transaction that records the
 //! new version (so a crash leaves it wholly old or wholly new); a file of a later schema is
 //! refused, never misread.
 
@@ -21,7 +24,7 @@ use crate::storage::{FEATURES, STATES, corrupt, rows};
 const META: TableDefinition<&str, u64> = TableDefinition::new("receiver_meta");
 
 /// The layout this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Schema 1's tables that schema 2 replaced.
 const FEATURES_V1: TableDefinition<(u64, u64), &str> = TableDefinition::new("features");
@@ -38,9 +41,13 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<(), Writ
     let mut meta = txn.open_table(META)?;
     match meta.get("schema_version")?.map(|version| version.value()) {
         Some(SCHEMA_VERSION) => {}
+        // Schema 3 only adds a table, which opening the file creates.
+        Some(2) => {
+            tracing::info!(file = %path.display(), "database migrated from schema 2 to 3");
+        }
         None if written_before => {
             from_schema_1(txn)?;
-            tracing::info!(file = %path.display(), "database migrated from schema 1 to 2");
+            tracing::info!(file = %path.display(), "database migrated from schema 1 to 3");
         }
         None => {}
         Some(other) => {

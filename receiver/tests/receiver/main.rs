@@ -33,5 +33,6 @@ mod streams_sdk;
 mod test_deps;
 mod transient;
 mod upstream;
+mod upstream_kept;
 mod upstream_triggers;
 mod webhooks_window;

@@ -170,7 +170,7 @@ fn essentials(flags: &Value) -> Vec<Value> {
 }
 
 /// Compares the receiver's `/flags/` and identity answers with Flagsmith's recorded ones.
-async fn compare_step(receiver: &Receiver, recorded: &Value, n: usize) -> Vec<String> {
+pub async fn compare_step(receiver: &Receiver, recorded: &Value, n: usize) -> Vec<String> {
     let mut differences = Vec::new();
     for (env, _, client, _) in ENVS {
         let key = [("x-environment-key", client)];

@@ -1,4 +1,4 @@
-//! A file written in schema 1 (JSON rows, text request ids) opens with everything it held, and a
+//! A file written in schema 1 (JSON rows, text request ids) or 2 opens with everything it held, and a
 //! file of a later schema is refused.
 
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -85,7 +85,7 @@ fn a_schema_1_file_is_migrated_with_everything_it_held() {
     assert_eq!(forgotten, 2);
     drop(storage);
 
-    // Opened again: schema 2 as it stands, nothing migrated twice.
+    // Opened again: the current schema as it stands, nothing migrated twice.
     let (_, again) = Storage::open(&path, 1 << 20).unwrap();
     let entry = &again.env(1).unwrap().features[&7];
     assert!(entry.identities.get("alice").is_some());
@@ -112,4 +112,46 @@ fn a_file_of_a_later_schema_is_refused_and_left_as_it_was() {
     let txn = db.begin_read().unwrap();
     let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
     assert_eq!(version.unwrap().value(), 99);
+}
+
+#[test]
+fn a_schema_2_file_opens_in_schema_3_with_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receiver.redb");
+    drop(Storage::open(&path, 1 << 20).unwrap());
+    // The file as schema 2 left it: an upstream document, and no table of carried overrides.
+    let recorded = format!(
+        "{}/../../shared/conformance/flagsmith-v2.265.0-live/steps/030.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let step: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(recorded).unwrap()).unwrap();
+    let document = serde_json::to_vec(&step["environment_documents"]["live"]).unwrap();
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 2)
+            .unwrap();
+        txn.open_table(crate::storage::documents::UPSTREAM_DOCUMENTS)
+            .unwrap()
+            .insert(44, (5, 6, document.as_slice()))
+            .unwrap();
+        assert!(
+            txn.delete_table(crate::storage::documents::CARRIED_OVERRIDES)
+                .unwrap()
+        );
+        txn.commit().unwrap();
+    }
+
+    let (_, cache) = Storage::open(&path, 1 << 20).unwrap();
+    let held = cache.env(44).unwrap().upstream.as_ref().unwrap();
+    assert_eq!((held.fetch_began_micros, held.fetched_at), (5, 6));
+    assert!(held.carried_overrides.is_none());
+    assert!(held.parsed.identities.contains_key("u-anna"));
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
+    assert_eq!(version.unwrap().value(), SCHEMA_VERSION);
 }
