@@ -120,7 +120,8 @@ fn share(config: Config, writer: writer::Writer, published: &writer::Published) 
         .jetstream
         .as_ref()
         .map(|_| sources::jetstream::JetStreamStatus::new(&mut registry));
-    let streams = streams::StreamHub::new(&mut registry, published.cache.clone());
+    let streams =
+        streams::StreamHub::new(&mut registry, published.cache.clone(), published.file_id);
     let metrics = metrics::Metrics::new(registry);
     metrics.show_environments(&config.live);
     Arc::new(Shared {

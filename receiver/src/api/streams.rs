@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::app::Shared;
 use crate::error::{ApiError, LookupError};
-use crate::streams::events::{Audience, Position, full_frame, with_retry};
+use crate::streams::events::{Audience, Position, full_frame, revision_in, with_retry};
 use crate::streams::feed::{Feed, Kind};
 use crate::streams::{StreamSlot, Subscription};
 
@@ -82,11 +82,11 @@ pub(crate) struct StreamQuery {
     traits: Option<String>,
 }
 
-/// `Last-Event-ID`, as EventSource sends it on reconnecting; one that is not a revision asks
-/// for the full state.
-fn last_event_id(headers: &HeaderMap) -> Option<Option<u64>> {
-    let value = headers.get("last-event-id")?;
-    Some(value.to_str().ok().and_then(|id| id.trim().parse().ok()))
+/// The revision `Last-Event-ID` names, as EventSource sends it on reconnecting; one that names
+/// no revision of this file asks for the full state.
+fn last_event_id(headers: &HeaderMap, file_id: u64) -> Option<u64> {
+    let value = headers.get("last-event-id")?.to_str().ok()?;
+    revision_in(value, file_id)
 }
 
 fn audience(query: StreamQuery) -> Result<Option<Audience>, LookupError> {
@@ -119,13 +119,12 @@ pub(crate) async fn native_stream(
         return Err(LookupError::UnknownEnvironment(env).into());
     }
     let slot = open_slot(&shared)?;
-    let last_event_id = last_event_id(&headers);
+    let last_event_id = last_event_id(&headers, shared.streams.file_id());
     let close = close.map(|Extension(close)| close);
     let Some(audience) = audience else {
-        let subscription =
-            shared
-                .streams
-                .subscribe_native(env, last_event_id.flatten(), &live, close);
+        let subscription = shared
+            .streams
+            .subscribe_native(env, last_event_id, &live, close);
         return Ok(start(env, Kind::Environment, subscription, slot));
     };
     let mut subscription = shared.streams.subscribe_identity(env, &live, close);
@@ -135,12 +134,13 @@ pub(crate) async fn native_stream(
     let held = cache.env(env).map(|env| env.as_ref());
     let last = audience.evaluate(held);
     let at = Position {
+        file_id: shared.streams.file_id(),
         env,
         revision: held.map_or(0, |env| env.revision),
         updated_at_micros: held.map_or(0, |env| env.updated_at_micros),
     };
     // An identity's stream resumes only from the current position: its past is not kept.
-    if last_event_id.flatten() != Some(at.revision) {
+    if last_event_id != Some(at.revision) {
         let identifier = audience.identity.as_ref().map(|i| i.identifier.as_str());
         subscription.opening = with_retry(&full_frame(at, identifier, &last));
     }

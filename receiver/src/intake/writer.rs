@@ -112,6 +112,8 @@ type Failure = Arc<Mutex<Option<String>>>;
 pub struct Published {
     pub cache: Arc<ArcSwap<FlagCache>>,
     pub commits: watch::Receiver<u64>,
+    /// The cache file's id ([`Storage::file_id`]).
+    pub file_id: u64,
 }
 
 /// Opens the database, loads the cache and starts the writer thread.
@@ -128,6 +130,7 @@ pub fn start(
     let published = Published {
         cache: cache.clone(),
         commits,
+        file_id: storage.file_id(),
     };
     let thread = WriterThread {
         storage: Some(storage),

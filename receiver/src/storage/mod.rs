@@ -96,6 +96,7 @@ pub struct Storage {
     db: Database,
     path: PathBuf,
     cache_bytes: usize,
+    file_id: u64,
 }
 
 impl Storage {
@@ -114,6 +115,7 @@ impl Storage {
             db,
             path,
             cache_bytes,
+            ..
         } = self;
         // redb holds a lock on the file for one open handle at a time.
         drop(db);
@@ -131,7 +133,7 @@ impl Storage {
         let db = open_checked(path, cache_bytes).map_err(refused)?;
         let mut txn = db.begin_write()?;
         txn.set_two_phase_commit(TWO_PHASE_COMMIT);
-        schema::initialise(&txn, path)?;
+        let file_id = schema::initialise(&txn, path)?;
         txn.open_table(ENVIRONMENTS)?;
         txn.open_table(FEATURES)?;
         txn.open_table(DELETED_FEATURES)?;
@@ -144,7 +146,14 @@ impl Storage {
             db,
             path: path.to_owned(),
             cache_bytes,
+            file_id,
         })
+    }
+
+    /// A random number drawn when the file was created, the same for as long as it lives:
+    /// revisions count within one file, so a change stream's position names the file too.
+    pub fn file_id(&self) -> u64 {
+        self.file_id
     }
 
     /// Whether the file takes changes again after a failure (see

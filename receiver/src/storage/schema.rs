@@ -5,7 +5,7 @@
 //!   ([`super::request_ids`]).
 //! - 3: the identity overrides an upstream document keeps from an earlier one have a table of
 //!   their own ([`super::documents`]); a receiver of schema 2 would not read it, and would start
-//!   without them.
+//!   without them. The file has an id ([`super::Storage::file_id`]).
 //!
 //! A file of an earlier schema is migrated when it is opened, in the same transaction that records the
 //! new version (so a crash leaves it wholly old or wholly new); a file of a later schema is
@@ -20,7 +20,8 @@ use crate::error::WriteError;
 use crate::storage::request_ids::{REQUEST_IDS, REQUEST_IDS_BY_TIME, RequestId};
 use crate::storage::{FEATURES, STATES, corrupt, rows};
 
-/// `"schema_version"` -> the layout this file is written in.
+/// `"schema_version"` -> the layout this file is written in; `"file_id"` -> see
+/// [`super::Storage::file_id`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("receiver_meta");
 
 /// The layout this build writes and reads.
@@ -33,8 +34,9 @@ const SEEN_V1: TableDefinition<&str, i64> = TableDefinition::new("seen_requests"
 const SEEN_BY_TIME_V1: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("seen_requests_by_time");
 
-/// Records the version in a new file, migrates a file of schema 1, or refuses a later one.
-pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<(), WriteError> {
+/// Records the version in a new file, migrates a file of an earlier schema, or refuses a later
+/// one; answers the file's id, drawn here for a new file or one written before ids were kept.
+pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<u64, WriteError> {
     let written_before = txn
         .list_tables()?
         .any(|table| table.name() == ENVIRONMENTS_NAME);
@@ -60,7 +62,12 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<(), Writ
         }
     }
     meta.insert("schema_version", SCHEMA_VERSION)?;
-    Ok(())
+    let file_id = match meta.get("file_id")? {
+        Some(id) => id.value(),
+        None => fastrand::u64(..),
+    };
+    meta.insert("file_id", file_id)?;
+    Ok(file_id)
 }
 
 /// The name of a table every file of schema 1 has (created at its first open).

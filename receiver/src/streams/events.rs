@@ -4,8 +4,8 @@
 //! Two protocols share the hub:
 //! - Flagsmith's realtime service: `event: environment_updated` with `{"updated_at": <unix
 //!   seconds, a float>}`, which Flagsmith's SDKs compare with what they hold and refetch on;
-//! - the native stream: `event: flags`, `id: <revision>`, the flags that changed (or all of them,
-//!   `"full": true`) and the features that went.
+//! - the native stream: `event: flags`, `id: <file id>-<revision>` ([`event_id`]), the flags that
+//!   changed (or all of them, `"full": true`) and the features that went.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -144,6 +144,8 @@ struct FlagsEvent<'a> {
 /// Where a native event stands: its environment, revision and `updated_at`.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
+    /// The cache file's id ([`crate::storage::Storage::file_id`]): revisions count within it.
+    pub file_id: u64,
     pub env: u64,
     pub revision: u64,
     pub updated_at_micros: i64,
@@ -167,10 +169,29 @@ pub fn native_frame(
         deleted,
     };
     let mut frame = String::with_capacity(128 + 96 * flags.len());
-    let _ = write!(frame, "id: {}\nevent: flags\ndata: ", at.revision);
+    let _ = write!(
+        frame,
+        "id: {}\nevent: flags\ndata: ",
+        event_id(at.file_id, at.revision)
+    );
     frame.push_str(&serde_json::to_string(&event).expect("stream events serialise"));
     frame.push_str("\n\n");
     Bytes::from(frame)
+}
+
+/// A native event's `id:`, the position a client resumes from: the revision, and the file it
+/// counts in. Revisions start again in a new file (a reset database) and differ between receivers,
+/// so a bare revision could name another state that happens to have the same number.
+pub fn event_id(file_id: u64, revision: u64) -> String {
+    format!("{file_id:016x}-{revision}")
+}
+
+/// The revision a `Last-Event-ID` names in the file `file_id`; `None` for an id of another file,
+/// or not one of [`event_id`]'s.
+pub fn revision_in(last_event_id: &str, file_id: u64) -> Option<u64> {
+    let (file, revision) = last_event_id.trim().split_once('-')?;
+    let file = u64::from_str_radix(file, 16).ok()?;
+    (file == file_id).then(|| revision.parse().ok()).flatten()
 }
 
 /// Every flag of `table` as one full-state event.
@@ -213,5 +234,16 @@ mod tests {
             &flagsmith_frame(1_500_000)[..],
             b"event: environment_updated\ndata: {\"updated_at\":1.500000}\n\n"
         );
+    }
+
+    #[test]
+    fn an_event_id_resumes_only_in_the_file_that_wrote_it() {
+        let id = event_id(0xfeed, 42);
+        assert_eq!(id, "000000000000feed-42");
+        assert_eq!(revision_in(&id, 0xfeed), Some(42));
+        assert_eq!(revision_in(&id, 0xbeef), None);
+        for other in ["42", "0", "", "feed-", "-42", "zz-42", "000000000000feed-x"] {
+            assert_eq!(revision_in(other, 0xfeed), None, "{other:?}");
+        }
     }
 }

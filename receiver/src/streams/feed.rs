@@ -107,6 +107,7 @@ impl Feed {
             return None;
         }
         let at = Position {
+            file_id: self.slot.hub.file_id(),
             env: self.env,
             revision: env.revision,
             updated_at_micros: env.updated_at_micros,

@@ -110,6 +110,8 @@ pub enum Notice {
 /// One streamed environment.
 struct Channel {
     notices: broadcast::Sender<Notice>,
+    /// The cache file's id, part of every position (see [`events::event_id`]).
+    file_id: u64,
     revision: u64,
     updated_at_micros: i64,
     /// The environment's own flags as last announced.
@@ -154,6 +156,7 @@ impl Channel {
 
     fn position(&self, env: u64) -> Position {
         Position {
+            file_id: self.file_id,
             env,
             revision: self.revision,
             updated_at_micros: self.updated_at_micros,
@@ -216,6 +219,8 @@ pub struct StreamHub {
     /// The published cache. Read under the `channels` lock, so that a channel is never made
     /// from a cache older than one [`StreamHub::announce`] already went past.
     cache: Arc<ArcSwap<FlagCache>>,
+    /// The cache file's id ([`crate::storage::Storage::file_id`]).
+    file_id: u64,
     open: AtomicUsize,
     /// Set, under the `channels` lock, when the receiver stops.
     stopping: std::sync::atomic::AtomicBool,
@@ -226,7 +231,11 @@ pub struct StreamHub {
 
 impl StreamHub {
     /// A hub following the published `cache`, its metrics registered in `registry`.
-    pub fn new(registry: &mut Registry, cache: Arc<ArcSwap<FlagCache>>) -> Arc<StreamHub> {
+    pub fn new(
+        registry: &mut Registry,
+        cache: Arc<ArcSwap<FlagCache>>,
+        file_id: u64,
+    ) -> Arc<StreamHub> {
         let metrics = StreamMetrics::default();
         let streams = flagpost::metrics::subsystem(registry);
         streams.register(
@@ -251,6 +260,7 @@ impl StreamHub {
         Arc::new(StreamHub {
             channels: Mutex::new(HashMap::new()),
             cache,
+            file_id,
             open: AtomicUsize::new(0),
             stopping: Default::default(),
             buffer_events: AtomicUsize::new(usize::MAX),
@@ -316,6 +326,7 @@ impl StreamHub {
 
     /// The channel of `env`, made from `cache` (read under the lock) on first use.
     fn channel<'a>(
+        &self,
         channels: &'a mut HashMap<u64, Channel>,
         env: u64,
         cache: &FlagCache,
@@ -326,6 +337,7 @@ impl StreamHub {
             let revision = held.map_or(0, |env| env.revision);
             Channel {
                 notices: broadcast::channel(BROADCAST_CAPACITY).0,
+                file_id: self.file_id,
                 revision,
                 updated_at_micros: held.map_or(0, |env| env.updated_at_micros),
                 flags: Audience::default().evaluate(held),
@@ -370,7 +382,7 @@ impl StreamHub {
             .store(live.streams.buffer_events, Ordering::Relaxed);
         let mut channels = self.lock();
         let cache = self.cache.load_full();
-        let channel = Self::channel(&mut channels, env, &cache, live);
+        let channel = self.channel(&mut channels, env, &cache, live);
         let tail = Arc::new(Tail {
             taken: AtomicU64::new(channel.sent),
             ended: AtomicU8::new(0),
@@ -425,6 +437,11 @@ impl StreamHub {
         close: Option<CloseConnection>,
     ) -> Subscription {
         self.subscribe(env, live, close, |_| Bytes::from_static(events::RETRY))
+    }
+
+    /// The cache file's id, which every native position names.
+    pub fn file_id(&self) -> u64 {
+        self.file_id
     }
 
     /// Announces every streamed environment that moved past what its channel announced. Runs

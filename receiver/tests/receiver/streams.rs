@@ -215,10 +215,11 @@ async fn a_native_stream_resumes_across_a_restart_with_last_event_id() {
     let next = resumed.event().await;
     assert_eq!(value_of(&next), json!("c"));
     assert_eq!(next.json()["full"], false);
-    let next_id: u64 = next.id.clone().unwrap().parse().unwrap();
+    let revision = |event: &Event| event.json()["revision"].as_u64().unwrap();
     assert!(
-        next_id > position.parse::<u64>().unwrap(),
-        "{next_id} after {position}"
+        revision(&next) > revision(&seen),
+        "{:?} after {position}",
+        next.id
     );
 
     // A client that saw "b" and comes back after "c" gets exactly what changed since.
@@ -236,6 +237,33 @@ async fn a_native_stream_resumes_across_a_restart_with_last_event_id() {
     let full = old.event().await;
     assert_eq!(full.json()["full"], true);
     assert_eq!(value_of(&full), json!("c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_from_another_cache_file_gets_the_full_state() {
+    // Two receivers, as after a reset database or behind one balancer, each at revision 2 with
+    // its own value.
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Binary::start(first_dir.path(), free_addr(), "").await;
+    let second = Binary::start(second_dir.path(), free_addr(), "").await;
+    first.change(1, json!("a")).await;
+    first.change(2, json!("b")).await;
+    second.change(1, json!("x")).await;
+    second.change(2, json!("y")).await;
+    let mut stream = Sse::open(&first.url("/v1/environments/1/stream"), &[]).await;
+    let seen = stream.event().await;
+    assert_eq!(value_of(&seen), json!("b"));
+    let position = seen.id.clone().unwrap();
+
+    // The client moves to the other receiver with the first one's position: the same revision
+    // there names another state, so it gets that state whole, never nothing.
+    let headers = [("last-event-id", position.as_str())];
+    let mut moved = Sse::open(&second.url("/v1/environments/1/stream"), &headers).await;
+    let opening = moved.event().await;
+    assert_eq!(opening.json()["revision"], seen.json()["revision"]);
+    assert_eq!(opening.json()["full"], true, "{}", opening.data);
+    assert_eq!(value_of(&opening), json!("y"));
+    assert_ne!(opening.id, seen.id);
 }
 
 /// A raw connection that asks for a stream and never reads a byte of it, with a receive buffer

@@ -145,11 +145,17 @@ fn a_schema_2_file_opens_in_schema_3_with_its_documents() {
         txn.commit().unwrap();
     }
 
-    let (_, cache) = Storage::open(&path, 1 << 20).unwrap();
+    let (storage, cache) = Storage::open(&path, 1 << 20).unwrap();
     let held = cache.env(44).unwrap().upstream.as_ref().unwrap();
     assert_eq!((held.fetch_began_micros, held.fetched_at), (5, 6));
     assert!(held.carried_overrides.is_none());
     assert!(held.parsed.identities.contains_key("u-anna"));
+    // The file got its id in the migration, and keeps it.
+    let file_id = storage.file_id();
+    drop(storage);
+    let (storage, _) = Storage::open(&path, 1 << 20).unwrap();
+    assert_eq!(storage.file_id(), file_id);
+    drop(storage);
     let db = Database::create(&path).unwrap();
     let txn = db.begin_read().unwrap();
     let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
