@@ -40,6 +40,9 @@ pub struct Shared {
     pub streams: Arc<StreamHub>,
     /// The JetStream intake's connection and lag, when `[jetstream]` is configured.
     pub jetstream: Option<Arc<JetStreamStatus>>,
+    /// The cache file's id ([`crate::storage::Storage::file_id`]): stream positions and OFREP
+    /// tags name it, as revisions count within one file.
+    pub file_id: u64,
 }
 
 impl Shared {

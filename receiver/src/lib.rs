@@ -135,6 +135,7 @@ fn share(config: Config, writer: writer::Writer, published: &writer::Published) 
         rereading: Default::default(),
         streams,
         jetstream,
+        file_id: published.file_id,
     })
 }
 

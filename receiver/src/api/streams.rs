@@ -119,7 +119,7 @@ pub(crate) async fn native_stream(
         return Err(LookupError::UnknownEnvironment(env).into());
     }
     let slot = open_slot(&shared)?;
-    let last_event_id = last_event_id(&headers, shared.streams.file_id());
+    let last_event_id = last_event_id(&headers, shared.file_id);
     let close = close.map(|Extension(close)| close);
     let Some(audience) = audience else {
         let subscription = shared
@@ -134,7 +134,7 @@ pub(crate) async fn native_stream(
     let held = cache.env(env).map(|env| env.as_ref());
     let last = audience.evaluate(held);
     let at = Position {
-        file_id: shared.streams.file_id(),
+        file_id: shared.file_id,
         env,
         revision: held.map_or(0, |env| env.revision),
         updated_at_micros: held.map_or(0, |env| env.updated_at_micros),

@@ -3,8 +3,9 @@
 //!
 //! The answer is a function of the environment's content and of the context: the content is
 //! named by the environment's id, its revision (moved by the writer in the very batch that
-//! changes anything of it, and stored with it) and its `updated_at` (which never goes back, so a
-//! receiver started on an empty database cannot reuse an old revision's tag); the context by its
+//! changes anything of it, and stored with it), the cache file's id (revisions count within one
+//! file: two receivers behind one balancer, or one whose file was deleted, may hold different
+//! contents at the same revision) and its `updated_at`; the context by its
 //! `targetingKey` and its traits, in name order. A tag therefore changes whenever the answer
 //! can, and stays across restarts while nothing changes; two contexts that read the same flags
 //! (traits no segment reads) get different tags for the same answer, which costs a 200.
@@ -19,14 +20,16 @@ use flagsmith_flag_engine::types::FlagsmithValueType;
 const FORMAT: &[u8] = concat!("ofrep-bulk/", env!("CARGO_PKG_VERSION")).as_bytes();
 
 /// The tag of the bulk answer of environment `env_id` (`env`: its content, if it has any) for
-/// `identity` (`None`: the environment's own flags).
+/// `identity` (`None`: the environment's own flags), in the cache file `file_id`.
 pub fn bulk_etag(
+    file_id: u64,
     env_id: u64,
     env: Option<&EnvCache>,
     identity: Option<&IdentityInput>,
 ) -> HeaderValue {
     let mut hash = Fnv128::default();
     hash.update(FORMAT);
+    hash.update(&file_id.to_le_bytes());
     hash.update(&env_id.to_le_bytes());
     match env {
         Some(env) => {
@@ -112,6 +115,9 @@ mod tests {
 
     use super::*;
 
+    /// A cache file's id.
+    const FILE: u64 = 0xfeed;
+
     fn identity(identifier: &str, traits: &[(&str, FlagsmithValueType, &str)]) -> IdentityInput {
         let traits: HashMap<String, FlagsmithValue> = traits
             .iter()
@@ -131,28 +137,31 @@ mod tests {
     }
 
     #[test]
-    fn the_tag_follows_the_environments_revision_and_the_context() {
+    fn the_tag_follows_the_file_the_environments_revision_and_the_context() {
         use FlagsmithValueType::{Integer, String};
         let mut env = EnvCache::default();
         env.revision = 4;
         env.updated_at_micros = 1_000;
         let anna = identity("anna", &[("plan", String, "pro"), ("n", Integer, "3")]);
-        let tag = bulk_etag(1, Some(&env), Some(&anna));
+        let tag = bulk_etag(FILE, 1, Some(&env), Some(&anna));
         assert_eq!(tag.len(), 34);
         // The same inputs, whatever order the traits were read in: the same tag.
         let again = identity("anna", &[("n", Integer, "3"), ("plan", String, "pro")]);
-        assert_eq!(bulk_etag(1, Some(&env), Some(&again)), tag);
+        assert_eq!(bulk_etag(FILE, 1, Some(&env), Some(&again)), tag);
         let others = [
-            bulk_etag(2, Some(&env), Some(&anna)),
-            bulk_etag(1, None, Some(&anna)),
-            bulk_etag(1, Some(&env), None),
-            bulk_etag(1, Some(&env), Some(&identity("ben", &[]))),
+            bulk_etag(FILE + 1, 1, Some(&env), Some(&anna)),
+            bulk_etag(FILE, 2, Some(&env), Some(&anna)),
+            bulk_etag(FILE, 1, None, Some(&anna)),
+            bulk_etag(FILE, 1, Some(&env), None),
+            bulk_etag(FILE, 1, Some(&env), Some(&identity("ben", &[]))),
             bulk_etag(
+                FILE,
                 1,
                 Some(&env),
                 Some(&identity("anna", &[("plan", String, "pro")])),
             ),
             bulk_etag(
+                FILE,
                 1,
                 Some(&env),
                 Some(&identity(
@@ -161,6 +170,7 @@ mod tests {
                 )),
             ),
             bulk_etag(
+                FILE,
                 1,
                 Some(&env),
                 Some(&identity(
@@ -173,10 +183,10 @@ mod tests {
             assert_ne!(*other, tag);
         }
         env.revision += 1;
-        assert_ne!(bulk_etag(1, Some(&env), Some(&anna)), tag);
+        assert_ne!(bulk_etag(FILE, 1, Some(&env), Some(&anna)), tag);
         env.revision -= 1;
         env.updated_at_micros += 1;
-        assert_ne!(bulk_etag(1, Some(&env), Some(&anna)), tag);
+        assert_ne!(bulk_etag(FILE, 1, Some(&env), Some(&anna)), tag);
     }
 
     #[test]
@@ -193,7 +203,7 @@ mod tests {
 
     #[test]
     fn if_none_match_names_the_tag_or_any() {
-        let etag = bulk_etag(1, None, None);
+        let etag = bulk_etag(FILE, 1, None, None);
         let header = |text: String| HeaderValue::try_from(text).unwrap();
         let tag = etag.to_str().unwrap().to_owned();
         assert!(matches(&header(tag.clone()), &etag));

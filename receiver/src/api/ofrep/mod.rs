@@ -80,7 +80,7 @@ async fn every_flag(shared: &Shared, request: Request) -> Result<Response, ApiEr
     let cache = shared.cache.load();
     let env = cache.env(env_id).map(|env| &**env);
     // Answered from the tag alone: a client that holds the answer costs no evaluation.
-    let etag = etag::bulk_etag(env_id, env, identity.as_ref());
+    let etag = etag::bulk_etag(shared.file_id, env_id, env, identity.as_ref());
     if if_none_match.is_some_and(|tags| etag::matches(&tags, &etag)) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
