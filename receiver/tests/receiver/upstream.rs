@@ -133,6 +133,13 @@ pub async fn trigger_fetch(receiver: &Receiver, n: u64) {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// Waits until the receiver holds both environments' documents of `recorded` (a step).
+pub async fn wait_for_step(receiver: &Receiver, recorded: &Value) {
+    for (env, _, _, server) in ENVS {
+        wait_for_document(receiver, server, &document(recorded, env)).await;
+    }
+}
+
 /// Waits until the receiver holds `expected` as `server_key`'s environment document.
 pub async fn wait_for_document(receiver: &Receiver, server_key: &str, expected: &Bytes) {
     let expected: Value = serde_json::from_slice(expected).unwrap();
@@ -227,9 +234,7 @@ async fn every_recorded_step_answers_as_flagsmith_from_its_documents() {
             stand_in.answer(server, Answer::Document(document(&recorded, env)));
         }
         trigger_fetch(&receiver, n as u64).await;
-        for (env, _, _, server) in ENVS {
-            wait_for_document(&receiver, server, &document(&recorded, env)).await;
-        }
+        wait_for_step(&receiver, &recorded).await;
         differences.extend(
             compare_step(&receiver, &recorded, n)
                 .await
@@ -284,9 +289,7 @@ pub async fn receiver_at_step(
     }
     let toml = config_toml(dir, ANY_AGE, &environments_toml(&url, timeout_secs));
     let receiver = Receiver::start(dir, &toml).await;
-    for (env, _, _, server) in ENVS {
-        wait_for_document(&receiver, server, &document(&recorded, env)).await;
-    }
+    wait_for_step(&receiver, &recorded).await;
     (receiver, stand_in)
 }
 
