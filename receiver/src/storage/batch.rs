@@ -7,7 +7,7 @@ use redb::{Table, WriteTransaction};
 
 use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
-use crate::storage::documents::{self, DocumentsTables};
+use crate::storage::documents;
 use crate::storage::request_ids::{RequestId, RequestIds};
 use crate::storage::rows::{self, MetaRow, SlotRow};
 use crate::storage::{DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, STATES, scope_key};
@@ -21,7 +21,8 @@ pub struct Batch<'txn> {
     features: Table<'txn, (u64, u64), MetaRow<'static>>,
     deleted: Table<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
-    documents: DocumentsTables<'txn>,
+    /// For the tables of upstream documents, opened only when one is written.
+    txn: &'txn WriteTransaction,
 }
 
 impl<'txn> Batch<'txn> {
@@ -32,7 +33,7 @@ impl<'txn> Batch<'txn> {
             features: txn.open_table(FEATURES)?,
             deleted: txn.open_table(DELETED_FEATURES)?,
             states: txn.open_table(STATES)?,
-            documents: documents::open(txn)?,
+            txn,
         })
     }
 
@@ -84,7 +85,7 @@ impl<'txn> Batch<'txn> {
                 }
                 Dirty::Upstream(env) => {
                     let held = cache.env(*env).map(|env| env.as_ref());
-                    documents::write(&mut self.documents, *env, held)?
+                    documents::write(self.txn, *env, held)?
                 }
             }
         }

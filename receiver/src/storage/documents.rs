@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::documents::{DocumentBytes, EnvCache, UpstreamDocument};
 use crate::error::WriteError;
@@ -21,22 +21,10 @@ pub(super) const UPSTREAM_DOCUMENTS: TableDefinition<u64, (i64, i64, &[u8])> =
 pub(super) const CARRIED_OVERRIDES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("upstream_carried_identity_overrides");
 
-/// The two tables a document is kept in.
-pub(super) struct DocumentsTables<'txn> {
-    documents: Table<'txn, u64, (i64, i64, &'static [u8])>,
-    carried: Table<'txn, u64, &'static [u8]>,
-}
-
 pub(super) fn create(txn: &WriteTransaction) -> Result<(), WriteError> {
-    open(txn)?;
+    txn.open_table(UPSTREAM_DOCUMENTS)?;
+    txn.open_table(CARRIED_OVERRIDES)?;
     Ok(())
-}
-
-pub(super) fn open<'txn>(txn: &'txn WriteTransaction) -> Result<DocumentsTables<'txn>, WriteError> {
-    Ok(DocumentsTables {
-        documents: txn.open_table(UPSTREAM_DOCUMENTS)?,
-        carried: txn.open_table(CARRIED_OVERRIDES)?,
-    })
 }
 
 /// Reads every stored document into its environment.
@@ -61,29 +49,32 @@ pub(super) fn load(
     Ok(())
 }
 
-/// Writes `env`'s document as the cache holds it.
+/// Writes `env`'s document as the cache holds it. Its tables are opened here: a document is
+/// written once per fetch, and most batches hold none.
 pub(super) fn write(
-    tables: &mut DocumentsTables<'_>,
+    txn: &WriteTransaction,
     env_id: u64,
     env: Option<&EnvCache>,
 ) -> Result<(), WriteError> {
+    let mut documents = txn.open_table(UPSTREAM_DOCUMENTS)?;
+    let mut carried = txn.open_table(CARRIED_OVERRIDES)?;
     let doc = env.and_then(|env| env.upstream.as_ref());
     match doc {
         Some(doc) => {
             let raw = doc.raw.bytes();
             let row = (doc.fetch_began_micros, doc.fetched_at, raw.as_ref());
-            tables.documents.insert(env_id, row)?;
+            documents.insert(env_id, row)?;
         }
         None => {
-            tables.documents.remove(env_id)?;
+            documents.remove(env_id)?;
         }
     }
     match doc.and_then(|doc| doc.carried_overrides.as_ref()) {
         Some(overrides) => {
-            tables.carried.insert(env_id, overrides.bytes().as_ref())?;
+            carried.insert(env_id, overrides.bytes().as_ref())?;
         }
         None => {
-            tables.carried.remove(env_id)?;
+            carried.remove(env_id)?;
         }
     }
     Ok(())
