@@ -7,9 +7,9 @@
 //!   their own ([`super::documents`]); a receiver of schema 2 would not read it, and would start
 //!   without them. The file has an id ([`super::Storage::file_id`]).
 //!
-//! A file of an earlier schema is migrated when it is opened, in the same transaction that records the
-//! new version (so a crash leaves it wholly old or wholly new); a file of a later schema is
-//! refused, never misread.
+//! A file of an earlier schema is migrated when it is opened, in the same transaction that
+//! records the new version (so a crash leaves it wholly old or wholly new); a file of a later
+//! schema is refused, never misread.
 
 use std::path::Path;
 
@@ -43,7 +43,7 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<u64, Wri
     let mut meta = txn.open_table(META)?;
     match meta.get("schema_version")?.map(|version| version.value()) {
         Some(SCHEMA_VERSION) => {}
-        // Schema 3 only adds a table, which opening the file creates.
+        // Schema 3 only adds a table, which opening the file creates, and the file's id, below.
         Some(2) => {
             tracing::info!(file = %path.display(), "database migrated from schema 2 to 3");
         }
@@ -62,11 +62,15 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<u64, Wri
         }
     }
     meta.insert("schema_version", SCHEMA_VERSION)?;
-    let file_id = match meta.get("file_id")? {
-        Some(id) => id.value(),
-        None => fastrand::u64(..),
+    let kept = meta.get("file_id")?.map(|id| id.value());
+    let file_id = match kept {
+        Some(id) => id,
+        None => {
+            let drawn = fastrand::u64(..);
+            meta.insert("file_id", drawn)?;
+            drawn
+        }
     };
-    meta.insert("file_id", file_id)?;
     Ok(file_id)
 }
 
