@@ -151,7 +151,7 @@ pub struct Position {
     pub updated_at_micros: i64,
 }
 
-/// A native `flags` event: `id:` is the revision, a client's resumable position.
+/// A native `flags` event: `id:` is its position ([`event_id`]), which a client resumes from.
 pub fn native_frame(
     at: Position,
     identifier: Option<&str>,
