@@ -70,8 +70,9 @@ pub struct AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    /// Success is a 2xx, fully read, over HTTP; over JetStream (no status), the stream's
-    /// acknowledgement. An HTTP attempt without an error always has a status.
+    /// Success is a 2xx over HTTP, its body read (or longer than what is read); over JetStream
+    /// (no status), the stream's acknowledgement. An HTTP attempt without an error always has a
+    /// status.
     pub fn delivered(&self) -> bool {
         self.error.is_none() && self.status.is_none_or(|s| (200..300).contains(&s))
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower_service::Service;
@@ -29,8 +29,9 @@ use super::client::{
 use super::retry::parse_retry_after;
 use crate::config::Credentials;
 
-/// The most of a response body that is read; the rest is dropped with the connection. Endpoints
-/// answer a web hook with a few bytes; a huge answer must not cost memory.
+/// The most of a response body that is read; the rest is dropped with the connection, and the
+/// status alone is the answer. Endpoints answer a web hook with a few bytes; a huge answer must
+/// not cost memory, nor turn a delivery the endpoint accepted into a retry.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// How long a connection may idle and still be used, as hyper-util's pooled client kept them
@@ -138,7 +139,8 @@ impl HttpTarget {
     }
 
     /// Sends `request` and reads the answer: its status, its `Retry-After`, and why its body
-    /// could not be read, if it could not. The connection is kept only after a whole answer.
+    /// could not be read, if it could not (one longer than [`MAX_RESPONSE_BODY`] is not an
+    /// error). The connection is kept only after a whole answer.
     async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
@@ -156,6 +158,7 @@ impl HttpTarget {
                 self.put_back(connection);
                 None
             }
+            Err(e) if e.is::<LengthLimitError>() => None,
             Err(e) => Some(format!(
                 "reading the response: {}",
                 describe_error_chain(e.as_ref())
@@ -266,6 +269,11 @@ mod tests {
     /// A real HTTP/1 endpoint on 127.0.0.1 that answers 200 (with `Connection: close` when
     /// `close` is set) and counts the connections it accepted.
     async fn endpoint(close: bool) -> (Uri, Arc<AtomicUsize>) {
+        endpoint_answering(close, 200, Bytes::from_static(b"ok")).await
+    }
+
+    /// The same, answering `status` with `body`.
+    async fn endpoint_answering(close: bool, status: u16, body: Bytes) -> (Uri, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -274,10 +282,13 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 counted.fetch_add(1, Ordering::SeqCst);
-                let service =
-                    hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                let body = body.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let body = body.clone();
+                    async move {
                         let _ = request.into_body().collect().await;
-                        let mut answer = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        let mut answer = Response::new(Full::new(body));
+                        *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         if close {
                             answer.headers_mut().insert(
                                 http::header::CONNECTION,
@@ -285,7 +296,8 @@ mod tests {
                             );
                         }
                         Ok::<_, Infallible>(answer)
-                    });
+                    }
+                });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service),
@@ -376,6 +388,23 @@ mod tests {
             "a new one past the limit"
         );
         assert_eq!(target.idle.lock().unwrap().len(), 1, "the old one dropped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_too_long_to_read_is_decided_by_its_status() {
+        let long = Bytes::from(vec![b'x'; MAX_RESPONSE_BODY * 4]);
+        let keys = [Secret::new("s").unwrap().prepare()];
+        for (status, delivered) in [(200, true), (503, false)] {
+            let (url, _) = endpoint_answering(false, status, long.clone()).await;
+            let target = target(&url);
+            let outcome = attempt(&target, &keys, 0).await;
+            assert_eq!(outcome.delivered(), delivered, "{outcome:?}");
+            assert_eq!((outcome.status, outcome.error), (Some(status), None));
+            assert!(
+                target.idle.lock().unwrap().is_empty(),
+                "the unread rest goes with its connection"
+            );
+        }
     }
 
     #[test]
