@@ -29,9 +29,6 @@ const FEATURE_ID: u64 = 107;
 const FEATURE: &str = "banner_text";
 const NEW_VALUE: &str = "changed in realtime";
 
-/// A generous bound: the goal is a second, on a machine other builds share.
-const DEADLINE: Duration = Duration::from_secs(30);
-
 /// The recorded "live" document with the feature's value changed and `updated_at` moved to now,
 /// as Flagsmith's next document would be.
 fn next_document() -> Bytes {
@@ -134,11 +131,12 @@ async fn a_realtime_client_sees_the_change(sdk: &str) {
     let (status, answer) = receiver.post("/webhook", &signed.as_refs(), &body).await;
     let acknowledged = Instant::now();
     assert_eq!(status, 200, "{answer}");
+    // Neither client polls in realtime mode: the change can only reach it through the stream.
+    // How soon is printed for the README, never asserted (a shared machine decides that).
     let (changed, seen) = next_line(&mut lines, "the change").await;
     let delay = seen.duration_since(acknowledged);
     println!("{sdk} realtime client: change seen {delay:?} after the web hook's acknowledgement");
     assert_eq!(changed, format!("changed {expected}"));
-    assert!(delay < DEADLINE, "{sdk}: the change took {delay:?}");
     drop(script);
     receiver.stop().await;
 }
