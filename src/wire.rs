@@ -18,7 +18,6 @@ mod number_range;
 mod unique_keys;
 
 pub use number_range::{INTEGER_RANGE, first_integer_out_of_range};
-use unique_keys::UniqueKeys;
 
 /// The `event_type` of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -445,10 +444,11 @@ pub enum IdentityRef {
 }
 
 #[derive(Deserialize)]
-struct RawEnvelope {
+struct RawEnvelope<'a> {
     event_type: EventType,
-    #[serde(default)]
-    data: Option<serde_json::Value>,
+    /// Read into its type only for the event types that apply one.
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -464,11 +464,12 @@ struct RawFlagData {
 }
 
 /// Reads a web hook body. Flag events must carry the state they are about; other event types are
-/// returned as [`IncomingEvent::NotApplied`] once the envelope itself is valid JSON. A body with a
-/// duplicate key in any object is refused, in the same single pass that reads it.
+/// returned as [`IncomingEvent::NotApplied`] once the body is valid JSON. A body with a duplicate
+/// key in any object is refused first, by a pass that builds nothing; the body is then read
+/// straight into its types, `data` only for flag events.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
-    let UniqueKeys(envelope) = serde_json::from_slice(body)?;
-    let envelope: RawEnvelope = serde_json::from_value(envelope)?;
+    unique_keys::check(body)?;
+    let envelope: RawEnvelope = serde_json::from_slice(body)?;
     let deleted = match envelope.event_type {
         EventType::FlagUpdated => false,
         EventType::FlagDeleted => true,
@@ -483,7 +484,7 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
         event_type: event_name,
         field: "data",
     })?;
-    let data: RawFlagData = serde_json::from_value(data)?;
+    let data: RawFlagData = serde_json::from_str(data.get())?;
     let state = if deleted {
         data.previous_state.or(data.new_state)
     } else {
