@@ -3,9 +3,11 @@
 //! in [`super::http_target`]. Redirects are never followed: a 3xx is a failed attempt, so an
 //! endpoint cannot bounce signed bodies to an address nobody configured.
 
-use std::time::{Duration, SystemTime};
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Uri};
 use hyper_rustls::HttpsConnector;
@@ -83,6 +85,24 @@ impl AttemptOutcome {
             (_, Some(error)) => error.clone(),
             (Some(status), None) => format!("HTTP {status}"),
             (None, None) => "acknowledged".to_owned(),
+        }
+    }
+
+    /// Runs `attempt`, answering a panic inside it (a bug) as a failed attempt. The lane hands
+    /// its row to the attempt, so without this a panic would leave the row held, retried only
+    /// after a restart; this way it is retried on the schedule like any failure.
+    pub async fn caught(attempt: impl Future<Output = AttemptOutcome>) -> AttemptOutcome {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        match AssertUnwindSafe(attempt).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => AttemptOutcome {
+                started_at_ms: unix_millis(started_at),
+                latency: started.elapsed(),
+                status: None,
+                error: Some("the attempt failed inside flagpost (a panic, logged)".to_owned()),
+                retry_after: None,
+            },
         }
     }
 }
@@ -206,4 +226,27 @@ pub fn unix_millis(at: SystemTime) -> u64 {
 
 pub fn now_millis() -> u64 {
     unix_millis(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_inside_an_attempt_is_a_failed_attempt_and_anything_else_passes_through() {
+        let panicked = AttemptOutcome::caught(async { panic!("a bug inside an attempt") }).await;
+        assert!(!panicked.delivered());
+        assert_eq!(panicked.status, None);
+        assert!(panicked.describe().contains("panic"), "{panicked:?}");
+
+        let answered = AttemptOutcome {
+            started_at_ms: 7,
+            latency: Duration::from_millis(3),
+            status: Some(204),
+            error: None,
+            retry_after: None,
+        };
+        let passed = AttemptOutcome::caught(async { answered.clone() }).await;
+        assert_eq!(passed, answered);
+    }
 }

@@ -430,15 +430,13 @@ impl Lane {
             let endpoint = endpoint.clone();
             // Boxed once here rather than copied whole into the task and back out of it.
             self.in_flight.spawn(Box::pin(async move {
-                let outcome = endpoint
-                    .transport
-                    .attempt(KeyedDelivery {
-                        keys: &endpoint.keys,
-                        event_id: &pending.event_id,
-                        sequence: pending.sequence,
-                        body: pending.body.clone(),
-                    })
-                    .await;
+                let attempt = endpoint.transport.attempt(KeyedDelivery {
+                    keys: &endpoint.keys,
+                    event_id: &pending.event_id,
+                    sequence: pending.sequence,
+                    body: pending.body.clone(),
+                });
+                let outcome = AttemptOutcome::caught(attempt).await;
                 (pending, outcome)
             }));
         }
