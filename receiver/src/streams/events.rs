@@ -8,7 +8,7 @@
 //!   changed (or all of them, `"full": true`) and the features that went.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use bytes::Bytes;
 use flagsmith_flag_engine::types::FlagsmithValue;
@@ -182,8 +182,20 @@ pub fn native_frame(
 /// A native event's `id:`, the position a client resumes from: the revision, and the file it
 /// counts in. Revisions start again in a new file (a reset database) and differ between receivers,
 /// so a bare revision could name another state that happens to have the same number.
-pub fn event_id(file_id: u64, revision: u64) -> String {
-    format!("{file_id:016x}-{revision}")
+pub fn event_id(file_id: u64, revision: u64) -> EventId {
+    EventId { file_id, revision }
+}
+
+/// See [`event_id`]: written straight into a frame, `<file id in 16 hex digits>-<revision>`.
+pub struct EventId {
+    file_id: u64,
+    revision: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.file_id, self.revision)
+    }
 }
 
 /// The revision a `Last-Event-ID` names in the file `file_id`; `None` for an id of another file,
@@ -238,7 +250,7 @@ mod tests {
 
     #[test]
     fn an_event_id_resumes_only_in_the_file_that_wrote_it() {
-        let id = event_id(0xfeed, 42);
+        let id = event_id(0xfeed, 42).to_string();
         assert_eq!(id, "000000000000feed-42");
         assert_eq!(revision_in(&id, 0xfeed), Some(42));
         assert_eq!(revision_in(&id, 0xbeef), None);
