@@ -41,6 +41,7 @@ pub async fn open_store(config: &Fixed, unusable_file: UnusableFile) -> Result<S
         cache_size_bytes: config.storage.cache_size_mib << 20,
         max_batch: config.storage.max_batch,
         unusable_file,
+        ..StoreOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await

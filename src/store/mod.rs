@@ -25,6 +25,7 @@ pub mod idempotency;
 mod migrate;
 pub mod open;
 pub mod queries;
+pub mod redo;
 pub mod relayed;
 mod rows;
 pub mod schema;
@@ -122,6 +123,9 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// What to do with a file that is there but holds no usable database.
     pub unusable_file: UnusableFile,
+    /// The longest a batch made durable by the redo log waits for a durable commit of the file
+    /// ([`redo`]).
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// What [`Store::open`] does with an empty (0-byte), truncated or damaged file. A missing file is
@@ -142,6 +146,7 @@ impl Default for StoreOptions {
             cache_size_bytes: 64 << 20,
             max_batch: 4096,
             unusable_file: UnusableFile::Refuse,
+            checkpoint_every: redo::CHECKPOINT_EVERY,
         }
     }
 }
@@ -154,7 +159,9 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let db = open_or_start_new(path, &options)?;
+        let (db, new_file) = open_or_start_new(path, &options)?;
+        let mut log = open_log(path, new_file)?;
+        writer::replay_log(&db, &mut log)?;
         schema::initialise(&db, path)?;
         let db = Arc::new(SharedDatabase::new(
             db,
@@ -166,11 +173,15 @@ impl Store {
         let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
         let handle = writer::spawn(writer::Writer {
             db: db.clone(),
+            log,
             max_batch: options.max_batch.max(1),
             commands: commands_rx,
             commits: commits_tx,
             commit_latency: commit_latency.clone(),
+            last_durable: std::time::Instant::now(),
+            checkpoint_every: options.checkpoint_every,
         });
+        writer::spawn_checkpoints(commands_tx.downgrade(), options.checkpoint_every);
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -287,10 +298,15 @@ impl Store {
 }
 
 /// Opens the file, or (with [`UnusableFile::StartNew`]) moves an empty or damaged one aside and
-/// starts a new database; otherwise an unusable file is refused with what to do.
-fn open_or_start_new(path: &Path, options: &StoreOptions) -> Result<redb::Database, StoreError> {
+/// starts a new database; otherwise an unusable file is refused with what to do. True with a
+/// database that starts new.
+fn open_or_start_new(
+    path: &Path,
+    options: &StoreOptions,
+) -> Result<(redb::Database, bool), StoreError> {
+    let new_file = !path.exists();
     let refused = match open::open_checked(path, options.cache_size_bytes) {
-        Ok(db) => return Ok(db),
+        Ok(db) => return Ok((db, new_file)),
         Err(error) if error.is_unusable_file() => error,
         Err(error) => return Err(StoreError::new(error.to_string())),
     };
@@ -304,7 +320,23 @@ fn open_or_start_new(path: &Path, options: &StoreOptions) -> Result<redb::Databa
     let aside = open::move_aside(path)
         .map_err(|e| StoreError::new(format!("{refused}, and cannot move it aside: {e}")))?;
     tracing::warn!(file = %path.display(), moved_to = %aside.display(), reason = %refused, "unusable database moved aside; starting a new database");
-    open::open_checked(path, options.cache_size_bytes).map_err(|e| StoreError::new(e.to_string()))
+    let db = open::open_checked(path, options.cache_size_bytes)
+        .map_err(|e| StoreError::new(e.to_string()))?;
+    Ok((db, true))
+}
+
+/// Opens the database's redo log. A log found beside a database that starts new belongs to the
+/// file that was there before: it is moved aside with it, never replayed into the new one.
+fn open_log(path: &Path, new_file: bool) -> Result<redo::RedoLog, StoreError> {
+    let log_path = redo::RedoLog::path_for(path);
+    if new_file && log_path.exists() {
+        let aside = open::move_aside(&log_path).map_err(|e| {
+            StoreError::new(format!("cannot move {} aside: {e}", log_path.display()))
+        })?;
+        tracing::warn!(log = %log_path.display(), moved_to = %aside.display(), "a redo log without its database moved aside");
+    }
+    redo::RedoLog::open(path, redo::LOG_CAPACITY)
+        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", log_path.display())))
 }
 
 /// Reads a counter or identity value from `META`.

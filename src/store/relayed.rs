@@ -6,24 +6,13 @@
 //! key histories (one small row per key, like a flag state) are kept for good, so that a
 //! captured body sent again after that still cannot take its key backwards.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 
 use super::StoreError;
 use super::events::event_id;
-use super::tables::Tables;
+use super::schema::{RELAYED_BODIES, RELAYED_BY_TIME, RELAYED_KEYS};
+use super::tables::{RELAYED_BODIES_NUMBER, RELAYED_BY_TIME_NUMBER, RELAYED_KEYS_NUMBER, Tables};
 use crate::changes::relay::RelayedKey;
-
-/// (source, SHA-256 of the body) → (sequence of the event it became, relayed at unix ms).
-const RELAYED_BODIES: TableDefinition<(&str, &[u8]), (u64, u64)> =
-    TableDefinition::new("relayed_bodies");
-
-/// (relayed at unix ms, source, SHA-256 of the body), so that forgetting old bodies is a range.
-const RELAYED_BY_TIME: TableDefinition<(u64, &str, &[u8]), ()> =
-    TableDefinition::new("relayed_bodies_by_time");
-
-/// (source, cache key) → (timestamp in unix µs, deleted, SHA-256s of the bodies relayed at it).
-const RELAYED_KEYS: TableDefinition<(&str, &str), (i64, bool, &[u8])> =
-    TableDefinition::new("relayed_keys");
 
 /// At most this many expired bodies are forgotten per relayed body: pruning keeps pace with
 /// relaying without making one request pay for a long idle time.
@@ -37,8 +26,7 @@ pub fn relayed_event(
     sha256: &[u8; 32],
 ) -> Result<Option<(String, u64)>, StoreError> {
     let sequence = tables
-        .txn()
-        .open_table(RELAYED_BODIES)?
+        .uncached(RELAYED_BODIES, RELAYED_BODIES_NUMBER)?
         .get((source, sha256.as_slice()))?
         .map(|row| row.value().0);
     let Some(sequence) = sequence else {
@@ -57,9 +45,8 @@ pub fn remember_body(
     now_ms: u64,
     forget_before_ms: u64,
 ) -> Result<(), StoreError> {
-    let txn = tables.txn();
-    let mut bodies = txn.open_table(RELAYED_BODIES)?;
-    let mut by_time = txn.open_table(RELAYED_BY_TIME)?;
+    let mut bodies = tables.uncached(RELAYED_BODIES, RELAYED_BODIES_NUMBER)?;
+    let mut by_time = tables.uncached(RELAYED_BY_TIME, RELAYED_BY_TIME_NUMBER)?;
     let expired: Vec<(u64, String, Vec<u8>)> = by_time
         .range((0, "", [].as_slice())..(forget_before_ms, "", [].as_slice()))?
         .take(PRUNE_PER_RELAY)
@@ -85,7 +72,7 @@ pub fn key_history(
     source: &str,
     key: &str,
 ) -> Result<Option<RelayedKey>, StoreError> {
-    let table = tables.txn().open_table(RELAYED_KEYS)?;
+    let table = tables.uncached(RELAYED_KEYS, RELAYED_KEYS_NUMBER)?;
     let row = table.get((source, key))?;
     let Some(row) = row else { return Ok(None) };
     let (timestamp_micros, deleted, hashes) = row.value();
@@ -111,7 +98,7 @@ pub fn keep_key_history(
     history: &RelayedKey,
 ) -> Result<(), StoreError> {
     let hashes = history.bodies.concat();
-    tables.txn().open_table(RELAYED_KEYS)?.insert(
+    tables.uncached(RELAYED_KEYS, RELAYED_KEYS_NUMBER)?.insert(
         (source, key),
         (history.timestamp_micros, history.deleted, hashes.as_slice()),
     )?;

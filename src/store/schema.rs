@@ -51,6 +51,18 @@ pub const ATTEMPTS: TableDefinition<(u64, &str, u32), AttemptRow> =
 /// (at unix ms, latency ms, status, result, next attempt at unix ms, error).
 pub type AttemptRow = (u64, f64, Option<u16>, u8, Option<u64>, Option<&'static str>);
 
+/// What the relay remembers ([`super::relayed`]): (source, SHA-256 of the body) → (sequence of the event it became, relayed at unix ms).
+pub const RELAYED_BODIES: TableDefinition<(&str, &[u8]), (u64, u64)> =
+    TableDefinition::new("relayed_bodies");
+
+/// (relayed at unix ms, source, SHA-256 of the body), so that forgetting old bodies is a range.
+pub const RELAYED_BY_TIME: TableDefinition<(u64, &str, &[u8]), ()> =
+    TableDefinition::new("relayed_bodies_by_time");
+
+/// (source, cache key) → (timestamp in unix µs, deleted, SHA-256s of the bodies relayed at it).
+pub const RELAYED_KEYS: TableDefinition<(&str, &str), (i64, bool, &[u8])> =
+    TableDefinition::new("relayed_keys");
+
 /// Dead letters: (endpoint name, sequence) → [`DeadLetterRow`]; see `deliveries::DeadLetter`.
 pub const DEAD_LETTERS: TableDefinition<(&str, u64), DeadLetterRow> =
     TableDefinition::new("dead_letters.v2");

@@ -12,21 +12,29 @@
 //! these copies current; they go with the transaction (a batch re-run after a refusal starts with
 //! new `Tables`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::queries::{ContentScope, change_count_key};
+use super::redo::{self, LoggedTable, RedoOps, ReplayError};
 use super::rows::{EventRow, FeatureRow, StateRow};
 use super::schema::*;
 use crate::changes::{FeatureRecord, StateRecord};
 
 macro_rules! cached_tables {
-    ($($field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
+    (
+        cached { $($field:ident = $number:literal: $definition:ident, $key:ty, $value:ty;)* }
+        uncached { $($other_number:ident: $other:ident;)* }
+    ) => {
         /// The tables of one write transaction, each opened once.
         pub struct Tables<'t> {
             txn: &'t WriteTransaction,
+            /// Every write of the batch, for the redo log.
+            ops: Rc<RefCell<RedoOps>>,
             counters: BTreeMap<&'static str, u64>,
             /// What the batch changed that environment documents show.
             changed: BTreeSet<ContentScope>,
@@ -36,14 +44,15 @@ macro_rules! cached_tables {
             /// Environment defaults read or written in this batch, by (environment, feature),
             /// allocations included (`None`: no default state).
             pub(super) defaults_seen: HashMap<(u64, u64), Option<StateRecord>>,
-            meta: Option<Table<'t, &'static str, u64>>,
-            $($field: Option<Table<'t, $key, $value>>,)*
+            meta: Option<LoggedTable<'t, &'static str, u64>>,
+            $($field: Option<LoggedTable<'t, $key, $value>>,)*
         }
 
         impl<'t> Tables<'t> {
-            pub(super) fn new(txn: &'t WriteTransaction) -> Tables<'t> {
+            pub(super) fn new(txn: &'t WriteTransaction, ops: Rc<RefCell<RedoOps>>) -> Tables<'t> {
                 Tables {
                     txn,
+                    ops,
                     counters: BTreeMap::new(),
                     changed: BTreeSet::new(),
                     instance_id: None,
@@ -55,42 +64,86 @@ macro_rules! cached_tables {
             }
 
             $(
-                pub(super) fn $field(&mut self) -> Result<&mut Table<'t, $key, $value>, StoreError> {
+                pub(super) fn $field(
+                    &mut self,
+                ) -> Result<&mut LoggedTable<'t, $key, $value>, StoreError> {
                     if self.$field.is_none() {
-                        self.$field = Some(self.txn.open_table($definition)?);
+                        let table =
+                            LoggedTable::open(self.txn, $definition, $number, self.ops.clone())?;
+                        self.$field = Some(table);
                     }
                     Ok(self.$field.as_mut().expect("opened above"))
                 }
             )*
         }
+
+        /// Writes one op of a redo log group again: the table numbers are those above.
+        pub(super) fn replay_op(
+            txn: &WriteTransaction,
+            table: u8,
+            key: &[u8],
+            value: Option<&[u8]>,
+        ) -> Result<(), ReplayError> {
+            match table {
+                META_NUMBER => Ok(redo::replay_op(txn, META, key, value)?),
+                $($number => Ok(redo::replay_op(txn, $definition, key, value)?),)*
+                $($other_number => Ok(redo::replay_op(txn, $other, key, value)?),)*
+                _ => Err(ReplayError::Malformed("an op names no logged table")),
+            }
+        }
     };
 }
 
+/// `META`'s number in the redo log; the cached tables' follow. A number, once given, keeps its
+/// table: a log written before an upgrade is replayed after it.
+const META_NUMBER: u8 = 0;
+/// The numbers of the tables opened through [`Tables::uncached`].
+pub(super) const RELAYED_BODIES_NUMBER: u8 = 13;
+pub(super) const RELAYED_BY_TIME_NUMBER: u8 = 14;
+pub(super) const RELAYED_KEYS_NUMBER: u8 = 15;
+
 cached_tables! {
-    environments: ENVIRONMENTS, u64, &'static str;
-    features: FEATURES, u64, FeatureRow<'static>;
-    feature_names: FEATURE_NAMES, (u64, &'static str), u64;
-    states: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
-    identities: IDENTITIES, (u64, &'static str), u64;
-    events: EVENTS, u64, EventRow<'static>;
-    outbox: OUTBOX, (&'static str, u64), (u32, u64, u32);
-    idempotency: IDEMPOTENCY, (&'static str, &'static str), &'static str;
-    file_features: FILE_FEATURES, (u64, u64), u8;
-    segments: SEGMENTS, u64, &'static str;
-    multivariate_options: MULTIVARIATE_OPTIONS, u64, &'static str;
-    multivariate_values: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
+    cached {
+    environments = 1: ENVIRONMENTS, u64, &'static str;
+    features = 2: FEATURES, u64, FeatureRow<'static>;
+    feature_names = 3: FEATURE_NAMES, (u64, &'static str), u64;
+    states = 4: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
+    identities = 5: IDENTITIES, (u64, &'static str), u64;
+    events = 6: EVENTS, u64, EventRow<'static>;
+    outbox = 7: OUTBOX, (&'static str, u64), (u32, u64, u32);
+    idempotency = 8: IDEMPOTENCY, (&'static str, &'static str), &'static str;
+    file_features = 9: FILE_FEATURES, (u64, u64), u8;
+    segments = 10: SEGMENTS, u64, &'static str;
+    multivariate_options = 11: MULTIVARIATE_OPTIONS, u64, &'static str;
+    multivariate_values = 12: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
+    }
+    uncached {
+        RELAYED_BODIES_NUMBER: RELAYED_BODIES;
+        RELAYED_BY_TIME_NUMBER: RELAYED_BY_TIME;
+        RELAYED_KEYS_NUMBER: RELAYED_KEYS;
+    }
 }
 
 impl<'t> Tables<'t> {
-    /// The batch's transaction, for tables that are not cached here (the relay's, in
-    /// `super::relayed`, opened only by the rare job that needs them).
-    pub(super) fn txn(&self) -> &'t WriteTransaction {
-        self.txn
+    /// Opens a table that is not cached here (the relay's, in `super::relayed`, used only by the
+    /// rare job that needs them), as the logged table `number` (see `cached_tables!`).
+    pub(super) fn uncached<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: redb::TableDefinition<K, V>,
+        number: u8,
+    ) -> Result<LoggedTable<'t, K, V>, StoreError> {
+        Ok(LoggedTable::open(
+            self.txn,
+            definition,
+            number,
+            self.ops.clone(),
+        )?)
     }
 
-    fn meta(&mut self) -> Result<&mut Table<'t, &'static str, u64>, StoreError> {
+    fn meta(&mut self) -> Result<&mut LoggedTable<'t, &'static str, u64>, StoreError> {
         if self.meta.is_none() {
-            self.meta = Some(self.txn.open_table(META)?);
+            let table = LoggedTable::open(self.txn, META, META_NUMBER, self.ops.clone())?;
+            self.meta = Some(table);
         }
         Ok(self.meta.as_mut().expect("opened above"))
     }

@@ -282,7 +282,7 @@ async fn reads_within_a_batch_see_its_own_writes() {
         .write(move |tables| {
             let default = tables.state(1, 7, &StateKey::Default)?;
             let overridden = tables.state(1, 7, &StateKey::Identity("u".into()))?;
-            let rows = redb::ReadableTableMetadata::len(tables.multivariate_values()?)?;
+            let rows = redb::ReadableTableMetadata::len(&**tables.multivariate_values()?)?;
             Ok((default, overridden, rows))
         })
         .await
@@ -290,5 +290,96 @@ async fn reads_within_a_batch_see_its_own_writes() {
     assert_eq!(default, Some(state(2, 1)), "the last write committed");
     assert_eq!(overridden, Some(state(4, 0)));
     assert_eq!(allocation_rows, 1, "only the default's allocations remain");
+    store.shutdown().await;
+}
+
+/// Copies the database and its redo log as a crash would leave them on disk: what the writer
+/// holds in memory only is gone.
+fn crash_copy(from: &Path, to: &Path, with_log: bool) {
+    std::fs::copy(from, to).unwrap();
+    if with_log {
+        std::fs::copy(redo::RedoLog::path_for(from), redo::RedoLog::path_for(to)).unwrap();
+    }
+}
+
+fn identities_present(path: &Path, keys: &[String]) -> usize {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let identities = txn.open_table(schema::IDENTITIES).unwrap();
+    keys.iter()
+        .filter(|k| identities.get((1, k.as_str())).unwrap().is_some())
+        .count()
+}
+
+#[tokio::test]
+async fn acknowledged_batches_held_only_by_the_redo_log_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let options = StoreOptions {
+        checkpoint_every: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&path, options).unwrap();
+    let keys: Vec<String> = (0..40).map(|n| format!("identity-{n}")).collect();
+    let writes = keys.iter().cloned().map(|key| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tables| {
+                    let id = tables.next_id(Counter::Identity)?;
+                    Ok(tables.put_identity_id(1, &key, id)?)
+                })
+                .await
+        }
+    });
+    for acknowledged in futures_util::future::join_all(writes).await {
+        acknowledged.unwrap();
+    }
+    let file_only = dir.path().join("file-only.redb");
+    crash_copy(&path, &file_only, false);
+    assert_eq!(
+        identities_present(&file_only, &keys),
+        0,
+        "the file alone holds none of them: they were made durable by the log"
+    );
+    let crashed = dir.path().join("crashed.redb");
+    crash_copy(&path, &crashed, true);
+    let reopened = Store::open(&crashed, StoreOptions::default()).unwrap();
+    reopened.shutdown().await;
+    drop(reopened);
+    assert_eq!(identities_present(&crashed, &keys), keys.len());
+    assert!(
+        !redo::RedoLog::path_for(&crashed).exists(),
+        "a clean stop leaves no log"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_the_log_does_not_hold_commits_the_file_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let options = StoreOptions {
+        checkpoint_every: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&path, options).unwrap();
+    store
+        .write(|tables| Ok(tables.put_identity_id(1, "logged", 1)?))
+        .await
+        .unwrap();
+    // A job that opens its own tables is not logged: its batch commits the file durably.
+    store
+        .write_txn(|txn| {
+            txn.open_table(schema::IDENTITIES)?
+                .insert((1, "direct"), 2)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let copy = dir.path().join("copy.redb");
+    crash_copy(&path, &copy, false);
+    let keys = ["logged".to_owned(), "direct".to_owned()];
+    assert_eq!(identities_present(&copy, &keys), 2);
     store.shutdown().await;
 }

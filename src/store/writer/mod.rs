@@ -1,0 +1,301 @@
+//! The single writer thread and its group commit.
+//!
+//! A durable commit costs a sync of the disk, so one commit per change would cap the sidecar at a
+//! few thousand changes/s. Instead one thread owns every write transaction: it takes whatever jobs
+//! are waiting, runs them all in one transaction, makes it durable once, and only then answers
+//! each waiter. Under load batches grow by themselves, so throughput rises with concurrency while
+//! a lone change still commits at once. A batch is made durable through the redo log
+//! ([`super::redo`]) when it can, and by a durable redb commit otherwise ([`batch`]).
+//!
+//! A job may *refuse* (a domain error such as an unknown feature). A refused job may already have
+//! written part of its change, so the writer aborts the transaction and runs the batch again without
+//! it: every job's effects are all-or-nothing, and no job needs to order its checks before its
+//! writes. Refusals are rare (most bad input is caught before it reaches the writer), so the
+//! re-run costs nothing in the common case.
+//!
+//! A batch that cannot commit (a full disk, a damaged file) answers every waiter with the cause and
+//! leaves the writer *failing*: it then closes and reopens the file where redb needs it (after an
+//! I/O error, or a panic inside redb), tries an empty commit every [`RETRY_EVERY`] until one is
+//! durable, and refuses each batch that arrives before. So it recovers on its own once space is
+//! freed, and nothing is acknowledged that did not commit.
+
+mod batch;
+mod jobs;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::histogram::Histogram;
+use redb::Database;
+use tokio::sync::{mpsc, watch};
+
+use super::StoreError;
+use super::database::SharedDatabase;
+use super::redo::{self, RedoLog};
+use crate::process::ERROR_LOG;
+use batch::{Committed, run_batch};
+pub(super) use jobs::{Job, Outcome, TablesJob, TxnJob};
+
+/// How often a failing writer tries to commit again without being asked to.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) enum Command {
+    Run(Box<dyn Job>),
+    /// Take the redo log's groups into the file if they have waited `checkpoint_every`: sent by
+    /// [`spawn_checkpoints`], so that a quiet writer does not keep them waiting.
+    Checkpoint,
+    /// Commit what is queued before this, take the log into the file, then stop.
+    Stop,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) db: Arc<SharedDatabase>,
+    pub(super) log: RedoLog,
+    pub(super) max_batch: usize,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) commits: watch::Sender<u64>,
+    pub(super) commit_latency: Histogram,
+    /// When the file last took every logged group (a durable commit).
+    pub(super) last_durable: Instant,
+    /// The longest a logged group waits for that.
+    pub(super) checkpoint_every: Duration,
+}
+
+pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("flagpost-writer".to_owned())
+        .spawn(move || {
+            let mut stopping = false;
+            while !stopping {
+                let first = match writer.next_command() {
+                    Some(Command::Run(job)) => job,
+                    Some(Command::Checkpoint) => {
+                        writer.checkpoint_if_due();
+                        continue;
+                    }
+                    Some(Command::Stop) | None => break,
+                };
+                let mut batch = vec![first];
+                while batch.len() < writer.max_batch {
+                    match writer.commands.try_recv() {
+                        Ok(Command::Run(job)) => batch.push(job),
+                        // The batch itself commits durably when one is due.
+                        Ok(Command::Checkpoint) => {}
+                        Ok(Command::Stop) => {
+                            stopping = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                writer.take(batch);
+            }
+            writer.close_log();
+        })
+        .expect("the writer thread starts")
+}
+
+/// Asks `writer` every `every` to take waiting groups into the file; ends with the writer.
+pub(super) fn spawn_checkpoints(writer: mpsc::WeakSender<Command>, every: Duration) {
+    let ticker = move || {
+        loop {
+            std::thread::sleep(every);
+            let Some(commands) = writer.upgrade() else {
+                return;
+            };
+            // A full queue has a batch coming, which checks the same.
+            if let Err(mpsc::error::TrySendError::Closed(_)) =
+                commands.try_send(Command::Checkpoint)
+            {
+                return;
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name("flagpost-checkpoints".to_owned())
+        .spawn(ticker)
+        .expect("the checkpoint thread starts");
+}
+
+impl Writer {
+    /// The next command; while the writer is failing, it wakes every [`RETRY_EVERY`] to try to
+    /// commit again, so that health recovers without waiting for a change.
+    fn next_command(&mut self) -> Option<Command> {
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(50);
+        while self.db.failure().is_some() {
+            match self.commands.try_recv() {
+                Ok(command) => return Some(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            std::thread::sleep(step);
+            waited += step;
+            if waited >= RETRY_EVERY {
+                waited = Duration::ZERO;
+                let _ = self.recover();
+            }
+        }
+        self.commands.blocking_recv()
+    }
+
+    /// Commits `batch` (or refuses it while the store cannot commit), then answers its waiters.
+    fn take(&mut self, batch: Vec<Box<dyn Job>>) {
+        if let Err(error) = self.recover() {
+            return fail(batch, error);
+        }
+        let db = match self.db.current() {
+            Ok(db) => db,
+            Err(error) => return fail(batch, error),
+        };
+        let checkpoint_due = self.last_durable.elapsed() >= self.checkpoint_every;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let batch_log = (!checkpoint_due).then_some(&mut self.log);
+            run_batch(&db, batch, batch_log, &self.commit_latency, &self.commits)
+        }));
+        match ran {
+            Ok(Ok(committed)) => {
+                if committed == Committed::Durably {
+                    self.took_log();
+                }
+                self.db.committed()
+            }
+            Ok(Err(error)) => {
+                // After an I/O error redb answers every transaction "Previous I/O error" until
+                // the file is reopened; damage must be found by the integrity check of a reopen.
+                self.db.failed(&error, error.is_file_failure());
+            }
+            Err(_) => {
+                // The batch's waiters were dropped with it, and are answered "not committed": a
+                // group it may have logged must not be replayed.
+                if let Err(error) = self.log.retract_last() {
+                    tracing::error!(%error, "cannot take back a redo log group that did not commit");
+                }
+                let error =
+                    StoreError::file_failed("the database failed while writing (damaged file?)");
+                log_failure(&error, 0);
+                self.db.failed(&error, true);
+            }
+        }
+    }
+
+    /// Reopens the file where needed (taking the redo log's groups in again: redb reopens at
+    /// its last durable commit) and, while the writer is failing, tries a probe commit
+    /// ([`super::open::probe_commit`]): `Ok` once the store commits again.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let Some(failure) = self.db.failure() else {
+            return Ok(());
+        };
+        if self.db.needs_reopen() {
+            let reopened = self
+                .db
+                .reopen()
+                .and_then(|()| replay_log(&*self.db.current()?, &mut self.log));
+            if let Err(error) = reopened {
+                self.db.failed(&error, true);
+                return Err(error);
+            }
+        }
+        let probe = self
+            .db
+            .current()
+            .and_then(|db| Ok(super::open::probe_commit(&db)?));
+        match probe {
+            Ok(()) => {
+                self.took_log();
+                self.db.committed();
+                Ok(())
+            }
+            Err(error) => {
+                self.db.failed(&error, error.is_file_failure());
+                tracing::debug!(%error, previous = %failure, "the store still cannot commit");
+                Err(error)
+            }
+        }
+    }
+
+    /// A durable commit has taken every logged group into the file: the log starts over.
+    fn took_log(&mut self) {
+        self.log.restart();
+        self.last_durable = Instant::now();
+    }
+
+    /// Takes waiting groups into the file once they have waited `checkpoint_every`.
+    fn checkpoint_if_due(&mut self) {
+        if self.log.is_empty() || self.last_durable.elapsed() < self.checkpoint_every {
+            return;
+        }
+        if self.db.failure().is_some() {
+            return; // the failing writer's own retries commit durably
+        }
+        match self.db.current().and_then(|db| Ok(durable_commit(&db)?)) {
+            Ok(()) => self.took_log(),
+            Err(error) => {
+                log_failure(&error, 0);
+                self.db.failed(&error, error.is_file_failure());
+            }
+        }
+    }
+
+    /// At a clean stop: every group into the file, then the log file removed, so that nothing is
+    /// left for a replay (nor for an older flagpost that would not read it).
+    fn close_log(&mut self) {
+        let closed = self
+            .db
+            .current()
+            .and_then(|db| Ok(durable_commit(&db)?))
+            .and_then(|()| {
+                std::fs::remove_file(self.log.path())
+                    .map_err(|e| StoreError::new(format!("cannot remove the redo log: {e}")))
+            });
+        if let Err(error) = closed {
+            tracing::warn!(%error, "the redo log is kept; the next start takes it in");
+        }
+    }
+}
+
+/// A commit of nothing that makes every earlier one durable.
+fn durable_commit(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
+    txn.commit()?;
+    Ok(())
+}
+
+/// Writes the log's groups that `db` does not hold into it, commits durably, and starts the log
+/// over after them. Blocking; run before the file serves anything.
+pub(super) fn replay_log(db: &Database, log: &mut RedoLog) -> Result<(), StoreError> {
+    let groups = log
+        .groups()
+        .map_err(|e| StoreError::file_failed(format!("cannot read the redo log: {e}")))?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
+    let before = redo::position(&txn)?;
+    let held = redo::replay(&txn, &groups, super::tables::replay_op)
+        .map_err(|e| StoreError::file_failed(format!("{}: {e}", log.path().display())))?;
+    txn.commit()?;
+    if held > before {
+        tracing::info!(groups = held - before, log = %log.path().display(), "redo log taken in after an unclean stop");
+    }
+    log.continue_after(held);
+    log.restart();
+    Ok(())
+}
+
+/// Answers every job of a batch that did not commit.
+fn fail(batch: Vec<Box<dyn Job>>, error: StoreError) {
+    log_failure(&error, batch.len());
+    batch
+        .into_iter()
+        .for_each(|job| job.finish(Err(error.clone())));
+}
+
+/// One line per kind of failure per interval, however many batches fail.
+fn log_failure(error: &StoreError, jobs: usize) {
+    if let Some(suppressed) = ERROR_LOG.admit("write batch failed", &error.to_string()) {
+        tracing::error!(%error, jobs, suppressed, "write batch failed; nothing acknowledged");
+    }
+}
