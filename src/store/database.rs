@@ -53,6 +53,23 @@ impl SharedDatabase {
             .ok_or_else(|| StoreError::new(self.failure().unwrap_or_else(reopening)))
     }
 
+    /// Runs `work` on the open handle unless the writer is failing, holding the health lock
+    /// throughout: a failure recorded meanwhile (a read meeting damage) waits until it is done.
+    pub(super) fn unless_failing<T>(&self, work: impl FnOnce(&Database) -> T) -> Option<T> {
+        let health = self.health();
+        if health.failure.is_some() {
+            return None;
+        }
+        let db = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()?;
+        let done = work(&db);
+        drop(health);
+        Some(done)
+    }
+
     /// Why the writer cannot commit, while it cannot.
     pub(super) fn failure(&self) -> Option<String> {
         self.health().failure.clone()

@@ -228,12 +228,14 @@ impl Writer {
         if self.log.is_empty() || self.last_durable.elapsed() < self.checkpoint_every {
             return;
         }
-        if self.db.failure().is_some() {
-            return; // the failing writer's own retries commit durably
-        }
-        match self.db.current().and_then(|db| Ok(durable_commit(&db)?)) {
-            Ok(()) => self.took_log(),
-            Err(error) => {
+        // A failing writer's own retries commit durably. Checked under the health lock, so that
+        // a read meeting damage meanwhile is answered only after this commit, never before it.
+        let checkpoint = self.db.unless_failing(durable_commit);
+        match checkpoint {
+            None => {}
+            Some(Ok(())) => self.took_log(),
+            Some(Err(error)) => {
+                let error = StoreError::from(error);
                 log_failure(&error, 0);
                 self.db.failed(&error, error.is_file_failure());
             }
@@ -257,12 +259,16 @@ impl Writer {
     }
 }
 
-/// A commit of nothing that makes every earlier one durable.
+/// A commit of nothing that makes every earlier one durable. A panic inside redb (a damaged
+/// page) is answered as damage.
 fn durable_commit(db: &Database) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
-    txn.commit()?;
-    Ok(())
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut txn = db.begin_write()?;
+        txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
+        txn.commit()?;
+        Ok(())
+    }))
+    .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))
 }
 
 /// Writes the log's groups that `db` does not hold into it, commits durably, and starts the log
