@@ -91,6 +91,16 @@ impl From<redb::Error> for WriteError {
     }
 }
 
+impl From<redo::CommitFailure> for StoreError {
+    fn from(failure: redo::CommitFailure) -> Self {
+        match failure {
+            redo::CommitFailure::Database(error) => error.into(),
+            // The file is untouched; the writer fails until a durable commit succeeds.
+            log @ redo::CommitFailure::Log { .. } => StoreError::new(log.to_string()),
+        }
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::new(e.to_string())
@@ -160,8 +170,8 @@ impl Store {
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", parent.display())))?;
         }
         let (db, new_file) = open_or_start_new(path, &options)?;
-        let mut log = open_log(path, new_file)?;
-        writer::replay_log(&db, &mut log)?;
+        let mut redo = open_log(path, new_file, options.checkpoint_every)?;
+        writer::replay_log(&db, &mut redo)?;
         schema::initialise(&db, path)?;
         let db = Arc::new(SharedDatabase::new(
             db,
@@ -173,13 +183,11 @@ impl Store {
         let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
         let handle = writer::spawn(writer::Writer {
             db: db.clone(),
-            log,
+            redo,
             max_batch: options.max_batch.max(1),
             commands: commands_rx,
             commits: commits_tx,
             commit_latency: commit_latency.clone(),
-            last_durable: std::time::Instant::now(),
-            checkpoint_every: options.checkpoint_every,
         });
         writer::spawn_checkpoints(commands_tx.downgrade(), options.checkpoint_every);
         Ok(Store {
@@ -327,7 +335,11 @@ fn open_or_start_new(
 
 /// Opens the database's redo log. A log found beside a database that starts new belongs to the
 /// file that was there before: it is moved aside with it, never replayed into the new one.
-fn open_log(path: &Path, new_file: bool) -> Result<redo::RedoLog, StoreError> {
+fn open_log(
+    path: &Path,
+    new_file: bool,
+    checkpoint_every: std::time::Duration,
+) -> Result<redo::Redo, StoreError> {
     let log_path = redo::RedoLog::path_for(path);
     if new_file && log_path.exists() {
         let aside = open::move_aside(&log_path).map_err(|e| {
@@ -335,7 +347,7 @@ fn open_log(path: &Path, new_file: bool) -> Result<redo::RedoLog, StoreError> {
         })?;
         tracing::warn!(log = %log_path.display(), moved_to = %aside.display(), "a redo log without its database moved aside");
     }
-    redo::RedoLog::open(path, redo::LOG_CAPACITY)
+    redo::Redo::open(path, redo::LOG_CAPACITY, checkpoint_every)
         .map_err(|e| StoreError::new(format!("cannot open {}: {e}", log_path.display())))
 }
 

@@ -26,6 +26,7 @@
 
 mod file;
 mod ops;
+mod writer;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 pub use file::{Group, RedoLog};
 pub use ops::{LoggedTable, RedoOps, replay_op};
+pub use writer::{CommitFailure, Committed, Redo};
 
 /// The newest group whose writes this file holds (absent: none yet). Written by every logged batch
 /// in its own transaction; a durable commit carries it with everything before.
@@ -96,6 +98,8 @@ pub enum ReplayError {
     Gap { held: u64, found: u64 },
     #[error("a redo log group is malformed: {0}")]
     Malformed(&'static str),
+    #[error("cannot read the redo log: {0}")]
+    Log(std::io::Error),
     #[error(transparent)]
     Storage(#[from] redb::Error),
 }

@@ -25,7 +25,7 @@ mod jobs;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::Database;
@@ -33,9 +33,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::StoreError;
 use super::database::SharedDatabase;
-use super::redo::{self, RedoLog};
+use super::redo::Redo;
 use crate::process::ERROR_LOG;
-use batch::{Committed, run_batch};
+use batch::run_batch;
 pub(super) use jobs::{Job, Outcome, TablesJob, TxnJob};
 
 /// How often a failing writer tries to commit again without being asked to.
@@ -53,15 +53,11 @@ pub(super) enum Command {
 /// The writer thread's state.
 pub(super) struct Writer {
     pub(super) db: Arc<SharedDatabase>,
-    pub(super) log: RedoLog,
+    pub(super) redo: Redo,
     pub(super) max_batch: usize,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) commits: watch::Sender<u64>,
     pub(super) commit_latency: Histogram,
-    /// When the file last took every logged group (a durable commit).
-    pub(super) last_durable: Instant,
-    /// The longest a logged group waits for that.
-    pub(super) checkpoint_every: Duration,
 }
 
 pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
@@ -151,18 +147,17 @@ impl Writer {
             Ok(db) => db,
             Err(error) => return fail(batch, error),
         };
-        let checkpoint_due = self.last_durable.elapsed() >= self.checkpoint_every;
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let batch_log = (!checkpoint_due).then_some(&mut self.log);
-            run_batch(&db, batch, batch_log, &self.commit_latency, &self.commits)
+            run_batch(
+                &db,
+                batch,
+                &mut self.redo,
+                &self.commit_latency,
+                &self.commits,
+            )
         }));
         match ran {
-            Ok(Ok(committed)) => {
-                if committed == Committed::Durably {
-                    self.took_log();
-                }
-                self.db.committed()
-            }
+            Ok(Ok(())) => self.db.committed(),
             Ok(Err(error)) => {
                 // After an I/O error redb answers every transaction "Previous I/O error" until
                 // the file is reopened; damage must be found by the integrity check of a reopen.
@@ -171,9 +166,7 @@ impl Writer {
             Err(_) => {
                 // The batch's waiters were dropped with it, and are answered "not committed": a
                 // group it may have logged must not be replayed.
-                if let Err(error) = self.log.retract_last() {
-                    tracing::error!(%error, "cannot take back a redo log group that did not commit");
-                }
+                self.redo.retract_unsettled();
                 let error =
                     StoreError::file_failed("the database failed while writing (damaged file?)");
                 log_failure(&error, 0);
@@ -193,7 +186,7 @@ impl Writer {
             let reopened = self
                 .db
                 .reopen()
-                .and_then(|()| replay_log(&*self.db.current()?, &mut self.log));
+                .and_then(|()| replay_log(&*self.db.current()?, &mut self.redo));
             if let Err(error) = reopened {
                 self.db.failed(&error, true);
                 return Err(error);
@@ -205,7 +198,7 @@ impl Writer {
             .and_then(|db| Ok(super::open::probe_commit(&db)?));
         match probe {
             Ok(()) => {
-                self.took_log();
+                self.redo.took_log();
                 self.db.committed();
                 Ok(())
             }
@@ -217,15 +210,9 @@ impl Writer {
         }
     }
 
-    /// A durable commit has taken every logged group into the file: the log starts over.
-    fn took_log(&mut self) {
-        self.log.restart();
-        self.last_durable = Instant::now();
-    }
-
     /// Takes waiting groups into the file once they have waited `checkpoint_every`.
     fn checkpoint_if_due(&mut self) {
-        if self.log.is_empty() || self.last_durable.elapsed() < self.checkpoint_every {
+        if !self.redo.checkpoint_due() {
             return;
         }
         // A failing writer's own retries commit durably. Checked under the health lock, so that
@@ -233,7 +220,7 @@ impl Writer {
         let checkpoint = self.db.unless_failing(durable_commit);
         match checkpoint {
             None => {}
-            Some(Ok(())) => self.took_log(),
+            Some(Ok(())) => self.redo.took_log(),
             Some(Err(error)) => {
                 let error = StoreError::from(error);
                 log_failure(&error, 0);
@@ -250,7 +237,8 @@ impl Writer {
             .current()
             .and_then(|db| Ok(durable_commit(&db)?))
             .and_then(|()| {
-                std::fs::remove_file(self.log.path())
+                self.redo
+                    .remove()
                     .map_err(|e| StoreError::new(format!("cannot remove the redo log: {e}")))
             });
         if let Err(error) = closed {
@@ -271,23 +259,14 @@ fn durable_commit(db: &Database) -> Result<(), redb::Error> {
     .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))
 }
 
-/// Writes the log's groups that `db` does not hold into it, commits durably, and starts the log
-/// over after them. Blocking; run before the file serves anything.
-pub(super) fn replay_log(db: &Database, log: &mut RedoLog) -> Result<(), StoreError> {
-    let groups = log
-        .groups()
-        .map_err(|e| StoreError::file_failed(format!("cannot read the redo log: {e}")))?;
-    let mut txn = db.begin_write()?;
-    txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
-    let before = redo::position(&txn)?;
-    let held = redo::replay(&txn, &groups, super::tables::replay_op)
-        .map_err(|e| StoreError::file_failed(format!("{}: {e}", log.path().display())))?;
-    txn.commit()?;
-    if held > before {
-        tracing::info!(groups = held - before, log = %log.path().display(), "redo log taken in after an unclean stop");
+/// Writes the log's groups that `db` does not hold into it (see [`Redo::replay_into`]).
+pub(super) fn replay_log(db: &Database, redo: &mut Redo) -> Result<(), StoreError> {
+    let replayed = redo
+        .replay_into(db, super::tables::replay_op)
+        .map_err(|e| StoreError::file_failed(format!("{}: {e}", redo.path().display())))?;
+    if replayed > 0 {
+        tracing::info!(groups = replayed, log = %redo.path().display(), "redo log taken in after an unclean stop");
     }
-    log.continue_after(held);
-    log.restart();
     Ok(())
 }
 

@@ -1,0 +1,142 @@
+//! [`Redo`]: the redo log as a writer thread uses it. Both programs' writers hold one: it decides
+//! how each batch is made durable, when the file must take the log in, and replays the log into a
+//! file opened after a crash.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, WriteTransaction};
+
+use super::file::RedoLog;
+use super::ops::RedoOps;
+use super::{ReplayError, position, replay, set_position};
+use crate::store::open::TWO_PHASE_COMMIT;
+
+/// How a batch became durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Its writes are a group of the redo log; the file holds them in memory only.
+    Logged,
+    /// A durable commit: the file now holds every group logged before it.
+    Durably,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitFailure {
+    #[error(transparent)]
+    Database(#[from] redb::Error),
+    #[error("cannot write the redo log {path}: {error}")]
+    Log { path: String, error: std::io::Error },
+}
+
+/// The log and when the file last took it in.
+pub struct Redo {
+    log: RedoLog,
+    last_durable: Instant,
+    checkpoint_every: Duration,
+}
+
+impl Redo {
+    /// Opens `database`'s log. Blocking.
+    pub fn open(
+        database: &Path,
+        capacity: u64,
+        checkpoint_every: Duration,
+    ) -> std::io::Result<Redo> {
+        Ok(Redo {
+            log: RedoLog::open(database, capacity)?,
+            last_durable: Instant::now(),
+            checkpoint_every,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// Writes the log's groups that `db` does not hold into it through `apply` (the program's
+    /// map from table number to table), commits durably, and starts the log over. Answers how
+    /// many groups were replayed. Run on a file just opened, before it serves anything.
+    pub fn replay_into(
+        &mut self,
+        db: &Database,
+        apply: impl FnMut(&WriteTransaction, u8, &[u8], Option<&[u8]>) -> Result<(), ReplayError>,
+    ) -> Result<u64, ReplayError> {
+        let groups = self.log.groups().map_err(ReplayError::Log)?;
+        let mut txn = db.begin_write().map_err(redb::Error::from)?;
+        txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+        let before = position(&txn)?;
+        let held = replay(&txn, &groups, apply)?;
+        txn.commit().map_err(redb::Error::from)?;
+        self.log.continue_after(held);
+        self.took_log();
+        Ok(held - before)
+    }
+
+    /// Makes `txn` durable: as the log's next group when its writes (`ops`) are all logged and
+    /// fit and no durable commit is due, else by a durable commit. Nothing is visible to readers
+    /// before it is durable. A failure leaves nothing of the batch, in the file or in the log.
+    pub fn commit(
+        &mut self,
+        mut txn: WriteTransaction,
+        ops: &RedoOps,
+    ) -> Result<Committed, CommitFailure> {
+        let due = self.last_durable.elapsed() >= self.checkpoint_every;
+        let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
+        let Some(payload) = payload else {
+            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+            txn.commit().map_err(redb::Error::from)?;
+            self.took_log();
+            return Ok(Committed::Durably);
+        };
+        txn.set_durability(Durability::None)
+            .map_err(redb::Error::from)?;
+        if payload.is_empty() {
+            // Nothing written (an idempotent retry, say): nothing to make durable.
+            txn.commit().map_err(redb::Error::from)?;
+            return Ok(Committed::Logged);
+        }
+        let group = self.log.next_group();
+        set_position(&txn, group)?;
+        if let Err(error) = self.log.append(group, payload) {
+            let _ = txn.abort();
+            return Err(CommitFailure::Log {
+                path: self.log.path().display().to_string(),
+                error,
+            });
+        }
+        if let Err(error) = txn.commit() {
+            // Its waiters are told it did not commit, so it must not be replayed either.
+            self.retract_unsettled();
+            return Err(redb::Error::from(error).into());
+        }
+        self.log.settle();
+        Ok(Committed::Logged)
+    }
+
+    /// Whether logged groups have waited long enough for a durable commit of the file.
+    pub fn checkpoint_due(&self) -> bool {
+        !self.log.is_empty() && self.last_durable.elapsed() >= self.checkpoint_every
+    }
+
+    /// A durable commit (a checkpoint, a probe) has taken every logged group into the file.
+    pub fn took_log(&mut self) {
+        self.log.restart();
+        self.last_durable = Instant::now();
+    }
+
+    /// Takes back a group appended for a batch that then failed to commit (a panic between the
+    /// two), so that a replay never applies what its waiters were told did not commit.
+    pub fn retract_unsettled(&mut self) {
+        if let Err(error) = self.log.retract_last() {
+            tracing::error!(%error, log = %self.log.path().display(), "cannot take back a redo log group that did not commit");
+        }
+    }
+
+    /// At a clean stop, once a durable commit has taken every group in: removes the log file, so
+    /// that nothing is left for a replay (nor for an older program that would not read it).
+    pub fn remove(&self) -> std::io::Result<()> {
+        std::fs::remove_file(self.log.path())
+    }
+}
