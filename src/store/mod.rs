@@ -170,7 +170,8 @@ impl Store {
                 .map_err(|e| StoreError::new(format!("cannot create {}: {e}", parent.display())))?;
         }
         let (db, new_file) = open_or_start_new(path, &options)?;
-        let mut redo = open_log(path, new_file, options.checkpoint_every)?;
+        let mut redo = redo::Redo::open(path, new_file, options.checkpoint_every)
+            .map_err(|e| StoreError::new(e.to_string()))?;
         writer::replay_log(&db, &mut redo)?;
         schema::initialise(&db, path)?;
         let db = Arc::new(SharedDatabase::new(
@@ -189,7 +190,12 @@ impl Store {
             commits: commits_tx,
             commit_latency: commit_latency.clone(),
         });
-        writer::spawn_checkpoints(commands_tx.downgrade(), options.checkpoint_every);
+        redo::spawn_checkpoint_ticker(
+            "flagpost-checkpoints",
+            commands_tx.downgrade(),
+            options.checkpoint_every,
+            || writer::Command::Checkpoint,
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -331,24 +337,6 @@ fn open_or_start_new(
     let db = open::open_checked(path, options.cache_size_bytes)
         .map_err(|e| StoreError::new(e.to_string()))?;
     Ok((db, true))
-}
-
-/// Opens the database's redo log. A log found beside a database that starts new belongs to the
-/// file that was there before: it is moved aside with it, never replayed into the new one.
-fn open_log(
-    path: &Path,
-    new_file: bool,
-    checkpoint_every: std::time::Duration,
-) -> Result<redo::Redo, StoreError> {
-    let log_path = redo::RedoLog::path_for(path);
-    if new_file && log_path.exists() {
-        let aside = open::move_aside(&log_path).map_err(|e| {
-            StoreError::new(format!("cannot move {} aside: {e}", log_path.display()))
-        })?;
-        tracing::warn!(log = %log_path.display(), moved_to = %aside.display(), "a redo log without its database moved aside");
-    }
-    redo::Redo::open(path, redo::LOG_CAPACITY, checkpoint_every)
-        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", log_path.display())))
 }
 
 /// Reads a counter or identity value from `META`.

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use flagpost::store::redo;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -93,6 +94,9 @@ enum Job {
         doc: Arc<UpstreamDocument>,
         reply: oneshot::Sender<Result<Outcome, WriteError>>,
     },
+    /// Take the logged batches into the file if they have waited long enough: sent every
+    /// [`redo::CHECKPOINT_EVERY`] by a ticker, so that a quiet writer does not keep them waiting.
+    Checkpoint,
 }
 
 /// A handle on the writer thread; clones share it. The thread ends (and closes the database) once
@@ -145,6 +149,12 @@ pub fn start(
         .name("receiver-writer".into())
         .spawn(move || thread.run(queue))
         .map_err(|error| WriteError::WriterThread(Arc::new(error)))?;
+    redo::spawn_checkpoint_ticker(
+        "receiver-checkpoints",
+        jobs.downgrade(),
+        redo::CHECKPOINT_EVERY,
+        || Job::Checkpoint,
+    );
     let writer = Writer {
         jobs,
         commit_latency,
@@ -249,12 +259,33 @@ impl WriterThread {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         // Each pass takes every job waiting, in one go (one lock of the queue, not one per job).
         while self.next_jobs(&mut queue, &mut jobs) {
+            if jobs.iter().all(|job| matches!(job, Job::Checkpoint)) {
+                jobs.clear();
+                self.checkpoint_if_due();
+                continue;
+            }
             match self.recover() {
                 Ok(()) => self.commit(&mut jobs),
                 Err(error) => fail(&mut jobs, error),
             }
         }
-        // Every handle is gone: the database closes here, cleanly, when `self` drops.
+        // Every handle is gone: the logged batches go into the file, which closes cleanly.
+        if let Some(storage) = self.storage.take() {
+            storage.close();
+        }
+    }
+
+    /// A quiet writer's checkpoint (a batch is made durable by the file when one is due).
+    fn checkpoint_if_due(&mut self) {
+        if self.failing() {
+            return; // its own retries commit durably
+        }
+        if let Some(Err(error)) = self.storage.as_mut().map(Storage::checkpoint_if_due) {
+            if matches!(error, WriteError::DatabaseFile(_)) {
+                self.storage = None;
+            }
+            self.set_failure(Some(&error));
+        }
     }
 
     /// Waits for jobs and takes all that are queued into `jobs`; false once every handle is gone.
@@ -307,7 +338,7 @@ impl WriterThread {
             Some(storage) => storage.reopen(),
             None => Storage::open_file(&self.path, self.cache_bytes),
         };
-        let probe = storage.and_then(|storage| {
+        let probe = storage.and_then(|mut storage| {
             let committed = storage.probe();
             self.storage = Some(storage);
             committed
@@ -326,7 +357,7 @@ impl WriterThread {
 
     /// Commits every job in `jobs` in one transaction, then publishes and answers them.
     fn commit(&mut self, jobs: &mut Vec<Job>) {
-        let Some(storage) = &self.storage else {
+        let Some(storage) = &mut self.storage else {
             return fail(
                 jobs,
                 WriteError::DatabaseFile("the database is not open".into()),
@@ -382,6 +413,8 @@ enum Answer {
     Document,
     Forgot(u64),
     Upstream(Outcome),
+    /// Nothing to do in a batch: the batch is made durable by the file when a checkpoint is due.
+    Checkpoint,
 }
 
 impl Answer {
@@ -400,6 +433,7 @@ impl Answer {
             (Job::Upstream { reply, .. }, Answer::Upstream(outcome)) => {
                 let _ = reply.send(Ok(outcome));
             }
+            (Job::Checkpoint, Answer::Checkpoint) => {}
             // `run_batch` answers each job with its own kind, in order.
             (job, _) => job.fail(WriteError::Corrupt(
                 "the writer answered the wrong job".into(),
@@ -423,6 +457,7 @@ impl Job {
             Job::Upstream { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
+            Job::Checkpoint => {}
         }
     }
 }
@@ -484,6 +519,7 @@ fn run_batch(
             Job::Upstream { doc, .. } => {
                 Answer::Upstream(staged.apply_upstream(doc.clone(), now, &mut dirty))
             }
+            Job::Checkpoint => Answer::Checkpoint,
         });
     }
     // Whatever changed a key (a change applied, a document, a sender followed) is published,

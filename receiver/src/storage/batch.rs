@@ -3,7 +3,11 @@
 //!
 //! Every table is opened once per batch, not once per request.
 
-use redb::{Table, WriteTransaction};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use flagpost::store::redo::{LoggedTable, RedoOps};
+use redb::WriteTransaction;
 
 use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
@@ -11,29 +15,36 @@ use crate::storage::documents;
 use crate::storage::request_ids::{RequestId, RequestIds};
 use crate::storage::rows::{self, MetaRow, SlotRow};
 use crate::storage::{DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, STATES, scope_key};
+use crate::storage::{LoggedAs, logged};
 
-type StatesTable<'txn> = Table<'txn, (u64, u64, &'static str), SlotRow<'static>>;
+type StatesTable<'txn> = LoggedTable<'txn, (u64, u64, &'static str), SlotRow<'static>>;
 
-/// The tables of one write transaction, open for the length of a batch.
+/// The tables of one write transaction, open for the length of a batch. Every row goes through a
+/// [`LoggedTable`], so that the redo log holds what the batch wrote.
 pub struct Batch<'txn> {
     request_ids: RequestIds<'txn>,
-    envs: Table<'txn, u64, &'static str>,
-    features: Table<'txn, (u64, u64), MetaRow<'static>>,
-    deleted: Table<'txn, (u64, u64), ()>,
+    envs: LoggedTable<'txn, u64, &'static str>,
+    features: LoggedTable<'txn, (u64, u64), MetaRow<'static>>,
+    deleted: LoggedTable<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
     /// For the tables of upstream documents, opened only when one is written.
     txn: &'txn WriteTransaction,
+    ops: Rc<RefCell<RedoOps>>,
 }
 
 impl<'txn> Batch<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Batch<'txn>, WriteError> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        ops: &Rc<RefCell<RedoOps>>,
+    ) -> Result<Batch<'txn>, WriteError> {
         Ok(Batch {
-            request_ids: RequestIds::open(txn)?,
-            envs: txn.open_table(ENVIRONMENTS)?,
-            features: txn.open_table(FEATURES)?,
-            deleted: txn.open_table(DELETED_FEATURES)?,
-            states: txn.open_table(STATES)?,
+            request_ids: RequestIds::open(txn, ops)?,
+            envs: logged(txn, ENVIRONMENTS, LoggedAs::Environments, ops)?,
+            features: logged(txn, FEATURES, LoggedAs::Features, ops)?,
+            deleted: logged(txn, DELETED_FEATURES, LoggedAs::DeletedFeatures, ops)?,
+            states: logged(txn, STATES, LoggedAs::States, ops)?,
             txn,
+            ops: ops.clone(),
         })
     }
 
@@ -84,6 +95,9 @@ impl<'txn> Batch<'txn> {
                     }
                 }
                 Dirty::Upstream(env) => {
+                    // A document is large and written once per fetch: its batch commits the
+                    // file durably rather than logging it.
+                    self.ops.borrow_mut().mark_unlogged();
                     let held = cache.env(*env).map(|env| env.as_ref());
                     documents::write(self.txn, *env, held)?
                 }
@@ -185,6 +199,6 @@ fn remove_feature_states(
     feature: u64,
 ) -> Result<(), WriteError> {
     // Every key is "", "i:..." or "s:...", all below "t".
-    states.retain_in((env, feature, "")..(env, feature, "t"), |_, _| false)?;
+    states.remove_in((env, feature, "")..(env, feature, "t"))?;
     Ok(())
 }

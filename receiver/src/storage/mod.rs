@@ -5,8 +5,10 @@
 //!
 //! The file is opened through flagpost's checked open (`flagpost::store::open`): a missing file is
 //! a new cache, a 0-byte or damaged one is refused with what to do (never silently an empty
-//! cache), and every commit is two-phase so that a damaged file is never mistaken for a commit
-//! torn by a crash.
+//! cache), and every durable commit is two-phase so that a damaged file is never mistaken for a
+//! commit torn by a crash. Batches are made durable through flagpost's redo log
+//! (`flagpost::store::redo`), beside the file as `<file>.redo`, and taken into the file by a
+//! durable commit now and then; a log left by a crash is replayed before the cache is loaded.
 
 pub mod batch;
 mod documents;
@@ -14,14 +16,17 @@ mod request_ids;
 mod rows;
 mod schema;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flagpost::store::open::{OpenError, TWO_PHASE_COMMIT, open_checked, probe_commit};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use flagpost::store::redo::{self, LoggedTable, Redo, RedoOps, ReplayError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::documents::{EnvCache, FeatureEntry, FlagCache, Scope};
@@ -79,6 +84,56 @@ struct EnvRow {
     updated_at_micros: i64,
 }
 
+/// Each logged table's number in the redo log. A number, once given, keeps its table: a log
+/// written before an upgrade is replayed after it.
+#[derive(Clone, Copy)]
+enum LoggedAs {
+    Environments = 1,
+    Features = 2,
+    DeletedFeatures = 3,
+    States = 4,
+    RequestIds = 5,
+    RequestIdsByTime = 6,
+}
+
+/// Opens `definition` in `txn` as a table whose writes the batch's redo log records.
+fn logged<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn WriteTransaction,
+    definition: TableDefinition<K, V>,
+    number: LoggedAs,
+    ops: &Rc<RefCell<RedoOps>>,
+) -> Result<LoggedTable<'txn, K, V>, WriteError> {
+    Ok(LoggedTable::open(
+        txn,
+        definition,
+        number as u8,
+        ops.clone(),
+    )?)
+}
+
+/// Writes one op of a redo log group again, into the table its number names.
+fn replay_op(
+    txn: &WriteTransaction,
+    table: u8,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), ReplayError> {
+    use redo::replay_op as into;
+    match table {
+        n if n == LoggedAs::Environments as u8 => Ok(into(txn, ENVIRONMENTS, key, value)?),
+        n if n == LoggedAs::Features as u8 => Ok(into(txn, FEATURES, key, value)?),
+        n if n == LoggedAs::DeletedFeatures as u8 => Ok(into(txn, DELETED_FEATURES, key, value)?),
+        n if n == LoggedAs::States as u8 => Ok(into(txn, STATES, key, value)?),
+        n if n == LoggedAs::RequestIds as u8 => {
+            Ok(into(txn, request_ids::REQUEST_IDS, key, value)?)
+        }
+        n if n == LoggedAs::RequestIdsByTime as u8 => {
+            Ok(into(txn, request_ids::REQUEST_IDS_BY_TIME, key, value)?)
+        }
+        _ => Err(ReplayError::Malformed("an op names no logged table")),
+    }
+}
+
 fn scope_key(scope: &Scope) -> String {
     match scope {
         Scope::Default => String::new(),
@@ -94,14 +149,16 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> WriteError {
 /// The open database; owned by the writer thread.
 pub struct Storage {
     db: Database,
+    redo: Redo,
     path: PathBuf,
     cache_bytes: usize,
     file_id: u64,
 }
 
 impl Storage {
-    /// Opens (or, where no file exists, creates) the database, makes sure every table exists, and
-    /// reads the whole cache into memory. An empty or damaged file is refused.
+    /// Opens (or, where no file exists, creates) the database, makes sure every table exists,
+    /// takes in what its redo log holds, and reads the whole cache into memory. An empty or
+    /// damaged file is refused.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<(Storage, FlagCache), WriteError> {
         let storage = Storage::open_file(path, cache_bytes)?;
         let cache = catch_damage(|| load(&storage.db))?;
@@ -110,16 +167,26 @@ impl Storage {
 
     /// Closes the file and opens it again, through the same checks as at start: what redb needs
     /// after an I/O error ("Previous I/O error occurred"), e.g. once a full disk has room again.
+    /// redb reopens at its last durable commit; the redo log brings back the batches after it.
     pub fn reopen(self) -> Result<Storage, WriteError> {
         let Storage {
             db,
+            mut redo,
             path,
             cache_bytes,
             ..
         } = self;
         // redb holds a lock on the file for one open handle at a time.
         drop(db);
-        Storage::open_file(&path, cache_bytes)
+        let (db, file_id) = open_database(&path, cache_bytes)?;
+        replay(&db, &mut redo)?;
+        Ok(Storage {
+            db,
+            redo,
+            path,
+            cache_bytes,
+            file_id,
+        })
     }
 
     /// Whether the handle still takes transactions: after an I/O error redb refuses each one
@@ -128,22 +195,17 @@ impl Storage {
         self.db.begin_write().map(|txn| txn.abort()).is_ok()
     }
 
-    /// Opens the file through its checks and makes sure every table exists, without loading.
+    /// Opens the file through its checks, makes sure every table exists and takes in what its
+    /// redo log holds, without loading.
     pub fn open_file(path: &Path, cache_bytes: usize) -> Result<Storage, WriteError> {
-        let db = open_checked(path, cache_bytes).map_err(refused)?;
-        let mut txn = db.begin_write()?;
-        txn.set_two_phase_commit(TWO_PHASE_COMMIT);
-        let file_id = schema::initialise(&txn, path)?;
-        txn.open_table(ENVIRONMENTS)?;
-        txn.open_table(FEATURES)?;
-        txn.open_table(DELETED_FEATURES)?;
-        txn.open_table(STATES)?;
-        txn.open_table(request_ids::REQUEST_IDS)?;
-        txn.open_table(request_ids::REQUEST_IDS_BY_TIME)?;
-        documents::create(&txn)?;
-        txn.commit()?;
+        let new_file = !path.exists();
+        let (db, file_id) = open_database(path, cache_bytes)?;
+        let mut redo =
+            Redo::open(path, new_file, redo::CHECKPOINT_EVERY).map_err(WriteError::DatabaseFile)?;
+        replay(&db, &mut redo)?;
         Ok(Storage {
             db,
+            redo,
             path: path.to_owned(),
             cache_bytes,
             file_id,
@@ -157,43 +219,116 @@ impl Storage {
     }
 
     /// Whether the file takes changes again after a failure (see
-    /// [`flagpost::store::open::probe_commit`]).
-    pub fn probe(&self) -> Result<(), WriteError> {
-        catch_damage(|| Ok(probe_commit(&self.db)?))
+    /// [`flagpost::store::open::probe_commit`]). The probe commits durably, so the file then
+    /// holds every logged batch.
+    pub fn probe(&mut self) -> Result<(), WriteError> {
+        catch_damage(|| Ok(probe_commit(&self.db)?))?;
+        self.redo.took_log();
+        Ok(())
     }
 
-    /// Runs `work` on one write transaction with every table open, then commits durably: when
-    /// this returns `Ok`, everything `work` wrote survives a crash. Also answers how long the
-    /// transaction took, from its start to the end of the commit. A panic inside redb (a page
-    /// damaged since the start check) is answered as [`WriteError::DatabaseFile`].
+    /// Runs `work` on one write transaction with every table open, then makes it durable (through
+    /// the redo log, or by a durable commit): when this returns `Ok`, everything `work` wrote
+    /// survives a crash. Also answers how long the transaction took, from its start until it was
+    /// durable. A panic inside redb (a page damaged since the start check) is answered as
+    /// [`WriteError::DatabaseFile`].
     pub fn write<T>(
-        &self,
+        &mut self,
         work: impl FnOnce(&mut Batch<'_>) -> Result<T, WriteError>,
-    ) -> Result<(T, std::time::Duration), WriteError> {
+    ) -> Result<(T, Duration), WriteError> {
         let started = Instant::now();
-        catch_damage(|| {
-            let mut txn = self.db.begin_write()?;
-            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+        let (db, redo) = (&self.db, &mut self.redo);
+        let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let txn = db.begin_write()?;
+            let ops = RedoOps::shared();
             let answer = {
-                let mut batch = Batch::open(&txn)?;
+                let mut batch = Batch::open(&txn, &ops)?;
                 work(&mut batch)?
             };
-            txn.commit()?;
+            redo.commit(txn, &ops.borrow()).map_err(commit_failed)?;
             Ok((answer, started.elapsed()))
+        }));
+        written.unwrap_or_else(|_| {
+            // A group it may have logged must not be replayed: its waiters hear it failed.
+            self.redo.retract_unsettled();
+            Err(damaged())
         })
+    }
+
+    /// Takes the logged batches into the file once they have waited long enough
+    /// ([`redo::CHECKPOINT_EVERY`]), so that a quiet writer does not keep them waiting.
+    pub fn checkpoint_if_due(&mut self) -> Result<(), WriteError> {
+        if self.redo.checkpoint_due() {
+            self.redo.checkpoint(&self.db)?;
+        }
+        Ok(())
+    }
+
+    /// At a clean stop: every logged batch into the file, and the log removed.
+    pub fn close(mut self) {
+        let closed = self
+            .redo
+            .checkpoint(&self.db)
+            .map_err(WriteError::from)
+            .and_then(|()| {
+                self.redo
+                    .remove()
+                    .map_err(|e| WriteError::DatabaseFile(e.to_string()))
+            });
+        if let Err(error) = closed {
+            tracing::warn!(%error, "the redo log is kept; the next start takes it in");
+        }
+    }
+}
+
+/// Opens the file through its checks and makes sure every table exists; answers it and its id.
+fn open_database(path: &Path, cache_bytes: usize) -> Result<(Database, u64), WriteError> {
+    let db = open_checked(path, cache_bytes).map_err(refused)?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+    let file_id = schema::initialise(&txn, path)?;
+    txn.open_table(ENVIRONMENTS)?;
+    txn.open_table(FEATURES)?;
+    txn.open_table(DELETED_FEATURES)?;
+    txn.open_table(STATES)?;
+    txn.open_table(request_ids::REQUEST_IDS)?;
+    txn.open_table(request_ids::REQUEST_IDS_BY_TIME)?;
+    documents::create(&txn)?;
+    txn.commit()?;
+    Ok((db, file_id))
+}
+
+/// Takes in the batches the redo log holds that the file does not (after a crash).
+fn replay(db: &Database, redo: &mut Redo) -> Result<(), WriteError> {
+    let replayed = catch_damage(|| {
+        redo.replay_into(db, replay_op)
+            .map_err(|e| WriteError::DatabaseFile(format!("{}: {e}", redo.path().display())))
+    })?;
+    if replayed > 0 {
+        tracing::info!(batches = replayed, log = %redo.path().display(), "redo log taken in after an unclean stop");
+    }
+    Ok(())
+}
+
+fn commit_failed(failure: redo::CommitFailure) -> WriteError {
+    match failure {
+        redo::CommitFailure::Database(error) => error.into(),
+        log @ redo::CommitFailure::Log { .. } => WriteError::Database(Arc::new(log)),
     }
 }
 
 /// Runs `work`, answering a panic inside redb as a damaged file: its text goes to the log (the
 /// panic hook), never to a client.
 fn catch_damage<T>(work: impl FnOnce() -> Result<T, WriteError>) -> Result<T, WriteError> {
-    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
-        Err(WriteError::DatabaseFile(
-            "the database file is damaged: reading it failed; delete it (or restore a backup) and \
-             restart, and the cache is loaded again from its sources"
-                .into(),
-        ))
-    })
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(damaged()))
+}
+
+fn damaged() -> WriteError {
+    WriteError::DatabaseFile(
+        "the database file is damaged: reading it failed; delete it (or restore a backup) and \
+         restart, and the cache is loaded again from its sources"
+            .into(),
+    )
 }
 
 /// The refusal of a file that cannot be opened, with what to do about it.
@@ -273,3 +408,6 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
     }
     Ok(cache)
 }
+
+#[cfg(test)]
+mod tests;

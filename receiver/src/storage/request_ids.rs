@@ -9,11 +9,16 @@
 //! Each id is in two tables: by id (the duplicate check) and by when it was first taken (so that
 //! forgetting those past the retention is one range scan). Both are appends for flagpost's ids.
 
-use redb::{ReadableTable, Table, TableDefinition};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use flagpost::store::redo::{LoggedTable, RedoOps};
+use redb::{ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
 
 use crate::documents::event_id::parse_event_id;
 use crate::error::WriteError;
+use crate::storage::{LoggedAs, logged};
 
 /// `(kind, id)` -> when it was first taken (unix seconds).
 pub(super) const REQUEST_IDS: TableDefinition<(u8, u128), i64> =
@@ -99,15 +104,18 @@ fn truncated(digest: &[u8]) -> u128 {
 
 /// The two request-id tables of one write transaction.
 pub(super) struct RequestIds<'txn> {
-    by_id: Table<'txn, (u8, u128), i64>,
-    by_time: Table<'txn, (i64, u8, u128), ()>,
+    by_id: LoggedTable<'txn, (u8, u128), i64>,
+    by_time: LoggedTable<'txn, (i64, u8, u128), ()>,
 }
 
 impl<'txn> RequestIds<'txn> {
-    pub(super) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, WriteError> {
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+        ops: &Rc<RefCell<RedoOps>>,
+    ) -> Result<Self, WriteError> {
         Ok(RequestIds {
-            by_id: txn.open_table(REQUEST_IDS)?,
-            by_time: txn.open_table(REQUEST_IDS_BY_TIME)?,
+            by_id: logged(txn, REQUEST_IDS, LoggedAs::RequestIds, ops)?,
+            by_time: logged(txn, REQUEST_IDS_BY_TIME, LoggedAs::RequestIdsByTime, ops)?,
         })
     }
 

@@ -8,7 +8,9 @@ use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use redb::{AccessGuard, Key, StorageError, Table, TableDefinition, Value, WriteTransaction};
+use redb::{
+    AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, Value, WriteTransaction,
+};
 
 const REMOVED: u32 = u32::MAX;
 
@@ -102,6 +104,26 @@ impl<'t, K: Key + 'static, V: Value + 'static> LoggedTable<'t, K, V> {
             .borrow_mut()
             .record(self.number, K::as_bytes(key).as_ref(), None);
         self.table.remove(key)
+    }
+
+    /// Removes every row in `range`, each recorded.
+    pub fn remove_in<'a, KR>(
+        &mut self,
+        range: impl std::ops::RangeBounds<KR> + 'a,
+    ) -> Result<(), StorageError>
+    where
+        KR: Borrow<K::SelfType<'a>> + 'a,
+    {
+        let keys: Vec<Vec<u8>> = self
+            .table
+            .range(range)?
+            .map(|row| row.map(|(key, _)| K::as_bytes(&key.value()).as_ref().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for key in &keys {
+            self.ops.borrow_mut().record(self.number, key, None);
+            self.table.remove(K::from_bytes(key))?;
+        }
+        Ok(())
     }
 
     /// Removes the rows `predicate` refuses. Not recorded row by row: the batch commits durably.

@@ -2,14 +2,16 @@
 //! how each batch is made durable, when the file must take the log in, and replays the log into a
 //! file opened after a crash.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::mpsc;
 
 use super::file::RedoLog;
 use super::ops::RedoOps;
-use super::{ReplayError, position, replay, set_position};
+use super::{LOG_CAPACITY, ReplayError, position, replay, set_position};
 use crate::store::open::TWO_PHASE_COMMIT;
 
 /// How a batch became durable.
@@ -38,14 +40,24 @@ pub struct Redo {
 }
 
 impl Redo {
-    /// Opens `database`'s log. Blocking.
+    /// Opens `database`'s log (creating it where there is none). A log found beside a database
+    /// that starts new (`new_file`) belongs to the file that was there before: it is moved aside,
+    /// never replayed into the new one. Blocking.
     pub fn open(
         database: &Path,
-        capacity: u64,
+        new_file: bool,
         checkpoint_every: Duration,
-    ) -> std::io::Result<Redo> {
+    ) -> Result<Redo, String> {
+        let path = RedoLog::path_for(database);
+        if new_file && path.exists() {
+            let aside = crate::store::open::move_aside(&path)
+                .map_err(|e| format!("cannot move {} aside: {e}", path.display()))?;
+            tracing::warn!(log = %path.display(), moved_to = %aside.display(), "a redo log without its database moved aside");
+        }
+        let log = RedoLog::open(database, LOG_CAPACITY)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Ok(Redo {
-            log: RedoLog::open(database, capacity)?,
+            log,
             last_durable: Instant::now(),
             checkpoint_every,
         })
@@ -115,6 +127,20 @@ impl Redo {
         Ok(Committed::Logged)
     }
 
+    /// A durable commit of nothing, which takes every logged group into the file; the log then
+    /// starts over. A panic inside redb (a damaged page) is answered as damage.
+    pub fn checkpoint(&mut self, db: &Database) -> Result<(), redb::Error> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = db.begin_write()?;
+            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+            txn.commit()?;
+            Ok::<_, redb::Error>(())
+        }))
+        .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))?;
+        self.took_log();
+        Ok(())
+    }
+
     /// Whether logged groups have waited long enough for a durable commit of the file.
     pub fn checkpoint_due(&self) -> bool {
         !self.log.is_empty() && self.last_durable.elapsed() >= self.checkpoint_every
@@ -139,4 +165,30 @@ impl Redo {
     pub fn remove(&self) -> std::io::Result<()> {
         std::fs::remove_file(self.log.path())
     }
+}
+
+/// Sends `tick()` to a writer every `every`, so that a quiet writer takes its logged groups into
+/// the file without waiting for a batch; ends with the writer (the queue's last sender).
+pub fn spawn_checkpoint_ticker<T: Send + 'static>(
+    name: &str,
+    writer: mpsc::WeakSender<T>,
+    every: Duration,
+    tick: fn() -> T,
+) {
+    let ticker = move || {
+        loop {
+            std::thread::sleep(every);
+            let Some(queue) = writer.upgrade() else {
+                return;
+            };
+            // A full queue has a batch coming, which is made durable when a checkpoint is due.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = queue.try_send(tick()) {
+                return;
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(ticker)
+        .expect("the checkpoint thread starts");
 }

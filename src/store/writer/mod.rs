@@ -44,7 +44,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 pub(super) enum Command {
     Run(Box<dyn Job>),
     /// Take the redo log's groups into the file if they have waited `checkpoint_every`: sent by
-    /// [`spawn_checkpoints`], so that a quiet writer does not keep them waiting.
+    /// [`super::redo::spawn_checkpoint_ticker`], so that a quiet writer does not keep them waiting.
     Checkpoint,
     /// Commit what is queued before this, take the log into the file, then stop.
     Stop,
@@ -92,28 +92,6 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
             writer.close_log();
         })
         .expect("the writer thread starts")
-}
-
-/// Asks `writer` every `every` to take waiting groups into the file; ends with the writer.
-pub(super) fn spawn_checkpoints(writer: mpsc::WeakSender<Command>, every: Duration) {
-    let ticker = move || {
-        loop {
-            std::thread::sleep(every);
-            let Some(commands) = writer.upgrade() else {
-                return;
-            };
-            // A full queue has a batch coming, which checks the same.
-            if let Err(mpsc::error::TrySendError::Closed(_)) =
-                commands.try_send(Command::Checkpoint)
-            {
-                return;
-            }
-        }
-    };
-    std::thread::Builder::new()
-        .name("flagpost-checkpoints".to_owned())
-        .spawn(ticker)
-        .expect("the checkpoint thread starts");
 }
 
 impl Writer {
@@ -217,10 +195,9 @@ impl Writer {
         }
         // A failing writer's own retries commit durably. Checked under the health lock, so that
         // a read meeting damage meanwhile is answered only after this commit, never before it.
-        let checkpoint = self.db.unless_failing(durable_commit);
+        let checkpoint = self.db.unless_failing(|db| self.redo.checkpoint(db));
         match checkpoint {
-            None => {}
-            Some(Ok(())) => self.redo.took_log(),
+            None | Some(Ok(())) => {}
             Some(Err(error)) => {
                 let error = StoreError::from(error);
                 log_failure(&error, 0);
@@ -235,7 +212,7 @@ impl Writer {
         let closed = self
             .db
             .current()
-            .and_then(|db| Ok(durable_commit(&db)?))
+            .and_then(|db| Ok(self.redo.checkpoint(&db)?))
             .and_then(|()| {
                 self.redo
                     .remove()
@@ -245,18 +222,6 @@ impl Writer {
             tracing::warn!(%error, "the redo log is kept; the next start takes it in");
         }
     }
-}
-
-/// A commit of nothing that makes every earlier one durable. A panic inside redb (a damaged
-/// page) is answered as damage.
-fn durable_commit(db: &Database) -> Result<(), redb::Error> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut txn = db.begin_write()?;
-        txn.set_two_phase_commit(super::open::TWO_PHASE_COMMIT);
-        txn.commit()?;
-        Ok(())
-    }))
-    .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))
 }
 
 /// Writes the log's groups that `db` does not hold into it (see [`Redo::replay_into`]).

@@ -46,7 +46,7 @@ fn a_schema_1_file_is_migrated_with_everything_it_held() {
     let path = dir.path().join("receiver.redb");
     write_schema_1(&path);
 
-    let (storage, cache) = Storage::open(&path, 1 << 20).unwrap();
+    let (mut storage, cache) = Storage::open(&path, 1 << 20).unwrap();
     let env = cache.env(1).unwrap();
     assert_eq!((env.name.as_deref(), env.revision), (Some("prod"), 3));
     let entry = &env.features[&7];
