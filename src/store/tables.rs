@@ -11,6 +11,10 @@
 //! default state. Every write of either goes through [`Tables`] (`super::flag_state`), which keeps
 //! these copies current; they go with the transaction (a batch re-run after a refusal starts with
 //! new `Tables`).
+//!
+//! Every table is opened as a [`LoggedTable`] under a number of its own, so that every row the
+//! batch writes is also in its redo log group ([`super::redo`]), and [`replay_op`] writes a logged
+//! row again into the table its number names.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -95,7 +99,8 @@ macro_rules! cached_tables {
 }
 
 /// `META`'s number in the redo log; the cached tables' follow. A number, once given, keeps its
-/// table: a log written before an upgrade is replayed after it.
+/// table and its rows' layout (a table of a new layout, such as `states.v2`, takes a new number),
+/// so that a log written before an upgrade is replayed as it was written.
 const META_NUMBER: u8 = 0;
 /// The numbers of the tables opened through [`Tables::uncached`].
 pub(super) const RELAYED_BODIES_NUMBER: u8 = 13;
@@ -104,18 +109,18 @@ pub(super) const RELAYED_KEYS_NUMBER: u8 = 15;
 
 cached_tables! {
     cached {
-    environments = 1: ENVIRONMENTS, u64, &'static str;
-    features = 2: FEATURES, u64, FeatureRow<'static>;
-    feature_names = 3: FEATURE_NAMES, (u64, &'static str), u64;
-    states = 4: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
-    identities = 5: IDENTITIES, (u64, &'static str), u64;
-    events = 6: EVENTS, u64, EventRow<'static>;
-    outbox = 7: OUTBOX, (&'static str, u64), (u32, u64, u32);
-    idempotency = 8: IDEMPOTENCY, (&'static str, &'static str), &'static str;
-    file_features = 9: FILE_FEATURES, (u64, u64), u8;
-    segments = 10: SEGMENTS, u64, &'static str;
-    multivariate_options = 11: MULTIVARIATE_OPTIONS, u64, &'static str;
-    multivariate_values = 12: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
+        environments = 1: ENVIRONMENTS, u64, &'static str;
+        features = 2: FEATURES, u64, FeatureRow<'static>;
+        feature_names = 3: FEATURE_NAMES, (u64, &'static str), u64;
+        states = 4: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
+        identities = 5: IDENTITIES, (u64, &'static str), u64;
+        events = 6: EVENTS, u64, EventRow<'static>;
+        outbox = 7: OUTBOX, (&'static str, u64), (u32, u64, u32);
+        idempotency = 8: IDEMPOTENCY, (&'static str, &'static str), &'static str;
+        file_features = 9: FILE_FEATURES, (u64, u64), u8;
+        segments = 10: SEGMENTS, u64, &'static str;
+        multivariate_options = 11: MULTIVARIATE_OPTIONS, u64, &'static str;
+        multivariate_values = 12: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
     }
     uncached {
         RELAYED_BODIES_NUMBER: RELAYED_BODIES;

@@ -269,8 +269,10 @@ impl WriterThread {
                 Err(error) => fail(&mut jobs, error),
             }
         }
-        // Every handle is gone: the logged batches go into the file, which closes cleanly.
-        if let Some(storage) = self.storage.take() {
+        // Every handle is gone: the logged batches go into the file, which closes cleanly. A
+        // failing writer leaves the log for the next start rather than write a file it could not
+        // commit to.
+        if let Some(storage) = self.storage.take().filter(|_| !self.failing()) {
             storage.close();
         }
     }

@@ -84,8 +84,9 @@ struct EnvRow {
     updated_at_micros: i64,
 }
 
-/// Each logged table's number in the redo log. A number, once given, keeps its table: a log
-/// written before an upgrade is replayed after it.
+/// Each logged table's number in the redo log. A number, once given, keeps its table and its rows'
+/// layout (a table of a new layout takes a new number), so that a log written before an upgrade
+/// is replayed as it was written.
 #[derive(Clone, Copy)]
 enum LoggedAs {
     Environments = 1,
@@ -302,10 +303,13 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(Database, u64), Wri
 fn replay(db: &Database, redo: &mut Redo) -> Result<(), WriteError> {
     let replayed = catch_damage(|| {
         redo.replay_into(db, replay_op)
-            .map_err(|e| WriteError::DatabaseFile(format!("{}: {e}", redo.path().display())))
+            .map_err(|error| match error {
+                ReplayError::Storage(error) => WriteError::from(error),
+                log => WriteError::DatabaseFile(format!("{}: {log}", redo.path().display())),
+            })
     })?;
     if replayed > 0 {
-        tracing::info!(batches = replayed, log = %redo.path().display(), "redo log taken in after an unclean stop");
+        tracing::info!(batches = replayed, log = %redo.path().display(), "batches the file lacked written again from the redo log");
     }
     Ok(())
 }

@@ -80,7 +80,12 @@ impl Redo {
         txn.set_two_phase_commit(TWO_PHASE_COMMIT);
         let before = position(&txn)?;
         let held = replay(&txn, &groups, apply)?;
-        txn.commit().map_err(redb::Error::from)?;
+        if held > before {
+            txn.commit().map_err(redb::Error::from)?;
+        } else {
+            // Nothing the file lacks: no commit (nor a write the disk may have no room for).
+            txn.abort().map_err(redb::Error::from)?;
+        }
         self.log.continue_after(held);
         self.took_log();
         Ok(held - before)

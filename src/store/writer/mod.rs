@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::StoreError;
 use super::database::SharedDatabase;
-use super::redo::Redo;
+use super::redo::{Redo, ReplayError};
 use crate::process::ERROR_LOG;
 use batch::run_batch;
 pub(super) use jobs::{Job, Outcome, TablesJob, TxnJob};
@@ -207,17 +207,17 @@ impl Writer {
     }
 
     /// At a clean stop: every group into the file, then the log file removed, so that nothing is
-    /// left for a replay (nor for an older flagpost that would not read it).
+    /// left for a replay (nor for an older flagpost that would not read it). A failing writer
+    /// leaves the log for the next start rather than write a file it could not commit to.
     fn close_log(&mut self) {
-        let closed = self
-            .db
-            .current()
-            .and_then(|db| Ok(self.redo.checkpoint(&db)?))
-            .and_then(|()| {
+        let closed = match self.db.unless_failing(|db| self.redo.checkpoint(db)) {
+            None => Err(StoreError::new("the writer is failing")),
+            Some(checkpoint) => checkpoint.map_err(StoreError::from).and_then(|()| {
                 self.redo
                     .remove()
                     .map_err(|e| StoreError::new(format!("cannot remove the redo log: {e}")))
-            });
+            }),
+        };
         if let Err(error) = closed {
             tracing::warn!(%error, "the redo log is kept; the next start takes it in");
         }
@@ -228,9 +228,12 @@ impl Writer {
 pub(super) fn replay_log(db: &Database, redo: &mut Redo) -> Result<(), StoreError> {
     let replayed = redo
         .replay_into(db, super::tables::replay_op)
-        .map_err(|e| StoreError::file_failed(format!("{}: {e}", redo.path().display())))?;
+        .map_err(|error| match error {
+            ReplayError::Storage(error) => StoreError::from(error),
+            log => StoreError::file_failed(format!("{}: {log}", redo.path().display())),
+        })?;
     if replayed > 0 {
-        tracing::info!(groups = replayed, log = %redo.path().display(), "redo log taken in after an unclean stop");
+        tracing::info!(groups = replayed, log = %redo.path().display(), "batches the file lacked written again from the redo log");
     }
     Ok(())
 }
