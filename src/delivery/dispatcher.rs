@@ -49,6 +49,9 @@ pub struct Dispatcher {
     activity: ActivityBoard,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// [`follow_commits`], which holds a handle on the store: awaited at shutdown, so that the
+    /// store's last handle is the server's own.
+    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct LaneEntry {
@@ -76,7 +79,7 @@ impl Dispatcher {
             .read(|txn| Ok((committed_sequence(txn)?, outbox_endpoints(txn)?)))
             .await?;
         let (committed_tx, committed_rx) = watch::channel(last);
-        tokio::spawn(follow_commits(store.clone(), committed_tx));
+        let follower = tokio::spawn(follow_commits(store.clone(), committed_tx));
 
         let (recorder_tx, recorder_rx) = mpsc::channel(settings.record_batch.max(1) * 8);
         let recorder = Recorder {
@@ -120,6 +123,7 @@ impl Dispatcher {
             activity,
             commands: commands_tx,
             task: Mutex::new(Some(task)),
+            follower: Mutex::new(Some(follower)),
         })
     }
 
@@ -171,11 +175,18 @@ impl Dispatcher {
         if let Some(task) = task {
             let _ = task.await;
         }
+        // The lanes are gone, and with them every reader of the committed sequence.
+        let follower = self.follower.lock().expect("dispatcher task lock").take();
+        if let Some(follower) = follower {
+            follower.abort();
+            let _ = follower.await;
+        }
     }
 }
 
 /// Publishes the last committed sequence after every commit, so that lanes at the end of their
-/// outbox read again only when there may be something new.
+/// outbox read again only when there may be something new. Ends with the writer, once no lane
+/// reads it, or when the dispatcher shuts down.
 async fn follow_commits(store: Store, committed: watch::Sender<u64>) {
     let mut commits = store.commits();
     while commits.changed().await.is_ok() {
