@@ -311,15 +311,20 @@ fn identities_present(path: &Path, keys: &[String]) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn acknowledged_batches_held_only_by_the_redo_log_survive_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store whose logged batches stay out of the file for the length of a test.
+fn store_without_checkpoints(dir: &tempfile::TempDir) -> (Store, std::path::PathBuf) {
     let path = dir.path().join("t.redb");
     let options = StoreOptions {
         checkpoint_every: std::time::Duration::from_secs(3600),
         ..StoreOptions::default()
     };
-    let store = Store::open(&path, options).unwrap();
+    (Store::open(&path, options).unwrap(), path)
+}
+
+#[tokio::test]
+async fn acknowledged_batches_held_only_by_the_redo_log_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_without_checkpoints(&dir);
     let keys: Vec<String> = (0..40).map(|n| format!("identity-{n}")).collect();
     let writes = keys.iter().cloned().map(|key| {
         let store = store.clone();
@@ -358,12 +363,7 @@ async fn acknowledged_batches_held_only_by_the_redo_log_survive_a_crash() {
 #[tokio::test]
 async fn a_batch_the_log_does_not_hold_commits_the_file_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.redb");
-    let options = StoreOptions {
-        checkpoint_every: std::time::Duration::from_secs(3600),
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&path, options).unwrap();
+    let (store, path) = store_without_checkpoints(&dir);
     store
         .write(|tables| Ok(tables.put_identity_id(1, "logged", 1)?))
         .await

@@ -301,17 +301,14 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(Database, u64), Wri
 
 /// Takes in the batches the redo log holds that the file does not (after a crash).
 fn replay(db: &Database, redo: &mut Redo) -> Result<(), WriteError> {
-    let replayed = catch_damage(|| {
+    catch_damage(|| {
         redo.replay_into(db, replay_op)
+            .map(drop)
             .map_err(|error| match error {
                 ReplayError::Storage(error) => WriteError::from(error),
                 log => WriteError::DatabaseFile(format!("{}: {log}", redo.path().display())),
             })
-    })?;
-    if replayed > 0 {
-        tracing::info!(batches = replayed, log = %redo.path().display(), "batches the file lacked written again from the redo log");
-    }
-    Ok(())
+    })
 }
 
 fn commit_failed(failure: redo::CommitFailure) -> WriteError {

@@ -88,6 +88,9 @@ impl Redo {
         }
         self.log.continue_after(held);
         self.took_log();
+        if held > before {
+            tracing::info!(batches = held - before, log = %self.path().display(), "batches the file lacked written again from the redo log");
+        }
         Ok(held - before)
     }
 

@@ -226,16 +226,12 @@ impl Writer {
 
 /// Writes the log's groups that `db` does not hold into it (see [`Redo::replay_into`]).
 pub(super) fn replay_log(db: &Database, redo: &mut Redo) -> Result<(), StoreError> {
-    let replayed = redo
-        .replay_into(db, super::tables::replay_op)
+    redo.replay_into(db, super::tables::replay_op)
+        .map(drop)
         .map_err(|error| match error {
             ReplayError::Storage(error) => StoreError::from(error),
             log => StoreError::file_failed(format!("{}: {log}", redo.path().display())),
-        })?;
-    if replayed > 0 {
-        tracing::info!(groups = replayed, log = %redo.path().display(), "batches the file lacked written again from the redo log");
-    }
-    Ok(())
+        })
 }
 
 /// Answers every job of a batch that did not commit.
