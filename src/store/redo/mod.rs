@@ -34,7 +34,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 pub use file::{Group, RedoLog};
 pub use ops::{LoggedTable, RedoOps, replay_op};
-pub use writer::{CommitFailure, Committed, Redo, spawn_checkpoint_ticker};
+pub use writer::{CommitFailure, Redo, spawn_checkpoint_ticker};
 
 /// The newest group whose writes this file holds (absent: none yet). Written by every logged batch
 /// in its own transaction; a durable commit carries it with everything before.

@@ -14,15 +14,6 @@ use super::ops::RedoOps;
 use super::{LOG_CAPACITY, ReplayError, position, replay, set_position};
 use crate::store::open::TWO_PHASE_COMMIT;
 
-/// How a batch became durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// Its writes are a group of the redo log; the file holds them in memory only.
-    Logged,
-    /// A durable commit: the file now holds every group logged before it.
-    Durably,
-}
-
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitFailure {
@@ -68,8 +59,8 @@ impl Redo {
     }
 
     /// Writes the log's groups that `db` does not hold into it through `apply` (the program's
-    /// map from table number to table), commits durably, and starts the log over. Answers how
-    /// many groups were replayed. Run on a file just opened, before it serves anything.
+    /// map from table number to table), commits them durably, and starts the log over. Answers
+    /// how many groups were replayed. Run on a file just opened, before it serves anything.
     pub fn replay_into(
         &mut self,
         db: &Database,
@@ -101,21 +92,21 @@ impl Redo {
         &mut self,
         mut txn: WriteTransaction,
         ops: &RedoOps,
-    ) -> Result<Committed, CommitFailure> {
+    ) -> Result<(), CommitFailure> {
         let due = self.last_durable.elapsed() >= self.checkpoint_every;
         let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
         let Some(payload) = payload else {
             txn.set_two_phase_commit(TWO_PHASE_COMMIT);
             txn.commit().map_err(redb::Error::from)?;
             self.took_log();
-            return Ok(Committed::Durably);
+            return Ok(());
         };
         txn.set_durability(Durability::None)
             .map_err(redb::Error::from)?;
         if payload.is_empty() {
             // Nothing written (an idempotent retry, say): nothing to make durable.
             txn.commit().map_err(redb::Error::from)?;
-            return Ok(Committed::Logged);
+            return Ok(());
         }
         let group = self.log.next_group();
         set_position(&txn, group)?;
@@ -132,7 +123,7 @@ impl Redo {
             return Err(redb::Error::from(error).into());
         }
         self.log.settle();
-        Ok(Committed::Logged)
+        Ok(())
     }
 
     /// A durable commit of nothing, which takes every logged group into the file; the log then
