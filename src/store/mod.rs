@@ -1,11 +1,13 @@
-//! Storage: one redb file holding flag state, events and the outbox. Every table, key and encoding
-//! of the sidecar is here and nowhere else.
+//! Storage: one redb file holding flag state, events and the outbox, and its redo log beside it.
+//! Every table, key and encoding of the sidecar is here and nowhere else.
 //!
 //! redb is a blocking API, so no call into it ever runs on a tokio worker: writes go to the single
 //! writer thread ([`writer`]) and reads run on the blocking pool ([`Store::read`]).
 //!
 //! - [`open`]: opening a file through its integrity check, refusing an empty or damaged one;
 //!   `database`: the open handle, which the writer reopens after an I/O error, and its health.
+//! - [`redo`]: the redo log that makes each batch durable with one small sync, and replays what
+//!   the file lacks after a crash (the receiver's storage uses it too).
 //! - [`schema`]: the tables, the schema version, and opening (or refusing) a file; [`rows`], how
 //!   the hot records are laid out; `migrate`, a schema-1 file carried over to schema 2.
 //! - [`tables`]: the tables of one write batch, opened once; [`flag_state`] implements the
