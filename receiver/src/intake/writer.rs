@@ -1,7 +1,8 @@
 //! The one writer thread: group commit of whatever is waiting, then publication to readers.
 //!
-//! A durable commit costs an fsync, so the thread takes every job queued while the previous commit
-//! ran, applies them to a staged copy of the cache, writes their rows in one transaction and commits
+//! Making a batch durable costs a sync of the disk (of its rows in the redo log, see
+//! [`Storage::write`]), so the thread takes every job queued while the previous commit ran, applies
+//! them to a staged copy of the cache, writes their rows in one transaction and makes it durable
 //! once. It never waits for more: a lone request is committed at once, and under load the queue
 //! fills while the previous commit runs, so batches grow with the load by themselves. Only after
 //! the commit does it publish the staged cache (readers never see a change that could still be
