@@ -43,6 +43,12 @@ impl RedoOps {
         if self.unlogged {
             return;
         }
+        if self.bytes.len() as u64 > super::LOG_CAPACITY {
+            // A group larger than the log can never be appended (a flag file applied whole):
+            // its batch commits durably, and its record is not kept growing for nothing.
+            self.mark_unlogged();
+            return;
+        }
         self.bytes.push(table);
         self.bytes
             .extend_from_slice(&(key.len() as u32).to_le_bytes());

@@ -161,3 +161,19 @@ fn a_log_that_skips_a_group_is_refused() {
     let refused = replay(&txn, &cut, apply_rows).unwrap_err();
     assert!(matches!(refused, ReplayError::Malformed(_)), "{refused}");
 }
+
+#[test]
+fn a_batch_larger_than_the_log_stops_recording_so_it_commits_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db.redb")).unwrap();
+    let ops = RedoOps::shared();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut rows = LoggedTable::open(&txn, ROWS, 1, ops.clone()).unwrap();
+        let value = "x".repeat(64 << 10);
+        for n in 0..(LOG_CAPACITY / (64 << 10) + 2) {
+            rows.insert((n, "big"), value.as_str()).unwrap();
+        }
+    }
+    assert_eq!(ops.borrow().payload(), None, "no group is kept for it");
+}
