@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use crate::common::{Process, call, config_toml, free_addr, send, test_config, wait_until};
 use crate::support::process::Running;
 
+/// redb's first page: its header (the commit slots and the file's layout).
+const HEADER_PAGE: usize = 4096;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_flagpost");
 
 /// Runs the real `run` on `dir`'s configuration until it returns (a refusal at start) or serves;
@@ -251,7 +254,7 @@ async fn damage_met_by_a_read_is_refused_and_nothing_is_acknowledged_after_it() 
     // Every page but the file's header, inverted.
     let path = database(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[4096..].iter_mut().for_each(|b| *b ^= 0xff);
+    bytes[HEADER_PAGE..].iter_mut().for_each(|b| *b ^= 0xff);
     std::fs::write(&path, &bytes).unwrap();
 
     let (status, body) = call(
@@ -284,10 +287,12 @@ async fn damage_met_by_a_read_is_refused_and_nothing_is_acknowledged_after_it() 
             assert!(!error.contains(panic_text), "{error}");
         }
     }
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "nothing was written onto the damaged file once the damage was met"
+    // The reopen's integrity check runs inside redb's open, which first rewrites the header
+    // page of a file not closed cleanly (its layout, to the file's length: a batch not yet
+    // checkpointed may have grown the file). Every page after it stays as the damage left it.
+    assert!(
+        std::fs::read(&path).unwrap()[HEADER_PAGE..] == bytes[HEADER_PAGE..],
+        "nothing was written onto the damaged pages once the damage was met"
     );
 }
 
