@@ -321,7 +321,7 @@ impl CommitHistogram {
         self.quantile(0.50)
     }
 
-    /// The 99th percentile, likewise: in a latency phase, the checkpoints' share of the tail.
+    /// The 99th percentile, likewise.
     pub fn p99(&self) -> Option<Duration> {
         self.quantile(0.99)
     }
@@ -369,7 +369,7 @@ impl CommitWatch {
 
 /// "commit p50 1.20 ms, bound 64 / 1.20 ms = 53333/s": the writer's median durable-commit
 /// latency over `commits`, and the rate it caps `clients` concurrent clients at, each waiting for
-/// its own commit; without `clients`, "commit p50 0.40 ms, p99 14.00 ms". "n/a" when the writer
+/// its own commit; without `clients`, "commit p50 0.40 ms, p99 0.80 ms". "n/a" when the writer
 /// does not publish the histogram.
 pub fn commit_note(commits: Option<&CommitHistogram>, clients: Option<usize>) -> String {
     let Some(p50) = commits.and_then(CommitHistogram::p50) else {
