@@ -12,21 +12,23 @@
 //! events that name that file or a Kubernetes `..`-prefixed entry: the database and snapshot files
 //! often sit beside the configuration, and their writes would otherwise wake it on every commit.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+
+#[cfg(target_os = "linux")]
+mod inotify_watch;
 
 pub struct DirWatch {
     dir: PathBuf,
     events: mpsc::Receiver<()>,
     debounce: Duration,
     poll_every: Duration,
-    // Dropping the watcher stops its notifications; it lives as long as the `DirWatch`.
-    _watcher: Option<RecommendedWatcher>,
+    // Dropping it stops the notifications; it lives as long as the `DirWatch`.
+    _notifications: Option<Notifications>,
 }
 
 impl DirWatch {
@@ -58,23 +60,14 @@ impl DirWatch {
         poll_every: Duration,
     ) -> DirWatch {
         let (tx, events) = mpsc::channel(1);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Reads are not changes. Passing them on would make every watcher that reads its
-            // directory (or a folder inside it) wake itself, and the others, for ever.
-            let wakes = event.is_ok_and(|e| {
-                !matches!(e.kind, EventKind::Access(_)) && names_watched(&e.paths, only.as_ref())
-            });
-            if wakes {
+        let wake = move |name: Option<&OsStr>| {
+            if names_watched(name, only.as_ref()) {
                 // A full channel already holds a wake-up, which is all a burst needs.
                 let _ = tx.try_send(());
             }
-        })
-        .and_then(|mut watcher| {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        });
-        let watcher = match watcher {
-            Ok(watcher) => Some(watcher),
+        };
+        let notifications = match notifications(dir, wake) {
+            Ok(notifications) => Some(notifications),
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), %error,
                     "cannot watch directory; relying on the periodic check");
@@ -86,7 +79,7 @@ impl DirWatch {
             events,
             debounce,
             poll_every,
-            _watcher: watcher,
+            _notifications: notifications,
         }
     }
 
@@ -122,15 +115,60 @@ impl DirWatch {
     }
 }
 
-/// Whether an event naming `paths` concerns the watched file (every event does without a filter).
-/// An event with no path is let through: it may be an overflow, after which anything may have changed.
-fn names_watched(paths: &[PathBuf], only: Option<&OsString>) -> bool {
-    let Some(only) = only else { return true };
-    paths.is_empty()
-        || paths
-            .iter()
-            .filter_map(|p| p.file_name())
-            .any(|name| name == only.as_os_str() || name.as_encoded_bytes().starts_with(b".."))
+/// The directory's notifications, read straight from inotify ([`inotify_watch`]: notify's backend
+/// asks for every write and open in the directory).
+#[cfg(target_os = "linux")]
+fn notifications(
+    dir: &Path,
+    wake: impl FnMut(Option<&OsStr>) + Send + 'static,
+) -> Result<Notifications, String> {
+    inotify_watch::watch(dir, wake).map_err(|e| e.to_string())
+}
+
+#[cfg(target_os = "linux")]
+use inotify_watch::Notifications;
+
+#[cfg(not(target_os = "linux"))]
+type Notifications = notify::RecommendedWatcher;
+
+/// The directory's notifications through notify, where there is no inotify.
+#[cfg(not(target_os = "linux"))]
+fn notifications(
+    dir: &Path,
+    mut wake: impl FnMut(Option<&OsStr>) + Send + 'static,
+) -> Result<Notifications, String> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads are not changes. Passing them on would make every watcher that reads its
+        // directory (or a folder inside it) wake itself, and the others, for ever.
+        let Ok(event) = event else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event.paths.is_empty() {
+            wake(None);
+        }
+        for path in &event.paths {
+            wake(path.file_name());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| e.to_string())?;
+    Ok(watcher)
+}
+
+/// Whether an event naming `name` concerns the watched file (every event does without a filter).
+/// An event with no name is let through: it may be an overflow, after which anything may have
+/// changed.
+fn names_watched(name: Option<&OsStr>, only: Option<&OsString>) -> bool {
+    match (name, only) {
+        (Some(name), Some(only)) => {
+            name == only.as_os_str() || name.as_encoded_bytes().starts_with(b"..")
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -154,15 +192,40 @@ mod tests {
             .expect("a rename in the directory wakes the watch");
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn writes_to_an_open_file_do_not_wake_the_watch_but_closing_it_does() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        // A database beside the watched file: open for the program's life, written every commit.
+        let mut database = std::fs::File::create(dir.path().join("flagpost.redb")).unwrap();
+        let mut watch = DirWatch::new(
+            dir.path(),
+            Duration::from_millis(20),
+            Duration::from_secs(3600),
+        );
+        for _ in 0..1_000 {
+            database.write_all(b"a page").unwrap();
+        }
+        database.sync_data().unwrap();
+        // Notifications arrive within microseconds of the writes; none is due here.
+        let woken = tokio::time::timeout(Duration::from_secs(1), watch.changed()).await;
+        assert!(woken.is_err(), "writes to an open file woke the watch");
+        drop(database);
+        tokio::time::timeout(Duration::from_secs(60), watch.changed())
+            .await
+            .expect("a file closed after writing wakes the watch");
+    }
+
     #[test]
     fn a_file_watch_ignores_its_neighbours_but_not_kubernetes_swaps() {
         let only = OsString::from("flagpost.toml");
-        let wakes = |name: &str| names_watched(&[PathBuf::from("/etc/x").join(name)], Some(&only));
+        let wakes = |name: &str| names_watched(Some(OsStr::new(name)), Some(&only));
         assert!(wakes("flagpost.toml"));
         assert!(wakes("..data"));
         assert!(wakes("..2026_12_02_04_00_00.123"));
         assert!(!wakes("flagpost.redb"));
         assert!(!wakes("flagpost-receiver.snapshot.json"));
-        assert!(names_watched(&[], Some(&only)), "an overflow event wakes");
+        assert!(names_watched(None, Some(&only)), "an overflow event wakes");
     }
 }
