@@ -21,6 +21,10 @@ use tokio::time::{Instant, sleep_until};
 
 #[cfg(target_os = "linux")]
 mod inotify_watch;
+#[cfg(target_os = "linux")]
+use inotify_watch::Notifications;
+#[cfg(not(target_os = "linux"))]
+type Notifications = notify::RecommendedWatcher;
 
 pub struct DirWatch {
     dir: PathBuf,
@@ -124,12 +128,6 @@ fn notifications(
 ) -> Result<Notifications, String> {
     inotify_watch::watch(dir, wake).map_err(|e| e.to_string())
 }
-
-#[cfg(target_os = "linux")]
-use inotify_watch::Notifications;
-
-#[cfg(not(target_os = "linux"))]
-type Notifications = notify::RecommendedWatcher;
 
 /// The directory's notifications through notify, where there is no inotify.
 #[cfg(not(target_os = "linux"))]
