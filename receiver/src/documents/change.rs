@@ -1,5 +1,7 @@
 //! One flag change, normalised from a `FLAG_UPDATED` / `FLAG_DELETED` web hook.
 
+use std::sync::Arc;
+
 use flagpost::wire::{IdRef, IdentityRef, IncomingFlagEvent};
 
 use crate::clock::now_micros;
@@ -10,7 +12,7 @@ use crate::documents::state::{FeatureMeta, FlagState};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Default,
-    Identity(Box<str>),
+    Identity(Arc<str>),
     Segment(u64),
 }
 
