@@ -2,15 +2,19 @@
 //!
 //! The directory is watched, never the file: editors save by writing a temporary file and renaming
 //! it over the old one, and Kubernetes swaps a `..data` symlink, and in both cases a watch on the
-//! file itself would follow the old inode and go quiet. Every event in the directory wakes the
-//! watcher; bursts are debounced into one wake-up; and a periodic wake-up backs up the
-//! notifications, which some filesystems (network mounts, some container overlays) never send.
+//! file itself would follow the old inode and go quiet. Every event in the directory that can
+//! complete a file wakes the watcher (on Linux, where `inotify_watch` asks the kernel for those
+//! alone: a close after writing, a create, delete, rename or touch; elsewhere, whatever notify
+//! reports but reads); bursts are debounced into one wake-up; and a periodic wake-up backs up the
+//! notifications, which some filesystems (network mounts, some container overlays) never send,
+//! and sees a file written in place by a program that does not close it.
 //!
 //! A wake-up means "look again", not "something changed": callers re-read what they care about and
 //! compare it with what they last applied, so spurious wake-ups cost a read and nothing else.
 //! A watch for one file ([`DirWatch::for_file`]) still watches the directory but wakes only for
 //! events that name that file or a Kubernetes `..`-prefixed entry: the database and snapshot files
-//! often sit beside the configuration, and their writes would otherwise wake it on every commit.
+//! often sit beside the configuration, and the snapshot's renames (and, where notify reports them,
+//! the database's writes) would otherwise wake it on every commit.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
