@@ -1,7 +1,5 @@
 //! One flag change, normalised from a `FLAG_UPDATED` / `FLAG_DELETED` web hook.
 
-use std::sync::Arc;
-
 use flagpost::wire::{IdRef, IdentityRef, IncomingFlagEvent};
 
 use crate::clock::now_micros;
@@ -12,7 +10,7 @@ use crate::documents::state::{FeatureMeta, FlagState};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Default,
-    Identity(Arc<str>),
+    Identity(Box<str>),
     Segment(u64),
 }
 

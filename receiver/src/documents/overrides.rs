@@ -4,8 +4,7 @@
 //! what it holds (`Arc::make_mut`). A feature can hold many thousands of identity overrides; were
 //! they one map, every batch would copy all of them for each feature it touches. Split into
 //! shards of about [`SHARD_TARGET`] keys, a change copies one shard and the list of shard
-//! pointers, whatever the feature's size. Keys are shared too (`Arc<str>`): copying a shard
-//! counts references to its identifiers instead of allocating and copying each one.
+//! pointers, whatever the feature's size.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +14,7 @@ use std::sync::Arc;
 /// About how many keys a shard holds before the shards double.
 const SHARD_TARGET: usize = 64;
 
-type Shard<V> = HashMap<Arc<str>, V>;
+type Shard<V> = HashMap<Box<str>, V>;
 
 /// Identifier -> the identity override's slot (`V`).
 #[derive(Clone)]
@@ -56,7 +55,7 @@ impl<V: Clone> IdentityOverrides<V> {
     }
 
     /// Sets `identifier`'s slot, copying only its shard if that is shared.
-    pub fn insert(&mut self, identifier: Arc<str>, slot: V) {
+    pub fn insert(&mut self, identifier: Box<str>, slot: V) {
         let shard = self.shard_of(&identifier);
         if Arc::make_mut(&mut self.shards[shard])
             .insert(identifier, slot)

@@ -97,7 +97,7 @@ fn forget_sequences(entry: &mut FeatureEntry) {
     if let Some(slot) = &mut entry.default {
         slot.order = unsequenced(slot.order);
     }
-    let sequenced: Vec<(Arc<str>, Slot<FlagState>)> = entry
+    let sequenced: Vec<(Box<str>, Slot<FlagState>)> = entry
         .identities
         .iter()
         .filter(|(_, slot)| slot.order.seq.is_some())
