@@ -30,7 +30,7 @@ use crate::changes::{Author, Changes, CommittedEvent};
 use crate::config::Config;
 use crate::error::WriteError;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, Tables};
 use crate::watch::DirWatch;
 
 /// What became of one file on one pass.
@@ -179,6 +179,18 @@ fn read_file<T>(
     ReadFile::Read { digest, parsed }
 }
 
+/// Reads one file of a kind unless its bytes are the digest last seen: its contents and the
+/// environment or project they are for.
+type ReadKind<T> = fn(&Path, Option<[u8; 32]>, &Config) -> ReadFile<(T, u64)>;
+
+/// What tells one kind of file from the other (flags by environment, segments by project): how
+/// it is read into its contents and scope, when it declares nothing, and how it is applied.
+struct FileKind<T> {
+    read: ReadKind<T>,
+    declares_nothing: fn(&T) -> bool,
+    apply: fn(&mut Changes<'_, Tables<'_>>, u64, &T) -> Result<(), WriteError>,
+}
+
 /// Reads, hashes and (unless its bytes are `last_seen`) parses and checks one flag file.
 fn read_flag_file(
     path: &Path,
@@ -306,52 +318,45 @@ impl FlagFiles {
         outcomes
     }
 
+    /// Reads a flag file and, when its bytes are new, applies it in one transaction.
     async fn apply_file(&mut self, path: &Path) -> FileOutcome {
-        // Reading, hashing and parsing a large file is seconds of blocking work: off the runtime.
-        let config = self.config.load_full();
-        let last_seen = self.seen.get(path).copied();
-        let (owned_path, read_config) = (path.to_path_buf(), config.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            read_flag_file(&owned_path, last_seen, &read_config)
-        })
-        .await;
-        let (file, env) = match self.remember(path, read) {
-            Ok(read) => read,
-            Err(outcome) => return outcome,
+        let kind = FileKind {
+            read: read_flag_file,
+            declares_nothing: |file| file.features.is_empty(),
+            apply: |changes, env, file| apply_flag_file(changes, env, file),
         };
-        if file.features.is_empty() {
-            return FileOutcome::Ignored {
-                path: path.to_path_buf(),
-                why: "empty",
-            };
-        }
-        let author = Author::system(path.display().to_string());
-        let result = self
-            .store
-            .write(move |tables| {
-                let now = OffsetDateTime::now_utc();
-                let mut changes = Changes::new(tables, &config, &author, now);
-                apply_flag_file(&mut changes, env, &file)?;
-                Ok(changes.into_events())
-            })
-            .await;
-        self.written(path, result)
+        self.take_in(path, kind).await
     }
 
     /// Reads a segment file and, when its bytes are new, applies it in one transaction.
     async fn apply_segment_file(&mut self, path: &Path) -> FileOutcome {
+        let kind = FileKind {
+            read: read_segment_file,
+            declares_nothing: |file| file.segments.is_empty(),
+            apply: |changes, project, file| apply_segment_file(changes, project, file),
+        };
+        self.take_in(path, kind).await
+    }
+
+    /// Reads a file of `kind` off the runtime and, when its bytes are new and it declares
+    /// something, applies it in one transaction whose events name the file as their author.
+    async fn take_in<T: Send + Sync + 'static>(
+        &mut self,
+        path: &Path,
+        kind: FileKind<T>,
+    ) -> FileOutcome {
+        // Reading, hashing and parsing a large file is seconds of blocking work: off the runtime.
         let config = self.config.load_full();
         let last_seen = self.seen.get(path).copied();
         let (owned_path, read_config) = (path.to_path_buf(), config.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            read_segment_file(&owned_path, last_seen, &read_config)
-        })
-        .await;
-        let (file, project) = match self.remember(path, read) {
+        let read =
+            tokio::task::spawn_blocking(move || (kind.read)(&owned_path, last_seen, &read_config))
+                .await;
+        let (file, scope) = match self.remember(path, read) {
             Ok(read) => read,
             Err(outcome) => return outcome,
         };
-        if file.segments.is_empty() {
+        if (kind.declares_nothing)(&file) {
             return FileOutcome::Ignored {
                 path: path.to_path_buf(),
                 why: "empty",
@@ -363,7 +368,7 @@ impl FlagFiles {
             .write(move |tables| {
                 let now = OffsetDateTime::now_utc();
                 let mut changes = Changes::new(tables, &config, &author, now);
-                apply_segment_file(&mut changes, project, &file)?;
+                (kind.apply)(&mut changes, scope, &file)?;
                 Ok(changes.into_events())
             })
             .await;
