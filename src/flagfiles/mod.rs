@@ -181,12 +181,12 @@ fn read_file<T>(
 
 /// Reads one file of a kind unless its bytes are the digest last seen: its contents and the
 /// environment or project they are for.
-type ReadKind<T> = fn(&Path, Option<[u8; 32]>, &Config) -> ReadFile<(T, u64)>;
+type FileReader<T> = fn(&Path, Option<[u8; 32]>, &Config) -> ReadFile<(T, u64)>;
 
 /// What tells one kind of file from the other (flags by environment, segments by project): how
 /// it is read into its contents and scope, when it declares nothing, and how it is applied.
 struct FileKind<T> {
-    read: ReadKind<T>,
+    read: FileReader<T>,
     declares_nothing: fn(&T) -> bool,
     apply: fn(&mut Changes<'_, Tables<'_>>, u64, &T) -> Result<(), WriteError>,
 }
@@ -340,11 +340,7 @@ impl FlagFiles {
 
     /// Reads a file of `kind` off the runtime and, when its bytes are new and it declares
     /// something, applies it in one transaction whose events name the file as their author.
-    async fn take_in<T: Send + Sync + 'static>(
-        &mut self,
-        path: &Path,
-        kind: FileKind<T>,
-    ) -> FileOutcome {
+    async fn take_in<T: Send + 'static>(&mut self, path: &Path, kind: FileKind<T>) -> FileOutcome {
         // Reading, hashing and parsing a large file is seconds of blocking work: off the runtime.
         let config = self.config.load_full();
         let last_seen = self.seen.get(path).copied();
