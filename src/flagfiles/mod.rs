@@ -293,9 +293,9 @@ impl FlagFiles {
         let paths = segment_paths.into_iter().chain(paths);
         for path in paths {
             let outcome = if segment_file::project_of(&path).is_some() {
-                self.apply_segment_file(&path).await
+                self.take_in_segment_file(&path).await
             } else {
-                self.apply_file(&path).await
+                self.take_in_flag_file(&path).await
             };
             self.metrics.flag_file(outcome.name());
             match &outcome {
@@ -319,7 +319,7 @@ impl FlagFiles {
     }
 
     /// Reads a flag file and, when its bytes are new, applies it in one transaction.
-    async fn apply_file(&mut self, path: &Path) -> FileOutcome {
+    async fn take_in_flag_file(&mut self, path: &Path) -> FileOutcome {
         let kind = FileKind {
             read: read_flag_file,
             declares_nothing: |file| file.features.is_empty(),
@@ -329,7 +329,7 @@ impl FlagFiles {
     }
 
     /// Reads a segment file and, when its bytes are new, applies it in one transaction.
-    async fn apply_segment_file(&mut self, path: &Path) -> FileOutcome {
+    async fn take_in_segment_file(&mut self, path: &Path) -> FileOutcome {
         let kind = FileKind {
             read: read_segment_file,
             declares_nothing: |file| file.segments.is_empty(),
