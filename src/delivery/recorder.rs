@@ -117,8 +117,8 @@ impl Recorder {
         let job = records.clone();
         let written = self
             .store
-            .write_txn(move |txn| {
-                record_outcomes(txn, &job)?;
+            .write(move |tables| {
+                record_outcomes(tables, &job)?;
                 Ok(())
             })
             .await;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::events::{DeliveryEvent, delivery_event, event_id, instance_id};
 use super::rows::EventRow;
 use super::schema::{ATTEMPTS, AttemptRow, DEAD_LETTERS, EVENTS, META, OUTBOX};
-use super::{StoreError, last_sequence};
+use super::{StoreError, Tables, last_sequence};
 pub use rows::{AttemptRecord, AttemptResult, DeadLetter};
 use rows::{attempt_from_row, dead_letter_from_row};
 pub(super) use rows::{attempt_row, dead_letter_row};
@@ -213,17 +213,18 @@ fn recorded_attempts(
 /// Writes a batch of outcomes, each attempt under the number its writer gave it. A row that is
 /// gone (its endpoint was removed and its deliveries dead-lettered meanwhile) is not brought back
 /// by a late retry. Nothing is read but the rows written: a success is one removal and one insert.
+/// Every write goes through the batch's logged tables, so a batch of outcomes is made durable by
+/// the redo log like a change, not by a durable commit of the file.
 pub fn record_outcomes(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     outcomes: &[DeliveryOutcome],
 ) -> Result<(), StoreError> {
-    let mut outbox = txn.open_table(OUTBOX)?;
-    let mut attempts = txn.open_table(ATTEMPTS)?;
-    let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
     for outcome in outcomes {
         let attempt = match outcome {
             DeliveryOutcome::Delivered(attempt) => {
-                outbox.remove((attempt.endpoint.as_str(), attempt.sequence))?;
+                tables
+                    .outbox()?
+                    .remove((attempt.endpoint.as_str(), attempt.sequence))?;
                 attempt
             }
             DeliveryOutcome::WillRetry {
@@ -233,6 +234,7 @@ pub fn record_outcomes(
             } => {
                 let key = (attempt.endpoint.as_str(), attempt.sequence);
                 let earlier = attempt.attempt.saturating_sub(*made);
+                let outbox = tables.outbox()?;
                 if outbox
                     .insert(key, (*made, *next_attempt_at_ms, earlier))?
                     .is_none()
@@ -243,13 +245,15 @@ pub fn record_outcomes(
             }
             DeliveryOutcome::DeadLettered { attempt, letter } => {
                 let key = (attempt.endpoint.as_str(), attempt.sequence);
-                if outbox.remove(key)?.is_some() {
-                    dead_letters.insert(key, dead_letter_row(letter))?;
+                if tables.outbox()?.remove(key)?.is_some() {
+                    tables
+                        .dead_letters()?
+                        .insert(key, dead_letter_row(letter))?;
                 }
                 attempt
             }
         };
-        attempts.insert(
+        tables.attempts()?.insert(
             (attempt.sequence, attempt.endpoint.as_str(), attempt.attempt),
             attempt_row(attempt),
         )?;

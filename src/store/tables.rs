@@ -121,6 +121,8 @@ cached_tables! {
         segments = 10: SEGMENTS, u64, &'static str;
         multivariate_options = 11: MULTIVARIATE_OPTIONS, u64, &'static str;
         multivariate_values = 12: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
+        attempts = 16: ATTEMPTS, (u64, &'static str, u32), AttemptRow;
+        dead_letters = 17: DEAD_LETTERS, (&'static str, u64), DeadLetterRow;
     }
     uncached {
         RELAYED_BODIES_NUMBER: RELAYED_BODIES;

@@ -383,3 +383,54 @@ async fn a_batch_the_log_does_not_hold_commits_the_file_durably() {
     assert_eq!(identities_present(&copy, &keys), 2);
     store.shutdown().await;
 }
+
+/// Delivery outcomes are made durable by the redo log like changes: the file alone still has the
+/// delivered row pending, and a replay of the log removes it and records its attempt.
+#[tokio::test]
+async fn delivery_outcomes_are_held_by_the_redo_log_and_survive_a_crash() {
+    use deliveries::{AttemptRecord, AttemptResult, DeliveryOutcome, record_outcomes};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_without_checkpoints(&dir);
+    // Written through the transaction itself, so committed to the file durably.
+    store
+        .write_txn(|txn| {
+            txn.open_table(schema::OUTBOX)?
+                .insert(("a", 1), (0, 0, 0))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let delivered = DeliveryOutcome::Delivered(AttemptRecord {
+        endpoint: "a".into(),
+        sequence: 1,
+        attempt: 1,
+        at_ms: 1_000,
+        latency_ms: 1.5,
+        status: Some(200),
+        error: None,
+        result: AttemptResult::Delivered,
+        next_attempt_at_ms: None,
+    });
+    store
+        .write(move |tables| Ok(record_outcomes(tables, std::slice::from_ref(&delivered))?))
+        .await
+        .unwrap();
+    let rows = |path: &Path| {
+        use redb::ReadableTableMetadata;
+        let db = redb::Database::create(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let pending = txn.open_table(schema::OUTBOX).unwrap().len().unwrap();
+        let attempts = txn.open_table(schema::ATTEMPTS).unwrap().len().unwrap();
+        (pending, attempts)
+    };
+    let file_only = dir.path().join("file-only.redb");
+    crash_copy(&path, &file_only, false);
+    assert_eq!(rows(&file_only), (1, 0), "the file alone lacks the outcome");
+    let crashed = dir.path().join("crashed.redb");
+    crash_copy(&path, &crashed, true);
+    let reopened = Store::open(&crashed, StoreOptions::default()).unwrap();
+    reopened.shutdown().await;
+    drop(reopened);
+    assert_eq!(rows(&crashed), (0, 1), "the log's replay delivered it");
+    store.shutdown().await;
+}

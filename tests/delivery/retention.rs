@@ -69,8 +69,8 @@ async fn retention_prunes_delivered_events_and_old_attempts_only() {
         .await
         .unwrap();
     store
-        .write_txn(move |txn| {
-            record_outcomes(txn, &outcomes)?;
+        .write(move |tables| {
+            record_outcomes(tables, &outcomes)?;
             Ok(())
         })
         .await

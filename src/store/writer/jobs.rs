@@ -51,7 +51,8 @@ pub(in crate::store) struct TablesJob<F, T> {
 
 /// A job that opens what it needs from the transaction itself; the batch's cached tables are
 /// closed before it runs (a table cannot be open twice). Its batch commits durably (its writes
-/// are not in the redo log): these are the rarer jobs, delivery outcomes and administration.
+/// are not in the redo log): these are the rarer jobs, administration, pruning and an upstream
+/// document.
 pub(in crate::store) struct TxnJob<F, T> {
     pub(in crate::store) work: F,
     pub(in crate::store) outcome: Outcome<T>,
