@@ -56,30 +56,28 @@ async fn a_replayed_delivery_numbers_its_attempts_on_from_the_last_recorded() {
         Ok(())
     })
     .await;
-    {
-        let mut will_retry = attempt(1, AttemptResult::WillRetry);
-        will_retry.next_attempt_at_ms = Some(5);
-        let letter = DeadLetter {
-            endpoint: "a".into(),
-            sequence: 1,
-            event_id: "evt_1".into(),
-            reason: "retry schedule spent after 2 attempts".into(),
-            attempts: 2,
-            last_status: Some(500),
-            last_error: None,
-            dead_lettered_at_ms: 1_000,
-        };
-        let retry = DeliveryOutcome::WillRetry {
-            attempt: will_retry,
-            attempts: 1,
-            next_attempt_at_ms: 5,
-        };
-        let dead = DeliveryOutcome::DeadLettered {
-            attempt: attempt(2, AttemptResult::DeadLettered),
-            letter,
-        };
-        record(&store, vec![retry, dead]).await;
-    }
+    let mut will_retry = attempt(1, AttemptResult::WillRetry);
+    will_retry.next_attempt_at_ms = Some(5);
+    let letter = DeadLetter {
+        endpoint: "a".into(),
+        sequence: 1,
+        event_id: "evt_1".into(),
+        reason: "retry schedule spent after 2 attempts".into(),
+        attempts: 2,
+        last_status: Some(500),
+        last_error: None,
+        dead_lettered_at_ms: 1_000,
+    };
+    let retry = DeliveryOutcome::WillRetry {
+        attempt: will_retry,
+        attempts: 1,
+        next_attempt_at_ms: 5,
+    };
+    let dead = DeliveryOutcome::DeadLettered {
+        attempt: attempt(2, AttemptResult::DeadLettered),
+        letter,
+    };
+    record(&store, vec![retry, dead]).await;
     assert!(page(&store).await.is_empty());
     write(&store, |txn| {
         replay_dead_letters(txn, &ReplayFilter::default(), &|_| true, 7).map(|_| ())
