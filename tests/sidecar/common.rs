@@ -30,6 +30,26 @@ pub fn receiver_binary() -> PathBuf {
     receiver_beside(Path::new(env!("CARGO_BIN_EXE_flagpost")))
 }
 
+/// Starts the receiver binary with `config` (listening on `addr`) and waits until it answers, so
+/// that a test's first request to it cannot meet a port nobody listens on yet.
+pub async fn serve_receiver(config: &Path, addr: SocketAddr) -> Running {
+    let running = Running::serve(&receiver_binary(), config, "warn", false);
+    wait_for_healthz("the receiver", addr).await;
+    running
+}
+
+/// Waits until the program listening on `addr` answers `GET /healthz` with 200.
+async fn wait_for_healthz(program: &str, addr: SocketAddr) {
+    let url = format!("http://{addr}/healthz");
+    wait_until(&format!("{program} answers /healthz"), || async {
+        matches!(
+            send(Method::GET, &url, None, None, &[]).await,
+            Ok((StatusCode::OK, _))
+        )
+    })
+    .await;
+}
+
 /// The sidecar's `run` on a port of its own, in this process.
 pub struct Sidecar {
     pub addr: SocketAddr,
@@ -105,14 +125,7 @@ impl Process {
     }
 
     pub async fn wait_ready(&self) {
-        let url = self.url("/healthz");
-        wait_until("flagpost answers /healthz", || async {
-            matches!(
-                send(Method::GET, &url, None, None, &[]).await,
-                Ok((StatusCode::OK, _))
-            )
-        })
-        .await;
+        wait_for_healthz("flagpost", self.addr).await;
     }
 
     pub fn kill9(&mut self) {

@@ -22,10 +22,9 @@ use hyper::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    Process, TOKEN, call, free_addr, receiver_binary, send, test_config, wait_until,
+    Process, TOKEN, call, free_addr, send, serve_receiver, test_config, wait_until,
 };
 use crate::support::config::ReceiverConfig;
-use crate::support::process::Running;
 
 const SECRET: &str = "whsec_ZW5naW5lIGNhc2VzIGVuZCB0byBlbmQ=";
 
@@ -503,7 +502,7 @@ async fn a_sample_of_flagsmiths_engine_suite_through_flagpost_gives_each_cases_f
     }
     let flagpost = Process::start(&sidecar_config, sidecar);
     flagpost.wait_ready().await;
-    let _receiver = Running::serve(&receiver_binary(), &receiver_config, "warn", false);
+    let _receiver = serve_receiver(&receiver_config, receiver).await;
 
     let mut reread = Vec::new();
     for (i, case) in cases.iter().enumerate() {

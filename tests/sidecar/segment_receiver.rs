@@ -4,9 +4,8 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{Process, call, free_addr, receiver_binary, send, test_config, wait_until};
+use crate::common::{Process, call, free_addr, send, serve_receiver, test_config, wait_until};
 use crate::support::config::ReceiverConfig;
-use crate::support::process::Running;
 
 const SECRET: &str = "whsec_c2VnbWVudCBldmVudHMgZm9yIHRoZSByZWNlaXZlcg==";
 
@@ -24,7 +23,7 @@ async fn a_receiver_that_knows_only_flagsmith_types_acknowledges_segment_events(
         .environment(1, &["dev-key"])
         .write();
     let process = Process::start(&sidecar_config, sidecar);
-    let _receiver = Running::serve(&receiver_binary(), &receiver_config, "warn", false);
+    let _receiver = serve_receiver(&receiver_config, receiver).await;
     process.wait_ready().await;
 
     let rules = json!([{"type": "ALL", "rules": [], "conditions": [
@@ -84,7 +83,7 @@ async fn segment_events_update_a_receivers_document_without_polling() {
         .write();
     let process = Process::start(&sidecar_config, sidecar);
     process.wait_ready().await;
-    let _receiver = Running::serve(&receiver_binary(), &receiver_config, "warn", false);
+    let _receiver = serve_receiver(&receiver_config, receiver).await;
     let banner =
         json!({"project": 1, "name": "banner", "initial_value": "all", "default_enabled": true});
     let (status, answer) = call(Method::POST, &process.url("/api/v1/features"), Some(banner)).await;
