@@ -4,12 +4,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
+use super::request::{
+    BodilessRequest, Caller, JsonBody, PathParams, ProjectFilter, QueryParams, commit,
+};
 use crate::changes::{FeatureRecord, FeatureUpdate, NewFeature, Owner};
 use crate::document::FeatureInfo;
 use crate::store::queries::{live_feature, project_features};
@@ -67,20 +68,12 @@ pub async fn delete(
     .await
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    project: Option<u64>,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(filter): QueryParams<ProjectFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let projects: Vec<u64> = match query.project {
-        Some(project) => vec![project],
-        None => state.config.load().projects.keys().copied().collect(),
-    };
+    let projects = filter.projects(&state);
     let features = state
         .store
         .read(move |txn| {

@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
@@ -377,6 +378,21 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
             .await
             .map(|q| QueryParams(q.0))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `?project=N` on a list route: that project, or every configured project without it.
+#[derive(Deserialize)]
+pub struct ProjectFilter {
+    project: Option<u64>,
+}
+
+impl ProjectFilter {
+    pub fn projects(&self, state: &AppState) -> Vec<u64> {
+        match self.project {
+            Some(project) => vec![project],
+            None => state.config.load().projects.keys().copied().collect(),
+        }
     }
 }
 

@@ -5,12 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::{BodilessRequest, Caller, JsonBody, PathParams, QueryParams, commit};
+use super::request::{
+    BodilessRequest, Caller, JsonBody, PathParams, ProjectFilter, QueryParams, commit,
+};
 use crate::changes::{
     MultivariateOption, NewOption, NewSegment, OptionUpdate, Owner, SegmentRecord, SegmentUpdate,
 };
@@ -76,20 +77,12 @@ pub async fn delete(
     .await
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    project: Option<u64>,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(filter): QueryParams<ProjectFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let projects: Vec<u64> = match query.project {
-        Some(project) => vec![project],
-        None => state.config.load().projects.keys().copied().collect(),
-    };
+    let projects = filter.projects(&state);
     let segments = state
         .store
         .read(move |txn| {
