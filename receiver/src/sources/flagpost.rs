@@ -13,11 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::{SourceClient, source_client};
 use crate::clock::{now_micros, now_unix};
 use crate::config::{Bootstrap, Redacted};
 use crate::documents::{FlagpostDocument, UpstreamDocument};
@@ -75,18 +72,13 @@ pub fn parse_flagpost_document(
 /// An HTTP(S) client for flagpost's change API.
 #[derive(Clone)]
 pub struct DocumentClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: SourceClient<Empty<Bytes>>,
 }
 
 impl Default for DocumentClient {
     fn default() -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         DocumentClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: source_client(),
         }
     }
 }

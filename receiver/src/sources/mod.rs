@@ -9,3 +9,25 @@ pub mod jetstream;
 pub mod upstream;
 
 pub use self::flagpost::{DocumentClient, parse_flagpost_document};
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The HTTP client both document sources use: HTTPS against the webpki roots, or plain HTTP
+/// (flagpost on the same host), over HTTP/1.
+type SourceClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+fn source_client<B>() -> SourceClient<B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}

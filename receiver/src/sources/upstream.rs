@@ -17,12 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
+use super::{SourceClient, source_client};
 use crate::app::Shared;
 use crate::clock::{now_micros, now_unix};
 use crate::config::Upstream;
@@ -183,18 +180,13 @@ async fn fetch_and_load(
 /// An HTTP(S) client for an upstream Flagsmith.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: SourceClient<Full<Bytes>>,
 }
 
 impl Default for UpstreamClient {
     fn default() -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         UpstreamClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: source_client(),
         }
     }
 }
