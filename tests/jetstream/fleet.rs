@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Process, TOKEN, call, free_addr, receiver_binary, send, wait_until};
 use crate::support::config::{ReceiverConfig, SidecarConfig};
+use crate::support::connections::wait_healthy;
 use crate::support::process::Running;
 
 pub const SECRET: &str = "whsec_amV0c3RyZWFtIHRlc3RzIHNoYXJlZCBzZWNyZXQ=";
@@ -150,14 +151,7 @@ impl Receiver {
             &log,
             false,
         ));
-        let url = self.url("/healthz");
-        wait_until("the receiver answers /healthz", || async {
-            matches!(
-                send(Method::GET, &url, None, None, &[]).await,
-                Ok((StatusCode::OK, _))
-            )
-        })
-        .await;
+        wait_healthy(self.addr).await;
     }
 
     pub fn kill9(&mut self) {

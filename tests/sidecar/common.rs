@@ -19,6 +19,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub use crate::support::config::SidecarConfig;
+use crate::support::connections::wait_healthy;
 use crate::support::process::receiver_beside;
 use crate::support::process::stream_until_killed;
 pub use crate::support::process::{Running, free_addr};
@@ -34,20 +35,8 @@ pub fn receiver_binary() -> PathBuf {
 /// that a test's first request to it cannot meet a port nobody listens on yet.
 pub async fn serve_receiver(config: &Path, addr: SocketAddr) -> Running {
     let running = Running::serve(&receiver_binary(), config, "warn", false);
-    wait_for_healthz("the receiver", addr).await;
+    wait_healthy(addr).await;
     running
-}
-
-/// Waits until the program listening on `addr` answers `GET /healthz` with 200.
-async fn wait_for_healthz(program: &str, addr: SocketAddr) {
-    let url = format!("http://{addr}/healthz");
-    wait_until(&format!("{program} answers /healthz"), || async {
-        matches!(
-            send(Method::GET, &url, None, None, &[]).await,
-            Ok((StatusCode::OK, _))
-        )
-    })
-    .await;
 }
 
 /// The sidecar's `run` on a port of its own, in this process.
@@ -125,7 +114,7 @@ impl Process {
     }
 
     pub async fn wait_ready(&self) {
-        wait_for_healthz("flagpost", self.addr).await;
+        wait_healthy(self.addr).await;
     }
 
     pub fn kill9(&mut self) {
