@@ -273,8 +273,10 @@ impl WriterThread {
         // Every handle is gone: the logged batches go into the file, which closes cleanly. A
         // failing writer leaves the log for the next start rather than write a file it could not
         // commit to.
-        if let Some(storage) = self.storage.take().filter(|_| !self.failing()) {
-            storage.close();
+        match self.storage.take() {
+            Some(storage) if !self.failing() => storage.close(),
+            Some(storage) => storage.abandon(),
+            None => {}
         }
     }
 
@@ -285,9 +287,16 @@ impl WriterThread {
         }
         if let Some(Err(error)) = self.storage.as_mut().map(Storage::checkpoint_if_due) {
             if matches!(error, WriteError::DatabaseFile(_)) {
-                self.storage = None;
+                self.abandon_storage();
             }
             self.set_failure(Some(&error));
+        }
+    }
+
+    /// Closes a file found damaged, so that recovery opens it through the start's checks.
+    fn abandon_storage(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            storage.abandon();
         }
     }
 
@@ -391,7 +400,7 @@ impl WriterThread {
             Err(error) => {
                 if matches!(error, WriteError::DatabaseFile(_)) {
                     // Damaged since the start check: closed, so that recovery runs that check.
-                    self.storage = None;
+                    self.abandon_storage();
                 }
                 self.set_failure(Some(&error));
                 fail(jobs, error);

@@ -265,6 +265,13 @@ impl Storage {
         Ok(())
     }
 
+    /// Lets go of a file that failed: redb's close commits, and may panic on damage it meets
+    /// there; the writer goes on failing (its text goes to the log) rather than die with it.
+    /// What the log holds stays for the next open.
+    pub fn abandon(self) {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(self)));
+    }
+
     /// At a clean stop: every logged batch into the file, and the log removed.
     pub fn close(mut self) {
         let closed = self
