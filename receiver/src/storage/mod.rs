@@ -9,6 +9,8 @@
 //! commit torn by a crash. Batches are made durable through flagpost's redo log
 //! (`flagpost::store::redo`), beside the file as `<file>.redo`, and taken into the file by a
 //! durable commit now and then; a log left by a crash is replayed before the cache is loaded.
+//! Nothing reads the file once the cache is loaded, so the batches between two durable commits
+//! are written into one transaction, held open, rather than each committed.
 
 pub mod batch;
 mod documents;
@@ -147,10 +149,18 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> WriteError {
     WriteError::Corrupt(format!("{what}: {error}"))
 }
 
-/// The open database; owned by the writer thread.
+/// The open database; owned by the writer thread, the file's only reader once the cache is
+/// loaded.
 pub struct Storage {
     db: Database,
     redo: Redo,
+    /// The transaction every batch since the last durable commit was written into, each made
+    /// durable by the redo log ([`Redo::log_and_hold`]): a page a batch touches is copied once per
+    /// checkpoint, not once per batch. Nothing reads the file meanwhile.
+    held: Option<WriteTransaction>,
+    /// A failure dropped the held transaction: the log holds batches the file lacks, to be
+    /// brought in ([`Redo::catch_up`]) before the file takes another.
+    behind_log: bool,
     path: PathBuf,
     cache_bytes: usize,
     file_id: u64,
@@ -173,17 +183,21 @@ impl Storage {
         let Storage {
             db,
             mut redo,
+            held,
             path,
             cache_bytes,
             ..
         } = self;
         // redb holds a lock on the file for one open handle at a time.
+        drop(held);
         drop(db);
         let (db, file_id) = open_database(&path, cache_bytes)?;
-        replay(&db, &mut redo)?;
+        take_log(&db, &mut redo, Redo::catch_up)?;
         Ok(Storage {
             db,
             redo,
+            held: None,
+            behind_log: false,
             path,
             cache_bytes,
             file_id,
@@ -193,7 +207,7 @@ impl Storage {
     /// Whether the handle still takes transactions: after an I/O error redb refuses each one
     /// until the file is reopened.
     pub fn is_usable(&self) -> bool {
-        self.db.begin_write().map(|txn| txn.abort()).is_ok()
+        self.held.is_some() || self.db.begin_write().map(|txn| txn.abort()).is_ok()
     }
 
     /// Opens the file through its checks, makes sure every table exists and takes in what its
@@ -203,10 +217,12 @@ impl Storage {
         let (db, file_id) = open_database(path, cache_bytes)?;
         let mut redo =
             Redo::open(path, new_file, redo::CHECKPOINT_EVERY).map_err(WriteError::DatabaseFile)?;
-        replay(&db, &mut redo)?;
+        take_log(&db, &mut redo, Redo::replay_into)?;
         Ok(Storage {
             db,
             redo,
+            held: None,
+            behind_log: false,
             path: path.to_owned(),
             cache_bytes,
             file_id,
@@ -223,36 +239,72 @@ impl Storage {
     /// [`flagpost::store::open::probe_commit`]). The probe commits durably, so the file then
     /// holds every logged batch.
     pub fn probe(&mut self) -> Result<(), WriteError> {
+        self.commit_durably()?;
         catch_damage(|| Ok(probe_commit(&self.db)?))?;
         self.redo.took_log();
         Ok(())
     }
 
-    /// Runs `work` on one write transaction with every table open, then makes it durable (through
-    /// the redo log, or by a durable commit): when this returns `Ok`, everything `work` wrote
-    /// survives a crash. Also answers how long the transaction took, from its start until it was
-    /// durable. A panic inside redb (a page damaged since the start check) is answered as
-    /// [`WriteError::DatabaseFile`].
+    /// Runs `work` as one batch of the held write transaction, with every table open, then makes
+    /// it durable (through the redo log, or by a durable commit): when this returns `Ok`,
+    /// everything `work` wrote survives a crash; when it fails, nothing of it is kept. Also
+    /// answers how long the batch took, from its start until it was durable. A panic inside redb
+    /// (a page damaged since the start check) is answered as [`WriteError::DatabaseFile`].
     pub fn write<T>(
         &mut self,
         work: impl FnOnce(&mut Batch<'_>) -> Result<T, WriteError>,
     ) -> Result<(T, Duration), WriteError> {
         let started = Instant::now();
-        let (db, redo) = (&self.db, &mut self.redo);
+        let txn = self.begin()?;
+        let redo = &mut self.redo;
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let txn = db.begin_write()?;
             let ops = RedoOps::shared();
             let answer = {
                 let mut batch = Batch::open(&txn, &ops)?;
                 work(&mut batch)?
             };
-            redo.commit(txn, &ops.borrow()).map_err(commit_failed)?;
-            Ok((answer, started.elapsed()))
+            let held = redo
+                .log_and_hold(txn, &ops.borrow())
+                .map_err(commit_failed)?;
+            Ok((answer, held))
         }));
-        written.unwrap_or_else(|_| {
-            // A group it may have logged must not be replayed: its waiters hear it failed.
-            self.redo.retract_unsettled();
-            Err(damaged())
+        match written {
+            Ok(Ok((answer, held))) => {
+                self.held = held;
+                Ok((answer, started.elapsed()))
+            }
+            Ok(Err(error)) => {
+                self.behind_log = true;
+                Err(error)
+            }
+            Err(_) => {
+                // A group it may have logged must not be replayed: its waiters hear it failed.
+                self.redo.retract_unsettled();
+                self.behind_log = true;
+                Err(damaged())
+            }
+        }
+    }
+
+    /// The transaction the next batch is written into: the one held, or a new one once the file
+    /// holds every logged batch.
+    fn begin(&mut self) -> Result<WriteTransaction, WriteError> {
+        if let Some(txn) = self.held.take() {
+            return Ok(txn);
+        }
+        if self.behind_log {
+            take_log(&self.db, &mut self.redo, Redo::catch_up)?;
+            self.behind_log = false;
+        }
+        Ok(self.db.begin_write()?)
+    }
+
+    /// Takes every logged batch into the file by a durable commit; the log starts over.
+    fn commit_durably(&mut self) -> Result<(), WriteError> {
+        let txn = self.begin()?;
+        self.redo.checkpoint_held(txn).map_err(|error| {
+            self.behind_log = true;
+            WriteError::from(error)
         })
     }
 
@@ -260,7 +312,7 @@ impl Storage {
     /// ([`redo::CHECKPOINT_EVERY`]), so that a quiet writer does not keep them waiting.
     pub fn checkpoint_if_due(&mut self) -> Result<(), WriteError> {
         if self.redo.checkpoint_due() {
-            self.redo.checkpoint(&self.db)?;
+            self.commit_durably()?;
         }
         Ok(())
     }
@@ -274,15 +326,11 @@ impl Storage {
 
     /// At a clean stop: every logged batch into the file, and the log removed.
     pub fn close(mut self) {
-        let closed = self
-            .redo
-            .checkpoint(&self.db)
-            .map_err(WriteError::from)
-            .and_then(|()| {
-                self.redo
-                    .remove()
-                    .map_err(|e| WriteError::DatabaseFile(e.to_string()))
-            });
+        let closed = self.commit_durably().and_then(|()| {
+            self.redo
+                .remove()
+                .map_err(|e| WriteError::DatabaseFile(e.to_string()))
+        });
         if let Err(error) = closed {
             tracing::warn!(%error, "the redo log is kept; the next start takes it in");
         }
@@ -306,10 +354,15 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(Database, u64), Wri
     Ok((db, file_id))
 }
 
-/// Takes in the batches the redo log holds that the file does not (after a crash).
-fn replay(db: &Database, redo: &mut Redo) -> Result<(), WriteError> {
+/// Takes in the batches the redo log holds that the file does not, by `take` (after a crash,
+/// [`Redo::replay_into`]; after a failure dropped the held transaction, [`Redo::catch_up`]).
+fn take_log(
+    db: &Database,
+    redo: &mut Redo,
+    take: fn(&mut Redo, &Database, ReplayOp) -> Result<u64, ReplayError>,
+) -> Result<(), WriteError> {
     catch_damage(|| {
-        redo.replay_into(db, replay_op)
+        take(redo, db, replay_op)
             .map(drop)
             .map_err(|error| match error {
                 ReplayError::Storage(error) => WriteError::from(error),
@@ -317,6 +370,8 @@ fn replay(db: &Database, redo: &mut Redo) -> Result<(), WriteError> {
             })
     })
 }
+
+type ReplayOp = fn(&WriteTransaction, u8, &[u8], Option<&[u8]>) -> Result<(), ReplayError>;
 
 fn commit_failed(failure: redo::CommitFailure) -> WriteError {
     match failure {

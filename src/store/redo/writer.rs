@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::mpsc;
 
-use super::file::RedoLog;
+use super::file::{Group, RedoLog};
 use super::ops::RedoOps;
 use super::{LOG_CAPACITY, ReplayError, position, replay, set_position};
 use crate::store::open::TWO_PHASE_COMMIT;
@@ -66,7 +66,30 @@ impl Redo {
         db: &Database,
         apply: impl FnMut(&WriteTransaction, u8, &[u8], Option<&[u8]>) -> Result<(), ReplayError>,
     ) -> Result<u64, ReplayError> {
-        let groups = self.log.groups().map_err(ReplayError::Log)?;
+        self.take_into(db, apply, |_| true)
+    }
+
+    /// Brings into `db` the groups this process logged and settled that the file lost with the
+    /// transaction holding them (see [`Redo::log_and_hold`]), commits them durably and starts
+    /// the log over. A record after them, whose append failed and whose waiters heard so, is not
+    /// taken even where its bytes reached the disk.
+    pub fn catch_up(
+        &mut self,
+        db: &Database,
+        apply: impl FnMut(&WriteTransaction, u8, &[u8], Option<&[u8]>) -> Result<(), ReplayError>,
+    ) -> Result<u64, ReplayError> {
+        let next = self.log.next_group();
+        self.take_into(db, apply, |group| group.number < next)
+    }
+
+    fn take_into(
+        &mut self,
+        db: &Database,
+        apply: impl FnMut(&WriteTransaction, u8, &[u8], Option<&[u8]>) -> Result<(), ReplayError>,
+        settled: impl Fn(&Group) -> bool,
+    ) -> Result<u64, ReplayError> {
+        let mut groups = self.log.groups().map_err(ReplayError::Log)?;
+        groups.retain(settled);
         let mut txn = db.begin_write().map_err(redb::Error::from)?;
         txn.set_two_phase_commit(TWO_PHASE_COMMIT);
         let before = position(&txn)?;
@@ -96,9 +119,7 @@ impl Redo {
         let due = self.last_durable.elapsed() >= self.checkpoint_every;
         let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
         let Some(payload) = payload else {
-            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
-            txn.commit().map_err(redb::Error::from)?;
-            self.took_log();
+            self.commit_durably(txn)?;
             return Ok(());
         };
         txn.set_durability(Durability::None)
@@ -126,16 +147,56 @@ impl Redo {
         Ok(())
     }
 
+    /// Makes a batch written into `txn` durable and answers `txn` still open, for the next batch
+    /// to be written into. A writer that holds one transaction across batches copies each page
+    /// they touch once per durable commit rather than once per batch, and commits nothing in
+    /// between; only a writer whose file nobody else reads may, since readers see none of it
+    /// until then. As [`Redo::commit`] otherwise: when a durable commit is due, or the batch
+    /// wrote something unlogged or too large for the log, `txn` commits durably with every batch
+    /// it holds, and `None` is answered. On a failure `txn` is dropped, and the batches it held
+    /// are in the log alone: [`Redo::catch_up`] brings them into the file before it is used again.
+    pub fn log_and_hold(
+        &mut self,
+        txn: WriteTransaction,
+        ops: &RedoOps,
+    ) -> Result<Option<WriteTransaction>, CommitFailure> {
+        let due = self.last_durable.elapsed() >= self.checkpoint_every;
+        let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
+        let Some(payload) = payload else {
+            self.commit_durably(txn)?;
+            return Ok(None);
+        };
+        if payload.is_empty() {
+            return Ok(Some(txn)); // nothing written: nothing to make durable
+        }
+        let group = self.log.next_group();
+        set_position(&txn, group)?;
+        self.log
+            .append(group, payload)
+            .map_err(|error| CommitFailure::Log {
+                path: self.log.path().display().to_string(),
+                error,
+            })?;
+        self.log.settle();
+        Ok(Some(txn))
+    }
+
     /// A durable commit of nothing, which takes every logged group into the file; the log then
-    /// starts over. A panic inside redb (a damaged page) is answered as damage.
+    /// starts over.
     pub fn checkpoint(&mut self, db: &Database) -> Result<(), redb::Error> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut txn = db.begin_write()?;
-            txn.set_two_phase_commit(TWO_PHASE_COMMIT);
-            txn.commit()?;
-            Ok::<_, redb::Error>(())
-        }))
-        .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))?;
+        self.checkpoint_held(db.begin_write()?)
+    }
+
+    /// Commits `txn` durably, taking every logged group it holds into the file; the log then
+    /// starts over. A panic inside redb (a damaged page) is answered as damage.
+    pub fn checkpoint_held(&mut self, txn: WriteTransaction) -> Result<(), redb::Error> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_durably(txn)))
+            .unwrap_or_else(|_| Err(redb::Error::Corrupted("a page failed its read".into())))
+    }
+
+    fn commit_durably(&mut self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+        txn.set_two_phase_commit(TWO_PHASE_COMMIT);
+        txn.commit()?;
         self.took_log();
         Ok(())
     }
