@@ -116,9 +116,7 @@ impl Redo {
         mut txn: WriteTransaction,
         ops: &RedoOps,
     ) -> Result<(), CommitFailure> {
-        let due = self.last_durable.elapsed() >= self.checkpoint_every;
-        let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
-        let Some(payload) = payload else {
+        let Some(payload) = self.loggable(ops) else {
             self.commit_durably(txn)?;
             return Ok(());
         };
@@ -129,14 +127,9 @@ impl Redo {
             txn.commit().map_err(redb::Error::from)?;
             return Ok(());
         }
-        let group = self.log.next_group();
-        set_position(&txn, group)?;
-        if let Err(error) = self.log.append(group, payload) {
+        if let Err(error) = self.append(&txn, payload) {
             let _ = txn.abort();
-            return Err(CommitFailure::Log {
-                path: self.log.path().display().to_string(),
-                error,
-            });
+            return Err(error);
         }
         if let Err(error) = txn.commit() {
             // Its waiters are told it did not commit, so it must not be replayed either.
@@ -160,25 +153,36 @@ impl Redo {
         txn: WriteTransaction,
         ops: &RedoOps,
     ) -> Result<Option<WriteTransaction>, CommitFailure> {
-        let due = self.last_durable.elapsed() >= self.checkpoint_every;
-        let payload = ops.payload().filter(|p| !due && self.log.fits(p.len()));
-        let Some(payload) = payload else {
+        let Some(payload) = self.loggable(ops) else {
             self.commit_durably(txn)?;
             return Ok(None);
         };
         if payload.is_empty() {
             return Ok(Some(txn)); // nothing written: nothing to make durable
         }
+        self.append(&txn, payload)?;
+        self.log.settle();
+        Ok(Some(txn))
+    }
+
+    /// What of `ops` goes into the log as a group: `None` when the batch must commit durably
+    /// instead (a durable commit is due, or it wrote something unlogged or too large).
+    fn loggable<'a>(&self, ops: &'a RedoOps) -> Option<&'a [u8]> {
+        let due = self.last_durable.elapsed() >= self.checkpoint_every;
+        ops.payload().filter(|p| !due && self.log.fits(p.len()))
+    }
+
+    /// Appends `payload` as the log's next group, recorded in `txn` as the group it holds, and
+    /// syncs it.
+    fn append(&mut self, txn: &WriteTransaction, payload: &[u8]) -> Result<(), CommitFailure> {
         let group = self.log.next_group();
-        set_position(&txn, group)?;
+        set_position(txn, group)?;
         self.log
             .append(group, payload)
             .map_err(|error| CommitFailure::Log {
                 path: self.log.path().display().to_string(),
                 error,
-            })?;
-        self.log.settle();
-        Ok(Some(txn))
+            })
     }
 
     /// A durable commit of nothing, which takes every logged group into the file; the log then
