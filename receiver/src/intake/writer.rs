@@ -273,10 +273,8 @@ impl WriterThread {
         // Every handle is gone: the logged batches go into the file, which closes cleanly. A
         // failing writer leaves the log for the next start rather than write a file it could not
         // commit to.
-        match self.storage.take() {
-            Some(storage) if !self.failing() => storage.close(),
-            Some(storage) => storage.abandon(),
-            None => {}
+        if let Some(storage) = self.storage.take().filter(|_| !self.failing()) {
+            storage.close();
         }
     }
 
@@ -287,16 +285,9 @@ impl WriterThread {
         }
         if let Some(Err(error)) = self.storage.as_mut().map(Storage::checkpoint_if_due) {
             if matches!(error, WriteError::DatabaseFile(_)) {
-                self.abandon_storage();
+                self.storage = None;
             }
             self.set_failure(Some(&error));
-        }
-    }
-
-    /// Closes a file found damaged, so that recovery opens it through the start's checks.
-    fn abandon_storage(&mut self) {
-        if let Some(storage) = self.storage.take() {
-            storage.abandon();
         }
     }
 
@@ -400,7 +391,7 @@ impl WriterThread {
             Err(error) => {
                 if matches!(error, WriteError::DatabaseFile(_)) {
                     // Damaged since the start check: closed, so that recovery runs that check.
-                    self.abandon_storage();
+                    self.storage = None;
                 }
                 self.set_failure(Some(&error));
                 fail(jobs, error);

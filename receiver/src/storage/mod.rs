@@ -149,15 +149,40 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> WriteError {
     WriteError::Corrupt(format!("{what}: {error}"))
 }
 
+/// The database handle, whose close never takes down the thread that drops it. redb's close
+/// commits (the allocator state, or a pending commit), and on a file damaged since it was opened
+/// that commit can panic: the writer must go on, failing and retrying, rather than die with it
+/// (its text goes to the log through the panic hook). What the redo log holds stays for the next
+/// open.
+struct ClosingDatabase(Option<Database>);
+
+impl std::ops::Deref for ClosingDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for ClosingDatabase {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
 /// The open database; owned by the writer thread, the file's only reader once the cache is
 /// loaded.
 pub struct Storage {
-    db: Database,
-    redo: Redo,
     /// The transaction every batch since the last durable commit was written into, each made
     /// durable by the redo log ([`Redo::log_and_hold`]): a page a batch touches is copied once per
-    /// checkpoint, not once per batch. Nothing reads the file meanwhile.
+    /// checkpoint, not once per batch. Nothing reads the file meanwhile. Declared before `db`, so
+    /// that it ends before the database closes (redb would otherwise put the close off until the
+    /// transaction's own drop, where nothing catches what the close meets).
     held: Option<WriteTransaction>,
+    db: ClosingDatabase,
+    redo: Redo,
     /// A failure dropped the held transaction: the log holds batches the file lacks, to be
     /// brought in ([`Redo::catch_up`]) before the file takes another.
     behind_log: bool,
@@ -317,13 +342,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Lets go of a file that failed: redb's close commits, and may panic on damage it meets
-    /// there; the writer goes on failing (its text goes to the log) rather than die with it.
-    /// What the log holds stays for the next open.
-    pub fn abandon(self) {
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(self)));
-    }
-
     /// At a clean stop: every logged batch into the file, and the log removed.
     pub fn close(mut self) {
         let closed = self.commit_durably().and_then(|()| {
@@ -338,8 +356,8 @@ impl Storage {
 }
 
 /// Opens the file through its checks and makes sure every table exists; answers it and its id.
-fn open_database(path: &Path, cache_bytes: usize) -> Result<(Database, u64), WriteError> {
-    let db = open_checked(path, cache_bytes).map_err(refused)?;
+fn open_database(path: &Path, cache_bytes: usize) -> Result<(ClosingDatabase, u64), WriteError> {
+    let db = ClosingDatabase(Some(open_checked(path, cache_bytes).map_err(refused)?));
     let mut txn = db.begin_write()?;
     txn.set_two_phase_commit(TWO_PHASE_COMMIT);
     let file_id = schema::initialise(&txn, path)?;
