@@ -261,13 +261,11 @@ impl Storage {
     }
 
     /// Whether the file takes changes again after a failure (see
-    /// [`flagpost::store::open::probe_commit`]). The probe commits durably, so the file then
-    /// holds every logged batch.
+    /// [`flagpost::store::open::probe_commit`]). Every logged batch is taken into the file
+    /// first, by a durable commit that starts the log over.
     pub fn probe(&mut self) -> Result<(), WriteError> {
         self.commit_durably()?;
-        catch_damage(|| Ok(probe_commit(&self.db)?))?;
-        self.redo.took_log();
-        Ok(())
+        catch_damage(|| Ok(probe_commit(&self.db)?))
     }
 
     /// Runs `work` as one batch of the held write transaction, with every table open, then makes
