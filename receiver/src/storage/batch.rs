@@ -13,20 +13,22 @@ use crate::documents::{Dirty, EnvCache, FeatureEntry, FlagCache, Scope};
 use crate::error::WriteError;
 use crate::storage::documents;
 use crate::storage::request_ids::{RequestId, RequestIds};
-use crate::storage::rows::{self, MetaRow, SlotRow};
+use crate::storage::rows::{self, MetaBytes, SlotBytes};
 use crate::storage::{DELETED_FEATURES, ENVIRONMENTS, EnvRow, FEATURES, STATES, scope_key};
 use crate::storage::{LoggedAs, logged};
 
-type StatesTable<'txn> = LoggedTable<'txn, (u64, u64, &'static str), SlotRow<'static>>;
+type StatesTable<'txn> = LoggedTable<'txn, (u64, u64, &'static str), SlotBytes>;
 
 /// The tables of one write transaction, open for the length of a batch. Every row goes through a
 /// [`LoggedTable`], so that the redo log holds what the batch wrote.
 pub struct Batch<'txn> {
     request_ids: RequestIds<'txn>,
     envs: LoggedTable<'txn, u64, &'static str>,
-    features: LoggedTable<'txn, (u64, u64), MetaRow<'static>>,
+    features: LoggedTable<'txn, (u64, u64), MetaBytes>,
     deleted: LoggedTable<'txn, (u64, u64), ()>,
     states: StatesTable<'txn>,
+    /// The row being written, laid out once for both the redo log and the table.
+    row: Vec<u8>,
     /// For the tables of upstream documents, opened only when one is written.
     txn: &'txn WriteTransaction,
     ops: Rc<RefCell<RedoOps>>,
@@ -43,6 +45,7 @@ impl<'txn> Batch<'txn> {
             features: logged(txn, FEATURES, LoggedAs::Features, ops)?,
             deleted: logged(txn, DELETED_FEATURES, LoggedAs::DeletedFeatures, ops)?,
             states: logged(txn, STATES, LoggedAs::States, ops)?,
+            row: Vec::new(),
             txn,
             ops: ops.clone(),
         })
@@ -128,8 +131,8 @@ impl<'txn> Batch<'txn> {
         feature: u64,
         entry: &FeatureEntry,
     ) -> Result<(), WriteError> {
-        self.features
-            .insert((env, feature), rows::meta_row(&entry.meta))?;
+        let row = rows::meta(&mut self.row, &entry.meta);
+        self.features.insert((env, feature), row)?;
         Ok(())
     }
 
@@ -141,12 +144,20 @@ impl<'txn> Batch<'txn> {
         entry: Option<&FeatureEntry>,
     ) -> Result<(), WriteError> {
         let key = scope_key(scope);
+        let out = &mut self.row;
         let row = entry.and_then(|entry| match scope {
-            Scope::Default => entry.default.as_ref().map(rows::flag_slot_row),
-            Scope::Identity(identifier) => {
-                entry.identities.get(identifier).map(rows::flag_slot_row)
-            }
-            Scope::Segment(segment) => entry.segments.get(segment).map(rows::segment_slot_row),
+            Scope::Default => entry
+                .default
+                .as_ref()
+                .map(|slot| rows::flag_slot(out, slot)),
+            Scope::Identity(identifier) => entry
+                .identities
+                .get(identifier)
+                .map(|slot| rows::flag_slot(out, slot)),
+            Scope::Segment(segment) => entry
+                .segments
+                .get(segment)
+                .map(|slot| rows::segment_slot(out, slot)),
         });
         match row {
             Some(row) => self.states.insert((env, feature, key.as_str()), row)?,
@@ -168,19 +179,20 @@ impl<'txn> Batch<'txn> {
             return Ok(());
         };
         self.write_meta(env, feature, entry)?;
+        let out = &mut self.row;
         if let Some(slot) = &entry.default {
             self.states
-                .insert((env, feature, ""), rows::flag_slot_row(slot))?;
+                .insert((env, feature, ""), rows::flag_slot(out, slot))?;
         }
         for (identifier, slot) in entry.identities.iter() {
             let key = scope_key(&Scope::Identity(identifier.into()));
             self.states
-                .insert((env, feature, key.as_str()), rows::flag_slot_row(slot))?;
+                .insert((env, feature, key.as_str()), rows::flag_slot(out, slot))?;
         }
         for (segment, slot) in &entry.segments {
             let key = scope_key(&Scope::Segment(*segment));
             self.states
-                .insert((env, feature, key.as_str()), rows::segment_slot_row(slot))?;
+                .insert((env, feature, key.as_str()), rows::segment_slot(out, slot))?;
         }
         Ok(())
     }

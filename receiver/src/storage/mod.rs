@@ -40,14 +40,16 @@ pub use schema::SCHEMA_VERSION;
 
 /// Environment rows: what is known about each environment as a whole.
 const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
-/// `(environment, feature)` -> what the feature is ([`rows::MetaRow`]).
-const FEATURES: TableDefinition<(u64, u64), rows::MetaRow> = TableDefinition::new("feature_meta");
+/// `(environment, feature)` -> what the feature is ([`rows::meta`]).
+const FEATURES: TableDefinition<(u64, u64), rows::MetaBytes> =
+    TableDefinition::new("feature_descriptions");
 /// `(environment, feature)` of every deleted feature: the tombstones.
 const DELETED_FEATURES: TableDefinition<(u64, u64), ()> = TableDefinition::new("deleted_features");
-/// `(environment, feature, key)` -> the key's slot ([`rows::SlotRow`]); key "" is the default,
-/// `i:<identifier>` an identity override, `s:<segment id>` a segment override.
-const STATES: TableDefinition<(u64, u64, &str), rows::SlotRow> =
-    TableDefinition::new("feature_states");
+/// `(environment, feature, key)` -> the key's slot ([`rows::flag_slot`], [`rows::segment_slot`]);
+/// key "" is the default, `i:<identifier>` an identity override, `s:<segment id>` a segment
+/// override.
+const STATES: TableDefinition<(u64, u64, &str), rows::SlotBytes> =
+    TableDefinition::new("key_slots");
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -92,11 +94,14 @@ struct EnvRow {
 #[derive(Clone, Copy)]
 enum LoggedAs {
     Environments = 1,
-    Features = 2,
+    /// Schemas 2-3's descriptions and slots, as redb tuples ([`schema::tuples`]).
+    FeaturesAsTuples = 2,
     DeletedFeatures = 3,
-    States = 4,
+    StatesAsTuples = 4,
     RequestIds = 5,
     RequestIdsByTime = 6,
+    Features = 7,
+    States = 8,
 }
 
 /// Opens `definition` in `txn` as a table whose writes the batch's redo log records.
@@ -127,6 +132,10 @@ fn replay_op(
         n if n == LoggedAs::Features as u8 => Ok(into(txn, FEATURES, key, value)?),
         n if n == LoggedAs::DeletedFeatures as u8 => Ok(into(txn, DELETED_FEATURES, key, value)?),
         n if n == LoggedAs::States as u8 => Ok(into(txn, STATES, key, value)?),
+        n if n == LoggedAs::FeaturesAsTuples as u8 => {
+            schema::tuples::replay_feature(txn, key, value)
+        }
+        n if n == LoggedAs::StatesAsTuples as u8 => schema::tuples::replay_state(txn, key, value),
         n if n == LoggedAs::RequestIds as u8 => {
             Ok(into(txn, request_ids::REQUEST_IDS, key, value)?)
         }
@@ -456,7 +465,7 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
     let mut features: HashMap<(u64, u64), FeatureEntry> = HashMap::new();
     for row in txn.open_table(FEATURES)?.iter()? {
         let (key, value) = row?;
-        features.entry(key.value()).or_default().meta = rows::meta_of(value.value());
+        features.entry(key.value()).or_default().meta = rows::meta_of(value.value())?;
     }
     for row in txn.open_table(STATES)?.iter()? {
         let (key, value) = row?;
@@ -464,13 +473,13 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
         let entry = features.entry((env, feature)).or_default();
         let slot = value.value();
         if scope.is_empty() {
-            entry.default = Some(rows::flag_slot_of(slot));
+            entry.default = Some(rows::flag_slot_of(slot)?);
         } else if let Some(identifier) = scope.strip_prefix("i:") {
-            let slot = rows::flag_slot_of(slot);
+            let slot = rows::flag_slot_of(slot)?;
             entry.identities.insert(identifier.into(), slot);
         } else if let Some(segment) = scope.strip_prefix("s:") {
             let segment: u64 = segment.parse().map_err(|e| corrupt("segment key", e))?;
-            entry.segments.insert(segment, rows::segment_slot_of(slot));
+            entry.segments.insert(segment, rows::segment_slot_of(slot)?);
         } else {
             return Err(corrupt("state key", scope));
         }

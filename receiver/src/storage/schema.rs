@@ -6,6 +6,8 @@
 //! - 3: the identity overrides an upstream document keeps from an earlier one have a table of
 //!   their own ([`super::documents`]); a receiver of schema 2 would not read it, and would start
 //!   without them. The file has an id ([`super::Storage::file_id`]).
+//! - 4: descriptions and slots in the receiver's own bytes ([`super::rows`]) instead of redb
+//!   tuples ([`tuples`]), in tables of new names.
 //!
 //! A file of an earlier schema is migrated when it is opened, in the same transaction that
 //! records the new version (so a crash leaves it wholly old or wholly new); a file of a later
@@ -25,7 +27,7 @@ use crate::storage::{FEATURES, STATES, corrupt, rows};
 const META: TableDefinition<&str, u64> = TableDefinition::new("receiver_meta");
 
 /// The layout this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Schema 1's tables that schema 2 replaced.
 const FEATURES_V1: TableDefinition<(u64, u64), &str> = TableDefinition::new("features");
@@ -43,13 +45,14 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<u64, Wri
     let mut meta = txn.open_table(META)?;
     match meta.get("schema_version")?.map(|version| version.value()) {
         Some(SCHEMA_VERSION) => {}
-        // Schema 3 only adds a table, which opening the file creates, and the file's id, below.
-        Some(2) => {
-            tracing::info!(file = %path.display(), "database migrated from schema 2 to 3");
+        // Schema 3 only added a table, which opening the file creates, and the file's id, below.
+        Some(version @ (2 | 3)) => {
+            tuples::migrate(txn)?;
+            tracing::info!(file = %path.display(), "database migrated from schema {version} to 4");
         }
         None if written_before => {
             from_schema_1(txn)?;
-            tracing::info!(file = %path.display(), "database migrated from schema 1 to 3");
+            tracing::info!(file = %path.display(), "database migrated from schema 1 to 4");
         }
         None => {}
         Some(other) => {
@@ -77,16 +80,17 @@ pub(super) fn initialise(txn: &WriteTransaction, path: &Path) -> Result<u64, Wri
 /// The name of a table every file of schema 1 has (created at its first open).
 const ENVIRONMENTS_NAME: &str = "environments";
 
-/// Rewrites schema 1's JSON rows and text ids in schema 2's layout, and drops the old tables.
+/// Rewrites schema 1's JSON rows and text ids in this schema's layout, and drops the old tables.
 fn from_schema_1(txn: &WriteTransaction) -> Result<(), WriteError> {
     {
         let old = txn.open_table(FEATURES_V1)?;
         let mut new = txn.open_table(FEATURES)?;
+        let mut out = Vec::new();
         for row in old.iter()? {
             let (key, value) = row?;
             let meta: FeatureMeta =
                 serde_json::from_str(value.value()).map_err(|e| corrupt("feature row", e))?;
-            new.insert(key.value(), rows::meta_row(&meta))?;
+            new.insert(key.value(), rows::meta(&mut out, &meta))?;
         }
     }
     migrate_states(txn)?;
@@ -111,6 +115,7 @@ fn from_schema_1(txn: &WriteTransaction) -> Result<(), WriteError> {
 fn migrate_states(txn: &WriteTransaction) -> Result<(), WriteError> {
     let old = txn.open_table(STATES_V1)?;
     let mut new = txn.open_table(STATES)?;
+    let mut out = Vec::new();
     for row in old.iter()? {
         let (key, value) = row?;
         let (env, feature, scope) = key.value();
@@ -118,15 +123,17 @@ fn migrate_states(txn: &WriteTransaction) -> Result<(), WriteError> {
         if scope.starts_with("s:") {
             let slot: Slot<SegmentState> =
                 serde_json::from_slice(json).map_err(|e| corrupt("segment state", e))?;
-            new.insert((env, feature, scope), rows::segment_slot_row(&slot))?;
+            new.insert((env, feature, scope), rows::segment_slot(&mut out, &slot))?;
         } else {
             let slot: Slot<FlagState> =
                 serde_json::from_slice(json).map_err(|e| corrupt("state", e))?;
-            new.insert((env, feature, scope), rows::flag_slot_row(&slot))?;
+            new.insert((env, feature, scope), rows::flag_slot(&mut out, &slot))?;
         }
     }
     Ok(())
 }
+
+pub(super) mod tuples;
 
 #[cfg(test)]
 mod tests;

@@ -161,3 +161,131 @@ fn a_schema_2_file_opens_in_schema_3_with_its_documents() {
     let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
     assert_eq!(version.unwrap().value(), SCHEMA_VERSION);
 }
+
+/// A file as schema 3 left it after a crash: its rows as redb tuples, and a redo log whose ops
+/// hold tuples too (of the tables' numbers then) and which the file has not taken in.
+fn write_schema_3_with_its_log(path: &Path) {
+    use flagpost::store::redo::{self, LoggedTable, Redo, RedoOps};
+    use tuples::{FEATURES_AS_TUPLES, STATES_AS_TUPLES};
+
+    drop(Storage::open(path, 1 << 20).unwrap());
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3)
+            .unwrap();
+        assert!(txn.delete_table(FEATURES).unwrap() && txn.delete_table(STATES).unwrap());
+        let mut features = txn.open_table(FEATURES_AS_TUPLES).unwrap();
+        let meta = (
+            "banner",
+            Some("STANDARD"),
+            None,
+            (5, 0, "x"),
+            Some(false),
+            None,
+            Some(4),
+            None,
+        );
+        features.insert((1, 7), meta).unwrap();
+        let mut states = txn.open_table(STATES_AS_TUPLES).unwrap();
+        let on = (true, (5, 0, "on"), Some(70), None, None, None);
+        states
+            .insert((1, 7, ""), (Some(3), None, 0, Some(on)))
+            .unwrap();
+        let alice = (false, (3, 12, ""), None, Some(9), None, None);
+        states
+            .insert((1, 7, "i:alice"), (Some(4), None, 99, Some(alice)))
+            .unwrap();
+        let beta = (true, (0, 0, ""), None, None, Some(1), Some("beta"));
+        states
+            .insert((1, 7, "s:42"), (None, Some(8), 0, Some(beta)))
+            .unwrap();
+    }
+    txn.commit().unwrap();
+
+    // One batch after the file's last durable commit, held by the log alone.
+    let mut log = Redo::open(path, false, redo::CHECKPOINT_EVERY).unwrap();
+    let txn = db.begin_write().unwrap();
+    let ops = RedoOps::shared();
+    {
+        let mut features = LoggedTable::open(&txn, FEATURES_AS_TUPLES, 2, ops.clone()).unwrap();
+        let meta = (
+            "hero",
+            None,
+            Some("d"),
+            (2, 0, ""),
+            None,
+            None,
+            Some(6),
+            None,
+        );
+        features.insert((1, 7), meta).unwrap();
+        let mut states = LoggedTable::open(&txn, STATES_AS_TUPLES, 4, ops.clone()).unwrap();
+        let bob = (true, (4, 2.5f64.to_bits(), ""), None, Some(10), None, None);
+        states
+            .insert((1, 7, "i:bob"), (Some(6), None, 5, Some(bob)))
+            .unwrap();
+        let gamma = (false, (5, 0, "g"), Some(71), None, Some(2), Some("gamma"));
+        states
+            .insert((1, 7, "s:43"), (Some(6), None, 0, Some(gamma)))
+            .unwrap();
+        states.remove((1, 7, "s:42")).unwrap();
+    }
+    let held = log.log_and_hold(txn, &ops.borrow()).unwrap();
+    drop(held);
+}
+
+#[test]
+fn a_schema_3_file_and_the_log_it_left_open_in_schema_4_with_everything_they_held() {
+    use flagpost::wire::FlagValue;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("receiver.redb");
+    write_schema_3_with_its_log(&path);
+
+    for reopened in [false, true] {
+        let (storage, cache) = Storage::open(&path, 1 << 20).unwrap();
+        let entry = &cache.env(1).unwrap().features[&7];
+        // The description as the log last wrote it.
+        let meta = &entry.meta;
+        assert_eq!(meta.name, "hero", "reopened: {reopened}");
+        assert_eq!(
+            (meta.description.as_deref(), meta.feature_type.as_deref()),
+            (Some("d"), None)
+        );
+        assert_eq!(
+            (&meta.initial_value, meta.order.seq),
+            (&Some(FlagValue::Bool(true)), Some(6))
+        );
+        // The file's rows ...
+        let default = entry.default.as_ref().unwrap();
+        let state = default.state.as_ref().unwrap();
+        assert_eq!(
+            (default.order.seq, &state.value, state.state_id),
+            (Some(3), &Some(FlagValue::String("on".into())), Some(70))
+        );
+        let alice = entry.identities.get("alice").unwrap();
+        let state = alice.state.as_ref().unwrap();
+        assert_eq!((alice.arrived_micros, state.identity_id), (99, Some(9)));
+        assert_eq!(state.value, Some(FlagValue::Integer(12)));
+        // ... and the log's, a removal among them.
+        let bob = entry.identities.get("bob").unwrap();
+        let state = bob.state.as_ref().unwrap();
+        assert_eq!((bob.arrived_micros, state.identity_id), (5, Some(10)));
+        assert_eq!(state.value, Some(FlagValue::Float(2.5)));
+        assert!(!entry.segments.contains_key(&42));
+        let gamma = entry.segments[&43].state.as_ref().unwrap();
+        assert_eq!(
+            (gamma.priority, gamma.name.as_deref(), gamma.state_id),
+            (Some(2), Some("gamma"), Some(71))
+        );
+        storage.close();
+    }
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
+    assert_eq!(version.unwrap().value(), SCHEMA_VERSION);
+    assert!(txn.open_table(tuples::FEATURES_AS_TUPLES).is_err());
+}
