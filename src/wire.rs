@@ -443,10 +443,21 @@ pub enum IdentityRef {
     Uuid(String),
 }
 
+/// The envelope as almost every body has it, read in one pass: `data` straight into a flag
+/// event's fields, whatever the order of the keys (Flagsmith sends `event_type` last).
+#[derive(Deserialize)]
+struct FlagEnvelope {
+    event_type: EventType,
+    #[serde(default)]
+    data: Option<RawFlagData>,
+}
+
+/// The envelope read in two steps, for a body [`FlagEnvelope`] could not read: `data` is read
+/// only for the event types that apply one, so another type's data of any shape is acknowledged,
+/// and a flag event's is refused with what is wrong in it.
 #[derive(Deserialize)]
 struct RawEnvelope<'a> {
     event_type: EventType,
-    /// Read into its type only for the event types that apply one.
     #[serde(default, borrow)]
     data: Option<&'a serde_json::value::RawValue>,
 }
@@ -466,10 +477,13 @@ struct RawFlagData {
 /// Reads a web hook body. Flag events must carry the state they are about; other event types are
 /// returned as [`IncomingEvent::NotApplied`] once the body is valid JSON. A body with a duplicate
 /// key in any object is refused first, by a pass that builds nothing; the body is then read
-/// straight into its types, `data` only for flag events.
+/// straight into its types.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
     unique_keys::check(body)?;
-    let envelope: RawEnvelope = serde_json::from_slice(body)?;
+    let envelope = match serde_json::from_slice::<FlagEnvelope>(body) {
+        Ok(envelope) => envelope,
+        Err(_) => read_by_event_type(body)?,
+    };
     let deleted = match envelope.event_type {
         EventType::FlagUpdated => false,
         EventType::FlagDeleted => true,
@@ -484,7 +498,6 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
         event_type: event_name,
         field: "data",
     })?;
-    let data: RawFlagData = serde_json::from_str(data.get())?;
     let state = if deleted {
         data.previous_state.or(data.new_state)
     } else {
@@ -508,6 +521,17 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
         timestamp,
         state,
     })))
+}
+
+fn read_by_event_type(body: &[u8]) -> Result<FlagEnvelope, WireError> {
+    let RawEnvelope { event_type, data } = serde_json::from_slice(body)?;
+    let data = match event_type {
+        EventType::FlagUpdated | EventType::FlagDeleted => data
+            .map(|data| serde_json::from_str(data.get()))
+            .transpose()?,
+        _ => None,
+    };
+    Ok(FlagEnvelope { event_type, data })
 }
 
 #[cfg(test)]
@@ -568,6 +592,27 @@ mod tests {
             event,
             IncomingEvent::NotApplied(EventType::Other("SOMETHING_NEW".into()))
         );
+    }
+
+    #[test]
+    fn another_types_data_of_any_shape_is_acknowledged_whatever_the_key_order() {
+        // Fields named as a flag event's, of other types: the one pass fails, the second reads.
+        let data = r#"{"timestamp":7,"new_state":[1],"log":"x"}"#;
+        for body in [
+            format!(r#"{{"data":{data},"event_type":"AUDIT_LOG_CREATED"}}"#),
+            format!(r#"{{"event_type":"AUDIT_LOG_CREATED","data":{data}}}"#),
+        ] {
+            let event = parse_incoming(body.as_bytes()).unwrap();
+            assert_eq!(event, IncomingEvent::NotApplied(EventType::AuditLogCreated));
+        }
+        let bad = r#"{"new_state":{"enabled":"yes"}}"#;
+        for body in [
+            format!(r#"{{"data":{bad},"event_type":"FLAG_UPDATED"}}"#),
+            format!(r#"{{"event_type":"FLAG_UPDATED","data":{bad}}}"#),
+        ] {
+            let err = parse_incoming(body.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains("invalid type"), "{err}");
+        }
     }
 
     #[test]
