@@ -262,7 +262,7 @@ fn write_slot(entry: &mut FeatureEntry, change: &Change) {
                 state,
                 arrived_micros,
             };
-            entry.identities.insert(identifier.clone(), slot);
+            entry.identities.insert(identifier, slot);
         }
         Scope::Segment(segment) => {
             let state = state.map(|state| SegmentState {

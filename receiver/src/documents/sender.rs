@@ -111,7 +111,7 @@ fn forget_sequences(entry: &mut FeatureEntry) {
         })
         .collect();
     for (identifier, slot) in sequenced {
-        entry.identities.insert(identifier, slot);
+        entry.identities.insert(&identifier, slot);
     }
     for slot in entry.segments.values_mut() {
         slot.order = unsequenced(slot.order);

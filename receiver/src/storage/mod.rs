@@ -476,7 +476,7 @@ fn load(db: &Database) -> Result<FlagCache, WriteError> {
             entry.default = Some(rows::flag_slot_of(slot)?);
         } else if let Some(identifier) = scope.strip_prefix("i:") {
             let slot = rows::flag_slot_of(slot)?;
-            entry.identities.insert(identifier.into(), slot);
+            entry.identities.insert(identifier, slot);
         } else if let Some(segment) = scope.strip_prefix("s:") {
             let segment: u64 = segment.parse().map_err(|e| corrupt("segment key", e))?;
             entry.segments.insert(segment, rows::segment_slot_of(slot)?);
