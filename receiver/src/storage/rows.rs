@@ -104,6 +104,13 @@ const META_DEFAULT_ENABLED_TRUE: u8 = 1 << 3;
 const META_CREATED: u8 = 1 << 4;
 const META_SEQ: u8 = 1 << 5;
 const META_TS: u8 = 1 << 6;
+const META_FIELDS: u8 = META_TYPE
+    | META_DESCRIPTION
+    | META_DEFAULT_ENABLED
+    | META_DEFAULT_ENABLED_TRUE
+    | META_CREATED
+    | META_SEQ
+    | META_TS;
 
 /// Lays `meta` out in `out` (emptied first), and answers the bytes.
 pub fn meta<'o>(out: &'o mut Vec<u8>, meta: &FeatureMeta) -> &'o [u8] {
@@ -131,8 +138,8 @@ pub fn meta<'o>(out: &'o mut Vec<u8>, meta: &FeatureMeta) -> &'o [u8] {
 pub fn meta_of(bytes: &[u8]) -> Result<FeatureMeta, WriteError> {
     let mut row = Row::new(bytes);
     let flags = row.u8()?;
-    if flags & 0x80 != 0 {
-        return Err(corrupt("feature row", "unknown field flags"));
+    if flags & !META_FIELDS != 0 {
+        return Err(corrupt("feature row", "a field no layout writes"));
     }
     let name = row.str()?.to_owned();
     let feature_type = row.str_if(flags & META_TYPE)?;
