@@ -153,6 +153,13 @@ fn a_damaged_row_is_refused_never_misread() {
         flag_slot_of(&unknown),
         Err(WriteError::Corrupt(_))
     ));
+    // A description with a field no layout writes.
+    let mut unknown_field = rows[2].clone();
+    unknown_field[0] |= 1 << 7;
+    assert!(matches!(
+        meta_of(&unknown_field),
+        Err(WriteError::Corrupt(_))
+    ));
     // A tombstone that claims a state's fields.
     let mut tombstone = vec![SLOT_ENABLED];
     tombstone.extend_from_slice(&0i64.to_le_bytes());
