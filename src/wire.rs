@@ -17,7 +17,6 @@ use time::macros::format_description;
 
 mod incoming;
 mod number_range;
-mod unique_keys;
 
 pub use incoming::{
     IdRef, IdentityRef, IncomingEvent, IncomingFeature, IncomingFeatureSegment, IncomingFlagEvent,

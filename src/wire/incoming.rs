@@ -3,7 +3,9 @@
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{EventType, FlagValue, parse_timestamp, unique_keys};
+use super::{EventType, FlagValue, parse_timestamp};
+
+mod unique_keys;
 
 /// Why a body could not be read as a web hook.
 #[derive(Debug, thiserror::Error)]
