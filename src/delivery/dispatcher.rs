@@ -17,7 +17,7 @@ use super::retry::RetrySchedule;
 use super::status::{ActivityBoard, LaneActivity};
 use crate::config::DeliveryConfig;
 use crate::config::{Config, Webhook};
-use crate::store::deliveries::{committed_sequence, outbox_endpoints};
+use crate::store::deliveries::outbox_endpoints;
 use crate::store::{Store, StoreError};
 
 /// Why delivery could not start.
@@ -49,9 +49,6 @@ pub struct Dispatcher {
     activity: ActivityBoard,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// [`follow_commits`], which holds a handle on the store: awaited at shutdown, so that the
-    /// store's last handle is the server's own.
-    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct LaneEntry {
@@ -75,11 +72,7 @@ impl Dispatcher {
             return Err(DeliveryError::Invalid(problems));
         }
         let client = DeliveryClient::new(settings.request_timeout)?;
-        let (last, known) = store
-            .read(|txn| Ok((committed_sequence(txn)?, outbox_endpoints(txn)?)))
-            .await?;
-        let (committed_tx, committed_rx) = watch::channel(last);
-        let follower = tokio::spawn(follow_commits(store.clone(), committed_tx));
+        let known = store.read(outbox_endpoints).await?;
 
         let (recorder_tx, recorder_rx) = mpsc::channel(settings.record_batch.max(1) * 8);
         let recorder = Recorder {
@@ -100,7 +93,7 @@ impl Dispatcher {
             config: settings,
             metrics: metrics.clone(),
             recorder: recorder_tx,
-            committed: committed_rx,
+            committed: store.event_sequence(),
         });
 
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -123,7 +116,6 @@ impl Dispatcher {
             activity,
             commands: commands_tx,
             task: Mutex::new(Some(task)),
-            follower: Mutex::new(Some(follower)),
         })
     }
 
@@ -174,34 +166,6 @@ impl Dispatcher {
         let task = self.task.lock().expect("dispatcher task lock").take();
         if let Some(task) = task {
             let _ = task.await;
-        }
-        // The lanes are gone, and with them every reader of the committed sequence.
-        let follower = self.follower.lock().expect("dispatcher task lock").take();
-        if let Some(follower) = follower {
-            follower.abort();
-            let _ = follower.await;
-        }
-    }
-}
-
-/// Publishes the last committed sequence after every commit, so that lanes at the end of their
-/// outbox read again only when there may be something new. Ends with the writer, once no lane
-/// reads it, or when the dispatcher shuts down.
-async fn follow_commits(store: Store, committed: watch::Sender<u64>) {
-    let mut commits = store.commits();
-    while commits.changed().await.is_ok() {
-        match store.read(committed_sequence).await {
-            Ok(last) => {
-                committed.send_if_modified(|seen| {
-                    let newer = last > *seen;
-                    *seen = (*seen).max(last);
-                    newer
-                });
-            }
-            Err(error) => tracing::error!(%error, "cannot read the committed sequence"),
-        }
-        if committed.is_closed() {
-            return;
         }
     }
 }

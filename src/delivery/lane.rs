@@ -35,10 +35,12 @@ use crate::config::DeliveryConfig;
 use crate::config::Webhook;
 use crate::signing::{Secret, SigningKey};
 use crate::store::deliveries::{
-    AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, committed_sequence,
-    count_pending, outbox_page,
+    AttemptRecord, AttemptResult, DeadLetter, DeliveryOutcome, OutboxPage, outbox_page,
 };
 use crate::store::{Store, StoreError};
+use pending_count::PendingCount;
+
+mod pending_count;
 
 /// What every lane shares.
 pub(crate) struct LaneShared {
@@ -143,8 +145,7 @@ pub(crate) struct Lane {
     return_path: Arc<LaneReturn>,
     settled: mpsc::UnboundedReceiver<Settled>,
     health: EndpointHealth,
-    /// Rows up to this sequence are in the pending gauge already.
-    counted_through: u64,
+    pending_count: PendingCount,
     metrics: EndpointMetrics,
     activity: ActivityCell,
 }
@@ -190,7 +191,7 @@ impl Lane {
             return_path,
             settled,
             health,
-            counted_through: 0,
+            pending_count: PendingCount::default(),
         }
     }
 
@@ -210,7 +211,7 @@ impl Lane {
                 break;
             }
             let last_committed = *committed.borrow();
-            if !webhook.enabled && stop_at.is_none() && last_committed > self.counted_through {
+            if !webhook.enabled && stop_at.is_none() && self.pending_count.due(last_committed) {
                 self.count_new_rows().await;
             }
             if active && self.scanning.is_none() && self.wants_rows(last_committed) {
@@ -221,7 +222,7 @@ impl Lane {
                 let room = self.dispatch(&endpoint, now);
                 self.next_wake(webhook.ordered, room, now)
             } else {
-                None
+                self.pending_count.next(webhook.enabled, last_committed)
             };
             self.activity
                 .dispatched(self.in_flight.len(), self.health.state());
@@ -307,35 +308,11 @@ impl Lane {
         self.exhausted = false;
     }
 
-    /// Adds the rows committed since the last count to the pending gauge. At start this counts
-    /// the whole backlog, before the lane sends anything (so that no delivery settles before it
-    /// is counted); a disabled lane, which reads no rows, keeps counting this way. An enabled
-    /// lane counts the rows it reads instead. The recorder takes settled rows off.
     async fn count_new_rows(&mut self) {
-        let endpoint = self.name.to_string();
-        let after = self.counted_through;
-        let counted = self
-            .shared
-            .store
-            .read(move |txn| {
-                Ok((
-                    count_pending(txn, &endpoint, after)?,
-                    committed_sequence(txn)?,
-                ))
-            })
+        let (store, gauge) = (&self.shared.store, &self.metrics.pending);
+        self.pending_count
+            .count_new_rows(store, &self.name, gauge)
             .await;
-        match counted {
-            Ok((count, through)) => {
-                self.metrics
-                    .pending
-                    .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
-                self.counted_through = self.counted_through.max(through);
-            }
-            // Only the gauge suffers; delivery itself is unaffected.
-            Err(error) => {
-                tracing::warn!(endpoint = %self.name, %error, "cannot count pending deliveries");
-            }
-        }
     }
 
     /// Whether to read more rows: the queue is running low, and there are rows beyond the cursor
@@ -383,10 +360,7 @@ impl Lane {
         let now = now_millis();
         for row in page.rows {
             self.cursor = self.cursor.max(row.sequence);
-            if row.sequence > self.counted_through {
-                self.metrics.pending.inc();
-                self.counted_through = row.sequence;
-            }
+            self.pending_count.read(row.sequence, &self.metrics.pending);
             if !self.unsettled.insert(row.sequence) {
                 continue;
             }
@@ -408,8 +382,7 @@ impl Lane {
         self.exhausted = page.exhausted;
         if page.exhausted {
             self.cursor = self.cursor.max(page.last_sequence);
-            // Every row up to there was read (and so counted) by now.
-            self.counted_through = self.counted_through.max(page.last_sequence);
+            self.pending_count.read_through(page.last_sequence);
         }
     }
 

@@ -8,6 +8,7 @@
 //! start: a file damaged meanwhile is found and stays refused.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub(super) struct SharedDatabase {
     path: PathBuf,
     cache_size_bytes: usize,
     health: Mutex<Health>,
+    /// The file as a read sees it lacks batches the writer has acknowledged (they are in its
+    /// held transaction, or in the redo log alone after a failure): a read asks the writer to
+    /// make them visible first.
+    unpublished: AtomicBool,
 }
 
 #[derive(Default)]
@@ -41,7 +46,19 @@ impl SharedDatabase {
             path,
             cache_size_bytes,
             health: Mutex::new(Health::default()),
+            unpublished: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a read must ask the writer to make acknowledged batches visible first.
+    pub(super) fn is_unpublished(&self) -> bool {
+        // Acquire, paired with the writer's Release before it acknowledges a batch.
+        self.unpublished.load(Ordering::Acquire)
+    }
+
+    /// Set by the writer before it acknowledges anything that a read would not see.
+    pub(super) fn set_unpublished(&self, unpublished: bool) {
+        self.unpublished.store(unpublished, Ordering::Release);
     }
 
     /// The open handle; an error while the writer is reopening the file or could not.

@@ -5,7 +5,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::rows::{EventRow, event_type_code, event_type_of};
-use super::schema::{EVENTS, META};
+use super::schema::{EVENTS, META, NEXT_SEQUENCE};
 use super::tables::Tables;
 use super::{StoreError, last_sequence, meta_value};
 use crate::changes::{CommittedEvent, NewEvent};
@@ -71,7 +71,7 @@ pub(super) fn append(
     tables: &mut Tables,
     event: &NewEvent<'_>,
 ) -> Result<CommittedEvent, StoreError> {
-    let sequence = tables.take_counter("next_sequence")?;
+    let sequence = tables.take_counter(NEXT_SEQUENCE)?;
     let (code, name) = event_type_code(&event.event_type);
     let row: EventRow = (
         code,

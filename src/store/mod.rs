@@ -125,6 +125,7 @@ struct Inner {
     db: Arc<SharedDatabase>,
     commands: mpsc::Sender<writer::Command>,
     commits: watch::Receiver<u64>,
+    sequence: watch::Receiver<u64>,
     commit_latency: Histogram,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -176,6 +177,7 @@ impl Store {
             .map_err(|e| StoreError::new(e.to_string()))?;
         writer::replay_log(&db, &mut redo)?;
         schema::initialise(&db, path)?;
+        let sequence = last_sequence(&db.begin_read()?.open_table(schema::META)?)?;
         let db = Arc::new(SharedDatabase::new(
             db,
             path.to_owned(),
@@ -183,6 +185,7 @@ impl Store {
         ));
         let (commands_tx, commands_rx) = mpsc::channel(options.max_batch.max(1) * 4);
         let (commits_tx, commits_rx) = watch::channel(0);
+        let (sequence_tx, sequence_rx) = watch::channel(sequence);
         let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
         let handle = writer::spawn(writer::Writer {
             db: db.clone(),
@@ -190,7 +193,9 @@ impl Store {
             max_batch: options.max_batch.max(1),
             commands: commands_rx,
             commits: commits_tx,
+            sequence: sequence_tx,
             commit_latency: commit_latency.clone(),
+            held: writer::Held::default(),
         });
         redo::spawn_checkpoint_ticker(
             "flagpost-checkpoints",
@@ -203,6 +208,7 @@ impl Store {
                 db,
                 commands: commands_tx,
                 commits: commits_rx,
+                sequence: sequence_rx,
                 commit_latency,
                 writer: Mutex::new(Some(handle)),
             }),
@@ -251,15 +257,19 @@ impl Store {
         })?
     }
 
-    /// Runs `work` in a read transaction on the blocking pool. redb may panic on a page damaged
-    /// after the start check: the panic stays here (its text goes to the log, never to a client),
-    /// the read answers a storage error, and the writer refuses every write until the file passes
-    /// its integrity check again.
+    /// Runs `work` in a read transaction on the blocking pool, which sees every write
+    /// acknowledged before it was called. redb may panic on a page damaged after the start
+    /// check: the panic stays here (its text goes to the log, never to a client), the read
+    /// answers a storage error, and the writer refuses every write until the file passes its
+    /// integrity check again.
     pub async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
+        if self.inner.db.is_unpublished() {
+            self.publish().await?;
+        }
         let shared = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
             let db = shared.current()?;
@@ -281,9 +291,29 @@ impl Store {
         .map_err(|_| StoreError::new("the read did not complete"))?
     }
 
-    /// Changes each time a batch commits; lanes wait on it for new outbox rows.
+    /// Asks the writer to commit the batches it holds, so that a read sees them (see
+    /// `writer::held`). A writer that has stopped committed them as it stopped.
+    async fn publish(&self) -> Result<(), StoreError> {
+        let (reply, published) = oneshot::channel();
+        let asked = self
+            .inner
+            .commands
+            .send(writer::Command::Publish(reply))
+            .await;
+        match asked {
+            Ok(()) => published.await.unwrap_or(Ok(())),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Changes each time a batch commits.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.clone()
+    }
+
+    /// The sequence of the last event committed: lanes wait on it for new outbox rows.
+    pub fn event_sequence(&self) -> watch::Receiver<u64> {
+        self.inner.sequence.clone()
     }
 
     /// Whether the writer still takes jobs: false once it has stopped (shut down or panicked),
@@ -356,7 +386,7 @@ pub(crate) fn meta_value(
 pub(crate) fn last_sequence(
     meta: &impl ReadableTable<&'static str, u64>,
 ) -> Result<u64, StoreError> {
-    Ok(meta_value(meta, "next_sequence")? - 1)
+    Ok(meta_value(meta, schema::NEXT_SEQUENCE)? - 1)
 }
 
 #[cfg(test)]

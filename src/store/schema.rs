@@ -17,6 +17,9 @@ use super::rows::{EventRow, FeatureRow, StateRow};
 /// `next_identity_id`, `instance_id`, `schema_version`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// `META`'s counter of event sequences: the next event appended takes it.
+pub const NEXT_SEQUENCE: &str = "next_sequence";
+
 /// Environments as last synchronised from configuration: id → [`crate::changes::EnvironmentRecord`]
 /// JSON.
 pub const ENVIRONMENTS: TableDefinition<u64, &str> = TableDefinition::new("environments");
@@ -117,7 +120,7 @@ pub(super) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
                 meta.insert("schema_version", SCHEMA_VERSION)?;
                 meta.insert("instance_id", fastrand::u64(..))?;
                 for counter in [
-                    "next_sequence",
+                    NEXT_SEQUENCE,
                     "next_feature_id",
                     "next_state_id",
                     "next_identity_id",

@@ -188,10 +188,12 @@ impl<'t> Tables<'t> {
         self.changed.insert(scope);
     }
 
-    /// Writes the counters and the change counts back and closes every table. Dropping `Tables`
+    /// Writes the counters and the change counts back and closes every table, answering the
+    /// sequence of the last event the batch appended, if it appended one. Dropping `Tables`
     /// instead discards them, which is right only when the transaction is aborted.
-    pub(super) fn close(mut self) -> Result<(), StoreError> {
+    pub(super) fn close(mut self) -> Result<Option<u64>, StoreError> {
         let counters = std::mem::take(&mut self.counters);
+        let last_sequence = counters.get(NEXT_SEQUENCE).map(|next| next - 1);
         let changed = std::mem::take(&mut self.changed);
         let meta = self.meta()?;
         for (counter, next) in counters {
@@ -202,6 +204,6 @@ impl<'t> Tables<'t> {
             let count = meta.get(key.as_str())?.map_or(0, |v| v.value());
             meta.insert(key.as_str(), count + 1)?;
         }
-        Ok(())
+        Ok(last_sequence)
     }
 }

@@ -360,6 +360,65 @@ async fn acknowledged_batches_held_only_by_the_redo_log_survive_a_crash() {
     store.shutdown().await;
 }
 
+/// A refusal in a transaction that holds earlier batches aborts them with it: the earlier ones
+/// are written into the file again from the redo log, durably, before the next batch, and
+/// nothing of the refused job's is kept.
+#[tokio::test]
+async fn a_refusal_after_held_batches_keeps_them_and_nothing_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_without_checkpoints(&dir);
+    let write = |key: &'static str, refuse: bool| {
+        store.write(move |tables| {
+            let id = tables.next_id(Counter::Identity)?;
+            tables.put_identity_id(1, key, id)?;
+            if refuse {
+                return Err(WriteError::Invalid("refused".into()));
+            }
+            Ok(id)
+        })
+    };
+    assert_eq!(write("a", false).await, Ok(1));
+    assert_eq!(write("b", false).await, Ok(2));
+    let file_only = dir.path().join("file-only.redb");
+    crash_copy(&path, &file_only, false);
+    assert_eq!(
+        identities_present(&file_only, &keys(&["a", "b"])),
+        0,
+        "held, not committed"
+    );
+    let refused = write("c", true).await;
+    assert_eq!(refused, Err(WriteError::Invalid("refused".into())));
+    assert_eq!(
+        write("d", false).await,
+        Ok(3),
+        "no id was spent on the refused job"
+    );
+    crash_copy(&path, &file_only, false);
+    assert_eq!(
+        identities_present(&file_only, &keys(&["a", "b", "d"])),
+        2,
+        "the batches the refusal aborted are in the file, durably, from the log; the next is held"
+    );
+    let present = store
+        .read(|txn| {
+            let identities = txn.open_table(schema::IDENTITIES)?;
+            Ok(["a", "b", "c", "d"]
+                .into_iter()
+                .filter(|k| identities.get((1, *k)).ok().flatten().is_some())
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+    assert_eq!(present, ["a", "b", "d"]);
+    store.shutdown().await;
+    drop(store);
+    assert_eq!(identities_present(&path, &keys(&["a", "b", "c", "d"])), 3);
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
 #[tokio::test]
 async fn a_batch_the_log_does_not_hold_commits_the_file_durably() {
     let dir = tempfile::tempdir().unwrap();

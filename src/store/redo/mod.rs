@@ -10,11 +10,12 @@
 //! 2. Those writes are appended to the log file as one *group* and the log is synced.
 //! 3. The transaction commits with `Durability::None` (no sync: readers see it from here on), and
 //!    the batch's waiters are answered. Nothing is visible or acknowledged before step 2.
-//!    A writer whose file nobody else reads (the receiver's) commits nothing here: it keeps the
-//!    transaction open and writes the next batch into it ([`Redo::log_and_hold`]), so that a
-//!    page many batches touch is copied and checksummed once per durable commit, not once per
-//!    batch. Should a batch fail, that transaction goes with it, and the batches it held are
-//!    brought back from the log ([`Redo::catch_up`]).
+//!    Both writers mostly commit nothing here: they keep the transaction open and write the next
+//!    batch into it ([`Redo::log_and_hold`]), so that a page many batches touch is copied and
+//!    checksummed once per durable commit, not once per batch. The receiver's file has no other
+//!    reader; flagpost's readers ask its writer to commit what it holds first
+//!    ([`Redo::publish`]). Should a batch fail, that transaction goes with it, and the batches
+//!    it held are brought back from the log ([`Redo::catch_up`]).
 //! 4. Now and then (every [`CHECKPOINT_EVERY`] by default, when the log is full, when a batch wrote through
 //!    something that is not logged, and at shutdown) the writer commits durably instead. That
 //!    commit makes every earlier group part of the file, so the log starts over.

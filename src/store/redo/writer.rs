@@ -143,11 +143,11 @@ impl Redo {
     /// Makes a batch written into `txn` durable and answers `txn` still open, for the next batch
     /// to be written into. A writer that holds one transaction across batches copies each page
     /// they touch once per durable commit rather than once per batch, and commits nothing in
-    /// between; only a writer whose file nobody else reads may, since readers see none of it
-    /// until then. As [`Redo::commit`] otherwise: when a durable commit is due, or the batch
-    /// wrote something unlogged or too large for the log, `txn` commits durably with every batch
-    /// it holds, and `None` is answered. On a failure `txn` is dropped, and the batches it held
-    /// are in the log alone: [`Redo::catch_up`] brings them into the file before it is used again.
+    /// between: readers see none of it until then, or until [`Redo::publish`]. As
+    /// [`Redo::commit`] otherwise: when a durable commit is due, or the batch wrote something
+    /// unlogged or too large for the log, `txn` commits durably with every batch it holds, and
+    /// `None` is answered. On a failure `txn` is dropped, and the batches it held are in the log
+    /// alone: [`Redo::catch_up`] brings them into the file before it is used again.
     pub fn log_and_hold(
         &mut self,
         txn: WriteTransaction,
@@ -163,6 +163,20 @@ impl Redo {
         self.append(&txn, payload)?;
         self.log.settle();
         Ok(Some(txn))
+    }
+
+    /// Commits a transaction held by [`Redo::log_and_hold`] without a sync, so that readers see
+    /// the batches it holds: each is durable in the log already. On a failure they are in the log
+    /// alone, and [`Redo::catch_up`] brings them into the file.
+    pub fn publish(&self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+        txn.set_durability(Durability::None)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// How long a logged batch waits at most for a durable commit of the file.
+    pub fn checkpoint_every(&self) -> Duration {
+        self.checkpoint_every
     }
 
     /// What of `ops` goes into the log as a group: `None` when the batch must commit durably

@@ -16,6 +16,8 @@ pub(in crate::store) struct Attempt<'t> {
     pub(super) txn: &'t WriteTransaction,
     pub(super) tables: Option<Tables<'t>>,
     pub(super) ops: Rc<RefCell<RedoOps>>,
+    /// The sequence of the last event the batch appended, once its tables are closed.
+    last_sequence: Option<u64>,
 }
 
 impl<'t> Attempt<'t> {
@@ -24,15 +26,25 @@ impl<'t> Attempt<'t> {
             txn,
             tables: None,
             ops: RedoOps::shared(),
+            last_sequence: None,
         }
     }
 
-    /// Closes the batch's cached tables (writing their counters back), leaving its writes.
-    pub(super) fn close(self) -> Result<Rc<RefCell<RedoOps>>, StoreError> {
-        if let Some(tables) = self.tables {
-            tables.close()?;
+    /// Closes the batch's cached tables (writing their counters back), for a job that opens
+    /// tables from the transaction itself or for the end of the batch.
+    fn close_tables(&mut self) -> Result<(), StoreError> {
+        if let Some(tables) = self.tables.take() {
+            // Sequences only grow: a later close's is the batch's last.
+            self.last_sequence = tables.close()?.or(self.last_sequence);
         }
-        Ok(self.ops)
+        Ok(())
+    }
+
+    /// Ends the batch's writes: answers what the redo log is to hold and the sequence of the last
+    /// event the batch appended, if it appended one.
+    pub(super) fn close(mut self) -> Result<(Rc<RefCell<RedoOps>>, Option<u64>), StoreError> {
+        self.close_tables()?;
+        Ok((self.ops, self.last_sequence))
     }
 }
 
@@ -121,9 +133,7 @@ where
     T: Send,
 {
     fn run(&mut self, attempt: &mut Attempt<'_>) -> Result<bool, StoreError> {
-        if let Some(open) = attempt.tables.take() {
-            open.close()?;
-        }
+        attempt.close_tables()?;
         // Its writes are not recorded: the batch commits durably.
         attempt.ops.borrow_mut().mark_unlogged();
         self.outcome.record((self.work)(attempt.txn))

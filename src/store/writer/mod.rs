@@ -13,6 +13,9 @@
 //! writes. Refusals are rare (most bad input is caught before it reaches the writer), so the
 //! re-run costs nothing in the common case.
 //!
+//! Between durable commits the writer holds one transaction open across batches, committed only
+//! when a read asks to see it ([`held`]).
+//!
 //! A batch that cannot commit (a full disk, a damaged file) answers every waiter with the cause and
 //! leaves the writer *failing*: it then closes and reopens the file where redb needs it (after an
 //! I/O error, or a panic inside redb), tries an empty commit every [`RETRY_EVERY`] until one is
@@ -20,6 +23,7 @@
 //! freed, and nothing is acknowledged that did not commit.
 
 mod batch;
+mod held;
 mod jobs;
 
 use std::panic::AssertUnwindSafe;
@@ -35,7 +39,8 @@ use super::StoreError;
 use super::database::SharedDatabase;
 use super::redo::{Redo, ReplayError};
 use crate::process::ERROR_LOG;
-use batch::run_batch;
+pub(super) use held::Held;
+use held::Reader;
 pub(super) use jobs::{Job, Outcome, TablesJob, TxnJob};
 
 /// How often a failing writer tries to commit again without being asked to.
@@ -46,6 +51,8 @@ pub(super) enum Command {
     /// Take the redo log's groups into the file if they have waited `checkpoint_every`: sent by
     /// [`super::redo::spawn_checkpoint_ticker`], so that a quiet writer does not keep them waiting.
     Checkpoint,
+    /// Make every batch acknowledged so far visible to reads, then answer ([`held`]).
+    Publish(Reader),
     /// Commit what is queued before this, take the log into the file, then stop.
     Stop,
 }
@@ -57,7 +64,10 @@ pub(super) struct Writer {
     pub(super) max_batch: usize,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) commits: watch::Sender<u64>,
+    /// The sequence of the last event committed, which lanes follow for new outbox rows.
+    pub(super) sequence: watch::Sender<u64>,
     pub(super) commit_latency: Histogram,
+    pub(super) held: Held,
 }
 
 pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
@@ -72,14 +82,24 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
                         writer.checkpoint_if_due();
                         continue;
                     }
+                    Some(Command::Publish(reader)) => {
+                        writer.publish(vec![reader]);
+                        continue;
+                    }
                     Some(Command::Stop) | None => break,
                 };
                 let mut batch = vec![first];
+                let mut readers = Vec::new();
                 while batch.len() < writer.max_batch {
                     match writer.commands.try_recv() {
                         Ok(Command::Run(job)) => batch.push(job),
                         // The batch itself commits durably when one is due.
                         Ok(Command::Checkpoint) => {}
+                        // The read waits for this batch, committed for it, and no more.
+                        Ok(Command::Publish(reader)) => {
+                            readers.push(reader);
+                            break;
+                        }
                         Ok(Command::Stop) => {
                             stopping = true;
                             break;
@@ -87,7 +107,7 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
                         Err(_) => break,
                     }
                 }
-                writer.take(batch);
+                writer.take(batch, readers);
             }
             writer.close_log();
         })
@@ -116,8 +136,17 @@ impl Writer {
         self.commands.blocking_recv()
     }
 
-    /// Commits `batch` (or refuses it while the store cannot commit), then answers its waiters.
-    fn take(&mut self, batch: Vec<Box<dyn Job>>) {
+    /// Commits `batch` (or refuses it while the store cannot commit), then answers its waiters,
+    /// then `readers` (whose wait made this batch commit rather than be held).
+    fn take(&mut self, batch: Vec<Box<dyn Job>>, readers: Vec<Reader>) {
+        self.run(batch, !readers.is_empty());
+        self.note_visibility();
+        if !readers.is_empty() {
+            self.publish(readers);
+        }
+    }
+
+    fn run(&mut self, batch: Vec<Box<dyn Job>>, publish: bool) {
         if let Err(error) = self.recover() {
             return fail(batch, error);
         }
@@ -125,18 +154,13 @@ impl Writer {
             Ok(db) => db,
             Err(error) => return fail(batch, error),
         };
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_batch(
-                &db,
-                batch,
-                &mut self.redo,
-                &self.commit_latency,
-                &self.commits,
-            )
-        }));
+        let ran =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.run_batch(&db, batch, publish)));
         match ran {
             Ok(Ok(())) => self.db.committed(),
             Ok(Err(error)) => {
+                // The transaction went with the batch, and any batches it held.
+                self.lost_held();
                 // After an I/O error redb answers every transaction "Previous I/O error" until
                 // the file is reopened; damage must be found by the integrity check of a reopen.
                 self.db.failed(&error, error.is_file_failure());
@@ -145,6 +169,7 @@ impl Writer {
                 // The batch's waiters were dropped with it, and are answered "not committed": a
                 // group it may have logged must not be replayed.
                 self.redo.retract_unsettled();
+                self.lost_held();
                 let error =
                     StoreError::file_failed("the database failed while writing (damaged file?)");
                 log_failure(&error, 0);
@@ -153,27 +178,25 @@ impl Writer {
         }
     }
 
-    /// Reopens the file where needed (taking the redo log's groups in again: redb reopens at
-    /// its last durable commit) and, while the writer is failing, tries a probe commit
+    /// Reopens the file where needed and, while the writer is failing, takes in the batches the
+    /// file lacks (redb reopens at its last durable commit) and tries a probe commit
     /// ([`super::open::probe_commit`]): `Ok` once the store commits again.
     fn recover(&mut self) -> Result<(), StoreError> {
         let Some(failure) = self.db.failure() else {
             return Ok(());
         };
         if self.db.needs_reopen() {
-            let reopened = self
-                .db
-                .reopen()
-                .and_then(|()| replay_log(&*self.db.current()?, &mut self.redo));
-            if let Err(error) = reopened {
+            // redb's lock on the file is let go only once the held transaction has ended.
+            self.lost_held();
+            if let Err(error) = self.db.reopen() {
                 self.db.failed(&error, true);
                 return Err(error);
             }
         }
-        let probe = self
-            .db
-            .current()
-            .and_then(|db| Ok(super::open::probe_commit(&db)?));
+        let probe = self.db.current().and_then(|db| {
+            self.catch_up(&db)?;
+            Ok(super::open::probe_commit(&db)?)
+        });
         match probe {
             Ok(()) => {
                 self.redo.took_log();
@@ -195,14 +218,10 @@ impl Writer {
         }
         // A failing writer's own retries commit durably. Checked under the health lock, so that
         // a read meeting damage meanwhile is answered only after this commit, never before it.
-        let checkpoint = self.db.unless_failing(|db| self.redo.checkpoint(db));
-        match checkpoint {
-            None | Some(Ok(())) => {}
-            Some(Err(error)) => {
-                let error = StoreError::from(error);
-                log_failure(&error, 0);
-                self.db.failed(&error, error.is_file_failure());
-            }
+        if let Some(Err(error)) = self.checkpoint() {
+            let error = StoreError::from(error);
+            log_failure(&error, 0);
+            self.db.failed(&error, error.is_file_failure());
         }
     }
 
@@ -210,7 +229,7 @@ impl Writer {
     /// left for a replay (nor for an older flagpost that would not read it). A failing writer
     /// leaves the log for the next start rather than write a file it could not commit to.
     fn close_log(&mut self) {
-        let closed = match self.db.unless_failing(|db| self.redo.checkpoint(db)) {
+        let closed = match self.checkpoint() {
             None => Err(StoreError::new("the writer is failing")),
             Some(checkpoint) => checkpoint.map_err(StoreError::from).and_then(|()| {
                 self.redo
@@ -228,10 +247,15 @@ impl Writer {
 pub(super) fn replay_log(db: &Database, redo: &mut Redo) -> Result<(), StoreError> {
     redo.replay_into(db, super::tables::replay_op)
         .map(drop)
-        .map_err(|error| match error {
-            ReplayError::Storage(error) => StoreError::from(error),
-            log => StoreError::file_failed(format!("{}: {log}", redo.path().display())),
-        })
+        .map_err(|error| replay_failure(error, redo))
+}
+
+/// A replay's failure as the store answers it: a log it cannot read is a damaged file.
+fn replay_failure(error: ReplayError, redo: &Redo) -> StoreError {
+    match error {
+        ReplayError::Storage(error) => StoreError::from(error),
+        log => StoreError::file_failed(format!("{}: {log}", redo.path().display())),
+    }
 }
 
 /// Answers every job of a batch that did not commit.
