@@ -12,6 +12,8 @@ mod unique_keys;
 pub enum WireError {
     #[error("body is not valid JSON for a web hook: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("body is not valid JSON for a web hook: {0}")]
+    DuplicateKey(#[from] unique_keys::DuplicateKey),
     #[error("data.timestamp is neither empty nor an RFC 3339 time")]
     BadTimestamp,
     #[error("{event_type} needs {field}")]
@@ -152,8 +154,8 @@ struct RawFlagData {
 
 /// Reads a web hook body. Flag events must carry the state they are about; other event types are
 /// returned as [`IncomingEvent::NotApplied`] once the body is valid JSON. A body with a duplicate
-/// key in any object is refused first, by a pass that builds nothing; the body is then read
-/// straight into its types.
+/// key in any object is refused first, by a pass over its bytes that builds nothing; the body is
+/// then read straight into its types.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
     unique_keys::check(body)?;
     let envelope = match serde_json::from_slice::<FlagEnvelope>(body) {
