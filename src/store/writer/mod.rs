@@ -95,11 +95,9 @@ pub(super) fn spawn(mut writer: Writer) -> JoinHandle<()> {
                         Ok(Command::Run(job)) => batch.push(job),
                         // The batch itself commits durably when one is due.
                         Ok(Command::Checkpoint) => {}
-                        // The read waits for this batch, committed for it, and no more.
-                        Ok(Command::Publish(reader)) => {
-                            readers.push(reader);
-                            break;
-                        }
+                        // The read waits for this batch, which is committed for it rather than
+                        // held; the batch goes on gathering, as it would without the read.
+                        Ok(Command::Publish(reader)) => readers.push(reader),
                         Ok(Command::Stop) => {
                             stopping = true;
                             break;
