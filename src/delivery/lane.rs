@@ -50,7 +50,8 @@ pub(crate) struct LaneShared {
     pub config: DeliveryConfig,
     pub metrics: Arc<DeliveryMetrics>,
     pub recorder: mpsc::Sender<RecorderCommand>,
-    /// The last committed sequence, published after every commit.
+    /// The last committed sequence, published by the store's writer with every batch that
+    /// appends an event ([`Store::event_sequence`]).
     pub committed: watch::Receiver<u64>,
     /// What each lane is doing, for the admin API's summary.
     pub activity: ActivityBoard,
@@ -308,6 +309,7 @@ impl Lane {
         self.exhausted = false;
     }
 
+    /// Adds the rows committed since the last count to the pending gauge ([`PendingCount`]).
     async fn count_new_rows(&mut self) {
         let (store, gauge) = (&self.shared.store, &self.metrics.pending);
         self.pending_count
