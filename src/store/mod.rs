@@ -306,7 +306,8 @@ impl Store {
         }
     }
 
-    /// Changes each time a batch commits.
+    /// Moves with every batch acknowledged, held or committed: a read made after it moved sees
+    /// that batch (the prepared environment documents are rebuilt by it).
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.clone()
     }

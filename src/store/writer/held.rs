@@ -61,7 +61,7 @@ impl Writer {
 
     /// Makes the batch written into `txn` durable: held for the next batch, or committed when
     /// `publish` (a read waits for it) or while holding is paused. On a failure the batches
-    /// `txn` held are lost to the file, which `Writer::run` notes.
+    /// `txn` held are lost to the file, which `Writer::run_or_fail` notes.
     pub(super) fn finish(
         &mut self,
         txn: WriteTransaction,

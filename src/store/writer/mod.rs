@@ -137,14 +137,16 @@ impl Writer {
     /// Commits `batch` (or refuses it while the store cannot commit), then answers its waiters,
     /// then `readers` (whose wait made this batch commit rather than be held).
     fn take(&mut self, batch: Vec<Box<dyn Job>>, readers: Vec<Reader>) {
-        self.run(batch, !readers.is_empty());
+        self.run_or_fail(batch, !readers.is_empty());
         self.note_visibility();
         if !readers.is_empty() {
             self.publish(readers);
         }
     }
 
-    fn run(&mut self, batch: Vec<Box<dyn Job>>, publish: bool) {
+    /// Runs `batch` once the store can commit, catching a panic inside redb, and records a
+    /// failure: the batches a held transaction had are then in the redo log alone.
+    fn run_or_fail(&mut self, batch: Vec<Box<dyn Job>>, publish: bool) {
         if let Err(error) = self.recover() {
             return fail(batch, error);
         }
