@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{DeliveryEvent, delivery_event, event_id, instance_id};
 use super::rows::EventRow;
-use super::schema::{ATTEMPTS, AttemptRow, DEAD_LETTERS, EVENTS, META, OUTBOX};
+use super::schema::{ATTEMPTS, AttemptRow, DEAD_LETTERS, EVENTS, EndpointSequence, META, OUTBOX};
+use super::tuple::Tuple;
 use super::{StoreError, Tables, last_sequence};
 pub use rows::{AttemptRecord, AttemptResult, DeadLetter};
 use rows::{attempt_from_row, dead_letter_from_row};
@@ -88,7 +89,7 @@ pub struct ReplayFilter {
 /// An event with what delivery needs of it, body included: the one place this module reads
 /// events, so that a change of their layout is made here only.
 fn event_record(
-    events: &impl ReadableTable<u64, EventRow<'static>>,
+    events: &impl ReadableTable<u64, Tuple<EventRow<'static>>>,
     sequence: u64,
 ) -> Result<DeliveryEvent, StoreError> {
     delivery_event(events, sequence)?
@@ -172,7 +173,7 @@ pub fn outbox_endpoints(txn: &ReadTransaction) -> Result<Vec<String>, StoreError
 /// The first (lowest) sequence of each endpoint in a table keyed by (endpoint, sequence), found
 /// by skipping from one endpoint to the next rather than reading every row.
 fn first_row_per_endpoint<V: redb::Value + 'static>(
-    table: &impl ReadableTable<(&'static str, u64), V>,
+    table: &impl ReadableTable<EndpointSequence, V>,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let mut firsts: Vec<(String, u64)> = Vec::new();
     loop {
@@ -198,7 +199,7 @@ fn first_row_per_endpoint<V: redb::Value + 'static>(
 /// How many attempts of `sequence` to `endpoint` are recorded: the number of the last one, so
 /// that a replayed delivery's attempts go on from there rather than overwrite the history.
 fn recorded_attempts(
-    attempts: &impl ReadableTable<(u64, &'static str, u32), AttemptRow>,
+    attempts: &impl ReadableTable<Tuple<(u64, &'static str, u32)>, Tuple<AttemptRow>>,
     sequence: u64,
     endpoint: &str,
 ) -> Result<u32, StoreError> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::rows::{EventRow, event_type_code, event_type_of};
 use super::schema::{EVENTS, META, NEXT_SEQUENCE};
 use super::tables::Tables;
+use super::tuple::Tuple;
 use super::{StoreError, last_sequence, meta_value};
 use crate::changes::{CommittedEvent, NewEvent};
 use crate::wire::EventType;
@@ -95,7 +96,7 @@ pub(super) fn append(
 
 /// What a delivery needs of event `sequence` (`None`: pruned, or never committed).
 pub fn delivery_event(
-    events: &impl ReadableTable<u64, EventRow<'static>>,
+    events: &impl ReadableTable<u64, Tuple<EventRow<'static>>>,
     sequence: u64,
 ) -> Result<Option<DeliveryEvent>, StoreError> {
     Ok(events.get(sequence)?.map(|row| {
@@ -112,7 +113,7 @@ pub fn delivery_event(
 
 /// One event's metadata and body, for the admin API (`None`: pruned, or never committed).
 pub fn read_event(
-    events: &impl ReadableTable<u64, EventRow<'static>>,
+    events: &impl ReadableTable<u64, Tuple<EventRow<'static>>>,
     instance_id: u64,
     sequence: u64,
 ) -> Result<Option<(EventRecord, Vec<u8>)>, StoreError> {

@@ -33,6 +33,7 @@ mod rows;
 pub mod schema;
 pub mod segments;
 mod tables;
+mod tuple;
 pub mod upstream;
 mod writer;
 

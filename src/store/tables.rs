@@ -27,6 +27,7 @@ use super::queries::{ContentScope, change_count_key};
 use super::redo::{self, LoggedTable, RedoOps, ReplayError};
 use super::rows::{EventRow, FeatureRow, StateRow};
 use super::schema::*;
+use super::tuple::Tuple;
 use crate::changes::{FeatureRecord, StateRecord};
 
 macro_rules! cached_tables {
@@ -110,19 +111,19 @@ pub(super) const RELAYED_KEYS_NUMBER: u8 = 15;
 cached_tables! {
     cached {
         environments = 1: ENVIRONMENTS, u64, &'static str;
-        features = 2: FEATURES, u64, FeatureRow<'static>;
-        feature_names = 3: FEATURE_NAMES, (u64, &'static str), u64;
-        states = 4: STATES, (u64, u64, &'static [u8]), StateRow<'static>;
-        identities = 5: IDENTITIES, (u64, &'static str), u64;
-        events = 6: EVENTS, u64, EventRow<'static>;
-        outbox = 7: OUTBOX, (&'static str, u64), (u32, u64, u32);
-        idempotency = 8: IDEMPOTENCY, (&'static str, &'static str), &'static str;
-        file_features = 9: FILE_FEATURES, (u64, u64), u8;
+        features = 2: FEATURES, u64, Tuple<FeatureRow<'static>>;
+        feature_names = 3: FEATURE_NAMES, Tuple<(u64, &'static str)>, u64;
+        states = 4: STATES, StatesKey, Tuple<StateRow<'static>>;
+        identities = 5: IDENTITIES, Tuple<(u64, &'static str)>, u64;
+        events = 6: EVENTS, u64, Tuple<EventRow<'static>>;
+        outbox = 7: OUTBOX, EndpointSequence, OutboxRow;
+        idempotency = 8: IDEMPOTENCY, TextPair, &'static str;
+        file_features = 9: FILE_FEATURES, Tuple<(u64, u64)>, u8;
         segments = 10: SEGMENTS, u64, &'static str;
         multivariate_options = 11: MULTIVARIATE_OPTIONS, u64, &'static str;
-        multivariate_values = 12: MULTIVARIATE_VALUES, (u64, u64, &'static [u8]), &'static str;
-        attempts = 16: ATTEMPTS, (u64, &'static str, u32), AttemptRow;
-        dead_letters = 17: DEAD_LETTERS, (&'static str, u64), DeadLetterRow;
+        multivariate_values = 12: MULTIVARIATE_VALUES, StatesKey, &'static str;
+        attempts = 16: ATTEMPTS, Tuple<(u64, &'static str, u32)>, Tuple<AttemptRow>;
+        dead_letters = 17: DEAD_LETTERS, EndpointSequence, Tuple<DeadLetterRow>;
     }
     uncached {
         RELAYED_BODIES_NUMBER: RELAYED_BODIES;
