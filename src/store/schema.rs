@@ -5,7 +5,8 @@
 //! on every change or delivery (features, states, events, outbox rows, attempts, dead letters) are
 //! redb tuples ([`super::rows`], [`super::deliveries`]): no JSON is parsed or written on either
 //! path. Every tuple is named through [`Tuple`], so that opening its table does not build the
-//! tuple's type name again. Records read rarely (environments, idempotency answers) are JSON, easy to extend.
+//! tuple's type name again. Records read rarely (environments, idempotency answers) are JSON, easy
+//! to extend.
 
 use std::path::Path;
 
