@@ -128,6 +128,8 @@ async fn throughput_phase(
     bench.fill(count, body).await;
     // The backlog's own writeback is not part of delivering it.
     flush_writeback();
+    // What `benches/callgrind/delivery.sh` waits for before it counts.
+    eprintln!("throughput phase: backlog of {count} filled");
     let started = Instant::now();
     let settings = DeliveryConfig {
         max_in_flight: in_flight,

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Instructions per signed delivery (issue 7's second target), counted by callgrind: the delivery
 # bench's throughput phase (1 endpoint, 8 in flight, every outcome durably recorded), counted from
-# the end of its backlog fill (the first `sync` it runs) to its result row. The sink runs in the
+# the end of its backlog fill (the line it writes then) to its result row. The sink runs in the
 # same process, on a thread of its own: its count is shown apart. Valgrind hides the CPU's SHA
 # extensions, so SHA-256 runs in software under it; the count without it is shown too.
 #   benches/callgrind/delivery.sh target/release/deps/delivery-<hash>
@@ -10,8 +10,12 @@ WORK=$(mktemp -d); trap '[ -n "$KEEP" ] && cp "$WORK"/cg.* "$KEEP"/; rm -rf "$WO
 FLAGPOST_BENCH_ONLY=throughput FLAGPOST_BENCH_SECONDS=2 valgrind --tool=callgrind --separate-threads=yes \
   --callgrind-out-file="$WORK/cg.%p" "$BIN" --bench > "$WORK/out" 2> "$WORK/err" &
 VG=$!
-while ! pgrep -P $VG -x sync > /dev/null; do sleep 0.05; kill -0 $VG 2> /dev/null || exit 1; done
-while pgrep -P $VG -x sync > /dev/null; do sleep 0.02; done
+# The bench says when its backlog is filled and written back (a `sync` too short to be seen
+# by polling for it).
+while ! grep -q "backlog of .* filled" "$WORK/err"; do
+  sleep 0.02
+  kill -0 $VG 2> /dev/null || { echo "the bench ended before its phase: $(tail -3 "$WORK/err")" >&2; exit 1; }
+done
 callgrind_control -z $VG > /dev/null
 while ! grep -q "signed deliveries" "$WORK/out"; do sleep 0.2; done
 callgrind_control -d $VG > /dev/null
