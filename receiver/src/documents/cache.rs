@@ -4,13 +4,14 @@
 //! writer can stage a batch on a cheap clone and publish it only after the batch has committed.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
+use crate::documents::overrides::FoldHashMap;
 use crate::documents::state::{FeatureEntry, SegmentState, Slot};
 use crate::documents::upstream::UpstreamDocument;
 use crate::evaluation::PreparedEnvironment;
@@ -26,7 +27,7 @@ pub struct EnvCache {
     pub loaded_at: Option<i64>,
     /// When this environment last took a change or a document (unix seconds).
     pub refreshed_at: Option<i64>,
-    pub features: HashMap<u64, Arc<FeatureEntry>>,
+    pub features: FoldHashMap<u64, Arc<FeatureEntry>>,
     /// Deleted feature ids: nothing for them is ever applied again.
     pub deleted_features: HashSet<u64>,
     /// The flagpost database whose sequences this environment's keys are ordered by, and the
@@ -135,7 +136,7 @@ pub enum Dirty {
 /// Every environment's flags.
 #[derive(Debug, Clone, Default)]
 pub struct FlagCache {
-    envs: HashMap<u64, Arc<EnvCache>>,
+    envs: FoldHashMap<u64, Arc<EnvCache>>,
 }
 
 impl FlagCache {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -20,7 +20,13 @@ use compact_str::CompactString;
 /// About how many keys a shard holds before the shards double.
 const SHARD_TARGET: usize = 64;
 
-type Shard<V> = HashMap<CompactString, V>;
+/// A map keyed by what signed web hooks and fetched documents name (environment and feature ids,
+/// identifiers), hashed with foldhash rather than std's SipHash: the writer hashes several keys a
+/// web hook, and a lookup one identifier a feature. foldhash is seeded per process, and the keys
+/// come from authenticated senders, so the DoS resistance SipHash buys is not needed here.
+pub type FoldHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+type Shard<V> = FoldHashMap<CompactString, V>;
 
 /// Identifier -> the identity override's slot (`V`).
 #[derive(Clone)]
@@ -33,7 +39,7 @@ pub struct IdentityOverrides<V> {
 impl<V> Default for IdentityOverrides<V> {
     fn default() -> Self {
         IdentityOverrides {
-            shards: vec![Arc::new(Shard::new())],
+            shards: vec![Arc::new(Shard::default())],
             len: 0,
         }
     }
@@ -41,9 +47,7 @@ impl<V> Default for IdentityOverrides<V> {
 
 /// A fixed hash (not the maps' random one): a key must land in the same shard in every clone.
 fn key_hash(identifier: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    identifier.hash(&mut hasher);
-    hasher.finish()
+    foldhash::fast::FixedState::default().hash_one(identifier)
 }
 
 impl<V: Clone> IdentityOverrides<V> {
@@ -106,7 +110,7 @@ impl<V: Clone> IdentityOverrides<V> {
 
     /// Spreads every key over `count` shards (a power of two).
     fn reshard(&mut self, count: usize) {
-        let mut shards: Vec<Shard<V>> = (0..count).map(|_| Shard::new()).collect();
+        let mut shards: Vec<Shard<V>> = (0..count).map(|_| Shard::default()).collect();
         for shard in self.shards.drain(..) {
             let owned = Arc::try_unwrap(shard).unwrap_or_else(|shared| Shard::clone(&shared));
             for (identifier, slot) in owned {
