@@ -4,14 +4,13 @@
 //! writer can stage a batch on a cheap clone and publish it only after the batch has committed.
 
 use std::any::Any;
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
 use crate::documents::change::{Change, Scope};
 use crate::documents::order::Order;
-use crate::documents::overrides::FoldHashMap;
+use crate::documents::overrides::{FoldHashMap, FoldHashSet};
 use crate::documents::state::{FeatureEntry, SegmentState, Slot};
 use crate::documents::upstream::UpstreamDocument;
 use crate::evaluation::PreparedEnvironment;
@@ -29,7 +28,7 @@ pub struct EnvCache {
     pub refreshed_at: Option<i64>,
     pub features: FoldHashMap<u64, Arc<FeatureEntry>>,
     /// Deleted feature ids: nothing for them is ever applied again.
-    pub deleted_features: HashSet<u64>,
+    pub deleted_features: FoldHashSet<u64>,
     /// The flagpost database whose sequences this environment's keys are ordered by, and the
     /// ones it followed before (see [`crate::documents::sender`]).
     pub sender: Option<u64>,

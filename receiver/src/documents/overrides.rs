@@ -10,7 +10,7 @@
 //! shard copies its keys without allocating one each, and dropping the copy it replaced frees none;
 //! a short key also takes less memory than a pointer to a copy of it would.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ const SHARD_TARGET: usize = 64;
 /// web hook, and a lookup one identifier a feature. foldhash is seeded per process, and the keys
 /// come from authenticated senders, so the DoS resistance SipHash buys is not needed here.
 pub type FoldHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The set of [`FoldHashMap`]'s kind (the ids of deleted features).
+pub type FoldHashSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 type Shard<V> = FoldHashMap<CompactString, V>;
 
