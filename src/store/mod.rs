@@ -293,7 +293,9 @@ impl Store {
     }
 
     /// Asks the writer to commit the batches it holds, so that a read sees them (see
-    /// `writer::held`). A writer that has stopped committed them as it stopped.
+    /// `writer::held`). A writer that has stopped committed them as it stopped, or, had its
+    /// thread died, left them in the redo log: reads then miss them until the next start replays
+    /// it, and `/healthz` fails meanwhile ([`Store::is_writing`]).
     async fn publish(&self) -> Result<(), StoreError> {
         let (reply, published) = oneshot::channel();
         let asked = self
