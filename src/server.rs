@@ -85,13 +85,13 @@ pub async fn run_with(
     // `flagpost_store_commit_duration_seconds`: what every acknowledgement waits for.
     metrics::register_commit_latency(&mut registry, store.commit_latency());
     let metrics = Metrics::new(registry);
-    let state = AppState {
+    let state = Arc::new(AppState {
         store: store.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
         documents: Default::default(),
         upstream: Default::default(),
-    };
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
@@ -137,7 +137,7 @@ pub async fn run_with(
 /// start); each ends once `stop` turns true.
 fn spawn_background(
     background: &mut JoinSet<()>,
-    state: &AppState,
+    state: &Arc<AppState>,
     config_file: Option<LoadedFile>,
     delivery_config: watch::Sender<Arc<Config>>,
     stop: &watch::Receiver<bool>,
@@ -199,7 +199,7 @@ fn watch_config(file: LoadedFile, running: &Fixed, metrics: &Metrics) -> ConfigW
 /// values), hands it to the dispatcher, and brings environments in line with it.
 async fn reload_config(
     mut watch: ConfigWatch<Config>,
-    state: AppState,
+    state: Arc<AppState>,
     lanes: watch::Sender<Arc<Config>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -226,7 +226,7 @@ async fn reload_config(
 }
 
 /// Drops stored `Idempotency-Key` answers past their retention, hourly.
-async fn prune_idempotency(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn prune_idempotency(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -5,6 +5,8 @@
 //! environment fed by a `[[relay]]` source with an `upstream` answers the document fetched from
 //! that Flagsmith ([`crate::envdoc::upstream`]).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,7 +21,7 @@ use crate::envdoc::{EnvironmentFacts, PreparedDocument};
 const ENVIRONMENT_KEY_HEADER: &str = "x-environment-key";
 
 pub async fn environment_document(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let result = answer(&state, &headers).await;

@@ -1,6 +1,8 @@
 //! `/api/v1/environments`: listing environments, reading an environment's document, and setting
 //! its feature states and overrides.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,7 +43,7 @@ fn feature_id<S: FlagStore>(
         .ok_or_else(|| WriteError::UnknownFeature(reference.to_owned()))
 }
 
-pub async fn list(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+pub async fn list(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<Value> {
     let config = state.config.load();
     let environments: Vec<Value> = config
         .environments
@@ -52,7 +54,7 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Json<Value>
 }
 
 pub async fn document(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     PathParams(env): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -81,7 +83,7 @@ pub async fn document(
 
 /// Sets the state at `key` of a feature in an environment.
 async fn set(
-    state: AppState,
+    state: Arc<AppState>,
     caller: Caller,
     (env, feature): (String, String),
     key: StateKey,
@@ -108,7 +110,7 @@ async fn set(
 }
 
 async fn remove(
-    state: AppState,
+    state: Arc<AppState>,
     caller: Caller,
     (env, feature): (String, String),
     key: StateKey,
@@ -126,7 +128,7 @@ async fn remove(
 }
 
 pub async fn set_default(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(path): PathParams<(String, String)>,
     body: JsonBody<StateUpdate>,
@@ -135,7 +137,7 @@ pub async fn set_default(
 }
 
 pub async fn set_identity(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((env, feature, identifier)): PathParams<(String, String, String)>,
     body: JsonBody<StateUpdate>,
@@ -145,7 +147,7 @@ pub async fn set_identity(
 }
 
 pub async fn remove_identity(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((env, feature, identifier)): PathParams<(String, String, String)>,
     request: BodilessRequest,
@@ -161,7 +163,7 @@ pub async fn remove_identity(
 }
 
 pub async fn set_segment(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((env, feature, segment)): PathParams<(String, String, u64)>,
     body: JsonBody<StateUpdate>,
@@ -177,7 +179,7 @@ pub async fn set_segment(
 }
 
 pub async fn remove_segment(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((env, feature, segment)): PathParams<(String, String, u64)>,
     request: BodilessRequest,

@@ -1,6 +1,8 @@
 //! `GET /api/v1/events`: the committed events in sequence order, bodies included, for operators
 //! and for anyone auditing what flagpost sent or will send.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -25,7 +27,7 @@ fn default_limit() -> usize {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {

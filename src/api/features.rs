@@ -1,5 +1,7 @@
 //! `/api/v1/features`: create, read, update and delete features.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,7 +24,7 @@ fn feature_json(feature: &FeatureRecord) -> Map<String, Value> {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonBody { value, request }: JsonBody<NewFeature>,
 ) -> Result<Response, ApiError> {
@@ -41,7 +43,7 @@ pub async fn create(
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<u64>,
     JsonBody { value, request }: JsonBody<FeatureUpdate>,
@@ -55,7 +57,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<u64>,
     BodilessRequest(request): BodilessRequest,
@@ -69,7 +71,7 @@ pub async fn delete(
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     QueryParams(filter): QueryParams<ProjectFilter>,
 ) -> Result<Json<Value>, ApiError> {
@@ -93,7 +95,7 @@ pub async fn list(
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     PathParams(id): PathParams<u64>,
 ) -> Result<Json<Value>, ApiError> {

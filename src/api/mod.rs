@@ -31,7 +31,9 @@ use crate::metrics::Metrics;
 use crate::metrics::exposition::Format;
 use crate::store::Store;
 
-#[derive(Clone)]
+/// What every handler reads. The router hands each request its own copy of the state, so it is
+/// shared behind one `Arc`: a copy of the struct would count up and down a reference for each
+/// of its fields, on every request.
 pub struct AppState {
     pub store: Store,
     pub config: Arc<ArcSwap<Config>>,
@@ -42,7 +44,7 @@ pub struct AppState {
     pub upstream: UpstreamTriggers,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.load().max_body_bytes;
     Router::new()
         .route(
@@ -108,7 +110,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The metrics page, in the format the scrape's `Accept` asks for (see
 /// [`crate::metrics::exposition`]).
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
         StatusCode::OK,
@@ -118,7 +120,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl Into
 }
 
 /// Healthy while the writer takes changes: once it has stopped, nothing can be acknowledged.
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, error::ApiError> {
+async fn healthz(State(state): State<Arc<AppState>>) -> Result<&'static str, error::ApiError> {
     if state.store.is_writing() {
         Ok("ok")
     } else {
@@ -129,7 +131,7 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, error::A
 /// Ready while the store commits. A writer that cannot commit (a full disk, a damaged file) is
 /// reported here rather than on `/healthz`: it retries and recovers by itself once space is freed,
 /// and a restart (what a failing liveness probe brings) would not free any.
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, error::ApiError> {
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, error::ApiError> {
     match state.store.commit_failure() {
         None => Ok("ready"),
         Some(failure) => Err(error::ApiError::CannotCommit(failure)),

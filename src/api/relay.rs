@@ -11,6 +11,8 @@
 //! body older than what was relayed for its key answers `"status": "superseded"` and is not
 //! relayed ([`crate::changes::relay`]). Both are 200: the sender has nothing to retry.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -40,7 +42,7 @@ struct Envelope {
 }
 
 pub async fn relay(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     PathParams(source): PathParams<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,

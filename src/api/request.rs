@@ -1,6 +1,8 @@
 //! What every write request goes through: the caller's token, a JSON body within the size limit,
 //! and the commit with its `Idempotency-Key`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -27,10 +29,13 @@ pub struct Caller {
     pub author: Author,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         authenticate(&parts.headers, &state.config.load())
             .map(|author| Caller { author })
             .map_err(|message| {
@@ -120,10 +125,10 @@ impl RequestIdentity {
     }
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let result = parse_body(parts, body, state).await;
         if let Err(error) = &result {
@@ -209,10 +214,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ObjectBody<T> {
 /// The identity of a request that has no body (DELETE).
 pub struct BodilessRequest(pub RequestIdentity);
 
-impl FromRequestParts<AppState> for BodilessRequest {
+impl FromRequestParts<Arc<AppState>> for BodilessRequest {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> Result<Self, ApiError> {
         RequestIdentity::of(parts, b"").map(BodilessRequest)
     }
 }
@@ -356,10 +361,13 @@ pub async fn prune_idempotency(state: &AppState, retention_ms: u64) -> Result<us
 /// `axum::extract::Path` with its rejections as JSON [`ApiError`]s.
 pub struct PathParams<T>(pub T);
 
-impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for PathParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathParams(p.0))
@@ -370,10 +378,13 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
 /// `axum::extract::Query` with its rejections as JSON [`ApiError`]s.
 pub struct QueryParams<T>(pub T);
 
-impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryParams(q.0))

@@ -1,6 +1,8 @@
 //! `/api/v1/segments`: create, read, update and delete segments and their rules, and
 //! `/api/v1/features/{id}/multivariate-options`: a feature's multivariate options.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,7 +33,7 @@ fn segment_json(segment: &SegmentRecord) -> Map<String, Value> {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonBody { value, request }: JsonBody<NewSegment>,
 ) -> Result<Response, ApiError> {
@@ -50,7 +52,7 @@ pub async fn create(
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<u64>,
     JsonBody { value, request }: JsonBody<SegmentUpdate>,
@@ -64,7 +66,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<u64>,
     BodilessRequest(request): BodilessRequest,
@@ -78,7 +80,7 @@ pub async fn delete(
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     QueryParams(filter): QueryParams<ProjectFilter>,
 ) -> Result<Json<Value>, ApiError> {
@@ -97,7 +99,7 @@ pub async fn list(
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     PathParams(id): PathParams<u64>,
 ) -> Result<Json<Value>, ApiError> {
@@ -110,7 +112,7 @@ pub async fn get(
 }
 
 pub async fn list_options(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     _caller: Caller,
     PathParams(feature): PathParams<u64>,
 ) -> Result<Json<Value>, ApiError> {
@@ -122,7 +124,7 @@ pub async fn list_options(
 }
 
 pub async fn add_option(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(feature): PathParams<u64>,
     JsonBody { value, request }: JsonBody<NewOption>,
@@ -141,7 +143,7 @@ pub async fn add_option(
 }
 
 pub async fn update_option(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((feature, option)): PathParams<(u64, u64)>,
     JsonBody { value, request }: JsonBody<OptionUpdate>,
@@ -154,7 +156,7 @@ pub async fn update_option(
 }
 
 pub async fn remove_option(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams((feature, option)): PathParams<(u64, u64)>,
     BodilessRequest(request): BodilessRequest,

@@ -18,13 +18,13 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 async fn healthz_fails_once_the_writer_has_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
-    let state = AppState {
+    let state = Arc::new(AppState {
         store: store.clone(),
         config: Arc::new(ArcSwap::from_pointee(Config::parse("").unwrap())),
         metrics: Metrics::new(crate::metrics::registry()),
         documents: Default::default(),
         upstream: Default::default(),
-    };
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
