@@ -58,14 +58,18 @@ impl Shared {
         signed_at_or_near: i64,
         about: &mut (Option<u64>, Option<String>),
     ) -> Result<IntakeOutcome, WriteError> {
-        let live = self.live.load_full();
-        if body.len() > live.max_body_bytes {
-            return Err(WriteError::TooLarge {
-                limit: live.max_body_bytes,
-            });
-        }
-        let verified = request::verify(headers, body, &live, signed_at_or_near)?;
-        let accepted = request::read(headers, body, verified)?;
+        // A guard, not a count of the shared settings: both request threads take every web hook
+        // through here, and it is dropped before the commit is awaited.
+        let accepted = {
+            let live = self.live.load();
+            if body.len() > live.max_body_bytes {
+                return Err(WriteError::TooLarge {
+                    limit: live.max_body_bytes,
+                });
+            }
+            let verified = request::verify(headers, body, &live, signed_at_or_near)?;
+            request::read(headers, body, verified)?
+        };
         let env = accepted.change.as_ref().map(|change| change.env);
         if let Some(change) = &accepted.change {
             *about = (Some(change.env), Some(change.meta.name.clone()));

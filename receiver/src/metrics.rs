@@ -74,7 +74,10 @@ struct EnvironmentLabels {
 pub struct Metrics {
     registry: Registry,
     refused: Family<ReasonLabels, Counter>,
-    accepted: Family<OutcomeLabels, Counter>,
+    /// Each outcome's series, in [`IntakeOutcome::ALL`]'s order, taken from its family once: a
+    /// web hook is then counted with one atomic add rather than a lock and a lookup that both
+    /// request threads contend for.
+    accepted: [Counter; IntakeOutcome::ALL.len()],
     data_age: Family<EnvironmentLabels, Gauge>,
     document_age: Family<EnvironmentLabels, Gauge>,
     reloads: ReloadMetrics,
@@ -125,7 +128,7 @@ impl Metrics {
             &refused,
             WriteError::REFUSALS.map(|reason| ReasonLabels { reason }),
         );
-        let accepted = Family::default();
+        let accepted = Family::<OutcomeLabels, Counter>::default();
         register_family(
             intake,
             "webhooks_accepted",
@@ -135,6 +138,12 @@ impl Metrics {
                 outcome: o.as_str(),
             }),
         );
+        let accepted = IntakeOutcome::ALL.map(|o| {
+            let labels = OutcomeLabels {
+                outcome: o.as_str(),
+            };
+            accepted.get_or_create(&labels).clone()
+        });
         let data_age = Family::default();
         register_family(
             subsystem(&mut registry),
@@ -216,10 +225,8 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    pub fn accepted(&self, outcome: &'static str) {
-        self.accepted
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+    pub fn accepted(&self, outcome: IntakeOutcome) {
+        self.accepted[outcome.index()].inc();
     }
 
     /// Configuration reloads, counted by the reload helper and by [`crate::reload`].

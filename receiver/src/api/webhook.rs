@@ -29,7 +29,7 @@ pub(crate) async fn take_webhook(State(shared): AppState, incoming: Request) -> 
     };
     match answered {
         Ok(outcome) => {
-            shared.metrics.accepted(outcome.as_str());
+            shared.metrics.accepted(outcome);
             shared
                 .recent_webhooks
                 .record(record(true, outcome.as_str()));
@@ -53,8 +53,7 @@ async fn intake_request(
 ) -> Result<IntakeOutcome, WriteError> {
     let (parts, body) = incoming.into_parts();
     request::check_content_type(&parts.headers)?;
-    let live = shared.live.load_full();
-    let limit = live.max_body_bytes;
+    let limit = shared.live.load().max_body_bytes;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

@@ -265,7 +265,7 @@ async fn handle(shared: Arc<Shared>, status: Arc<JetStreamStatus>, message: Mess
     };
     let (kind, outcome) = match &result {
         Ok(outcome) => {
-            shared.metrics.accepted(outcome.as_str());
+            shared.metrics.accepted(*outcome);
             (AckKind::Ack, outcome.as_str())
         }
         Err(error) => match error.refusal() {

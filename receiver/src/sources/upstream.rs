@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Notify;
@@ -50,7 +51,9 @@ pub struct FetchStatus {
 #[derive(Default)]
 pub struct Upstreams {
     client: UpstreamClient,
-    triggers: Mutex<HashMap<u64, Arc<Notify>>>,
+    /// Read by every web hook on both request threads, changed only when a worker starts or
+    /// ends: swapped whole rather than locked, so that a web hook writes nothing here.
+    triggers: ArcSwap<HashMap<u64, Arc<Notify>>>,
     status: Mutex<HashMap<u64, FetchStatus>>,
 }
 
@@ -58,7 +61,7 @@ impl Upstreams {
     /// A web hook was taken: fetch `env`'s document again (every upstream environment's when the
     /// web hook names none, as an audit-log event does).
     pub fn webhook_taken(&self, env: Option<u64>) {
-        let triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        let triggers = self.triggers.load();
         match env {
             Some(env) => {
                 if let Some(trigger) = triggers.get(&env) {
@@ -105,19 +108,16 @@ pub async fn supervise(shared: Arc<Shared>) {
         while workers.try_join_next().is_some() {}
         let configured: Vec<u64> = shared.live.load().upstreams.keys().copied().collect();
         for env in configured {
-            let trigger = {
-                let mut triggers = shared
-                    .upstreams
-                    .triggers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if triggers.contains_key(&env) {
-                    continue;
-                }
-                let trigger = Arc::new(Notify::new());
-                triggers.insert(env, trigger.clone());
-                trigger
-            };
+            let triggers = &shared.upstreams.triggers;
+            if triggers.load().contains_key(&env) {
+                continue;
+            }
+            let trigger = Arc::new(Notify::new());
+            triggers.rcu(|current| {
+                let mut next = HashMap::clone(current);
+                next.insert(env, trigger.clone());
+                next
+            });
             workers.spawn(fetch_loop(shared.clone(), env, trigger));
         }
         tokio::time::sleep(SUPERVISE_EVERY).await;
@@ -130,12 +130,11 @@ async fn fetch_loop(shared: Arc<Shared>, env: u64, trigger: Arc<Notify>) {
     let mut retry = FIRST_RETRY;
     loop {
         let Some(settings) = shared.live.load().upstreams.get(&env).cloned() else {
-            let mut triggers = shared
-                .upstreams
-                .triggers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            triggers.remove(&env);
+            shared.upstreams.triggers.rcu(|current| {
+                let mut next = HashMap::clone(current);
+                next.remove(&env);
+                next
+            });
             return;
         };
         let result = fetch_and_load(&shared, env, &settings).await;
