@@ -92,8 +92,37 @@ pub fn register_family<S, M, C>(
     registry.register(name, help, Declared(family.clone()));
 }
 
-/// The sources of changes, as `flagpost_changes_total{source}` counts them.
-const CHANGE_SOURCES: [&str; 3] = ["api", "file", "relay"];
+/// Where a committed change came from, as `flagpost_changes_total{source}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeSource {
+    Api,
+    File,
+    Relay,
+}
+
+impl ChangeSource {
+    const ALL: [ChangeSource; 3] = [ChangeSource::Api, ChangeSource::File, ChangeSource::Relay];
+
+    /// Where this source is in [`ChangeSource::ALL`] (checked when this compiles).
+    fn index(self) -> usize {
+        const {
+            let mut i = 0;
+            while i < ChangeSource::ALL.len() {
+                assert!(ChangeSource::ALL[i] as usize == i);
+                i += 1;
+            }
+        }
+        self as usize
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ChangeSource::Api => "api",
+            ChangeSource::File => "file",
+            ChangeSource::Relay => "relay",
+        }
+    }
+}
 
 /// The HTTP routes whose refusals `flagpost_refused_total{source}` counts, each with every reason
 /// of [`crate::api::error::ApiError::REASONS`]; flag files refuse with their own two.
@@ -137,8 +166,11 @@ struct OutcomeLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    changes: Family<SourceLabels, Counter>,
-    events: Family<EventTypeLabels, Counter>,
+    /// Each source's series, in [`ChangeSource::ALL`]'s order, and each event type's, in
+    /// [`EVENT_TYPES`]'s, taken from their families once: a change is then counted with atomic
+    /// adds, not a lock and a lookup per series that the request threads contend for.
+    changes: [Counter; ChangeSource::ALL.len()],
+    events: [Counter; EVENT_TYPES.len()],
     refused: Family<RefusedLabels, Counter>,
     reloads: ReloadMetrics,
     flag_files: Family<OutcomeLabels, Counter>,
@@ -149,15 +181,23 @@ impl Metrics {
     /// registered theirs, and keeps it for [`Metrics::render`].
     pub fn new(mut registry: Registry) -> Metrics {
         let changes = subsystem(&mut registry);
-        let changes_committed = Family::default();
+        let changes_committed = Family::<SourceLabels, Counter>::default();
         register_family(
             changes,
             "changes",
             "Changes committed, by source (api, file, relay)",
             &changes_committed,
-            CHANGE_SOURCES.map(|source| SourceLabels { source }),
+            ChangeSource::ALL.map(|source| SourceLabels {
+                source: source.label(),
+            }),
         );
-        let events = Family::default();
+        let changes_committed = ChangeSource::ALL.map(|source| {
+            let labels = SourceLabels {
+                source: source.label(),
+            };
+            changes_committed.get_or_create(&labels).clone()
+        });
+        let events = Family::<EventTypeLabels, Counter>::default();
         register_family(
             changes,
             "events",
@@ -165,6 +205,8 @@ impl Metrics {
             &events,
             EVENT_TYPES.map(|r#type| EventTypeLabels { r#type }),
         );
+        let events =
+            EVENT_TYPES.map(|r#type| events.get_or_create(&EventTypeLabels { r#type }).clone());
         let refused = Family::default();
         register_family(
             changes,
@@ -194,15 +236,12 @@ impl Metrics {
 
     pub fn change_committed(
         &self,
-        source: &'static str,
+        source: ChangeSource,
         events: &[crate::changes::CommittedEvent],
     ) {
-        self.changes.get_or_create(&SourceLabels { source }).inc();
+        self.changes[source.index()].inc();
         for event in events {
-            let labels = EventTypeLabels {
-                r#type: event_type_label(&event.event_type),
-            };
-            self.events.get_or_create(&labels).inc();
+            self.events[event_type_index(&event.event_type)].inc();
         }
     }
 
@@ -243,16 +282,20 @@ fn known_refusals() -> impl Iterator<Item = RefusedLabels> {
     http.chain(files)
 }
 
-/// The event type as a label: one of [`EVENT_TYPES`].
-fn event_type_label(name: &str) -> &'static str {
-    match EventType::parse(name) {
+/// Where the event type's label is in [`EVENT_TYPES`].
+fn event_type_index(name: &str) -> usize {
+    let label = match EventType::parse(name) {
         EventType::FlagUpdated => "flag_updated",
         EventType::FlagDeleted => "flag_deleted",
         EventType::AuditLogCreated => "audit_log_created",
         EventType::SegmentUpdated => "segment_updated",
         EventType::SegmentDeleted => "segment_deleted",
         EventType::Other(_) => "other",
-    }
+    };
+    EVENT_TYPES
+        .iter()
+        .position(|t| *t == label)
+        .unwrap_or(EVENT_TYPES.len() - 1)
 }
 
 #[cfg(test)]
@@ -270,7 +313,7 @@ mod tests {
             sequence: 1,
             event_type: "FLAG_UPDATED".to_owned(),
         };
-        metrics.change_committed("api", &[event]);
+        metrics.change_committed(ChangeSource::Api, &[event]);
         metrics.reloads().applied();
         let text = metrics.render(Format::Prometheus);
         for line in [

@@ -184,7 +184,9 @@ fn store_relayed(
 fn answer(state: &AppState, relayed: Relayed) -> Response {
     let (status, outcome, events) = match relayed {
         Relayed::Stored(events) => {
-            state.metrics.change_committed("relay", &events);
+            state
+                .metrics
+                .change_committed(crate::metrics::ChangeSource::Relay, &events);
             (StatusCode::ACCEPTED, "relayed", events)
         }
         Relayed::Duplicate(events) => (StatusCode::OK, "duplicate", events),

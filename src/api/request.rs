@@ -342,7 +342,9 @@ where
         }
     };
     if !events.is_empty() {
-        state.metrics.change_committed("api", &events);
+        state
+            .metrics
+            .change_committed(crate::metrics::ChangeSource::Api, &events);
     }
     Ok((status, response).into_response())
 }

@@ -407,7 +407,8 @@ impl FlagFiles {
         match result {
             Ok(events) => {
                 if !events.is_empty() {
-                    self.metrics.change_committed("file", &events);
+                    self.metrics
+                        .change_committed(crate::metrics::ChangeSource::File, &events);
                 }
                 FileOutcome::Applied {
                     path: path.to_path_buf(),
