@@ -92,6 +92,23 @@ pub fn register_family<S, M, C>(
     registry.register(name, help, Declared(family.clone()));
 }
 
+/// Registers a counter family whose label sets are all known, each at zero from start, and
+/// answers each one's series in `labels`' order. Counting through a series is one atomic add;
+/// through the family it would be a lock and a lookup, which request threads contend for.
+pub fn register_counters<S, const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: [S; N],
+) -> [Counter; N]
+where
+    S: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, Counter>::default();
+    register_family(registry, name, help, &family, labels.clone());
+    labels.map(|labels| family.get_or_create(&labels).clone())
+}
+
 /// Where a committed change came from, as `flagpost_changes_total{source}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeSource {
@@ -181,32 +198,20 @@ impl Metrics {
     /// registered theirs, and keeps it for [`Metrics::render`].
     pub fn new(mut registry: Registry) -> Metrics {
         let changes = subsystem(&mut registry);
-        let changes_committed = Family::<SourceLabels, Counter>::default();
-        register_family(
+        let changes_committed = register_counters(
             changes,
             "changes",
             "Changes committed, by source (api, file, relay)",
-            &changes_committed,
             ChangeSource::ALL.map(|source| SourceLabels {
                 source: source.label(),
             }),
         );
-        let changes_committed = ChangeSource::ALL.map(|source| {
-            let labels = SourceLabels {
-                source: source.label(),
-            };
-            changes_committed.get_or_create(&labels).clone()
-        });
-        let events = Family::<EventTypeLabels, Counter>::default();
-        register_family(
+        let events = register_counters(
             changes,
             "events",
             "Events committed, by event type",
-            &events,
             EVENT_TYPES.map(|r#type| EventTypeLabels { r#type }),
         );
-        let events =
-            EVENT_TYPES.map(|r#type| events.get_or_create(&EventTypeLabels { r#type }).clone());
         let refused = Family::default();
         register_family(
             changes,

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use flagpost::metrics::exposition::{self, Format};
-use flagpost::metrics::{register_family, subsystem};
+use flagpost::metrics::{register_counters, register_family, subsystem};
 use flagpost::reload::ReloadMetrics;
 
 use crate::config::Live;
@@ -128,22 +128,14 @@ impl Metrics {
             &refused,
             WriteError::REFUSALS.map(|reason| ReasonLabels { reason }),
         );
-        let accepted = Family::<OutcomeLabels, Counter>::default();
-        register_family(
+        let accepted = register_counters(
             intake,
             "webhooks_accepted",
             "Web hooks acknowledged after a durable commit, by outcome",
-            &accepted,
             IntakeOutcome::ALL.map(|o| OutcomeLabels {
                 outcome: o.as_str(),
             }),
         );
-        let accepted = IntakeOutcome::ALL.map(|o| {
-            let labels = OutcomeLabels {
-                outcome: o.as_str(),
-            };
-            accepted.get_or_create(&labels).clone()
-        });
         let data_age = Family::default();
         register_family(
             subsystem(&mut registry),
@@ -280,5 +272,28 @@ impl Metrics {
             }
         }
         exposition::render(&self.registry, format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each outcome counts into its own series, the others staying at zero.
+    #[test]
+    fn accepted_web_hooks_count_under_their_outcome() {
+        let metrics = Metrics::new(registry());
+        metrics.accepted(IntakeOutcome::Applied);
+        metrics.accepted(IntakeOutcome::Applied);
+        metrics.accepted(IntakeOutcome::NotApplied);
+        let text = metrics.render(&FlagCache::default(), 0, Format::Prometheus);
+        for line in [
+            "flagpost_receiver_webhooks_accepted_total{outcome=\"applied\"} 2",
+            "flagpost_receiver_webhooks_accepted_total{outcome=\"superseded\"} 0",
+            "flagpost_receiver_webhooks_accepted_total{outcome=\"duplicate\"} 0",
+            "flagpost_receiver_webhooks_accepted_total{outcome=\"not_applied\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }
