@@ -92,21 +92,41 @@ pub fn register_family<S, M, C>(
     registry.register(name, help, Declared(family.clone()));
 }
 
-/// Registers a counter family whose label sets are all known, each at zero from start, and
-/// answers each one's series in `labels`' order. Counting through a series is one atomic add;
-/// through the family it would be a lock and a lookup, which request threads contend for.
-pub fn register_counters<S, const N: usize>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    labels: [S; N],
-) -> [Counter; N]
-where
-    S: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static,
-{
-    let family = Family::<S, Counter>::default();
-    register_family(registry, name, help, &family, labels.clone());
-    labels.map(|labels| family.get_or_create(&labels).clone())
+/// A counter family whose label sets are all known at start, each series taken from the family
+/// once and kept beside the key it counts: counting is then a short scan and one atomic add,
+/// where counting through the family is a lock and a lookup that request threads contend for.
+#[derive(Clone)]
+pub struct KnownCounters<K, const N: usize> {
+    series: [(K, Counter); N],
+}
+
+impl<K: Copy + PartialEq + Debug, const N: usize> KnownCounters<K, N> {
+    /// Registers the family (see [`register_family`]) with a series at zero for each of `keys`,
+    /// labelled by `labels`.
+    pub fn register<S>(
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        keys: [K; N],
+        labels: impl Fn(K) -> S,
+    ) -> KnownCounters<K, N>
+    where
+        S: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static,
+    {
+        let family = Family::<S, Counter>::default();
+        register_family(registry, name, help, &family, keys.map(&labels));
+        let series = keys.map(|key| (key, family.get_or_create(&labels(key)).clone()));
+        KnownCounters { series }
+    }
+
+    /// Counts one for `key`, which must be one of the keys registered.
+    pub fn inc(&self, key: K) {
+        let series = self.series.iter().find(|(known, _)| *known == key);
+        debug_assert!(series.is_some(), "{key:?} is not a registered series");
+        if let Some((_, counter)) = series {
+            counter.inc();
+        }
+    }
 }
 
 /// Where a committed change came from, as `flagpost_changes_total{source}` counts it.
@@ -119,18 +139,6 @@ pub enum ChangeSource {
 
 impl ChangeSource {
     const ALL: [ChangeSource; 3] = [ChangeSource::Api, ChangeSource::File, ChangeSource::Relay];
-
-    /// Where this source is in [`ChangeSource::ALL`] (checked when this compiles).
-    fn index(self) -> usize {
-        const {
-            let mut i = 0;
-            while i < ChangeSource::ALL.len() {
-                assert!(ChangeSource::ALL[i] as usize == i);
-                i += 1;
-            }
-        }
-        self as usize
-    }
 
     fn label(self) -> &'static str {
         match self {
@@ -183,11 +191,9 @@ struct OutcomeLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    /// Each source's series, in [`ChangeSource::ALL`]'s order, and each event type's, in
-    /// [`EVENT_TYPES`]'s, taken from their families once: a change is then counted with atomic
-    /// adds, not a lock and a lookup per series that the request threads contend for.
-    changes: [Counter; ChangeSource::ALL.len()],
-    events: [Counter; EVENT_TYPES.len()],
+    changes: KnownCounters<ChangeSource, { ChangeSource::ALL.len() }>,
+    /// By label: one of [`EVENT_TYPES`].
+    events: KnownCounters<&'static str, { EVENT_TYPES.len() }>,
     refused: Family<RefusedLabels, Counter>,
     reloads: ReloadMetrics,
     flag_files: Family<OutcomeLabels, Counter>,
@@ -198,19 +204,21 @@ impl Metrics {
     /// registered theirs, and keeps it for [`Metrics::render`].
     pub fn new(mut registry: Registry) -> Metrics {
         let changes = subsystem(&mut registry);
-        let changes_committed = register_counters(
+        let changes_committed = KnownCounters::register(
             changes,
             "changes",
             "Changes committed, by source (api, file, relay)",
-            ChangeSource::ALL.map(|source| SourceLabels {
+            ChangeSource::ALL,
+            |source| SourceLabels {
                 source: source.label(),
-            }),
+            },
         );
-        let events = register_counters(
+        let events = KnownCounters::register(
             changes,
             "events",
             "Events committed, by event type",
-            EVENT_TYPES.map(|r#type| EventTypeLabels { r#type }),
+            EVENT_TYPES,
+            |r#type| EventTypeLabels { r#type },
         );
         let refused = Family::default();
         register_family(
@@ -244,9 +252,9 @@ impl Metrics {
         source: ChangeSource,
         events: &[crate::changes::CommittedEvent],
     ) {
-        self.changes[source.index()].inc();
+        self.changes.inc(source);
         for event in events {
-            self.events[event_type_index(&event.event_type)].inc();
+            self.events.inc(event_type_label(&event.event_type));
         }
     }
 
@@ -287,20 +295,16 @@ fn known_refusals() -> impl Iterator<Item = RefusedLabels> {
     http.chain(files)
 }
 
-/// Where the event type's label is in [`EVENT_TYPES`].
-fn event_type_index(name: &str) -> usize {
-    let label = match EventType::parse(name) {
+/// The event type as a label: one of [`EVENT_TYPES`].
+fn event_type_label(name: &str) -> &'static str {
+    match EventType::parse(name) {
         EventType::FlagUpdated => "flag_updated",
         EventType::FlagDeleted => "flag_deleted",
         EventType::AuditLogCreated => "audit_log_created",
         EventType::SegmentUpdated => "segment_updated",
         EventType::SegmentDeleted => "segment_deleted",
         EventType::Other(_) => "other",
-    };
-    EVENT_TYPES
-        .iter()
-        .position(|t| *t == label)
-        .unwrap_or(EVENT_TYPES.len() - 1)
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use flagpost::metrics::exposition::{self, Format};
-use flagpost::metrics::{register_counters, register_family, subsystem};
+use flagpost::metrics::{KnownCounters, register_family, subsystem};
 use flagpost::reload::ReloadMetrics;
 
 use crate::config::Live;
@@ -74,10 +74,7 @@ struct EnvironmentLabels {
 pub struct Metrics {
     registry: Registry,
     refused: Family<ReasonLabels, Counter>,
-    /// Each outcome's series, in [`IntakeOutcome::ALL`]'s order, taken from its family once: a
-    /// web hook is then counted with one atomic add rather than a lock and a lookup that both
-    /// request threads contend for.
-    accepted: [Counter; IntakeOutcome::ALL.len()],
+    accepted: KnownCounters<IntakeOutcome, { IntakeOutcome::ALL.len() }>,
     data_age: Family<EnvironmentLabels, Gauge>,
     document_age: Family<EnvironmentLabels, Gauge>,
     reloads: ReloadMetrics,
@@ -128,13 +125,14 @@ impl Metrics {
             &refused,
             WriteError::REFUSALS.map(|reason| ReasonLabels { reason }),
         );
-        let accepted = register_counters(
+        let accepted = KnownCounters::register(
             intake,
             "webhooks_accepted",
             "Web hooks acknowledged after a durable commit, by outcome",
-            IntakeOutcome::ALL.map(|o| OutcomeLabels {
+            IntakeOutcome::ALL,
+            |o| OutcomeLabels {
                 outcome: o.as_str(),
-            }),
+            },
         );
         let data_age = Family::default();
         register_family(
@@ -218,7 +216,7 @@ impl Metrics {
     }
 
     pub fn accepted(&self, outcome: IntakeOutcome) {
-        self.accepted[outcome.index()].inc();
+        self.accepted.inc(outcome);
     }
 
     /// Configuration reloads, counted by the reload helper and by [`crate::reload`].

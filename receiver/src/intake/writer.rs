@@ -57,18 +57,6 @@ impl IntakeOutcome {
         IntakeOutcome::NotApplied,
     ];
 
-    /// Where this outcome is in [`IntakeOutcome::ALL`] (checked when this compiles).
-    pub fn index(self) -> usize {
-        const {
-            let mut i = 0;
-            while i < IntakeOutcome::ALL.len() {
-                assert!(IntakeOutcome::ALL[i] as usize == i);
-                i += 1;
-            }
-        }
-        self as usize
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             IntakeOutcome::Applied => "applied",
