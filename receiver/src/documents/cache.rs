@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::documents::change::{Change, Scope};
+use crate::documents::fold_hash::{FoldHashMap, FoldHashSet};
 use crate::documents::order::Order;
-use crate::documents::overrides::{FoldHashMap, FoldHashSet};
 use crate::documents::state::{FeatureEntry, SegmentState, Slot};
 use crate::documents::upstream::UpstreamDocument;
 use crate::evaluation::PreparedEnvironment;

@@ -25,11 +25,13 @@
 //!   from an upstream Flagsmith, with the web-hook changes taken since their fetch began on top;
 //!   [`raw`]: their bytes as kept;
 //!   [`revision`]: each environment's revision and `updated_at`, moved once per batch.
+//! - [`fold_hash`]: the hash the cache's maps use.
 
 pub mod cache;
 pub mod change;
 pub mod event_id;
 pub mod flagpost;
+pub mod fold_hash;
 pub mod order;
 pub mod overrides;
 pub mod raw;

@@ -10,23 +10,16 @@
 //! shard copies its keys without allocating one each, and dropping the copy it replaced frees none;
 //! a short key also takes less memory than a pointer to a copy of it would.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use compact_str::CompactString;
 
+use crate::documents::fold_hash::FoldHashMap;
+
 /// About how many keys a shard holds before the shards double.
 const SHARD_TARGET: usize = 64;
-
-/// A map keyed by what signed web hooks and fetched documents name (environment and feature ids,
-/// identifiers), hashed with foldhash rather than std's SipHash: the writer hashes several keys a
-/// web hook, and a lookup one identifier a feature. foldhash is seeded per process, and the keys
-/// come from authenticated senders, so the DoS resistance SipHash buys is not needed here.
-pub type FoldHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-/// The set of [`FoldHashMap`]'s kind (the ids of deleted features).
-pub type FoldHashSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 type Shard<V> = FoldHashMap<CompactString, V>;
 
