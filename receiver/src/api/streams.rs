@@ -19,7 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use flagpost::serve::CloseConnection;
 use flagsmith_flag_engine::types::FlagsmithValue;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::api::AppState;
@@ -30,7 +30,8 @@ use crate::streams::feed::{Feed, Kind};
 use crate::streams::{StreamSlot, Subscription};
 
 /// `x-flagsmith-document-updated-at`, which Flagsmith's JS client compares with realtime events.
-pub const UPDATED_AT_HEADER: &str = "x-flagsmith-document-updated-at";
+pub const UPDATED_AT_HEADER: HeaderName =
+    HeaderName::from_static("x-flagsmith-document-updated-at");
 
 /// A place among `streams.max_streams`, or 503.
 fn open_slot(shared: &Shared) -> Result<StreamSlot, ApiError> {
@@ -155,8 +156,8 @@ pub fn set_updated_at(response: &mut Response, updated_at_micros: i64) {
     if updated_at_micros == 0 {
         return;
     }
-    let text = crate::streams::events::seconds(updated_at_micros);
-    if let Ok(value) = HeaderValue::from_str(&text) {
+    let text = crate::streams::events::Seconds::new(updated_at_micros);
+    if let Ok(value) = HeaderValue::from_str(text.as_str()) {
         response.headers_mut().insert(UPDATED_AT_HEADER, value);
     }
 }
