@@ -8,12 +8,11 @@
 //! send. A request from any other origin is refused with 403 before it reaches a handler, so a
 //! page elsewhere can neither read nor change anything.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::api::AppState;
+use crate::app::Shared;
 use crate::error::ApiError;
 
 /// The request headers a page may send: the environment key in each form the clients use,
@@ -28,38 +27,58 @@ const EXPOSED_HEADERS: &str = "ETag, Retry-After";
 /// How long a browser may keep a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
-/// The CORS layer (see the module's documentation).
-pub(crate) async fn cors(State(shared): AppState, request: Request, next: Next) -> Response {
-    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
-        return next.run(request).await;
+/// What CORS makes of a request, before it reaches a handler.
+pub(crate) enum Admission {
+    /// No `Origin`: passes untouched, and so does its answer.
+    Untouched,
+    /// From an allowed origin: handled, and its answer names the origin.
+    Allowed(HeaderValue),
+    /// Refused, or a preflight: answered here, without a handler.
+    Answered(Response),
+}
+
+/// Checks a request's origin (see the module's documentation).
+pub(crate) fn admit(shared: &Shared, request: &Request) -> Admission {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Admission::Untouched;
     };
     let text = origin.to_str().unwrap_or_default();
     let allowed =
         shared.live.load().cors_origins.allows(text) || same_origin(text, request.headers());
     if !allowed {
         shared.metrics.cors_refused();
-        return ApiError::OriginRefused(String::from_utf8_lossy(origin.as_bytes()).into_owned())
-            .into_response();
+        return Admission::Answered(
+            ApiError::OriginRefused(String::from_utf8_lossy(origin.as_bytes()).into_owned())
+                .into_response(),
+        );
     }
     let preflight = request.method() == Method::OPTIONS
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        preflight_answer()
-    } else {
-        next.run(request).await
-    };
+    if preflight {
+        let mut answer = preflight_answer();
+        name_origin(&mut answer, origin.clone());
+        return Admission::Answered(answer);
+    }
+    Admission::Allowed(origin.clone())
+}
+
+/// The answer to a request from an allowed origin: it names the origin, and what the page may
+/// read of it.
+pub(crate) fn allowed_answer(mut response: Response, origin: HeaderValue) -> Response {
+    name_origin(&mut response, origin);
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    response
+}
+
+fn name_origin(response: &mut Response, origin: HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    if !preflight {
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED_HEADERS),
-        );
-    }
-    response
 }
 
 fn preflight_answer() -> Response {

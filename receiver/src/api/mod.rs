@@ -5,10 +5,12 @@
 //! - [`sdk`]: the Flagsmith-SDK-compatible API; [`status`]: health, readiness, metrics, admin;
 //! - [`snapshot`]: the native lookups' shape as a file, for apps that read files;
 //! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol; [`cors`]: browsers on other origins;
+//! - [`edge`]: the layer around every route (CORS, errors as JSON);
 //! - [`transient`]: the identifier Flagsmith gives an identity sent without one.
 //! - [`status_page`]: the status page and the data it polls.
 
 pub mod cors;
+pub mod edge;
 pub mod native;
 pub mod ofrep;
 pub mod sdk;
@@ -87,12 +89,8 @@ pub fn router(shared: Arc<Shared>, webhook_path: &str) -> Router {
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
         // The status page and its data (`/status`, `/admin/status`).
         .merge(status_page::router())
-        .layer(axum::middleware::map_response(crate::error::json_errors))
-        // Outermost, so that every answer (errors included) carries its CORS headers.
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            cors::cors,
-        ))
+        // CORS on every answer (errors included), and errors re-worded as JSON.
+        .layer(edge::EdgeLayer::new(shared.clone()))
         .with_state(shared)
 }
 
