@@ -158,7 +158,13 @@ struct RawFlagData {
 /// then read straight into its types.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingEvent, WireError> {
     unique_keys::check(body)?;
-    let envelope = match serde_json::from_slice::<FlagEnvelope>(body) {
+    // Read as text checked once: from bytes, serde_json checks the UTF-8 of every key and string
+    // again, a tenth of the read. A body that is not UTF-8 is read from bytes, for its error.
+    let envelope = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<FlagEnvelope>(text),
+        Err(_) => serde_json::from_slice::<FlagEnvelope>(body),
+    };
+    let envelope = match envelope {
         Ok(envelope) => envelope,
         Err(_) => read_by_event_type(body)?,
     };
