@@ -29,6 +29,7 @@ use crate::changes::relay::{RelayVerdict, RelayedChange};
 use crate::changes::{Author, CommittedEvent, Outbox};
 use crate::config::Config;
 use crate::error::WriteError;
+use crate::metrics::ChangeSource;
 use crate::signing::{FLAGSMITH_SIGNATURE_HEADER, verify_flagsmith};
 use crate::store::{Tables, relayed};
 use crate::wire::{EventType, IncomingEvent, parse_incoming};
@@ -184,9 +185,7 @@ fn store_relayed(
 fn answer(state: &AppState, relayed: Relayed) -> Response {
     let (status, outcome, events) = match relayed {
         Relayed::Stored(events) => {
-            state
-                .metrics
-                .change_committed(crate::metrics::ChangeSource::Relay, &events);
+            state.metrics.change_committed(ChangeSource::Relay, &events);
             (StatusCode::ACCEPTED, "relayed", events)
         }
         Relayed::Duplicate(events) => (StatusCode::OK, "duplicate", events),

@@ -20,6 +20,7 @@ use super::error::ApiError;
 use crate::changes::{Author, Changes, CommittedEvent};
 use crate::config::ApiToken;
 use crate::error::WriteError;
+use crate::metrics::ChangeSource;
 use crate::store::Tables;
 use crate::store::idempotency::{self, StoredAnswer};
 
@@ -342,9 +343,7 @@ where
         }
     };
     if !events.is_empty() {
-        state
-            .metrics
-            .change_committed(crate::metrics::ChangeSource::Api, &events);
+        state.metrics.change_committed(ChangeSource::Api, &events);
     }
     Ok((status, response).into_response())
 }

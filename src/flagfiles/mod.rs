@@ -29,6 +29,7 @@ pub use segment_file::{SegmentFile, apply_segment_file, parse_segment_file};
 use crate::changes::{Author, Changes, CommittedEvent};
 use crate::config::Config;
 use crate::error::WriteError;
+use crate::metrics::ChangeSource;
 use crate::metrics::Metrics;
 use crate::store::{Store, Tables};
 use crate::watch::DirWatch;
@@ -407,8 +408,7 @@ impl FlagFiles {
         match result {
             Ok(events) => {
                 if !events.is_empty() {
-                    self.metrics
-                        .change_committed(crate::metrics::ChangeSource::File, &events);
+                    self.metrics.change_committed(ChangeSource::File, &events);
                 }
                 FileOutcome::Applied {
                     path: path.to_path_buf(),
