@@ -22,8 +22,10 @@ const ALLOWED_HEADERS: &str = "Authorization, Content-Type, If-None-Match, Last-
      X-API-Key, X-Environment-Key, Flagsmith-Application-Name, Flagsmith-Application-Version, \
      Flagsmith-SDK-User-Agent";
 const ALLOWED_METHODS: &str = "GET, POST, OPTIONS";
-/// Response headers a page may read beyond the safelisted ones: OFREP's bulk answer's tag.
-const EXPOSED_HEADERS: &str = "ETag, Retry-After";
+/// Response headers a page may read beyond the safelisted ones: OFREP's bulk answer's tag, and
+/// the flags' `updated_at`, which Flagsmith's JS client reads to skip the realtime events its
+/// flags already reflect (hidden, it fetches again after every event).
+const EXPOSED_HEADERS: &str = "ETag, Retry-After, X-Flagsmith-Document-Updated-At";
 /// How long a browser may keep a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 

@@ -130,6 +130,13 @@ async fn a_listed_origin_reads_flags_and_any_other_is_refused() {
         header(&headers, "access-control-allow-origin"),
         Some(ALLOWED)
     );
+    // Flagsmith's JS client reads the flags' updated_at to skip realtime events it has seen.
+    assert!(
+        header(&headers, "access-control-expose-headers")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("x-flagsmith-document-updated-at")
+    );
     // Errors carry the headers too, so that the page can read why.
     let (status, headers, _) = send("GET", &flags, &[("origin", ALLOWED)], "").await;
     assert_eq!(status, 401);
